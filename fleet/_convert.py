@@ -1,0 +1,144 @@
+"""Small converters for configuration values.
+
+Each converter takes a raw value (as pyhocon parsed it, or a string from the
+command line or the environment) and returns a typed value, or raises
+:class:`ValueError` whose message says what was expected ("expected a boolean").
+The caller adds the key path, the file and the offending value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Converter = Callable[[Any], T]
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError("expected a boolean")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("expected an integer")
+
+
+def to_float(value: Any) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+    if number is None or not math.isfinite(number):
+        raise ValueError("expected a number")
+    return number
+
+
+def to_str(value: Any) -> str:
+    """Strings; numbers too, since HOCON reads ``cuda_version: 11.8`` as a float."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError("expected a string")
+
+
+def to_str_tuple(value: Any) -> tuple[str, ...]:
+    """A list of strings; a single string is taken as a one-element list."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, (list, tuple)):
+        try:
+            return tuple(to_str(item) for item in value)
+        except ValueError:
+            pass
+    raise ValueError("expected a list of strings")
+
+
+def to_str_map(value: Any) -> Mapping[str, str]:
+    """An object of string values, returned as a read-only mapping."""
+    if isinstance(value, Mapping):
+        try:
+            items = {str(k).strip('"'): to_str(v) for k, v in value.items()}
+        except ValueError:
+            pass
+        else:
+            return MappingProxyType(items)
+    raise ValueError("expected an object of strings")
+
+
+def one_of(*choices: str) -> Converter[str]:
+    def convert(value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+        raise ValueError(f"expected one of {', '.join(choices)}")
+
+    return convert
+
+
+def int_between(low: int, high: int) -> Converter[int]:
+    def convert(value: Any) -> int:
+        try:
+            number = to_int(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(f"expected an integer between {low} and {high}")
+        return number
+
+    return convert
+
+
+def number_at_least(low: float) -> Converter[float]:
+    def convert(value: Any) -> float:
+        number = to_float(value)
+        if number < low:
+            raise ValueError(f"expected a number >= {low:g}")
+        return number
+
+    return convert
+
+
+def number_above(low: float) -> Converter[float]:
+    def convert(value: Any) -> float:
+        number = to_float(value)
+        if number <= low:
+            raise ValueError(f"expected a number > {low:g}")
+        return number
+
+    return convert
+
+
+def int_at_least(low: int) -> Converter[int]:
+    def convert(value: Any) -> int:
+        number = to_int(value)
+        if number < low:
+            raise ValueError(f"expected an integer >= {low}")
+        return number
+
+    return convert

@@ -1,0 +1,78 @@
+"""Queue commands: ``queues`` and ``queue create|delete|tag|untag``."""
+
+from __future__ import annotations
+
+import click
+
+from fleet.cli import output
+from fleet.cli.context import Context
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def queues(ctx: Context, as_json: bool) -> None:
+    """List queues with their pending and running tasks."""
+    answer = ctx.client().get("/queues")["queues"]
+    if as_json:
+        output.emit_json(answer)
+        return
+    output.table(
+        None,
+        ["QUEUE", "PENDING", "RUNNING", "TAGS", "ID"],
+        ([q["name"], q["pending"], q["running"], ",".join(q["tags"]), q["id"]] for q in answer),
+    )
+
+
+@click.group()
+def queue() -> None:
+    """Create, delete and tag queues."""
+
+
+@queue.command("create")
+@click.argument("name")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@pass_ctx
+def create(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
+    """Create a queue."""
+    q = ctx.client().post("/queues", json={"name": name, "tags": list(tags)})
+    output.info(f"created queue {q['name']} ({q['id']})")
+
+
+@queue.command("delete")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Also when tasks are queued (they go back to created).")
+@pass_ctx
+def delete(ctx: Context, name: str, force: bool) -> None:
+    """Delete a queue."""
+    ctx.client().request("DELETE", f"/queues/{name}", params={"force": force})
+    output.info(f"deleted queue {name}")
+
+
+@queue.command("tag")
+@click.argument("name")
+@click.argument("tags", nargs=-1, required=True)
+@pass_ctx
+def tag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
+    """Add tags to a queue."""
+    client = ctx.client()
+    current = client.get(f"/queues/{name}")["tags"]
+    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(set(current) | set(tags))})
+    output.info(f"{q['name']}: {', '.join(q['tags']) or '(no tags)'}")
+
+
+@queue.command("untag")
+@click.argument("name")
+@click.argument("tags", nargs=-1, required=True)
+@pass_ctx
+def untag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
+    """Remove tags from a queue."""
+    client = ctx.client()
+    current = client.get(f"/queues/{name}")["tags"]
+    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(set(current) - set(tags))})
+    output.info(f"{q['name']}: {', '.join(q['tags']) or '(no tags)'}")
+
+
+COMMANDS = [queues, queue]

@@ -1,0 +1,302 @@
+"""Task commands: submit, wait, tasks, show, logs, abort, enqueue, dequeue, clone."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from fleet.cli import output
+from fleet.cli.context import Context
+from fleet.errors import EXIT_FAILURE, FleetError, UsageError
+from fleet.validate import task_id as check_task_id
+from fleet.worker.logfile import strip_stamp
+
+pass_ctx = click.make_pass_decorator(Context)
+WAIT_POLL_S = 0.1
+ENDED = {"completed", "failed", "stopped"}
+
+
+class TaskIdType(click.ParamType):  # type: ignore[type-arg]
+    name = "TASK"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_task_id(str(value).lower())
+        except UsageError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+TASK = TaskIdType()
+
+
+def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", ctx, param)
+        env[key] = value
+    return env
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option("--queue", required=True, help="Queue to put the task in.")
+@click.option("--name", default="", help="A name for people (default: the command).")
+@click.option("--env", "env", multiple=True, callback=_env_pair, metavar="K=V [K=V ...]", help="Environment variables.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first within the queue.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop the task after SECONDS; it ends failed (timeout).",
+)
+@click.option("--retries", type=click.IntRange(0, 1000), default=0, help="Queue a failed task again up to N times.")
+@click.option(
+    "--gpus",
+    "gpus",
+    type=click.IntRange(0, 1024),
+    help="GPUs the task needs (a static worker takes only tasks that fit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the task object.")
+@click.argument("command", nargs=-1, required=True)
+@pass_ctx
+def submit(
+    ctx: Context,
+    queue: str,
+    name: str,
+    env: dict[str, str],
+    priority: int,
+    timeout: float | None,
+    retries: int,
+    gpus: int | None,
+    as_json: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Create a task from the current folder and enqueue it.
+
+    \b
+    fleetctl submit --queue default -- python train.py --lr 0.1
+    The command runs as given (never through a shell) in this folder.
+    """
+    body = {
+        "command": list(command),
+        "working_dir": os.getcwd(),
+        "queue": queue,
+        "name": name,
+        "env": env,
+        "priority": priority,
+        "timeout": timeout,
+        "retries": retries,
+        "gpus": gpus,
+        "user": getpass.getuser(),
+    }
+    task = ctx.client().post("/tasks", json=body)
+    if as_json:
+        output.emit_json(task)
+    else:
+        output.info(task["id"])
+
+
+@click.command()
+@click.argument("tasks", nargs=-1, required=True, type=TASK)
+@click.option("--timeout", type=click.FloatRange(min=0), help="Give up after SECONDS (exit 1).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def wait(ctx: Context, tasks: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
+    """Block until the tasks end; exit 0 if all completed, 1 otherwise."""
+    client = ctx.client()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = list(dict.fromkeys(tasks))
+    final: dict[str, dict[str, Any]] = {}
+    while pending:
+        for tid in list(pending):
+            task = client.get(f"/tasks/{tid}")
+            if task["status"] in ENDED:
+                final[tid] = task
+                pending.remove(tid)
+        if not pending:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise FleetError(f"timed out after {timeout:g}s waiting for {', '.join(pending)}")
+        time.sleep(WAIT_POLL_S)
+    if as_json:
+        output.emit_json([final[t] for t in dict.fromkeys(tasks)])
+    else:
+        for tid in dict.fromkeys(tasks):
+            task = final[tid]
+            reason = f" ({task['status_reason']})" if task["status_reason"] else ""
+            output.info(f"{task['id']} {task['status']}{reason}")
+    if any(final[t]["status"] != "completed" for t in final):
+        raise SystemExit(EXIT_FAILURE)
+
+
+@click.command("tasks")
+@click.option("--queue", help="Only this queue.")
+@click.option("--status", help="Only these statuses (comma-separated).")
+@click.option("--worker", help="Only tasks of this worker.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def list_tasks(
+    ctx: Context, queue: str | None, status: str | None, worker: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """List tasks, newest first."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    for key, value in (("queue", queue), ("status", status), ("worker", worker)):
+        if value is not None:
+            params[key] = value
+    answer = ctx.client().get("/tasks", params=params)
+    if as_json:
+        output.emit_json(answer)
+        return
+    output.table(
+        f"Tasks ({len(answer['tasks'])} of {answer['total']})",
+        ["ID", "NAME", "QUEUE", "STATUS", "WORKER", "GPUS", "CREATED", "REASON"],
+        (
+            [
+                t["id"][:12],
+                t["name"][:40],
+                t["queue"],
+                t["status"],
+                t["worker"],
+                ",".join(map(str, t["gpus"])),
+                (t["created_at"] or "")[:19].replace("T", " "),
+                (t["status_reason"] or "")[:60],
+            ]
+            for t in answer["tasks"]
+        ),
+    )
+
+
+@click.command()
+@click.argument("task", type=TASK)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def show(ctx: Context, task: str, as_json: bool) -> None:
+    """A task's details and attempts."""
+    t = ctx.client().get(f"/tasks/{task}")
+    if as_json:
+        output.emit_json(t)
+        return
+    script = t["script"]
+    rows = [
+        ("id", t["id"]),
+        ("name", t["name"]),
+        ("status", t["status"] + (f" ({t['status_reason']})" if t["status_reason"] else "")),
+        ("queue", t["queue"]),
+        ("priority", t["priority"]),
+        ("command", " ".join(script["command"])),
+        ("working dir", script["working_dir"]),
+        ("worker", t["worker"]),
+        ("gpus", ",".join(map(str, t["gpus"]))),
+        ("exit code", t["exit_code"]),
+        ("attempt", f"{t['attempt']} (retries allowed: {t['retries']})"),
+        ("timeout", t["timeout"]),
+        ("user", t["user"]),
+        ("created", t["created_at"]),
+        ("queued", t["queued_at"]),
+        ("started", t["started_at"]),
+        ("finished", t["finished_at"]),
+    ]
+    rows += [(f"env {k}", v) for k, v in t["env"].items()]
+    output.table(None, ["FIELD", "VALUE"], rows)
+    if t.get("attempts"):
+        output.table(
+            "Attempts",
+            ["#", "WORKER", "GPUS", "STATUS", "EXIT", "STARTED", "FINISHED", "REASON"],
+            (
+                [
+                    a["attempt"],
+                    a["worker"],
+                    ",".join(map(str, a["gpus"])),
+                    a["status"],
+                    a["exit_code"],
+                    a["started_at"],
+                    a["finished_at"],
+                    (a["reason"] or "")[:60],
+                ]
+                for a in t["attempts"]
+            ),
+        )
+
+
+@click.command()
+@click.argument("task", type=TASK)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the task ends.")
+@click.option("--no-timestamps", is_flag=True, help="Print the lines without their arrival time.")
+@pass_ctx
+def logs(ctx: Context, task: str, follow: bool, no_timestamps: bool) -> None:
+    """Print a task's log (stdout and stderr, line by line)."""
+    client = ctx.client()
+    if follow:
+        chunks = client.stream(f"/tasks/{task}/log", {"follow": True})
+    else:
+        chunks = iter([client.get(f"/tasks/{task}/log").content])
+    partial = b""
+    for chunk in chunks:
+        data = partial + chunk
+        *lines, partial = data.split(b"\n")
+        _print_lines(lines, no_timestamps)
+    if partial:
+        _print_lines([partial], no_timestamps)
+
+
+def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
+    out = sys.stdout
+    for raw in lines:
+        line = raw.decode("utf-8", "replace")
+        out.write((strip_stamp(line) if no_timestamps else line) + "\n")
+    out.flush()
+
+
+@click.command()
+@click.argument("task", type=TASK)
+@pass_ctx
+def abort(ctx: Context, task: str) -> None:
+    """Stop a task: a queued one at once, a running one via its worker."""
+    t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
+    output.info(f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
+
+
+@click.command()
+@click.argument("task", type=TASK)
+@click.option("--queue", required=True)
+@click.option("--head", is_flag=True, help="Put it first in the queue.")
+@pass_ctx
+def enqueue(ctx: Context, task: str, queue: str, head: bool) -> None:
+    """Put a task (created, or ended) in a queue."""
+    t = ctx.client().post(f"/tasks/{task}/enqueue", json={"queue": queue, "head": head})
+    output.info(f"{t['id']} queued in {t['queue']}")
+
+
+@click.command()
+@click.argument("task", type=TASK)
+@pass_ctx
+def dequeue(ctx: Context, task: str) -> None:
+    """Take a queued task out of its queue (it goes back to created)."""
+    t = ctx.client().post(f"/tasks/{task}/dequeue")
+    output.info(f"{t['id']} {t['status']}")
+
+
+@click.command()
+@click.argument("task", type=TASK)
+@click.option("--queue", help="Enqueue the clone here.")
+@click.option("--name", help="Name of the clone.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def clone(ctx: Context, task: str, queue: str | None, name: str | None, as_json: bool) -> None:
+    """Copy a task into a new one (created, or queued with --queue); print its id."""
+    body: dict[str, Any] = {"queue": queue, "name": name}
+    t = ctx.client().post(f"/tasks/{task}/clone", json=body)
+    if as_json:
+        output.emit_json(t)
+    else:
+        output.info(t["id"])
+
+
+COMMANDS = [submit, wait, list_tasks, show, logs, abort, enqueue, dequeue, clone]

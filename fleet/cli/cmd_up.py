@@ -1,0 +1,202 @@
+"""``up``, ``stop``, ``status`` and the hidden ``manager`` command."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+import psutil
+
+from fleet.cli import output
+from fleet.cli.context import Context
+from fleet.errors import FleetError
+from fleet.gpus import parse_gpu_list
+from fleet.home import Home
+from fleet.manager import Manager, configure_logging
+from fleet.scheduler.claims import UpRequest, check_queues
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _check_gpus(spec: str | None) -> None:
+    if spec is not None and spec.strip().lower() != "all":
+        parse_gpu_list(spec)
+
+
+@click.command()
+@click.option("--gpus", metavar="SPEC", help="GPUs for this worker: 0, 0,1, 0-7, 0-3,6 or all.")
+@click.option("--queue", "queues", multiple=True, metavar="Q [Q ...]", help="Queues to pull from, in priority order.")
+@click.option("--order-fairness", is_flag=True, help="Pull from the queues in turn instead of in strict order.")
+@click.option("--cpu-only", is_flag=True, help="A worker without GPUs (CUDA_VISIBLE_DEVICES is empty).")
+@click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet.")
+@click.option("--foreground", is_flag=True, help="Run the manager in this terminal, logging to the console.")
+@click.option("--port", type=click.IntRange(0, 65535), help="API port (0 takes any free port). Default 8765.")
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
+@pass_ctx
+def up(
+    ctx: Context,
+    gpus: str | None,
+    queues: tuple[str, ...],
+    order_fairness: bool,
+    cpu_only: bool,
+    create_queue: bool,
+    foreground: bool,
+    port: int | None,
+    as_json: bool,
+) -> None:
+    """Start this host's manager if needed and add a worker.
+
+    \b
+    fleetctl up --gpus 0-3 --queue default --create-queue
+    fleetctl up --gpus 4,5 --queue high low --order-fairness
+    fleetctl up --cpu-only --queue cpu
+    """
+    request = UpRequest(
+        queues=list(queues),
+        gpus=gpus,
+        cpu_only=cpu_only,
+        order_fairness=order_fairness,
+        create_queue=create_queue,
+    )
+    check_queues(request.queues)
+    _check_gpus(gpus)
+    config = ctx.config  # a bad config fails here, before anything starts
+    if foreground:
+        configure_logging(None)
+        raise SystemExit(Manager(ctx.home, config, port=port).serve(request))
+    started_pid: int | None = None
+    if ctx.running() is None:
+        started_pid = ctx.start_manager(port)
+    elif port is not None:
+        output.warn("a manager already runs for this FLEET_HOME; --port is ignored")
+    client = ctx.client()
+    body = {
+        "queues": request.queues,
+        "gpus": gpus,
+        "cpu_only": cpu_only,
+        "order_fairness": order_fairness,
+        "create_queue": create_queue,
+    }
+    try:
+        answer = client.post("/workers", json=body)
+    except FleetError:
+        if started_pid is not None:  # leave nothing behind that this failed `up` started
+            client.post("/shutdown", json={})
+            _wait_gone(started_pid, 30)
+        raise
+    for warning in answer["warnings"]:
+        output.warn(warning)
+    if as_json:
+        output.emit_json(answer["workers"])
+        return
+    _workers_table(answer["workers"])
+    output.info(f"manager: {client.base_url}")
+
+
+@click.command()
+@click.argument("workers", nargs=-1)
+@click.option("--drain", is_flag=True, help="Stop pulling and wait for running tasks to finish.")
+@click.option("--requeue", is_flag=True, help="Put stopped tasks back at the head of their queue.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Give up waiting after SECONDS.")
+@pass_ctx
+def stop(ctx: Context, workers: tuple[str, ...], drain: bool, requeue: bool, timeout: float | None) -> None:
+    """Stop workers; with none named, stop every worker and the manager.
+
+    Running tasks get SIGTERM, then SIGKILL after the grace period, and end
+    `stopped`; --drain lets them finish instead.
+    """
+    found = ctx.running()
+    if found is None:
+        output.info(f"no manager is running for FLEET_HOME={ctx.home.root}")
+        return
+    client = ctx.client()
+    if not workers:
+        client.post("/shutdown", json={"drain": drain, "requeue": requeue})
+        pid = found[1] or int(client.get("/health")["pid"])
+        if drain:
+            output.info("draining: waiting for running tasks to finish")
+        if not _wait_gone(pid, timeout):
+            raise FleetError(f"the manager (pid {pid}) is still stopping after {timeout:g}s")
+        output.info("stopped all workers and the manager")
+        return
+    for wid in workers:
+        client.request("DELETE", f"/workers/{quote(wid, safe='')}", params={"drain": drain, "requeue": requeue})
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for wid in workers:
+        while client.get(f"/workers/{quote(wid, safe='')}")["state"] != "dead":
+            if deadline is not None and time.monotonic() > deadline:
+                raise FleetError(f"worker {wid} is still stopping after {timeout:g}s")
+            time.sleep(0.1)
+        output.info(f"stopped {wid}")
+
+
+def _wait_gone(pid: int, timeout: float | None) -> bool:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while psutil.pid_exists(pid):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="Include stopped (dead) workers.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(ctx: Context, show_all: bool, as_json: bool) -> None:
+    """Workers, queues and the manager's address."""
+    client = ctx.client()
+    health = client.get("/health")
+    workers = client.get("/workers", params={"all": show_all})["workers"]
+    queues = client.get("/queues")["queues"]
+    if as_json:
+        output.emit_json({"manager": health, "workers": workers, "queues": queues})
+        return
+    output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
+    _workers_table(workers)
+    output.table(
+        "Queues",
+        ["QUEUE", "PENDING", "RUNNING", "TAGS"],
+        ([q["name"], q["pending"], q["running"], ",".join(q["tags"])] for q in queues),
+    )
+
+
+def _workers_table(workers: list[dict[str, Any]]) -> None:
+    output.table(
+        "Workers",
+        ["WORKER", "GPUS", "QUEUES", "STATE", "TASK", "REASON"],
+        (
+            [
+                w["id"],
+                ",".join(map(str, w["gpus"])) or "cpu",
+                " ".join(w["queues"]) + (" (fair)" if w["order_fairness"] else ""),
+                w["state"],
+                ",".join(t[:12] for t in w["tasks"]),
+                w["state_reason"],
+            ]
+            for w in workers
+        ),
+    )
+
+
+@click.command(hidden=True)
+@click.option("--home", "home_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--port", type=click.IntRange(0, 65535))
+@pass_ctx
+def manager(ctx: Context, home_dir: str, port: int | None) -> None:
+    """Run a manager with no initial workers (what `up` starts detached)."""
+    configure_logging(None)
+    logging.getLogger(__name__).info("manager starting for %s", home_dir)
+    raise SystemExit(Manager(Home(Path(home_dir)), ctx.config, port=port).serve())
+
+
+COMMANDS = [up, stop, status, manager]

@@ -1,0 +1,83 @@
+"""What every command needs: the config, the home, a client for the manager."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fleet.cli.client import Client, manager_url
+from fleet.config import Config, load_config
+from fleet.errors import FleetError, ManagerUnavailable
+from fleet.home import Home, resolve_home
+
+MANAGER_START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Context:
+    config_path: str | None = None
+    _config: Config | None = field(default=None, repr=False)
+    _client: Client | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def home(self) -> Home:
+        return Home(resolve_home(self.config.fleet.home))
+
+    def running(self) -> tuple[str, int | None] | None:
+        return manager_url(self.home)
+
+    def client(self) -> Client:
+        if self._client is None:
+            found = self.running()
+            if found is None:
+                raise ManagerUnavailable(
+                    f"no manager is running for FLEET_HOME={self.home.root}; start one with: fleetctl up --queue NAME"
+                )
+            self._client = Client(found[0], self.config.fleet.api.token)
+        return self._client
+
+    def start_manager(self, port: int | None) -> int:
+        """Start a detached manager for this home and wait until it answers."""
+        home = self.home.ensure()
+        argv = [sys.executable, "-m", "fleet.cli"]
+        if self.config.path is not None:
+            argv += ["--config", str(self.config.path)]
+        argv += ["manager", "--home", str(home.root)]
+        if port is not None:
+            argv += ["--port", str(port)]
+        with open(home.manager_log, "ab") as log:
+            child = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + MANAGER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise FleetError(f"the manager did not start:\n{_tail(home.manager_log)}")
+            info = home.read_manager_info()
+            if info and info.get("pid") == child.pid:
+                try:
+                    httpx.get(f"{info['url']}/api/v1/health", timeout=2).raise_for_status()
+                    return child.pid
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.02)
+        child.terminate()
+        raise FleetError(f"the manager did not answer within {MANAGER_START_TIMEOUT_S:g}s; see {home.manager_log}")
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"

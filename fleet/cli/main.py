@@ -1,0 +1,110 @@
+"""``fleetctl``: the command line.
+
+Exit codes: 0 success, 1 failure, 2 bad usage — with one line naming the bad
+value.  Errors are turned into exit codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fleet import __version__
+from fleet.cli.context import Context
+from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
+
+# Options that take several values after one flag (``--queue a b c``), per command.
+MULTI_VALUE = {
+    "up": {"--queue", "--uptime", "--downtime"},
+    "submit": {"--env"},
+}
+
+
+def expand_multi(argv: list[str]) -> list[str]:
+    """Rewrite ``--queue a b`` as ``--queue a --queue b`` for click, up to ``--``."""
+    command_at = next(
+        (i for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--config")), None
+    )
+    if command_at is None or argv[command_at] not in MULTI_VALUE:
+        return argv
+    names = MULTI_VALUE[argv[command_at]]
+    out = argv[: command_at + 1]
+    current: str | None = None
+    taken = 0
+    rest = argv[command_at + 1 :]
+    for i, arg in enumerate(rest):
+        if arg == "--":
+            out.extend(rest[i:])
+            return out
+        if arg.startswith("-") and arg != "-":
+            current, taken = (arg, 0) if arg in names else (None, 0)
+            out.append(arg)
+            continue
+        if current is not None and (current != "--env" or "=" in arg):
+            if taken >= 1:
+                out.append(current)
+            out.append(arg)
+            taken += 1
+            continue
+        current = None
+        out.append(arg)
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="FLEET_CONFIG_FILE",
+    help="Config file (HOCON). Default: FLEET_CONFIG_FILE, else ~/fleet.conf.",
+)
+@click.version_option(__version__, prog_name="fleetctl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """fleet: run queued GPU jobs on this host, each with its exact code and environment."""
+    ctx.obj = Context(config_path=config_path)
+
+
+def _register() -> None:
+    from fleet.cli import cmd_queues, cmd_tasks, cmd_up
+    from fleet.cli.init_cmd import init
+
+    for module in (cmd_up, cmd_tasks, cmd_queues):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    cli.add_command(init)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = expand_multi(list(sys.argv[1:] if argv is None else argv))
+    try:
+        rv = cli.main(args=args, prog_name="fleetctl", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return EXIT_OK_OR_USAGE
+    except click.UsageError as exc:
+        click.echo(f"fleetctl: error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("fleetctl: aborted", err=True)
+        return EXIT_FAILURE
+    except FleetError as exc:
+        click.echo(f"fleetctl: {exc.message}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return int(rv) if isinstance(rv, int) else 0
+
+
+EXIT_OK_OR_USAGE = EXIT_USAGE
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Load and validate fleet's configuration.
+
+The file is HOCON (pyhocon).  Its ``agent { ... }`` section uses ClearML Agent's
+key names so that an existing ``clearml.conf`` loads unchanged; ``fleet { ... }``
+holds what is ours.  Other top-level sections (``api``, ``sdk`` ...) are ignored;
+unknown keys inside ``agent`` / ``fleet`` warn; a value of the wrong type fails
+with its key path and the expected type.
+
+The schema is the dataclasses below: each field's type picks its converter
+(:data:`_BY_TYPE`), and :data:`_BY_PATH` narrows some keys further.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar, get_type_hints
+
+from pyhocon import ConfigFactory  # type: ignore[import-untyped, unused-ignore]
+from pyhocon.exceptions import ConfigException  # type: ignore[import-untyped, unused-ignore]
+from pyparsing import ParseBaseException
+
+from fleet import _convert as cv
+from fleet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PACKAGE_MANAGERS = ("pip", "uv", "conda", "poetry")
+SECRET_KEYS = frozenset({"agent.git_pass", "fleet.api.token"})
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    interval: float = 5.0
+    raw_retention_hours: float = 24.0
+    rollup_retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class FleetSection:
+    home: str = ""  # "" = FLEET_HOME, else ~/.fleet (resolved where used)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    stop_grace_seconds: float = 10.0  # SIGTERM -> SIGKILL grace for tasks
+    log_max_mb: float = 1024.0
+    timezone: str = ""
+    poll_interval: float = 2.0  # fallback poll of idle workers
+
+
+@dataclass(frozen=True)
+class PackageManagerConfig:
+    type: str = "uv"
+    pip_version: str = ""
+    system_site_packages: bool = False
+    force_upgrade: bool = False
+    extra_index_url: tuple[str, ...] = ()
+    conda_channels: tuple[str, ...] = ("pytorch", "conda-forge", "defaults")
+    priority_packages: tuple[str, ...] = ()
+    priority_optional_packages: tuple[str, ...] = ()
+    post_packages: tuple[str, ...] = ()
+    post_optional_packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VenvsCacheConfig:
+    max_entries: int = 10
+    free_space_threshold_gb: float = 2.0  # 0 or negative disables the check
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class VcsCacheConfig:
+    enabled: bool = True
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class PipDownloadCacheConfig:
+    enabled: bool = True
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class DefaultDockerConfig:
+    image: str = ""
+    arguments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HideDockerEnvConfig:
+    enabled: bool = True
+    extra_keys: tuple[str, ...] = ()
+
+
+def _empty_map() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    worker_id: str = ""
+    worker_name: str = ""
+    python_binary: str = ""
+    package_manager: PackageManagerConfig = field(default_factory=PackageManagerConfig)
+    venvs_dir: str = "~/.fleet/venvs-builds"
+    venvs_cache: VenvsCacheConfig = field(default_factory=VenvsCacheConfig)
+    vcs_cache: VcsCacheConfig = field(default_factory=VcsCacheConfig)
+    pip_download_cache: PipDownloadCacheConfig = field(default_factory=PipDownloadCacheConfig)
+    git_user: str = ""
+    git_pass: str = field(default="", repr=False)
+    git_host: str = ""
+    force_git_ssh_protocol: bool = False
+    force_git_ssh_port: int = 0
+    force_git_ssh_user: str = ""
+    translate_ssh: bool = True
+    default_docker: DefaultDockerConfig = field(default_factory=DefaultDockerConfig)
+    extra_docker_arguments: tuple[str, ...] = ()
+    extra_docker_shell_script: tuple[str, ...] = ()
+    docker_force_pull: bool = False
+    docker_container_name_format: str = "fleet-id-{task_id}-{rand_string:.8}"
+    hide_docker_command_env_vars: HideDockerEnvConfig = field(default_factory=HideDockerEnvConfig)
+    docker_internal_mounts: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    enable_task_env: bool = False
+    uptime: tuple[str, ...] = ()
+    downtime: tuple[str, ...] = ()
+    cuda_version: str = ""
+    cudnn_version: str = ""
+    gpu_busy_memory_mb: int = 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    fleet: FleetSection = field(default_factory=FleetSection)
+    path: Path | None = None  # the file it came from; None for built-in defaults
+
+
+_BY_TYPE: Mapping[Any, cv.Converter[Any]] = {
+    bool: cv.to_bool,
+    int: cv.to_int,
+    float: cv.to_float,
+    str: cv.to_str,
+    tuple[str, ...]: cv.to_str_tuple,
+    Mapping[str, str]: cv.to_str_map,
+}
+
+_BY_PATH: Mapping[str, cv.Converter[Any]] = {
+    "agent.package_manager.type": cv.one_of(*PACKAGE_MANAGERS),
+    "agent.force_git_ssh_port": cv.int_between(0, 65535),
+    "agent.venvs_cache.max_entries": cv.int_at_least(0),
+    "agent.gpu_busy_memory_mb": cv.int_at_least(0),
+    "fleet.api.port": cv.int_between(0, 65535),
+    "fleet.stop_grace_seconds": cv.number_at_least(0),
+    "fleet.log_max_mb": cv.number_above(0),
+    "fleet.poll_interval": cv.number_above(0),
+    "fleet.metrics.interval": cv.number_above(0),
+    "fleet.metrics.raw_retention_hours": cv.number_above(0),
+    "fleet.metrics.rollup_retention_days": cv.number_above(0),
+}
+
+T = TypeVar("T")
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """``FLEET_CONFIG_FILE`` if set, else ``~/fleet.conf`` if it exists, else None."""
+    env = os.environ if env is None else env
+    if env.get("FLEET_CONFIG_FILE"):
+        return Path(env["FLEET_CONFIG_FILE"]).expanduser()
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    candidate = home / "fleet.conf"
+    return candidate if candidate.is_file() else None
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration from ``path`` (or the default source) and the environment."""
+    env = os.environ if env is None else env
+    source = Path(path).expanduser() if path is not None else default_config_path(env)
+    if source is None:
+        log.debug("no config file; using built-in defaults")
+        return _apply_env(Config(), env)
+    if not source.is_file():
+        raise ConfigError(f"config file {source} does not exist or is not a file")
+    try:
+        tree = ConfigFactory.parse_file(str(source))
+    except (ConfigException, ParseBaseException) as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"{source}: cannot parse config: {message}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read config: {exc}") from None
+    log.debug("loading config from %s", source)
+    return _apply_env(_from_tree(tree, source), env)
+
+
+def parse_config_string(text: str, path: Path | None = None) -> Config:
+    """Validate HOCON text the way :func:`load_config` does (no environment overrides)."""
+    try:
+        tree = ConfigFactory.parse_string(text)
+    except (ConfigException, ParseBaseException) as exc:
+        raise ConfigError(f"cannot parse config: {' '.join(str(exc).split())}") from None
+    return _from_tree(tree, path)
+
+
+def _from_tree(tree: Any, source: Path | None) -> Config:
+    where = f"{source}: " if source is not None else ""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{where}config: expected an object at the top level, got a list")
+    agent = _build(AgentConfig, tree.get("agent", None), "agent", where)
+    fleet = _build(FleetSection, tree.get("fleet", None), "fleet", where)
+    if agent.uptime and agent.downtime:
+        raise ConfigError(
+            f"{where}config: set only one of agent.uptime / agent.downtime",
+            field="agent.uptime",
+        )
+    return Config(agent=agent, fleet=fleet, path=source)
+
+
+def _build(cls: type[T], raw: Any, prefix: str, where: str) -> T:
+    """Make dataclass ``cls`` from the HOCON object ``raw`` found at ``prefix``."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise _bad_value(where, prefix, "expected an object", raw)
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}"
+        if key not in known:
+            log.warning("config %s: unknown key, ignored", path)
+        elif value is None:
+            continue  # HOCON null: keep the default
+        elif is_dataclass(hints[key]):
+            values[key] = _build(hints[key], value, path, where)
+        else:
+            convert = _BY_PATH.get(path, _BY_TYPE[hints[key]])
+            try:
+                values[key] = convert(value)
+            except ValueError as exc:
+                raise _bad_value(where, path, str(exc), value) from None
+    return cls(**values)
+
+
+def _bad_value(where: str, path: str, expected: str, value: Any) -> ConfigError:
+    shown = "'********'" if path in SECRET_KEYS else repr(_plain(value))
+    return ConfigError(f"{where}config {path}: {expected}, got {shown}", field=path)
+
+
+def _plain(value: Any) -> Any:
+    """pyhocon's ConfigTree as a plain dict, for readable messages."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    """Environment overrides; the first non-empty variable of each list wins."""
+
+    def pick(names: tuple[str, ...], current: str) -> str:
+        return next((env[name] for name in names if env.get(name)), current)
+
+    agent, api = config.agent, config.fleet.api
+    agent = replace(
+        agent,
+        worker_id=pick(("FLEET_WORKER_ID", "CLEARML_WORKER_ID"), agent.worker_id),
+        worker_name=pick(("FLEET_WORKER_NAME", "CLEARML_WORKER_NAME"), agent.worker_name),
+    )
+    api = replace(api, token=pick(("FLEET_API_TOKEN",), api.token))
+    return replace(config, agent=agent, fleet=replace(config.fleet, api=api))
+
+
+_BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+def config_to_hocon(config: Config, header: str = "") -> str:
+    """Render ``config`` as HOCON with ``agent { }`` and ``fleet { }`` sections.
+
+    Every key is written; strings are JSON-quoted, which HOCON reads back
+    verbatim (``$``, ``#``, ``"`` and ``\\`` included).
+    """
+    lines = [f"# {line}" for line in header.splitlines()]
+    for name in ("agent", "fleet"):
+        lines.append(f"{name} {{")
+        lines.extend(_render(getattr(config, name), "  "))
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _render(obj: Any, indent: str) -> list[str]:
+    lines: list[str] = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            lines.append(f"{indent}{f.name} {{")
+            lines.extend(_render(value, indent + "  "))
+            lines.append(f"{indent}}}")
+        else:
+            lines.append(f"{indent}{f.name}: {_hocon_value(value)}")
+    return lines
+
+
+def _hocon_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_hocon_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        items = (f"{k if _BARE_KEY.match(k) else json.dumps(k)}: {_hocon_value(v)}" for k, v in value.items())
+        return "{ " + ", ".join(items) + " }" if value else "{}"
+    raise TypeError(f"cannot render {type(value).__name__} as HOCON")

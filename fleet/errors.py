@@ -1,0 +1,74 @@
+"""One exception hierarchy for fleet.
+
+Every error fleet raises on purpose derives from :class:`FleetError`.  Each class
+carries the HTTP status and the CLI exit code it maps to; the mapping is applied
+only at the edges (the FastAPI exception handlers and ``fleetctl``'s ``main``).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class FleetError(Exception):
+    """Base of every deliberate fleet error."""
+
+    http_status = 500
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"error": self.message, "type": type(self).__name__}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class UsageError(FleetError):
+    """Bad input from a user: a wrong value, a malformed spec."""
+
+    http_status = 422
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A configuration file or value is invalid (names the key path)."""
+
+
+class NotFound(UsageError):
+    """A named task, queue or worker does not exist."""
+
+    http_status = 404
+
+
+class Conflict(UsageError):
+    """The request is well formed but clashes with the current state."""
+
+    http_status = 409
+
+
+class InvalidTransition(Conflict):
+    """A state change that the state machine does not allow."""
+
+
+class Unauthorized(FleetError):
+    http_status = 401
+    exit_code = EXIT_USAGE
+
+
+class StoreError(FleetError):
+    """The store cannot be used (corrupt, newer schema, unreachable)."""
+
+    http_status = 503
+
+
+class ManagerUnavailable(FleetError):
+    """No manager answers for this FLEET_HOME."""
+
+    http_status = 503

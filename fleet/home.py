@@ -1,0 +1,83 @@
+"""The layout of ``FLEET_HOME``: the database, logs, run files and caches.
+
+Everything fleet writes under the home is created owner-only (0700 folders,
+0600 files): it holds task logs, environments and, in config, secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.validate import task_id as check_task_id
+
+
+def resolve_home(configured: str = "", env: Mapping[str, str] | None = None) -> Path:
+    """FLEET_HOME, else ``fleet.home`` from the config, else ``~/.fleet``."""
+    env = os.environ if env is None else env
+    raw = env.get("FLEET_HOME") or configured or "~/.fleet"
+    return Path(raw).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "fleet.db"
+
+    @property
+    def manager_json(self) -> Path:
+        return self.root / "manager.json"
+
+    @property
+    def manager_lock(self) -> Path:
+        return self.root / "manager.lock"
+
+    @property
+    def manager_log(self) -> Path:
+        return self.root / "logs" / "manager.log"
+
+    @property
+    def task_logs(self) -> Path:
+        return self.root / "logs" / "tasks"
+
+    @property
+    def worker_logs(self) -> Path:
+        return self.root / "logs" / "workers"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    def task_log(self, task_id: str) -> Path:
+        return self.task_logs / f"{check_task_id(task_id)}.log"
+
+    def worker_log(self, worker_id: str) -> Path:
+        safe = worker_id.replace(":", "_").replace(",", "-").replace("/", "_")
+        return self.worker_logs / f"{safe}.log"
+
+    def ensure(self) -> Home:
+        os.umask(0o077)
+        for folder in (self.root, self.task_logs, self.worker_logs, self.work):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self
+
+    def read_manager_info(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.manager_json.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_manager_info(self, info: dict[str, Any]) -> None:
+        tmp = self.manager_json.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        os.replace(tmp, self.manager_json)

@@ -1,0 +1,227 @@
+"""The manager: one per ``FLEET_HOME``; owns the workers and serves the API.
+
+The main thread runs the supervision loop (signals are only recorded by
+their handlers and acted on here); uvicorn serves the API from a second
+thread.  API handlers call the manager's methods, which are serialised by one
+lock.  ``manager.json`` in the home tells clients the URL and pid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import uvicorn
+
+from fleet import __version__, notify
+from fleet.config import Config
+from fleet.errors import ConfigError, FleetError, NotFound, UsageError
+from fleet.home import Home
+from fleet.models import Worker, WorkerState
+from fleet.nvml import Nvml
+from fleet.scheduler.claims import UpRequest, plan_up
+from fleet.store import Store, open_store
+from fleet.supervise import WorkerSupervisor
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ManagerRunning(FleetError):
+    """Another manager already owns this FLEET_HOME."""
+
+
+class Manager:
+    def __init__(
+        self,
+        home: Home,
+        config: Config,
+        *,
+        port: int | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.home = home.ensure()
+        self.config = config
+        self.api_host = host or config.fleet.api.host
+        self.api_port = config.fleet.api.port if port is None else port
+        self.token = config.fleet.api.token
+        if not is_loopback(self.api_host) and not self.token:
+            raise ConfigError(
+                f"fleet.api.host {self.api_host} is not a loopback address: set fleet.api.token "
+                "(or FLEET_API_TOKEN) to bind it",
+                field="fleet.api.token",
+            )
+        self.hostname = config.agent.worker_name or socket.gethostname()
+        self.nvml = Nvml()
+        self.store: Store = open_store(self.home)
+        self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
+        self.lock = threading.RLock()
+        self.wakeup = threading.Event()
+        self.signals = 0
+        self.shutdown_requested: dict[str, object] | None = None
+        self.url = ""
+        self.started_at = time.time()
+        self._lockfile: IO[str] | None = None
+        self._server: uvicorn.Server | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+    def acquire(self) -> None:
+        fh = open(self.home.manager_lock, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            info = self.home.read_manager_info() or {}
+            raise ManagerRunning(
+                f"a manager already runs for FLEET_HOME={self.home.root} (pid {info.get('pid', '?')}, {info.get('url', '?')})"
+            ) from None
+        self._lockfile = fh
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        self.wakeup.set()
+
+    def serve(self, initial: UpRequest | None = None) -> int:
+        """Run until asked to stop; return the exit code."""
+        self.acquire()
+        if initial is not None:
+            self.add_workers(initial, "fleetctl up")
+        sock = socket.socket(socket.AF_INET6 if ":" in self.api_host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.api_host, self.api_port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {self.api_host}:{self.api_port}: {exc.strerror}", field="port") from exc
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        shown = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        self.url = f"http://{shown}:{port}"
+
+        from fleet.api.app import create_app
+
+        app = create_app(self)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        )
+        server_thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        server_thread.start()
+        while not self._server.started and server_thread.is_alive():
+            time.sleep(0.01)
+        with self.lock:
+            self.supervisor.adopt_or_recover()
+        self.home.write_manager_info(
+            {"url": self.url, "pid": os.getpid(), "started_at": self.started_at, "version": __version__}
+        )
+        log.info("manager: serving %s for FLEET_HOME=%s (pid %d)", self.url, self.home.root, os.getpid())
+        try:
+            self._loop()
+        finally:
+            self._server.should_exit = True
+            server_thread.join(timeout=5)
+            sock.close()
+            info = self.home.read_manager_info()
+            if info and info.get("pid") == os.getpid():
+                self.home.manager_json.unlink(missing_ok=True)
+            log.info("manager: stopped")
+        return 0
+
+    def _loop(self) -> None:
+        forced = 0
+        while True:
+            self.wakeup.wait(TICK_S)
+            self.wakeup.clear()
+            with self.lock:
+                if self.signals and self.shutdown_requested is None:
+                    self.shutdown(drain=False, requeue=False, by="signal")
+                if self.signals >= 2 and forced < self.signals:
+                    forced = self.signals
+                    for wid in self.supervisor.alive():
+                        self.supervisor.force_kill(wid)
+                self.supervisor.tick()
+                if self.shutdown_requested is not None and not self.supervisor.alive():
+                    return
+
+    # -- what the API calls -----------------------------------------------------------
+    def add_workers(self, request: UpRequest, actor: str) -> tuple[list[Worker], list[str]]:
+        """Plan, validate and start the workers of an ``up``; all or nothing."""
+        with self.lock:
+            if self.shutdown_requested is not None:
+                raise UsageError("the manager is shutting down")
+            live = self.store.list_workers()
+            plan = plan_up(request, live, self.hostname, self.nvml, self.config.agent.worker_id)
+            existing = {q.name for q in self.store.list_queues()}
+            missing = [q for q in request.queues if q not in existing]
+            if missing and not request.create_queue:
+                raise NotFound(
+                    f"queue {missing[0]!r} does not exist; pass --create-queue or run: fleetctl queue create {missing[0]}",
+                    field="queues",
+                )
+            for name in missing:
+                self.store.create_queue(name, [], actor)
+            started = []
+            for worker in plan.new:
+                registered = self.store.register_worker(worker, actor)
+                self.supervisor.spawn(registered)
+                started.append(registered)
+            for warning in plan.warnings:
+                log.warning("manager: %s", warning)
+            return started + plan.existing, plan.warnings
+
+    def stop_workers(self, worker_ids: list[str], drain: bool, requeue: bool, by: str) -> list[Worker]:
+        with self.lock:
+            workers = [self.store.get_worker(wid) for wid in worker_ids]
+            for worker in workers:
+                if worker.state == WorkerState.DEAD:
+                    continue
+                self.supervisor.request_stop(worker.id, drain, requeue, by)
+                if worker.id not in self.supervisor.handles:
+                    self.store.set_worker_state(worker.id, WorkerState.DEAD, "stopped", "manager")
+            notify.wake(self.home.root, [w.id for w in workers])
+            return workers
+
+    def shutdown(self, drain: bool, requeue: bool, by: str) -> None:
+        with self.lock:
+            if self.shutdown_requested is None:
+                self.shutdown_requested = {"drain": drain, "requeue": requeue, "by": by}
+                log.info("manager: shutting down (%s, drain=%s, requeue=%s)", by, drain, requeue)
+                self.supervisor.cancel_restarts()
+            ids = [w.id for w in self.store.list_workers()]
+        self.stop_workers(ids, drain, requeue, by)
+        self.wakeup.set()
+
+    def wake_queue(self, queue: str) -> None:
+        """Poke the live workers that pull from ``queue`` (after the commit)."""
+        notify.wake(self.home.root, [w.id for w in self.store.list_workers() if queue in w.queues])
+
+    def wake_worker(self, worker_id: str | None) -> None:
+        if worker_id:
+            notify.wake(self.home.root, [worker_id])
+
+
+def configure_logging(path: Path | None, level: int = logging.INFO) -> None:
+    handler: logging.Handler = logging.StreamHandler() if path is None else logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,202 @@
+"""Task, worker and queue records and their state machines.
+
+States are ``str`` enums (the store keeps ``.value``).  The legal moves are
+listed here once; every change goes through the store's transition function,
+which checks the move against these tables and records an event.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.errors import InvalidTransition
+
+
+class TaskStatus(str, enum.Enum):
+    CREATED = "created"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED
+
+
+ENDED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED})
+
+TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # created -> queued: enqueue
+    TaskStatus.CREATED: frozenset({TaskStatus.QUEUED}),
+    # queued -> created: dequeue; -> in_progress: a worker took it; -> stopped: aborted while waiting
+    TaskStatus.QUEUED: frozenset({TaskStatus.CREATED, TaskStatus.IN_PROGRESS, TaskStatus.STOPPED}),
+    # in_progress -> queued: retry or stop --requeue
+    TaskStatus.IN_PROGRESS: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED, TaskStatus.QUEUED}),
+    # an ended task can be enqueued again (ClearML's "reset and enqueue")
+    TaskStatus.COMPLETED: frozenset({TaskStatus.QUEUED}),
+    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),
+    TaskStatus.STOPPED: frozenset({TaskStatus.QUEUED}),
+}
+
+
+class WorkerState(str, enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+WORKER_MOVES: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.IDLE: frozenset({WorkerState.BUSY, WorkerState.PAUSED, WorkerState.STOPPING, WorkerState.DEAD}),
+    WorkerState.BUSY: frozenset({WorkerState.IDLE, WorkerState.PAUSED, WorkerState.STOPPING, WorkerState.DEAD}),
+    WorkerState.PAUSED: frozenset({WorkerState.IDLE, WorkerState.BUSY, WorkerState.STOPPING, WorkerState.DEAD}),
+    WorkerState.STOPPING: frozenset({WorkerState.DEAD}),
+    # dead -> idle: restarted by the manager or by `up`
+    WorkerState.DEAD: frozenset({WorkerState.IDLE}),
+}
+
+
+class WorkerMode(str, enum.Enum):
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+    SERVICES = "services"
+
+
+def check_task_move(task_id: str, old: TaskStatus, new: TaskStatus) -> None:
+    if new not in TASK_MOVES[old]:
+        raise InvalidTransition(f"task {task_id} is {old.value}; it cannot become {new.value}")
+
+
+def check_worker_move(worker_id: str, old: WorkerState, new: WorkerState) -> None:
+    if new != old and new not in WORKER_MOVES[old]:
+        raise InvalidTransition(f"worker {worker_id} is {old.value}; it cannot become {new.value}")
+
+
+@dataclass
+class Script:
+    """What a task runs: a command in a folder (and, later, a git checkout)."""
+
+    command: list[str]
+    working_dir: str
+    repo: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    diff: str | None = None
+    entry_point: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": list(self.command),
+            "working_dir": self.working_dir,
+            "repo": self.repo,
+            "branch": self.branch,
+            "commit": self.commit,
+            "diff": self.diff,
+            "entry_point": self.entry_point,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Script:
+        return cls(
+            command=list(data.get("command") or []),
+            working_dir=str(data.get("working_dir") or "."),
+            repo=data.get("repo"),
+            branch=data.get("branch"),
+            commit=data.get("commit"),
+            diff=data.get("diff"),
+            entry_point=data.get("entry_point"),
+        )
+
+
+@dataclass
+class TaskSpec:
+    """What a user asks for when creating a task."""
+
+    script: Script
+    name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+    timeout: float | None = None
+    retries: int = 0
+    gpus: int | None = None
+    user: str = ""
+    requirements: dict[str, Any] = field(default_factory=dict)
+    docker: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+
+
+@dataclass
+class Task:
+    id: str
+    name: str
+    status: TaskStatus
+    status_reason: str
+    queue: str | None
+    priority: int
+    script: Script
+    env: dict[str, str]
+    user: str
+    created_at: float
+    attempt: int = 0
+    retries: int = 0
+    timeout: float | None = None
+    gpus_needed: int | None = None
+    worker: str | None = None
+    host: str | None = None
+    gpus: list[int] = field(default_factory=list)
+    exit_code: int | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    pid_start: float | None = None
+    abort_requested: str | None = None
+    requirements: dict[str, Any] = field(default_factory=dict)
+    docker: dict[str, Any] = field(default_factory=dict)
+    env_cached: bool = False
+    parent: str | None = None
+
+
+@dataclass
+class Worker:
+    id: str
+    host: str
+    mode: WorkerMode
+    gpus: list[int] | None
+    queues: list[str]
+    order_fairness: bool
+    state: WorkerState
+    state_reason: str
+    created_at: float
+    pid: int | None = None
+    pid_start: float | None = None
+    last_seen: float | None = None
+    stop_request: dict[str, Any] | None = None
+    restarts: int = 0
+
+
+@dataclass
+class Queue:
+    id: str
+    name: str
+    tags: list[str]
+    created_at: float
+    pending: int = 0
+    running: int = 0
+
+
+@dataclass
+class Event:
+    id: int
+    at: float
+    kind: str
+    subject: str
+    old: str | None
+    new: str
+    actor: str
+    reason: str

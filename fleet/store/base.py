@@ -1,0 +1,113 @@
+"""The store interface: every read and write of shared state goes through it.
+
+SQLite (:mod:`fleet.store.sqlite`) is the implementation today; a shared
+PostgreSQL store for many hosts is a second implementation of this class
+(``claim_next_task`` becomes ``SELECT ... FOR UPDATE SKIP LOCKED``), not a
+change to its callers.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from fleet.models import Event, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
+
+
+class Store(abc.ABC):
+    # -- queues -----------------------------------------------------------------
+    @abc.abstractmethod
+    def create_queue(self, name: str, tags: list[str], actor: str) -> Queue: ...
+
+    @abc.abstractmethod
+    def get_queue(self, name_or_id: str) -> Queue: ...
+
+    @abc.abstractmethod
+    def list_queues(self) -> list[Queue]: ...
+
+    @abc.abstractmethod
+    def set_queue_tags(self, name_or_id: str, tags: list[str], actor: str) -> Queue: ...
+
+    @abc.abstractmethod
+    def delete_queue(self, name_or_id: str, actor: str, force: bool = False) -> None: ...
+
+    # -- tasks ------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_task(self, spec: TaskSpec, queue: str | None, actor: str) -> Task: ...
+
+    @abc.abstractmethod
+    def get_task(self, id_or_prefix: str) -> Task: ...
+
+    @abc.abstractmethod
+    def list_tasks(
+        self,
+        *,
+        queue: str | None = None,
+        status: list[TaskStatus] | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Task], int]: ...
+
+    @abc.abstractmethod
+    def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task: ...
+
+    @abc.abstractmethod
+    def dequeue_task(self, task_id: str, actor: str) -> Task: ...
+
+    @abc.abstractmethod
+    def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
+        """Atomically hand the first fitting queued task of ``queues`` (in that
+        order) to ``worker``: under any number of concurrent callers a task is
+        handed to exactly one."""
+
+    @abc.abstractmethod
+    def set_task_process(self, task_id: str, pid: int, pid_start: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
+        """A queued task is stopped at once; a running one is flagged for its worker."""
+
+    @abc.abstractmethod
+    def finish_task(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        exit_code: int | None,
+        reason: str,
+        actor: str,
+        requeue: str | None = None,
+    ) -> Task:
+        """End the current attempt with ``status``; ``requeue`` ("head"/"tail")
+        then puts the task back in its queue (retries, ``stop --requeue``)."""
+
+    @abc.abstractmethod
+    def attempts(self, task_id: str) -> list[dict[str, Any]]: ...
+
+    # -- workers ----------------------------------------------------------------
+    @abc.abstractmethod
+    def register_worker(self, worker: Worker, actor: str) -> Worker:
+        """Insert a worker, or bring a dead one with the same id back to idle."""
+
+    @abc.abstractmethod
+    def get_worker(self, worker_id: str) -> Worker: ...
+
+    @abc.abstractmethod
+    def list_workers(self, include_dead: bool = False) -> list[Worker]: ...
+
+    @abc.abstractmethod
+    def set_worker_state(
+        self, worker_id: str, state: WorkerState, reason: str, actor: str, **fields: Any
+    ) -> Worker: ...
+
+    @abc.abstractmethod
+    def update_worker(self, worker_id: str, **fields: Any) -> None:
+        """Change non-state fields (pid, last_seen, stop_request, restarts)."""
+
+    # -- events -----------------------------------------------------------------
+    @abc.abstractmethod
+    def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
+        """Release connections (optional)."""

@@ -1,0 +1,610 @@
+"""The SQLite store: one file in WAL mode, shared by the manager and its workers.
+
+Each thread of each process has its own connection.  Writes run in
+``BEGIN IMMEDIATE`` transactions, which take SQLite's single write lock up
+front, so a claim (select the first queued task, mark it in progress) is
+atomic across processes.  ``busy_timeout`` makes a writer wait for the lock
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from fleet.errors import Conflict, NotFound, StoreError, UsageError
+from fleet.models import (
+    Event,
+    Queue,
+    Script,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    Worker,
+    WorkerMode,
+    WorkerState,
+    check_task_move,
+    check_worker_move,
+)
+from fleet.store import schema
+from fleet.store.base import Store
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 60_000
+_WORKER_FIELDS = {"pid", "pid_start", "last_seen", "stop_request", "restarts", "queues", "order_fairness", "gpus"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    return default if text is None or text == "" else json.loads(text)
+
+
+def _task(row: dict[str, Any]) -> Task:
+    return Task(
+        id=row["id"],
+        name=row["name"],
+        status=TaskStatus(row["status"]),
+        status_reason=row["status_reason"] or "",
+        queue=row["queue"],
+        priority=row["priority"],
+        script=Script.from_json(_loads(row["script"], {})),
+        env=_loads(row["env"], {}),
+        user=row["user"] or "",
+        created_at=row["created_at"],
+        attempt=row["attempt"],
+        retries=row["retries"],
+        timeout=row["timeout"],
+        gpus_needed=row["gpus_needed"],
+        worker=row["worker"],
+        host=row["host"],
+        gpus=_loads(row["gpus"], []),
+        exit_code=row["exit_code"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        pid=row["pid"],
+        pid_start=row["pid_start"],
+        abort_requested=row["abort_requested"],
+        requirements=_loads(row["requirements"], {}),
+        docker=_loads(row["docker"], {}),
+        env_cached=bool(row["env_cached"]),
+        parent=row["parent"],
+    )
+
+
+def _worker(row: dict[str, Any]) -> Worker:
+    return Worker(
+        id=row["id"],
+        host=row["host"],
+        mode=WorkerMode(row["mode"]),
+        gpus=_loads(row["gpus"], None),
+        queues=_loads(row["queues"], []),
+        order_fairness=bool(row["order_fairness"]),
+        state=WorkerState(row["state"]),
+        state_reason=row["state_reason"] or "",
+        created_at=row["created_at"],
+        pid=row["pid"],
+        pid_start=row["pid_start"],
+        last_seen=row["last_seen"],
+        stop_request=_loads(row["stop_request"], None),
+        restarts=row["restarts"] or 0,
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connections and transactions ------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"{self.path}: cannot switch the database to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path} is not an SQLite database; refusing to open or overwrite it")
+        try:
+            with self._tx() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > schema.LATEST:
+                    raise StoreError(
+                        f"{self.path} has schema version {version}, newer than this fleet knows "
+                        f"({schema.LATEST}); upgrade fleet. The database was left untouched"
+                    )
+                db = sqlite_utils.Database(conn)
+                for number in range(version, schema.LATEST):
+                    schema.MIGRATIONS[number](db)
+                    log.info("store %s: migrated schema to version %d", self.path, number + 1)
+                if version != schema.LATEST:
+                    conn.execute(f"PRAGMA user_version={schema.LATEST}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @staticmethod
+    def _event(
+        conn: sqlite3.Connection, kind: str, subject: str, old: str | None, new: str, actor: str, reason: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (at, kind, subject, old, new, actor, reason) VALUES (?,?,?,?,?,?,?)",
+            (time.time(), kind, subject, old, new, actor, reason),
+        )
+
+    # -- queues -----------------------------------------------------------------
+    def _queue_row(self, conn: sqlite3.Connection, name_or_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM queues WHERE name = ? OR id = ?", (name_or_id, name_or_id)).fetchone()
+        if row is None:
+            raise NotFound(f"queue {name_or_id!r} does not exist", field="queue")
+        return dict(row)
+
+    def create_queue(self, name: str, tags: list[str], actor: str) -> Queue:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM queues WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"queue {name!r} already exists", field="name")
+            qid = uuid.uuid4().hex
+            conn.execute(
+                "INSERT INTO queues (id, name, tags, created_at) VALUES (?,?,?,?)",
+                (qid, name, _dumps(sorted(set(tags))), time.time()),
+            )
+            self._event(conn, "queue", name, None, "created", actor, "")
+        return self.get_queue(name)
+
+    def get_queue(self, name_or_id: str) -> Queue:
+        row = self._queue_row(self.conn, name_or_id)
+        counts = dict(
+            self.conn.execute(
+                "SELECT status, COUNT(*) FROM tasks WHERE queue = ? AND status IN ('queued','in_progress') GROUP BY status",
+                (row["name"],),
+            ).fetchall()
+        )
+        return Queue(
+            id=row["id"],
+            name=row["name"],
+            tags=_loads(row["tags"], []),
+            created_at=row["created_at"],
+            pending=counts.get("queued", 0),
+            running=counts.get("in_progress", 0),
+        )
+
+    def list_queues(self) -> list[Queue]:
+        counts: dict[tuple[str, str], int] = {
+            (r[0], r[1]): r[2]
+            for r in self.conn.execute(
+                "SELECT queue, status, COUNT(*) FROM tasks WHERE status IN ('queued','in_progress') GROUP BY queue, status"
+            )
+        }
+        return [
+            Queue(
+                id=r["id"],
+                name=r["name"],
+                tags=_loads(r["tags"], []),
+                created_at=r["created_at"],
+                pending=counts.get((r["name"], "queued"), 0),
+                running=counts.get((r["name"], "in_progress"), 0),
+            )
+            for r in self.conn.execute("SELECT * FROM queues ORDER BY created_at, name")
+        ]
+
+    def set_queue_tags(self, name_or_id: str, tags: list[str], actor: str) -> Queue:
+        with self._tx() as conn:
+            row = self._queue_row(conn, name_or_id)
+            new = sorted(set(tags))
+            conn.execute("UPDATE queues SET tags = ? WHERE id = ?", (_dumps(new), row["id"]))
+            self._event(conn, "queue", row["name"], row["tags"], _dumps(new), actor, "tags")
+        return self.get_queue(row["name"])
+
+    def delete_queue(self, name_or_id: str, actor: str, force: bool = False) -> None:
+        with self._tx() as conn:
+            row = self._queue_row(conn, name_or_id)
+            queued = conn.execute(
+                "SELECT COUNT(*) FROM tasks WHERE queue = ? AND status = 'queued'", (row["name"],)
+            ).fetchone()[0]
+            if queued and not force:
+                raise Conflict(
+                    f"queue {row['name']!r} has {queued} queued task(s); dequeue them first or delete with force",
+                    field="queue",
+                )
+            if queued:
+                conn.execute(
+                    "UPDATE tasks SET status = 'created', status_reason = ?, queued_at = NULL "
+                    "WHERE queue = ? AND status = 'queued'",
+                    (f"queue {row['name']} deleted", row["name"]),
+                )
+            conn.execute("DELETE FROM queues WHERE id = ?", (row["id"],))
+            self._event(conn, "queue", row["name"], "created", "deleted", actor, f"{queued} task(s) dequeued")
+
+    # -- tasks ------------------------------------------------------------------
+    def _task_row(self, conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist", field="task")
+        return dict(row)
+
+    def _move_task(
+        self,
+        conn: sqlite3.Connection,
+        row: dict[str, Any],
+        new: TaskStatus,
+        actor: str,
+        reason: str,
+        **fields: Any,
+    ) -> None:
+        """The one transition function for tasks: check, update, record."""
+        old = TaskStatus(row["status"])
+        check_task_move(row["id"], old, new)
+        fields.update(status=new.value, status_reason=reason)
+        columns = ", ".join(f"{k} = ?" for k in fields)
+        cur = conn.execute(
+            f"UPDATE tasks SET {columns} WHERE id = ? AND status = ?", (*fields.values(), row["id"], old.value)
+        )
+        if cur.rowcount != 1:  # pragma: no cover - guarded by BEGIN IMMEDIATE
+            raise Conflict(f"task {row['id']} changed while being updated")
+        row.update(fields)
+        self._event(conn, "task", row["id"], old.value, new.value, actor, reason)
+
+    def _next_seq(self, conn: sqlite3.Connection, queue: str, head: bool) -> float:
+        if head:
+            low = conn.execute("SELECT MIN(seq) FROM tasks WHERE queue = ? AND status = 'queued'", (queue,)).fetchone()[
+                0
+            ]
+            return (low if low is not None else 0.0) - 1.0
+        high = conn.execute("SELECT MAX(seq) FROM tasks").fetchone()[0]
+        return (high if high is not None else 0.0) + 1.0
+
+    def create_task(self, spec: TaskSpec, queue: str | None, actor: str) -> Task:
+        task_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as conn:
+            if queue is not None:
+                queue = self._queue_row(conn, queue)["name"]
+            conn.execute(
+                "INSERT INTO tasks (id, name, status, status_reason, queue, priority, script, env, user, requirements,"
+                " docker, attempt, retries, timeout, gpus_needed, created_at, parent, env_cached)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+                (
+                    task_id,
+                    spec.name or " ".join(spec.script.command)[:80] or task_id,
+                    TaskStatus.CREATED.value,
+                    "",
+                    queue,
+                    spec.priority,
+                    _dumps(spec.script.to_json()),
+                    _dumps(spec.env),
+                    spec.user,
+                    _dumps(spec.requirements),
+                    _dumps(spec.docker),
+                    0,
+                    spec.retries,
+                    spec.timeout,
+                    spec.gpus,
+                    now,
+                    spec.parent,
+                ),
+            )
+            self._event(conn, "task", task_id, None, TaskStatus.CREATED.value, actor, "")
+            if queue is not None:
+                row = self._task_row(conn, task_id)
+                self._move_task(
+                    conn, row, TaskStatus.QUEUED, actor, "", queued_at=now, seq=self._next_seq(conn, queue, False)
+                )
+        return self.get_task(task_id)
+
+    def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> str:
+        if len(id_or_prefix) == 32:
+            return id_or_prefix
+        rows = conn.execute(
+            "SELECT id FROM tasks WHERE id >= ? AND id < ? LIMIT 2", (id_or_prefix, id_or_prefix + "g")
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"task {id_or_prefix} does not exist", field="task")
+        if len(rows) > 1:
+            raise UsageError(f"task id prefix {id_or_prefix} is ambiguous; give more characters", field="task")
+        return str(rows[0][0])
+
+    def get_task(self, id_or_prefix: str) -> Task:
+        return _task(self._task_row(self.conn, self._resolve(self.conn, id_or_prefix)))
+
+    def list_tasks(
+        self,
+        *,
+        queue: str | None = None,
+        status: list[TaskStatus] | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Task], int]:
+        where, params = [], []  # type: tuple[list[str], list[Any]]
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
+        if status:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(s.value for s in status)
+        if worker is not None:
+            where.append("worker = ?")
+            params.append(worker)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
+        rows = self.conn.execute(
+            f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*params, limit, offset)
+        ).fetchall()
+        return [_task(dict(r)) for r in rows], int(total)
+
+    def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            qname = self._queue_row(conn, queue)["name"]
+            self._move_task(
+                conn,
+                row,
+                TaskStatus.QUEUED,
+                actor,
+                reason,
+                queue=qname,
+                queued_at=time.time(),
+                seq=self._next_seq(conn, qname, head),
+                abort_requested=None,
+            )
+        return _task(row)
+
+    def dequeue_task(self, task_id: str, actor: str) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            if row["status"] != TaskStatus.QUEUED.value:
+                raise Conflict(f"task {row['id']} is {row['status']}, not queued", field="task")
+            self._move_task(conn, row, TaskStatus.CREATED, actor, "dequeued", queued_at=None)
+        return _task(row)
+
+    def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
+        capacity = len(gpus)
+        with self._tx() as conn:
+            for queue in queues:
+                found = conn.execute(
+                    "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
+                    " AND (gpus_needed IS NULL OR gpus_needed <= ?) ORDER BY priority DESC, seq ASC LIMIT 1",
+                    (queue, capacity if worker.gpus is not None else 0),
+                ).fetchone()
+                if found is None:
+                    continue
+                row = dict(found)
+                now = time.time()
+                attempt = row["attempt"] + 1
+                self._move_task(
+                    conn,
+                    row,
+                    TaskStatus.IN_PROGRESS,
+                    f"worker:{worker.id}",
+                    "",
+                    worker=worker.id,
+                    host=worker.host,
+                    gpus=_dumps(gpus),
+                    started_at=now,
+                    finished_at=None,
+                    exit_code=None,
+                    attempt=attempt,
+                    pid=None,
+                    pid_start=None,
+                    abort_requested=None,
+                )
+                conn.execute(
+                    "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (row["id"], attempt, worker.id, worker.host, _dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
+                )
+                return _task(row)
+        return None
+
+    def set_task_process(self, task_id: str, pid: int, pid_start: float | None) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE tasks SET pid = ?, pid_start = ? WHERE id = ?", (pid, pid_start, task_id))
+
+    def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            status = TaskStatus(row["status"])
+            if status == TaskStatus.QUEUED:
+                self._move_task(conn, row, TaskStatus.STOPPED, actor, reason, finished_at=time.time())
+            elif status == TaskStatus.IN_PROGRESS:
+                conn.execute("UPDATE tasks SET abort_requested = ? WHERE id = ?", (reason, row["id"]))
+                self._event(conn, "task", row["id"], status.value, "abort_requested", actor, reason)
+                row["abort_requested"] = reason
+            else:
+                raise Conflict(f"task {row['id']} is {status.value}; only queued or running tasks can be aborted")
+        return _task(row)
+
+    def finish_task(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        exit_code: int | None,
+        reason: str,
+        actor: str,
+        requeue: str | None = None,
+    ) -> Task:
+        now = time.time()
+        with self._tx() as conn:
+            row = self._task_row(conn, task_id)
+            self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
+            conn.execute(
+                "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?"
+                " WHERE task_id = ? AND attempt = ?",
+                (now, status.value, exit_code, reason, task_id, row["attempt"]),
+            )
+            if requeue is not None and row["queue"] is not None:
+                if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():
+                    why = f"requeued after attempt {row['attempt']}: {reason}"
+                    self._move_task(
+                        conn,
+                        row,
+                        TaskStatus.QUEUED,
+                        actor,
+                        why,
+                        queued_at=now,
+                        seq=self._next_seq(conn, row["queue"], requeue == "head"),
+                        abort_requested=None,
+                    )
+        return _task(row)
+
+    def attempts(self, task_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
+        ).fetchall()
+        return [{**dict(r), "gpus": _loads(r["gpus"], [])} for r in rows]
+
+    # -- workers ----------------------------------------------------------------
+    def register_worker(self, worker: Worker, actor: str) -> Worker:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM workers WHERE id = ?", (worker.id,)).fetchone()
+            values = {
+                "host": worker.host,
+                "mode": worker.mode.value,
+                "gpus": _dumps(worker.gpus),
+                "queues": _dumps(worker.queues),
+                "order_fairness": int(worker.order_fairness),
+                "stop_request": None,
+                "pid": None,
+                "pid_start": None,
+            }
+            if row is None:
+                conn.execute(
+                    "INSERT INTO workers (id, state, state_reason, created_at, restarts, "
+                    + ", ".join(values)
+                    + ") VALUES (?,?,?,?,0,"
+                    + ",".join("?" * len(values))
+                    + ")",
+                    (worker.id, WorkerState.IDLE.value, "starting", time.time(), *values.values()),
+                )
+                self._event(conn, "worker", worker.id, None, WorkerState.IDLE.value, actor, "created")
+            else:
+                old = WorkerState(row["state"])
+                check_worker_move(worker.id, old, WorkerState.IDLE)
+                columns = ", ".join(f"{k} = ?" for k in values)
+                conn.execute(
+                    f"UPDATE workers SET state = ?, state_reason = ?, {columns} WHERE id = ?",
+                    (WorkerState.IDLE.value, "starting", *values.values(), worker.id),
+                )
+                self._event(conn, "worker", worker.id, old.value, WorkerState.IDLE.value, actor, "started again")
+        return self.get_worker(worker.id)
+
+    def get_worker(self, worker_id: str) -> Worker:
+        row = self.conn.execute("SELECT * FROM workers WHERE id = ?", (worker_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"worker {worker_id} does not exist", field="worker")
+        return _worker(dict(row))
+
+    def list_workers(self, include_dead: bool = False) -> list[Worker]:
+        sql = "SELECT * FROM workers" + ("" if include_dead else " WHERE state != 'dead'") + " ORDER BY id"
+        return [_worker(dict(r)) for r in self.conn.execute(sql)]
+
+    def set_worker_state(self, worker_id: str, state: WorkerState, reason: str, actor: str, **fields: Any) -> Worker:
+        """The one transition function for workers: check, update, record."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM workers WHERE id = ?", (worker_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"worker {worker_id} does not exist", field="worker")
+            old = WorkerState(row["state"])
+            check_worker_move(worker_id, old, state)
+            updates = {**self._worker_fields(fields), "state": state.value, "state_reason": reason}
+            columns = ", ".join(f"{k} = ?" for k in updates)
+            conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
+            if old != state or row["state_reason"] != reason:
+                self._event(conn, "worker", worker_id, old.value, state.value, actor, reason)
+        return self.get_worker(worker_id)
+
+    @staticmethod
+    def _worker_fields(fields: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(fields) - _WORKER_FIELDS
+        if unknown:
+            raise ValueError(f"unknown worker fields {sorted(unknown)}")
+        return {
+            k: (_dumps(v) if k in ("stop_request", "queues", "gpus") and v is not None else v)
+            for k, v in fields.items()
+        }
+
+    def update_worker(self, worker_id: str, **fields: Any) -> None:
+        updates = self._worker_fields(fields)
+        if not updates:
+            return
+        with self._tx() as conn:
+            columns = ", ".join(f"{k} = ?" for k in updates)
+            cur = conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"worker {worker_id} does not exist", field="worker")
+
+    # -- events -----------------------------------------------------------------
+    def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]:
+        where, params = [], []  # type: tuple[list[str], list[Any]]
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if subject is not None:
+            where.append("subject = ?")
+            params.append(subject)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self.conn.execute(f"SELECT * FROM events{clause} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [
+            Event(
+                id=r["id"],
+                at=r["at"],
+                kind=r["kind"],
+                subject=r["subject"],
+                old=r["old"],
+                new=r["new"],
+                actor=r["actor"],
+                reason=r["reason"] or "",
+            )
+            for r in rows
+        ][::-1]

@@ -1,0 +1,170 @@
+"""The manager's side of worker processes: spawn, watch, restart, adopt.
+
+Workers are started in their own session, so neither a ``kill -9`` of the
+manager nor a Ctrl-C in its terminal reaches them; they record task results
+in the store themselves.  A restarted manager adopts the workers it finds
+alive (pid *and* start time match) instead of starting them twice.
+
+A worker that exits while it was not asked to stop has crashed: its running
+task's process group is killed, the task ends ``failed`` with reason
+``worker died`` (or is queued again if it has retries left) and the worker is
+started again, with backoff if it keeps crashing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.errors import FleetError
+from fleet.home import Home
+from fleet.models import TaskStatus, Worker, WorkerState
+from fleet.procs import describe_exit, is_same_process, signal_group, start_time
+from fleet.store import Store
+
+log = logging.getLogger(__name__)
+
+ACTOR = "manager"
+RESTART_WINDOW_S = 60.0
+MAX_RESTARTS = 5
+
+
+@dataclass
+class Handle:
+    """A worker process: our child (``popen``) or adopted from a previous manager."""
+
+    worker_id: str
+    pid: int
+    pid_start: float | None
+    popen: subprocess.Popen[bytes] | None = None
+    expected_exit: bool = False
+
+    def exit_status(self) -> str | None:
+        """None while running, else a sentence describing the exit."""
+        if self.popen is not None:
+            rc = self.popen.poll()
+            return None if rc is None else describe_exit(rc)
+        return None if is_same_process(self.pid, self.pid_start) else "exited while the manager was away"
+
+
+class WorkerSupervisor:
+    def __init__(self, home: Home, store: Store, config_path: Path | None) -> None:
+        self.home = home
+        self.store = store
+        self.config_path = config_path
+        self.handles: dict[str, Handle] = {}
+        self._retry_at: dict[str, float] = {}
+        self._crashes: dict[str, list[float]] = {}
+
+    def spawn(self, worker: Worker) -> Handle:
+        argv = [sys.executable, "-m", "fleet.worker", "--home", str(self.home.root), "--worker-id", worker.id]
+        if self.config_path is not None:
+            argv += ["--config", str(self.config_path)]
+        logfile = open(self.home.worker_log(worker.id), "ab")
+        try:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        finally:
+            logfile.close()
+        handle = Handle(worker.id, popen.pid, start_time(popen.pid), popen)
+        self.handles[worker.id] = handle
+        self.store.update_worker(worker.id, pid=handle.pid, pid_start=handle.pid_start)
+        log.info("manager: worker %s spawned (pid %d)", worker.id, popen.pid)
+        return handle
+
+    def adopt_or_recover(self) -> None:
+        """At manager start: keep live workers, recover the ones that died unseen."""
+        for worker in self.store.list_workers():
+            if is_same_process(worker.pid, worker.pid_start):
+                assert worker.pid is not None
+                self.handles[worker.id] = Handle(worker.id, worker.pid, worker.pid_start)
+                log.info("manager: adopted running worker %s (pid %d)", worker.id, worker.pid)
+            elif worker.state == WorkerState.STOPPING:
+                self._mark_dead(worker.id, "stopped while the manager was away")
+            else:
+                self._crashed(worker.id, "died while the manager was away")
+
+    def request_stop(self, worker_id: str, drain: bool, requeue: bool, by: str) -> None:
+        handle = self.handles.get(worker_id)
+        if handle is not None:
+            handle.expected_exit = True
+        self.store.update_worker(worker_id, stop_request={"drain": drain, "requeue": requeue, "by": by})
+
+    def force_kill(self, worker_id: str) -> None:
+        """Second stop: SIGTERM again makes the worker kill its task at once."""
+        handle = self.handles.get(worker_id)
+        if handle is not None and handle.exit_status() is None:
+            signal_group(handle.pid, signal.SIGTERM)
+
+    def cancel_restarts(self) -> None:
+        self._retry_at.clear()
+
+    def alive(self) -> list[str]:
+        return [wid for wid, h in self.handles.items() if h.exit_status() is None]
+
+    def tick(self) -> None:
+        """Notice exits; restart crashed workers whose backoff has passed."""
+        now = time.monotonic()
+        for wid, handle in list(self.handles.items()):
+            status = handle.exit_status()
+            if status is None:
+                continue
+            del self.handles[wid]
+            try:
+                worker = self.store.get_worker(wid)
+            except FleetError:
+                continue
+            if handle.expected_exit or worker.state in (WorkerState.STOPPING, WorkerState.DEAD):
+                if worker.state != WorkerState.DEAD:
+                    self._mark_dead(wid, f"stopped ({status})")
+                log.info("manager: worker %s exited (%s)", wid, status)
+                continue
+            log.warning("manager: worker %s died (%s)", wid, status)
+            crashes = [t for t in self._crashes.get(wid, []) if now - t < RESTART_WINDOW_S] + [now]
+            self._crashes[wid] = crashes
+            self._crashed(wid, f"worker died ({status})")
+            if len(crashes) > MAX_RESTARTS:
+                self._mark_dead(wid, f"crashed {len(crashes)} times in a minute; not restarted (see its log)")
+                continue
+            self._retry_at[wid] = now + min(30.0, 0.25 * 2 ** (len(crashes) - 1))
+        for wid, when in list(self._retry_at.items()):
+            if now >= when:
+                del self._retry_at[wid]
+                self._restart(wid)
+
+    def _restart(self, worker_id: str) -> None:
+        try:
+            worker = self.store.get_worker(worker_id)
+            if worker.stop_request is not None:
+                return
+            worker = self.store.register_worker(worker, ACTOR)
+            self.store.update_worker(worker_id, restarts=worker.restarts + 1)
+            self.spawn(worker)
+        except (FleetError, OSError) as exc:
+            log.error("manager: cannot restart worker %s: %s", worker_id, exc)
+
+    def _crashed(self, worker_id: str, why: str) -> None:
+        """Kill the dead worker's task groups and record their end."""
+        for task in self.store.list_tasks(worker=worker_id, status=[TaskStatus.IN_PROGRESS])[0]:
+            if task.pid and is_same_process(task.pid, task.pid_start):
+                signal_group(task.pid, signal.SIGKILL)
+            requeue = "tail" if task.attempt <= task.retries else None
+            try:
+                self.store.finish_task(
+                    task.id, TaskStatus.FAILED, exit_code=None, reason="worker died", actor=ACTOR, requeue=requeue
+                )
+            except FleetError as exc:
+                log.error("manager: task %s of dead worker %s: %s", task.id, worker_id, exc)
+        self._mark_dead(worker_id, why)
+
+    def _mark_dead(self, worker_id: str, why: str) -> None:
+        try:
+            self.store.set_worker_state(worker_id, WorkerState.DEAD, why, ACTOR, pid=None, pid_start=None)
+        except FleetError as exc:
+            log.error("manager: worker %s: %s", worker_id, exc)

@@ -1,0 +1,229 @@
+"""The worker: one execution slot that pulls tasks from its queues and runs them.
+
+A worker is its own process (``python -m fleet.worker``), in its own session,
+and records everything it does in the store itself, so it keeps going and
+its results land even while the manager is down.
+
+The loop is single-threaded, in the style of Supervisor: signal handlers only
+record the signal; each turn the loop waits on ``select`` for a wake-up
+datagram (new work, abort, stop), task output or the next timed move, then
+acts.  Dispatch is event-driven; the fallback poll only covers a lost wake-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from types import FrameType
+
+from fleet.config import Config
+from fleet.errors import FleetError
+from fleet.home import Home
+from fleet.models import Task, TaskStatus, Worker, WorkerState
+from fleet.notify import Listener
+from fleet.procs import become_subreaper, start_time
+from fleet.scheduler.order import QueueOrder
+from fleet.store import Store
+from fleet.worker.logfile import TaskLog
+from fleet.worker.process import StopCause, TaskProcess
+from fleet.worker.taskenv import task_environment
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+CHECK_S = 0.5  # re-read stop/abort requests at least this often, wake-up or not
+
+
+class WorkerLoop:
+    def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
+        self.home = home
+        self.store = store
+        self.config = config
+        self.worker: Worker = store.get_worker(worker_id)
+        self.actor = f"worker:{worker_id}"
+        self.order = QueueOrder(self.worker.queues, self.worker.order_fairness)
+        self.grace = config.fleet.stop_grace_seconds
+        self.poll = config.fleet.poll_interval
+        self.max_log = int(config.fleet.log_max_mb * 1024 * 1024)
+        self.task: Task | None = None
+        self.proc: TaskProcess | None = None
+        self.deadline: float | None = None
+        self.signals = 0
+        self.stopping: dict[str, bool] | None = None
+        self.last_beat = 0.0
+        self.last_look = 0.0
+
+    # -- signals only record -----------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        listener = Listener(self.home.root, self.worker.id)
+        become_subreaper()
+        pid = os.getpid()
+        self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
+        self._set_state(WorkerState.IDLE, self._idle_reason())
+        log.info("worker %s: started (pid %d), queues %s", self.worker.id, pid, ", ".join(self.worker.queues))
+        try:
+            look = True
+            while True:
+                if look or self.signals:
+                    self._check_stop()
+                if self.stopping is not None and self.proc is None:
+                    break
+                if self.proc is None and self.stopping is None:
+                    self._pull()
+                self._wait(listener)
+                look = listener.drain() > 0 or time.monotonic() - self.last_look >= CHECK_S
+                if look:
+                    self.last_look = time.monotonic()
+                if self.proc is not None:
+                    self._watch(look)
+                self._heartbeat()
+        finally:
+            listener.close()
+        self._set_state(WorkerState.DEAD, "stopped")
+        log.info("worker %s: stopped", self.worker.id)
+        return 0
+
+    # -- the turn ----------------------------------------------------------------
+    def _wait(self, listener: Listener) -> None:
+        fds: list[int] = [listener.fileno()]
+        timeout = self.poll
+        if self.proc is not None:
+            fds.extend(self.proc.waitables())
+            if self.proc.returncode is not None or not self.proc.exit_is_signalled:
+                timeout = min(timeout, 0.02)  # waiting for the rest of the group to go
+            else:
+                timeout = min(timeout, CHECK_S)
+            for when in (self.proc.next_deadline(), self.deadline):
+                if when is not None:
+                    timeout = min(timeout, max(0.0, when - time.monotonic()))
+        if self.signals:
+            return
+        try:
+            select.select(fds, [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            pass
+
+    def _check_stop(self) -> None:
+        if self.stopping is not None and self.signals < 2:
+            return
+        request = self.store.get_worker(self.worker.id).stop_request
+        if request is None and self.signals:
+            request = {"drain": False, "requeue": False, "by": "signal"}
+        if request is None:
+            return
+        if self.stopping is None:
+            self.stopping = {k: bool(request.get(k)) for k in ("drain", "requeue")}
+            by = str(request.get("by") or "fleetctl stop")
+            how = "draining: no new tasks, waiting for the running one" if self.stopping["drain"] else "stopping"
+            self._set_state(WorkerState.STOPPING, f"{how} ({by})")
+            if self.proc is not None and not self.stopping["drain"]:
+                self.proc.stop(StopCause.WORKER_STOP, f"worker stopped by {by}")
+        if self.signals >= 2 and self.proc is not None:
+            self.proc.kill_now()
+
+    def _pull(self) -> None:
+        gpus = self.worker.gpus or []
+        task = self.store.claim_next_task(self.worker, self.order.current(), gpus)
+        if task is None:
+            return
+        if task.queue is not None:
+            self.order.served(task.queue)
+        self._start(task)
+
+    def _start(self, task: Task) -> None:
+        self.task = task
+        self._set_state(WorkerState.BUSY, f"running task {task.id}")
+        task_log = TaskLog(self.home.task_log(task.id), self.max_log)
+        task_log.note(
+            f"attempt {task.attempt} on worker {self.worker.id} (host {self.worker.host}, "
+            f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
+        )
+        env = task_environment(task, self.worker, dict(os.environ))
+        proc = TaskProcess(task.script.command, task.script.working_dir, env, task_log, self.grace)
+        try:
+            if not os.path.isdir(task.script.working_dir):
+                raise FileNotFoundError(f"working directory {task.script.working_dir} does not exist")
+            proc.start()
+        except OSError as exc:
+            reason = f"could not start {task.script.command[0] if task.script.command else 'the command'}: {exc.strerror or exc}"
+            task_log.note(reason)
+            task_log.close()
+            self._record(task, TaskStatus.FAILED, None, reason)
+            return
+        self.store.set_task_process(task.id, proc.pid, proc.pid_start)
+        self.proc = proc
+        self.deadline = time.monotonic() + task.timeout if task.timeout else None
+        log.info("worker %s: task %s started (pid %d)", self.worker.id, task.id, proc.pid)
+
+    def _watch(self, look: bool) -> None:
+        assert self.proc is not None and self.task is not None
+        proc, task = self.proc, self.task
+        proc.pump()
+        if proc.cause is None:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
+            elif look:
+                abort = self.store.get_task(task.id).abort_requested
+                if abort:
+                    proc.stop(StopCause.ABORT, abort)
+        proc.tick()
+        if proc.done:
+            self._finish(proc, task)
+
+    def _finish(self, proc: TaskProcess, task: Task) -> None:
+        outcome = proc.finish()
+        rc = outcome.returncode
+        if outcome.cause == StopCause.TIMEOUT:
+            status, reason = TaskStatus.FAILED, "timeout"
+        elif outcome.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
+            status, reason = TaskStatus.STOPPED, outcome.detail
+        elif rc == 0:
+            status, reason = TaskStatus.COMPLETED, ""
+        else:
+            status = TaskStatus.FAILED
+            tail = " | ".join(line for line in proc.log.tail[-5:] if line.strip())
+            reason = outcome.description + (f": {tail}" if tail else "")
+        proc.log.note(f"attempt {task.attempt} ended: {status.value} ({outcome.description})")
+        proc.log.close()
+        self.proc = None
+        self.deadline = None
+        self._record(task, status, rc, reason[:2000])
+
+    def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str) -> None:
+        requeue: str | None = None
+        if status == TaskStatus.FAILED and task.attempt <= task.retries:
+            requeue = "tail"
+        elif status == TaskStatus.STOPPED and self.stopping is not None and self.stopping["requeue"]:
+            requeue = "head"
+        try:
+            self.store.finish_task(task.id, status, exit_code=rc, reason=reason, actor=self.actor, requeue=requeue)
+        except FleetError as exc:  # the task was changed behind our back; keep the worker alive
+            log.error("worker %s: could not record task %s: %s", self.worker.id, task.id, exc)
+        log.info("worker %s: task %s %s %s", self.worker.id, task.id, status.value, reason[:200])
+        self.task = None
+        if self.stopping is None:
+            self._set_state(WorkerState.IDLE, self._idle_reason())
+
+    # -- bookkeeping ---------------------------------------------------------------
+    def _idle_reason(self) -> str:
+        return "waiting for tasks on " + ", ".join(self.worker.queues)
+
+    def _set_state(self, state: WorkerState, reason: str) -> None:
+        try:
+            self.worker = self.store.set_worker_state(self.worker.id, state, reason, self.actor, last_seen=time.time())
+        except FleetError as exc:
+            log.warning("worker %s: %s", self.worker.id, exc)
+
+    def _heartbeat(self) -> None:
+        now = time.time()
+        if now - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = now
+            self.store.update_worker(self.worker.id, last_seen=now)

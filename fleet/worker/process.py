@@ -1,0 +1,162 @@
+"""One task's process group: spawn, stream output, stop, reap.
+
+The task runs in a new session (``setsid``), so it is the leader of its own
+process group; training jobs spawn grandchildren (data loaders, torchrun), so
+a stop always signals the whole group, never one pid.  Timed moves (SIGKILL
+after the grace period) happen in :meth:`TaskProcess.tick`, called on every
+turn of the worker loop, not from timers.
+
+A task is over when its main process has exited *and* its group is empty:
+children left behind by the main process get SIGTERM, then SIGKILL after the
+grace period.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
+from fleet.worker.logfile import TaskLog
+
+log = logging.getLogger(__name__)
+
+
+class StopCause(str, enum.Enum):
+    ABORT = "abort"
+    TIMEOUT = "timeout"
+    WORKER_STOP = "worker_stop"
+
+
+@dataclass
+class Outcome:
+    returncode: int | None
+    cause: StopCause | None
+    detail: str
+
+    @property
+    def description(self) -> str:
+        return describe_exit(self.returncode) if self.returncode is not None else "never started"
+
+
+class TaskProcess:
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], task_log: TaskLog, grace: float) -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.env = env
+        self.log = task_log
+        self.grace = grace
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.pid_start: float | None = None
+        self.returncode: int | None = None
+        self.cause: StopCause | None = None
+        self.detail = ""
+        self._kill_at: float | None = None
+        self._fd: int | None = None
+        self._pidfd: int | None = None
+
+    def start(self) -> None:
+        """Spawn the command; ``OSError`` (no such program, bad folder) propagates."""
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+        self.pid = self.popen.pid
+        self.pid_start = start_time(self.pid)
+        assert self.popen.stdout is not None
+        self._fd = self.popen.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        try:  # readable when the main process exits (Linux 5.3+), so the loop never polls for it
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def waitables(self) -> list[int]:
+        """File descriptors that become readable when something happens to the task."""
+        pidfd = self._pidfd if self.returncode is None else None  # stays readable once exited
+        return [fd for fd in (self._fd, pidfd) if fd is not None]
+
+    @property
+    def exit_is_signalled(self) -> bool:
+        """True when the loop can wait on the process's exit instead of polling for it."""
+        return self._pidfd is not None
+
+    def pump(self) -> None:
+        """Read what the task has written so far (never blocks)."""
+        while self._fd is not None:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                self._close_pipe()
+                return
+            self.log.feed(data)
+
+    def _close_pipe(self) -> None:
+        if self.popen is not None and self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._fd = None
+
+    def stop(self, cause: StopCause, detail: str) -> None:
+        """SIGTERM to the group now, SIGKILL after the grace period (see tick)."""
+        if self.cause is None:
+            self.cause = cause
+            self.detail = detail
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + self.grace
+            self.log.note(f"stopping ({detail}): SIGTERM to the process group, SIGKILL after {self.grace:g}s")
+            signal_group(self.pid, signal.SIGTERM)
+
+    def kill_now(self) -> None:
+        signal_group(self.pid, signal.SIGKILL)
+
+    def tick(self) -> None:
+        """Reap the main process and enforce the grace period."""
+        if self.popen is None:
+            return
+        if self.returncode is None:
+            reap_orphans({self.pid})
+            rc = self.popen.poll()
+            if rc is not None:
+                self.returncode = rc
+                if group_alive(self.pid) and self._kill_at is None:
+                    self.log.note(f"main process ended ({describe_exit(rc)}); stopping the processes it left")
+                    self._kill_at = time.monotonic() + self.grace
+                    signal_group(self.pid, signal.SIGTERM)
+        if self.returncode is not None:
+            reap_orphans(set())
+        if self._kill_at is not None and time.monotonic() >= self._kill_at and group_alive(self.pid):
+            self.log.note("grace period over: SIGKILL to the process group")
+            signal_group(self.pid, signal.SIGKILL)
+            self._kill_at = time.monotonic() + self.grace
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the next timed move, for the loop's wait."""
+        return self._kill_at
+
+    @property
+    def done(self) -> bool:
+        return self.returncode is not None and not group_alive(self.pid)
+
+    def finish(self) -> Outcome:
+        """Read the last output and close the log's partial line."""
+        self.pump()
+        self._close_pipe()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        self.log.flush_partial()
+        return Outcome(self.returncode, self.cause, self.detail)
