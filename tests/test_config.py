@@ -126,10 +126,7 @@ def test_builtin_defaults_when_no_file(tmp_path: Path) -> None:
     assert config.path is None
     assert config.agent.package_manager.type == "uv"
     assert config.fleet.api.port == 8765
-    assert (
-        config.agent.docker_container_name_format
-        == "fleet-id-{task_id}-{rand_string:.8}"
-    )
+    assert config.agent.docker_container_name_format == "fleet-id-{task_id}-{rand_string:.8}"
 
 
 def test_source_order(tmp_path: Path) -> None:
@@ -159,9 +156,7 @@ def test_missing_named_file_is_an_error(tmp_path: Path, via_env: bool) -> None:
             load_config(missing, env=env)
 
 
-def test_clearml_conf_loads_unchanged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_clearml_conf_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="fleet.config")
     path = write(tmp_path, CLEARML_CONF, "clearml.conf")
     config = load_config(path, env={})
@@ -185,9 +180,7 @@ def test_clearml_conf_loads_unchanged(
     assert sorted(keys) == sorted(UNMODELLED)  # one warning each; api/sdk silent
 
 
-def test_unknown_object_key_warns_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unknown_object_key_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="fleet.config")
     load_text(tmp_path, "agent.venv_update { enabled: false, x: 1 }\nfleet.foo_bar: 1")
     assert warned_keys(caplog) == ["agent.venv_update", "fleet.foo_bar"]
@@ -316,9 +309,7 @@ def test_conversions(tmp_path: Path) -> None:
 
 
 def test_uptime_and_downtime_exclusive(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match="set only one of agent.uptime / agent.downtime"
-    ):
+    with pytest.raises(ConfigError, match="set only one of agent.uptime / agent.downtime"):
         load_text(tmp_path, 'agent { uptime: ["8-20"], downtime: "20-8" }')
 
 
@@ -337,16 +328,12 @@ def test_env_overrides(tmp_path: Path) -> None:
     config = load_config(path, env=env)
     assert (config.agent.worker_id, config.agent.worker_name) == ("f-id", "f-name")
     assert config.fleet.api.token == "tok"
-    defaults = load_config(
-        env={"HOME": str(tmp_path / "empty"), "FLEET_WORKER_ID": "w"}
-    )
+    defaults = load_config(env={"HOME": str(tmp_path / "empty"), "FLEET_WORKER_ID": "w"})
     assert defaults.agent.worker_id == "w"
 
 
 def test_secrets_never_in_repr(tmp_path: Path) -> None:
-    config = load_text(
-        tmp_path, 'agent.git_pass: "hunter2-pass"\nfleet.api.token: "tok-s3cret"'
-    )
+    config = load_text(tmp_path, 'agent.git_pass: "hunter2-pass"\nfleet.api.token: "tok-s3cret"')
     assert config.agent.git_pass == "hunter2-pass"
     assert config.fleet.api.token == "tok-s3cret"
     for text in (repr(config), str(config), repr(config.agent), str(config.fleet.api)):

@@ -110,9 +110,7 @@ def test_interactive_prompts(tmp_path: Path) -> None:
     assert config.agent.git_pass == 'hunter2"$#'
     assert config.agent.package_manager.type == "conda"
     assert config.fleet.api.port == 9000
-    assert config.agent.package_manager.extra_index_url == (
-        "https://idx.example/simple",
-    )
+    assert config.agent.package_manager.extra_index_url == ("https://idx.example/simple",)
 
 
 def test_flags_pre_answer_prompts(tmp_path: Path) -> None:
@@ -175,9 +173,7 @@ def test_never_overwrites(tmp_path: Path) -> None:
         (["--api-port", "http"], ["'http'", "integer"]),
     ],
 )
-def test_bad_flag_values_exit_2(
-    tmp_path: Path, args: list[str], fragments: list[str]
-) -> None:
+def test_bad_flag_values_exit_2(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
     target = tmp_path / "fleet.conf"
     result = run(["--config", str(target), "--non-interactive", *args])
     assert result.exit_code == 2
@@ -190,9 +186,9 @@ def test_bad_flag_values_exit_2(
 
 def test_default_target_from_env_then_home(tmp_path: Path) -> None:
     env_target = tmp_path / "from-env.conf"
-    result = CliRunner(
-        env={"FLEET_CONFIG_FILE": str(env_target), "HOME": str(tmp_path)}
-    ).invoke(init, ["--non-interactive"])
+    result = CliRunner(env={"FLEET_CONFIG_FILE": str(env_target), "HOME": str(tmp_path)}).invoke(
+        init, ["--non-interactive"]
+    )
     assert result.exit_code == 0, result.output
     assert env_target.exists()
     result = run(["--non-interactive"], home=tmp_path)
@@ -203,9 +199,7 @@ def test_default_target_from_env_then_home(tmp_path: Path) -> None:
 def test_real_subprocess_interactive(tmp_path: Path) -> None:
     target = tmp_path / "fleet.conf"
     env = {k: v for k, v in os.environ.items() if k != "FLEET_CONFIG_FILE"}
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO), env.get("PYTHONPATH")])
-    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [
             sys.executable,
@@ -272,9 +266,7 @@ def test_terminal_prompts_hide_the_password(tmp_path: Path) -> None:
 
     target = tmp_path / "fleet.conf"
     env = {k: v for k, v in os.environ.items() if k != "FLEET_CONFIG_FILE"}
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO), env.get("PYTHONPATH")])
-    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [

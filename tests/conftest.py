@@ -1,0 +1,143 @@
+"""Fixtures that start the real thing: a manager, workers and task processes.
+
+Every test gets its own ``FLEET_HOME`` and config file, and the manager binds
+port 0.  ``fleetctl`` is run as a subprocess (``python -m fleet.cli``), exactly
+as a user runs it.  Teardown stops the manager and checks that nothing that
+ran under this home is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+CONFIG = """
+fleet {
+  stop_grace_seconds: 2
+  poll_interval: 2
+}
+"""
+
+
+@dataclass
+class Fleet:
+    """One test's fleet: its home, its config, and helpers to drive it."""
+
+    root: Path
+    env: dict[str, str]
+    started: list[str] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def cli(
+        self, *args: str, cwd: Path | None = None, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fleet.cli", *args],
+            cwd=cwd or self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+
+    def ok(self, *args: str, cwd: Path | None = None, timeout: float = 120) -> str:
+        result = self.cli(*args, cwd=cwd, timeout=timeout)
+        assert result.returncode == 0, (
+            f"fleetctl {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+        return result.stdout
+
+    def up(self, *args: str) -> str:
+        return self.ok("up", "--port", "0", *args)
+
+    def submit(self, queue: str, *command: str, opts: tuple[str, ...] = (), cwd: Path | None = None) -> str:
+        return self.ok("submit", "--queue", queue, *opts, "--", *command, cwd=cwd).strip()
+
+    def manager_info(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.home / "manager.json").read_text())
+        return data
+
+    @property
+    def url(self) -> str:
+        return str(self.manager_info()["url"])
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url + "/api/v1", timeout=30)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        with self.api() as api:
+            data: dict[str, Any] = api.get(f"/tasks/{task_id}").raise_for_status().json()
+            return data
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def processes(self) -> list[psutil.Process]:
+        """Processes that belong to this fleet: started with our home in their
+        arguments or environment (managers, workers and tasks)."""
+        mine = []
+        marker = str(self.home)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if proc.pid == os.getpid():
+                    continue
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if marker in cmdline or proc.environ().get("FLEET_HOME") == marker:
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        mine.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return mine
+
+
+def _write_config(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    root = tmp_path
+    config = root / "fleet.conf"
+    _write_config(config, CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "CLEARML_"))}
+    env.update(FLEET_HOME=str(root / "home"), FLEET_CONFIG_FILE=str(config), HOME=str(root))
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    f = Fleet(root=root, env=env)
+    yield f
+    if (f.home / "manager.json").exists():
+        f.cli("stop", "--timeout", "30")
+    leftovers = f.processes()
+    for proc in leftovers:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    assert not leftovers, f"processes left running: {[p.info['cmdline'] for p in leftovers]}"
+
+
+def alive(pid: int) -> bool:
+    """True when ``pid`` runs (a zombie waiting for init to reap it is not running)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
