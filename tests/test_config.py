@@ -149,7 +149,7 @@ def test_missing_named_file_is_an_error(tmp_path: Path, via_env: bool) -> None:
     missing = tmp_path / "nope.conf"
     write(tmp_path, "")  # ~/fleet.conf exists but must not be used instead
     env = {"HOME": str(tmp_path)}
-    with pytest.raises(ConfigError, match="nope.conf"):
+    with pytest.raises(ConfigError, match=r"nope\.conf"):
         if via_env:
             load_config(env={**env, "FLEET_CONFIG_FILE": str(missing)})
         else:
@@ -309,7 +309,7 @@ def test_conversions(tmp_path: Path) -> None:
 
 
 def test_uptime_and_downtime_exclusive(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="set only one of agent.uptime / agent.downtime"):
+    with pytest.raises(ConfigError, match=r"set only one of agent\.uptime / agent\.downtime"):
         load_text(tmp_path, 'agent { uptime: ["8-20"], downtime: "20-8" }')
 
 
