@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: install what the tests need, then lint, type-check and test.
+# Used as is by CI (.ci/run).  Safe to run again; reuses .venv.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_apt=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v git >/dev/null || need_apt+=(git)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+
+.venv/bin/ruff check fleet tests bench
+.venv/bin/ruff format --check fleet tests bench
+.venv/bin/mypy
+.venv/bin/pytest -p no:cacheprovider "$@"
