@@ -16,6 +16,7 @@ from fleet.nvml import Nvml
 log = logging.getLogger(__name__)
 
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+MAX_GPUS = 1024
 EXPECTED = "expected GPU indices like 0, 0,1, 0-7, 0-3,6 or all"
 
 
@@ -25,6 +26,7 @@ def parse_gpu_list(spec: str) -> list[int]:
     if not text:
         raise UsageError(f"--gpus {spec!r}: {EXPECTED}", field="gpus")
     out: list[int] = []
+    seen: set[int] = set()
     for part in text.split(","):
         match = _PART.match(part.strip())
         if not match:
@@ -33,12 +35,13 @@ def parse_gpu_list(spec: str) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise UsageError(f"--gpus {spec!r}: range {part.strip()} goes down; write it as {hi}-{lo}", field="gpus")
+        if len(out) + hi - lo + 1 > MAX_GPUS:
+            raise UsageError(f"--gpus {spec!r}: more than {MAX_GPUS} GPUs", field="gpus")
         for index in range(lo, hi + 1):
-            if index in out:
+            if index in seen:
                 raise UsageError(f"--gpus {spec!r}: GPU {index} is given twice", field="gpus")
+            seen.add(index)
             out.append(index)
-    if len(out) > 1024:
-        raise UsageError(f"--gpus {spec!r}: more than 1024 GPUs", field="gpus")
     return out
 
 

@@ -152,12 +152,9 @@ class Manager:
             self.wakeup.wait(TICK_S)
             self.wakeup.clear()
             with self.lock:
-                if self.signals and self.shutdown_requested is None:
-                    self.shutdown(drain=False, requeue=False, by="signal")
-                if self.signals >= 2 and forced < self.signals:
+                if self.signals > forced:
                     forced = self.signals
-                    for wid in self.supervisor.alive():
-                        self.supervisor.force_kill(wid)
+                    self.shutdown(drain=False, requeue=False, by="signal")
                 self.supervisor.tick()
                 if self.shutdown_requested is not None and not self.supervisor.alive():
                     return
@@ -202,10 +199,14 @@ class Manager:
 
     def shutdown(self, drain: bool, requeue: bool, by: str) -> None:
         with self.lock:
-            if self.shutdown_requested is None:
-                self.shutdown_requested = {"drain": drain, "requeue": requeue, "by": by}
-                log.info("manager: shutting down (%s, drain=%s, requeue=%s)", by, drain, requeue)
-                self.supervisor.cancel_restarts()
+            if self.shutdown_requested is not None:  # asked twice: force it
+                log.info("manager: shutdown asked again (%s): killing running tasks now", by)
+                for wid in self.supervisor.alive():
+                    self.supervisor.force_kill(wid)
+                return
+            self.shutdown_requested = {"drain": drain, "requeue": requeue, "by": by}
+            log.info("manager: shutting down (%s, drain=%s, requeue=%s)", by, drain, requeue)
+            self.supervisor.cancel_restarts()
             ids = [w.id for w in self.store.list_workers()]
         self.stop_workers(ids, drain, requeue, by)
         self.wakeup.set()

@@ -34,8 +34,9 @@ TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.CREATED: frozenset({TaskStatus.QUEUED}),
     # queued -> created: dequeue; -> in_progress: a worker took it; -> stopped: aborted while waiting
     TaskStatus.QUEUED: frozenset({TaskStatus.CREATED, TaskStatus.IN_PROGRESS, TaskStatus.STOPPED}),
-    # in_progress -> queued: retry or stop --requeue
-    TaskStatus.IN_PROGRESS: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED, TaskStatus.QUEUED}),
+    # a retry or `stop --requeue` ends the attempt first (failed/stopped -> queued): a running
+    # task can never be queued, and so never run twice
+    TaskStatus.IN_PROGRESS: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED}),
     # an ended task can be enqueued again (ClearML's "reset and enqueue")
     TaskStatus.COMPLETED: frozenset({TaskStatus.QUEUED}),
     TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),

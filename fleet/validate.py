@@ -19,13 +19,13 @@ MASK = "********"
 
 
 def task_id(value: str, field: str = "task") -> str:
-    if not TASK_ID_RE.match(value):
+    if not TASK_ID_RE.fullmatch(value):
         raise UsageError(f"invalid task id {value!r}: expected 4-32 hex characters", field=field)
     return value
 
 
 def queue_name(value: str, field: str = "queue") -> str:
-    if not QUEUE_RE.match(value):
+    if not QUEUE_RE.fullmatch(value):
         raise UsageError(
             f"invalid queue name {value!r}: expected letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)",
             field=field,
@@ -34,7 +34,7 @@ def queue_name(value: str, field: str = "queue") -> str:
 
 
 def worker_id(value: str, field: str = "worker") -> str:
-    if not WORKER_RE.match(value):
+    if not WORKER_RE.fullmatch(value):
         raise UsageError(
             f"invalid worker id {value!r}: expected letters, digits and '_.:,-' (starting with a letter or digit)",
             field=field,
@@ -43,7 +43,7 @@ def worker_id(value: str, field: str = "worker") -> str:
 
 
 def env_name(value: str, field: str = "env") -> str:
-    if not ENV_NAME_RE.match(value):
+    if not ENV_NAME_RE.fullmatch(value):
         raise UsageError(f"invalid environment variable name {value!r}: expected [A-Za-z_][A-Za-z0-9_]*", field=field)
     return value
 

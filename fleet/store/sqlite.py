@@ -170,6 +170,7 @@ class SQLiteStore(Store):
             with open(self.path, "rb") as fh:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not an SQLite database; refusing to open or overwrite it")
+            self._refuse_newer()
         try:
             with self._tx() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -186,6 +187,22 @@ class SQLiteStore(Store):
                     conn.execute(f"PRAGMA user_version={schema.LATEST}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
+
+    def _refuse_newer(self) -> None:
+        """Read the schema version read-only, before anything (WAL included) can change the file."""
+        try:
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
+        if version > schema.LATEST:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this fleet knows "
+                f"({schema.LATEST}); upgrade fleet. The database was left untouched"
+            )
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -280,12 +297,11 @@ class SQLiteStore(Store):
                     f"queue {row['name']!r} has {queued} queued task(s); dequeue them first or delete with force",
                     field="queue",
                 )
-            if queued:
-                conn.execute(
-                    "UPDATE tasks SET status = 'created', status_reason = ?, queued_at = NULL "
-                    "WHERE queue = ? AND status = 'queued'",
-                    (f"queue {row['name']} deleted", row["name"]),
-                )
+            for task in conn.execute(
+                "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'", (row["name"],)
+            ).fetchall():
+                why = f"queue {row['name']} deleted"
+                self._move_task(conn, dict(task), TaskStatus.CREATED, actor, why, queued_at=None)
             conn.execute("DELETE FROM queues WHERE id = ?", (row["id"],))
             self._event(conn, "queue", row["name"], "created", "deleted", actor, f"{queued} task(s) dequeued")
 
@@ -366,6 +382,8 @@ class SQLiteStore(Store):
         return self.get_task(task_id)
 
     def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> str:
+        if len(id_or_prefix) < 4:
+            raise UsageError(f"task id {id_or_prefix!r} is too short: give 4 or more characters", field="task")
         if len(id_or_prefix) == 32:
             return id_or_prefix
         rows = conn.execute(

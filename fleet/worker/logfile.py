@@ -63,7 +63,7 @@ class TaskLog:
             if self._capped:
                 return
             self._capped = True
-            blob = f"{stamp()} [fleet] log limit of {self.max_bytes // (1024 * 1024)} MB reached; further output is dropped (fleet.log_max_mb)\n".encode()
+            blob = f"{stamp()} [fleet] log limit of {self.max_bytes / 2**20:g} MB reached; further output is dropped (fleet.log_max_mb)\n".encode()
         self._fh.write(blob)
         self.size += len(blob)
 

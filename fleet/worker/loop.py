@@ -53,6 +53,7 @@ class WorkerLoop:
         self.deadline: float | None = None
         self.signals = 0
         self.stopping: dict[str, bool] | None = None
+        self.signals_at_stop = 0
         self.last_beat = 0.0
         self.last_look = 0.0
 
@@ -112,21 +113,23 @@ class WorkerLoop:
             pass
 
     def _check_stop(self) -> None:
-        if self.stopping is not None and self.signals < 2:
-            return
-        request = self.store.get_worker(self.worker.id).stop_request
-        if request is None and self.signals:
-            request = {"drain": False, "requeue": False, "by": "signal"}
-        if request is None:
-            return
+        """Begin a stop asked for in the store or by a signal; a signal that
+        comes after the stop began forces it (the task group is killed now)."""
         if self.stopping is None:
+            request = self.store.get_worker(self.worker.id).stop_request
+            if request is None and self.signals:
+                request = {"drain": False, "requeue": False, "by": "signal"}
+            if request is None:
+                return
             self.stopping = {k: bool(request.get(k)) for k in ("drain", "requeue")}
+            self.signals_at_stop = self.signals
             by = str(request.get("by") or "fleetctl stop")
             how = "draining: no new tasks, waiting for the running one" if self.stopping["drain"] else "stopping"
             self._set_state(WorkerState.STOPPING, f"{how} ({by})")
             if self.proc is not None and not self.stopping["drain"]:
                 self.proc.stop(StopCause.WORKER_STOP, f"worker stopped by {by}")
-        if self.signals >= 2 and self.proc is not None:
+        if self.signals > self.signals_at_stop and self.proc is not None:
+            self.proc.stop(StopCause.WORKER_STOP, "worker stop forced")
             self.proc.kill_now()
 
     def _pull(self) -> None:

@@ -112,6 +112,8 @@ class TaskProcess:
 
     def stop(self, cause: StopCause, detail: str) -> None:
         """SIGTERM to the group now, SIGKILL after the grace period (see tick)."""
+        if self.popen is None:
+            return
         if self.cause is None:
             self.cause = cause
             self.detail = detail
@@ -121,7 +123,8 @@ class TaskProcess:
             signal_group(self.pid, signal.SIGTERM)
 
     def kill_now(self) -> None:
-        signal_group(self.pid, signal.SIGKILL)
+        if self.popen is not None:
+            signal_group(self.pid, signal.SIGKILL)
 
     def tick(self) -> None:
         """Reap the main process and enforce the grace period."""
