@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -259,7 +260,7 @@ def test_logs_follow_streams_until_the_end(fleet: Fleet) -> None:
     assert "ended: completed" in out
 
 
-def _task_from_db(fleet: Fleet, task_id: str) -> dict[str, object]:
+def _task_from_db(fleet: Fleet, task_id: str) -> dict[str, Any]:
     """Read a task straight from SQLite (for after the manager has stopped)."""
     import sqlite3
 
