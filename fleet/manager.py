@@ -46,6 +46,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(host: str, token: str) -> None:
+    """Loopback by default; anything else only with an API token."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"fleet.api.host {host} is not a loopback address: set fleet.api.token (or FLEET_API_TOKEN) to bind it",
+            field="fleet.api.token",
+        )
+
+
 class ManagerRunning(FleetError):
     """Another manager already owns this FLEET_HOME."""
 
@@ -64,12 +73,7 @@ class Manager:
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
         self.token = config.fleet.api.token
-        if not is_loopback(self.api_host) and not self.token:
-            raise ConfigError(
-                f"fleet.api.host {self.api_host} is not a loopback address: set fleet.api.token "
-                "(or FLEET_API_TOKEN) to bind it",
-                field="fleet.api.token",
-            )
+        check_bind(self.api_host, self.token)
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
         self.store: Store = open_store(self.home)

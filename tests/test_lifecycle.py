@@ -292,3 +292,21 @@ def test_manager_kill9_keeps_running_tasks(fleet: Fleet) -> None:
     again = fleet.submit("q", "true")
     assert fleet.cli("wait", again).returncode == 0
     assert psutil.pid_exists(worker_pid)
+
+
+def test_second_stop_forces_a_draining_stop(fleet: Fleet) -> None:
+    import subprocess
+    import sys
+
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    task_id = fleet.submit("q", "sleep", "300")
+    fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
+    draining = subprocess.Popen(
+        [sys.executable, "-m", "fleet.cli", "stop", "--drain"], env=fleet.env, stdout=subprocess.PIPE, text=True
+    )
+    fleet.wait_for(lambda: "draining" in fleet.ok("status"), what="draining")
+    assert fleet.task(task_id)["status"] == "in_progress"
+    fleet.ok("stop", "--timeout", "30")
+    out, _ = draining.communicate(timeout=30)
+    assert draining.returncode == 0, out
+    assert _task_from_db(fleet, task_id)["status"] == "stopped"

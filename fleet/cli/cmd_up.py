@@ -16,7 +16,7 @@ from fleet.cli.context import Context
 from fleet.errors import FleetError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
-from fleet.manager import Manager, configure_logging
+from fleet.manager import Manager, check_bind, configure_logging
 from fleet.scheduler.claims import UpRequest, check_queues
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -65,6 +65,7 @@ def up(
     check_queues(request.queues)
     _check_gpus(gpus)
     config = ctx.config  # a bad config fails here, before anything starts
+    check_bind(config.fleet.api.host, config.fleet.api.token)
     if foreground:
         configure_logging(None)
         raise SystemExit(Manager(ctx.home, config, port=port).serve(request))

@@ -12,7 +12,7 @@ import httpx
 
 from fleet.cli.client import Client, manager_url
 from fleet.config import Config, load_config
-from fleet.errors import FleetError, ManagerUnavailable
+from fleet.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
 from fleet.home import Home, resolve_home
 
 MANAGER_START_TIMEOUT_S = 30.0
@@ -63,7 +63,10 @@ class Context:
         deadline = time.monotonic() + MANAGER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if child.poll() is not None:
-                raise FleetError(f"the manager did not start:\n{_tail(home.manager_log)}")
+                last = _tail(home.manager_log, 1).removeprefix("fleetctl: ")
+                if child.returncode == EXIT_USAGE:
+                    raise UsageError(last)
+                raise FleetError(f"the manager did not start: {last} (see {home.manager_log})")
             info = home.read_manager_info()
             if info and info.get("pid") == child.pid:
                 try:
