@@ -40,8 +40,8 @@ def test_token_guards_every_route_but_health(fleet: Fleet) -> None:
     assert "token: None" in fleet.ok("logs", task_id)
 
     fleet.ok("stop")
-    for path in (fleet.home / "logs").rglob("*.log"):
-        assert token not in path.read_text(errors="replace"), path
+    for log in (fleet.home / "logs").rglob("*.log"):
+        assert token not in log.read_text(errors="replace"), log
 
 
 def test_wrong_token_is_a_usage_error(fleet: Fleet) -> None:
