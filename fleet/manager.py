@@ -109,7 +109,10 @@ class Manager:
         self.acquire()
         if initial is not None:
             self.add_workers(initial, "fleetctl up")
-        sock = socket.socket(socket.AF_INET6 if ":" in self.api_host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets created with it, and
+        # without it every answer after the first on a connection waits ~40 ms for a delayed ACK.
+        family = socket.AF_INET6 if ":" in self.api_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.api_host, self.api_port))

@@ -451,6 +451,14 @@ class SQLiteStore(Store):
 
     def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
         capacity = len(gpus)
+        if not queues:
+            return None
+        marks = ",".join("?" * len(queues))
+        waiting = self.conn.execute(
+            f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1", queues
+        ).fetchone()
+        if waiting is None:  # the common case for a woken worker that lost the race: no write lock taken
+            return None
         with self._tx() as conn:
             for queue in queues:
                 found = conn.execute(

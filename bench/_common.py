@@ -1,0 +1,137 @@
+"""What both benchmarks share: a fleet in a temporary home, and statistics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+CONFIG = "fleet {\n  poll_interval: 2\n}\n"
+
+# The interpreter the tasks run: the real binary, not a pyenv shim or venv link.
+PYTHON = os.path.realpath(sys.executable)
+
+
+@dataclass
+class TempFleet:
+    """A manager and its workers in a throw-away ``FLEET_HOME``."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def fleetctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "fleet.cli", *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"fleetctl {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def up(self, gpus: str, queue: str) -> None:
+        first = ("--port", "0") if not (self.home / "manager.json").exists() else ()
+        self.fleetctl("up", *first, "--gpus", gpus, "--queue", queue, "--create-queue")
+
+    def api(self) -> httpx.Client:
+        url = str(json.loads((self.home / "manager.json").read_text())["url"])
+        return httpx.Client(base_url=url + "/api/v1", timeout=60)
+
+    def wait_idle(self, api: httpx.Client, count: int, timeout: float = 60) -> None:
+        """Until ``count`` workers run and wait for work.
+
+        ``up`` returns before the worker processes run; until then the store
+        shows them ``idle`` with the reason ``starting``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = api.get("/workers").raise_for_status().json()["workers"]
+            if sum(w["state"] == "idle" and w["state_reason"] != "starting" for w in workers) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not become idle: {[w['state'] for w in workers]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if (self.home / "manager.json").exists():
+            self.fleetctl("stop", "--timeout", "60")
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes still running under this home (there should be none)."""
+        mine = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE:
+                    in_args = str(self.home) in " ".join(proc.info["cmdline"] or [])
+                    if in_args or proc.environ().get("FLEET_HOME") == str(self.home):
+                        mine.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return mine
+
+
+@contextmanager
+def temp_fleet() -> Iterator[TempFleet]:
+    """A fleet home under a temporary folder; stopped (and checked) on the way out."""
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        root = Path(tmp)
+        (root / "fleet.conf").write_text(CONFIG)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "CLEARML_"))}
+        env.update(FLEET_HOME=str(root / "home"), FLEET_CONFIG_FILE=str(root / "fleet.conf"), HOME=str(root))
+        fleet = TempFleet(root, env)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+            for proc in fleet.leftovers():
+                print(f"warning: killing leftover process {proc.pid}: {proc.info['cmdline']}", file=sys.stderr)
+                proc.send_signal(signal.SIGKILL)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), interpolating between closest ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/min in milliseconds."""
+    ms = [v * 1000 for v in values_s]
+    return {
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "mean": sum(ms) / len(ms),
+        "min": min(ms),
+    }
+
+
+def row(label: str, stats: dict[str, float]) -> str:
+    return f"{label:<18}" + "".join(f"{k} {v:8.2f}  " for k, v in stats.items()).rstrip() + "  (ms)"
+
+
+def parse_iso(text: str) -> float:
+    """``2026-01-02T03:04:05.678Z`` -> epoch seconds (Python 3.10 lacks ``Z``)."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def machine(api: httpx.Client) -> str:
+    health: dict[str, Any] = api.get("/health").raise_for_status().json()
+    return f"python {PYTHON} | cores {os.cpu_count()} | NVML {'yes' if health['nvml'] else 'no'}"

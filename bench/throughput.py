@@ -1,0 +1,112 @@
+"""Throughput of trivial tasks through 8 logical GPUs.
+
+Eight static workers (one ``fleetctl up --gpus i --queue t`` per GPU 0-7).
+M tasks of a trivial command (``/bin/true``, or ``[python, -c, pass]`` with
+``--command python``) are submitted as fast as one ``httpx.Client`` can; the
+script then waits until none is queued or running.  Reported: tasks/s end to
+end (first submit -> last ``finished_at``), the submit rate, and a check that
+every task ran exactly once (``completed``, ``attempt == 1``, one start note in
+its log).
+
+Baseline, in the same run: the same M commands run by 8 threads, each doing
+``subprocess.run`` -- what a bare launcher does on this machine.
+
+Run:  .venv/bin/python -m bench.throughput [--tasks 1000] [--command true|python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from bench._common import PYTHON, TempFleet, machine, parse_iso, temp_fleet
+
+GPUS = 8
+PAGE = 10_000
+
+
+def bare_pool(command: list[str], count: int) -> float:
+    """Seconds for ``count`` runs of ``command`` on 8 threads."""
+
+    def one(_: int) -> None:
+        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True)
+
+    start = time.time()
+    with ThreadPoolExecutor(GPUS) as pool:
+        list(pool.map(one, range(count)))
+    return time.time() - start
+
+
+def all_tasks(api: httpx.Client) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    while True:
+        page = api.get("/tasks", params={"queue": "t", "limit": PAGE, "offset": len(tasks)}).raise_for_status().json()
+        tasks += page["tasks"]
+        if len(tasks) >= page["total"] or not page["tasks"]:
+            return tasks
+
+
+def check_once(fleet: TempFleet, ids: list[str], tasks: list[dict[str, Any]]) -> list[str]:
+    """Problems with 'every task completed exactly once' (empty when all is well)."""
+    problems = []
+    seen = Counter(t["id"] for t in tasks)
+    if sorted(seen) != sorted(ids) or max(seen.values()) != 1:
+        problems.append(f"{len(ids)} submitted, {len(tasks)} listed, {len(seen)} distinct")
+    for t in tasks:
+        starts = (fleet.home / "logs" / "tasks" / f"{t['id']}.log").read_text().count("[fleet] attempt ")
+        if t["status"] != "completed" or t["attempt"] != 1 or starts != 2:  # one 'attempt N on', one 'ended'
+            problems.append(f"{t['id']}: {t['status']}, attempt {t['attempt']}, {starts} attempt notes")
+    return problems
+
+
+def through_fleet(fleet: TempFleet, command: list[str], count: int) -> float:
+    """Tasks/s end to end, after printing the details."""
+    for gpu in range(GPUS):
+        fleet.up(str(gpu), "t")
+    with fleet.api() as api:
+        fleet.wait_idle(api, GPUS)
+        print(machine(api))
+        body = {"command": command, "working_dir": str(fleet.root), "queue": "t"}
+        first = time.time()
+        ids = [api.post("/tasks", json=body).raise_for_status().json()["id"] for _ in range(count)]
+        submitted = time.time() - first
+        pending: dict[str, str | int] = {"queue": "t", "status": "queued,in_progress", "limit": 1}
+        while api.get("/tasks", params=pending).raise_for_status().json()["total"]:
+            time.sleep(0.2)
+        tasks = all_tasks(api)
+    last = max(parse_iso(t["finished_at"]) for t in tasks)
+    per_worker = Counter(t["worker"] for t in tasks)
+    print(f"fleet       {count / (last - first):8.1f} tasks/s end to end ({last - first:.2f} s)")
+    print(f"            {count / submitted:8.1f} tasks/s submitted ({submitted:.2f} s for {count} POSTs)")
+    print(f"            tasks per worker: {' '.join(f'{n}' for _, n in sorted(per_worker.items()))}")
+    problems = check_once(fleet, ids, tasks)
+    print("exactly once: " + ("ok" if not problems else f"{len(problems)} problems"))
+    for problem in problems[:10]:
+        print("  " + problem)
+    return count / (last - first)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks per side (default 1000)")
+    parser.add_argument("--command", choices=["true", "python"], default="true", help="/bin/true or python -c pass")
+    args = parser.parse_args()
+    command = ["/bin/true"] if args.command == "true" else [PYTHON, "-c", "pass"]
+
+    print(f"{args.tasks} x {' '.join(command)} through {GPUS} workers")
+    bare_s = bare_pool(command, args.tasks)
+    with temp_fleet() as fleet:
+        fleet_rate = through_fleet(fleet, command, args.tasks)
+    bare_rate = args.tasks / bare_s
+    print(f"bare pool   {bare_rate:8.1f} tasks/s ({bare_s:.2f} s, 8 threads x subprocess.run)")
+    print(f"fleet / bare = {fleet_rate / bare_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()
