@@ -165,12 +165,17 @@ def list_tasks(
                 t["status"],
                 t["worker"],
                 ",".join(map(str, t["gpus"])),
-                (t["created_at"] or "")[:19].replace("T", " "),
+                _when(t["created_at"]),
                 (t["status_reason"] or "")[:60],
             ]
             for t in answer["tasks"]
         ),
     )
+
+
+def _when(iso: str | None) -> str:
+    """``2026-11-25T21:00:02.766Z`` -> ``2026-11-25 21:00:02 UTC`` for tables."""
+    return f"{iso[:19].replace('T', ' ')} UTC" if iso else ""
 
 
 @click.command()
@@ -198,10 +203,10 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("attempt", f"{t['attempt']} (retries allowed: {t['retries']})"),
         ("timeout", t["timeout"]),
         ("user", t["user"]),
-        ("created", t["created_at"]),
-        ("queued", t["queued_at"]),
-        ("started", t["started_at"]),
-        ("finished", t["finished_at"]),
+        ("created", _when(t["created_at"])),
+        ("queued", _when(t["queued_at"])),
+        ("started", _when(t["started_at"])),
+        ("finished", _when(t["finished_at"])),
     ]
     rows += [(f"env {k}", v) for k, v in t["env"].items()]
     output.table(None, ["FIELD", "VALUE"], rows)
@@ -216,8 +221,8 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
                     ",".join(map(str, a["gpus"])),
                     a["status"],
                     a["exit_code"],
-                    a["started_at"],
-                    a["finished_at"],
+                    _when(a["started_at"]),
+                    _when(a["finished_at"]),
                     (a["reason"] or "")[:60],
                 ]
                 for a in t["attempts"]
@@ -256,31 +261,43 @@ def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
 
 @click.command()
 @click.argument("task", type=TASK)
+@click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @pass_ctx
-def abort(ctx: Context, task: str) -> None:
+def abort(ctx: Context, task: str, as_json: bool) -> None:
     """Stop a task: a queued one at once, a running one via its worker."""
     t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
-    output.info(f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
+    if as_json:
+        output.emit_json(t)
+    else:
+        output.info(f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
 
 
 @click.command()
 @click.argument("task", type=TASK)
 @click.option("--queue", required=True)
 @click.option("--head", is_flag=True, help="Put it first in the queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @pass_ctx
-def enqueue(ctx: Context, task: str, queue: str, head: bool) -> None:
+def enqueue(ctx: Context, task: str, queue: str, head: bool, as_json: bool) -> None:
     """Put a task (created, or ended) in a queue."""
     t = ctx.client().post(f"/tasks/{task}/enqueue", json={"queue": queue, "head": head})
-    output.info(f"{t['id']} queued in {t['queue']}")
+    if as_json:
+        output.emit_json(t)
+    else:
+        output.info(f"{t['id']} queued in {t['queue']}")
 
 
 @click.command()
 @click.argument("task", type=TASK)
+@click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @pass_ctx
-def dequeue(ctx: Context, task: str) -> None:
+def dequeue(ctx: Context, task: str, as_json: bool) -> None:
     """Take a queued task out of its queue (it goes back to created)."""
     t = ctx.client().post(f"/tasks/{task}/dequeue")
-    output.info(f"{t['id']} {t['status']}")
+    if as_json:
+        output.emit_json(t)
+    else:
+        output.info(f"{t['id']} {t['status']}")
 
 
 @click.command()
