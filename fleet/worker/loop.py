@@ -27,9 +27,9 @@ from fleet.notify import Listener
 from fleet.procs import become_subreaper, start_time
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
+from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
 from fleet.worker.process import StopCause, TaskProcess
-from fleet.worker.taskenv import task_environment
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,13 @@ class WorkerLoop:
             f"attempt {task.attempt} on worker {self.worker.id} (host {self.worker.host}, "
             f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
         )
-        env = task_environment(task, self.worker, dict(os.environ))
-        proc = TaskProcess(task.script.command, task.script.working_dir, env, task_log, self.grace)
         try:
-            if not os.path.isdir(task.script.working_dir):
-                raise FileNotFoundError(f"working directory {task.script.working_dir} does not exist")
+            launch = plan_launch(task, self.worker, dict(os.environ))
+            proc = TaskProcess(launch.argv, launch.cwd, launch.env, task_log, self.grace)
             proc.start()
         except OSError as exc:
-            reason = f"could not start {task.script.command[0] if task.script.command else 'the command'}: {exc.strerror or exc}"
+            what = task.script.command[0] if task.script.command else "the command"
+            reason = f"could not start {what}: {exc.strerror or exc}"
             task_log.note(reason)
             task_log.close()
             self._record(task, TaskStatus.FAILED, None, reason)
