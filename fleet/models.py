@@ -70,12 +70,12 @@ class WorkerMode(str, enum.Enum):
 
 def check_task_move(task_id: str, old: TaskStatus, new: TaskStatus) -> None:
     if new not in TASK_MOVES[old]:
-        raise InvalidTransition(f"task {task_id} is {old.value}; it cannot become {new.value}")
+        raise InvalidTransition(f"task {task_id} is {old.value}; it cannot become {new.value}", field="task")
 
 
 def check_worker_move(worker_id: str, old: WorkerState, new: WorkerState) -> None:
     if new != old and new not in WORKER_MOVES[old]:
-        raise InvalidTransition(f"worker {worker_id} is {old.value}; it cannot become {new.value}")
+        raise InvalidTransition(f"worker {worker_id} is {old.value}; it cannot become {new.value}", field="worker")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet import __version__
-from fleet.errors import FleetError
+from fleet.errors import FleetError, UsageError
+from fleet.validate import queue_name, task_id, worker_id
 
 if TYPE_CHECKING:
     from fleet.manager import Manager
@@ -29,9 +30,38 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/api/v1/health"})
 
 
-def _field(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+# Where a request's path names a task, worker or queue: a segment that no route
+# matches (``/tasks/../../etc``) is answered as the bad value it is, not "Not Found".
+_PATH_IDS: tuple[tuple[str, Callable[[str, str], str], str], ...] = (
+    ("/api/v1/tasks/", task_id, "task_id"),
+    ("/api/v1/workers/", worker_id, "worker_id"),
+    ("/api/v1/queues/", queue_name, "queue"),
+)
+
+
+def _field(error: Mapping[str, Any]) -> str:
+    if error.get("type") == "json_invalid":  # loc is ("body", <character position>)
+        return "body"
+    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """pydantic's message without its "Value error, " prefix (our validators' own words)."""
+    if error.get("type") == "json_invalid":
+        return f"invalid JSON ({error.get('ctx', {}).get('error', 'cannot parse')})"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def _bad_path_id(path: str) -> UsageError | None:
+    for prefix, check, field in _PATH_IDS:
+        if path.startswith(prefix):
+            try:
+                check(path[len(prefix) :].split("/", 1)[0], field)
+            except UsageError as exc:
+                return exc
+    return None
 
 
 def create_app(manager: Manager) -> FastAPI:
@@ -48,16 +78,23 @@ def create_app(manager: Manager) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = _field(first.get("loc", ()))
-        detail = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in errors]
+        field = _field(first)
+        detail = [{"field": _field(e), "message": _message(e)} for e in errors]
         return JSONResponse(
-            {"error": f"{field}: {first.get('msg', 'invalid value')}", "field": field, "detail": detail},
+            {"error": f"{field}: {_message(first)}", "field": field, "detail": detail},
             status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        if exc.status_code == 404:
+            bad = _bad_path_id(request.url.path)
+            if bad is not None:
+                return JSONResponse(bad.to_json(), status_code=bad.http_status)
+        body: dict[str, Any] = {"error": str(exc.detail)}
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, not parseable)
+            body["field"] = "body"
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import AfterValidator
 
+from fleet.api.schemas import as_value_error
 from fleet.manager import Manager
+from fleet.validate import queue_name, task_id, worker_id
+
+# Byte offsets into logs and row offsets into lists: large enough for anything
+# real, small enough for SQLite's 64-bit integers and ``seek``.
+MAX_OFFSET = 2**53
 
 
 def get_manager(request: Request) -> Manager:
@@ -15,6 +22,10 @@ def get_manager(request: Request) -> Manager:
 
 
 ManagerDep = Annotated[Manager, Depends(get_manager)]
-TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{4,32}$", description="a task id or a unique prefix of 4+ characters")]
-WorkerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:,\-]{0,127}$")]
-QueueRef = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="queue name or id")]
+TaskId = Annotated[
+    str,
+    Path(description="a task id or a unique prefix of 4+ characters"),
+    AfterValidator(as_value_error(task_id)),
+]
+WorkerId = Annotated[str, Path(description="a worker id"), AfterValidator(as_value_error(worker_id))]
+QueueRef = Annotated[str, Path(description="queue name or id"), AfterValidator(as_value_error(queue_name))]

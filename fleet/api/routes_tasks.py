@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
-from fleet.api.deps import ManagerDep, TaskId
+from fleet.api.deps import MAX_OFFSET, ManagerDep, TaskId
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json
 from fleet.errors import UsageError
 from fleet.models import Script, TaskSpec, TaskStatus
-from fleet.validate import queue_name
+from fleet.validate import queue_name, worker_id
 
 router = APIRouter(tags=["tasks"])
 
@@ -43,10 +43,12 @@ def list_tasks(
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     worker: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     if queue is not None:
         queue_name(queue)
+    if worker is not None:
+        worker_id(worker)
     tasks, total = manager.store.list_tasks(
         queue=queue, status=_statuses(status), worker=worker, limit=limit, offset=offset
     )
@@ -130,7 +132,7 @@ def clone(task_id: TaskId, manager: ManagerDep, body: CloneBody | None = None) -
 async def task_log(
     task_id: TaskId,
     manager: ManagerDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     follow: bool = False,
 ) -> Response:
     """The task's log from byte ``offset``; ``follow`` streams until the task ends.

@@ -1,9 +1,13 @@
 """Request bodies.  Every field is checked here, so a bad request gets a 422
-naming the field and never reaches the store."""
+naming the field and never reaches the store.
+
+Types are strict: ``"5"`` or ``true`` is not a priority, ``"yes"`` is not a
+boolean; JSON numbers still fill float fields."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -12,18 +16,24 @@ from fleet.errors import UsageError
 from fleet.validate import env_name, queue_name
 
 
-def _queue(value: str) -> str:
-    try:
-        return queue_name(value)
-    except UsageError as exc:
-        raise ValueError(exc.message) from None
+def as_value_error(check: Callable[[str], str]) -> Callable[[str], str]:
+    """Run one of :mod:`fleet.validate`'s checks as a pydantic validator, so a
+    bad value gets its readable message ("invalid task id 'x': expected ...")."""
+
+    def run(value: str) -> str:
+        try:
+            return check(value)
+        except UsageError as exc:
+            raise ValueError(exc.message) from None
+
+    return run
 
 
-QueueName = Annotated[str, AfterValidator(_queue)]
+QueueName = Annotated[str, AfterValidator(as_value_error(queue_name))]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TaskCreate(Strict):
@@ -33,7 +43,7 @@ class TaskCreate(Strict):
     name: str = Field("", max_length=256)
     env: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(default_factory=dict)
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
-    timeout: float | None = Field(None, gt=0, le=365 * 24 * 3600)
+    timeout: float | None = Field(None, gt=0, le=365 * 24 * 3600, allow_inf_nan=False)
     retries: int = Field(0, ge=0, le=1000)
     gpus: int | None = Field(None, ge=0, le=1024)
     user: str = Field("", max_length=256)

@@ -13,17 +13,25 @@ import psutil
 
 from fleet.cli import output
 from fleet.cli.context import Context
-from fleet.errors import FleetError
-from fleet.gpus import parse_gpu_list
+from fleet.errors import FleetError, UsageError
+from fleet.gpus import parse_gpu_list, resolve_gpus
 from fleet.home import Home
 from fleet.manager import Manager, check_bind, configure_logging
+from fleet.nvml import Nvml
 from fleet.scheduler.claims import UpRequest, check_queues
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _check_gpus(spec: str | None) -> None:
-    if spec is not None and spec.strip().lower() != "all":
+def _check_gpus(spec: str | None, cpu_only: bool) -> None:
+    """The checks that need no manager, so a bad `up` starts nothing."""
+    if spec is None:
+        return
+    if cpu_only:
+        raise UsageError("--cpu-only and --gpus exclude each other", field="gpus")
+    if spec.strip().lower() == "all":
+        resolve_gpus(spec, Nvml())
+    else:
         parse_gpu_list(spec)
 
 
@@ -63,7 +71,7 @@ def up(
         create_queue=create_queue,
     )
     check_queues(request.queues)
-    _check_gpus(gpus)
+    _check_gpus(gpus, cpu_only)
     config = ctx.config  # a bad config fails here, before anything starts
     check_bind(config.fleet.api.host, config.fleet.api.token)
     if foreground:

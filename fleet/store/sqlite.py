@@ -511,7 +511,9 @@ class SQLiteStore(Store):
                 self._event(conn, "task", row["id"], status.value, "abort_requested", actor, reason)
                 row["abort_requested"] = reason
             else:
-                raise Conflict(f"task {row['id']} is {status.value}; only queued or running tasks can be aborted")
+                raise Conflict(
+                    f"task {row['id']} is {status.value}; only queued or running tasks can be aborted", field="task"
+                )
         return _task(row)
 
     def finish_task(
