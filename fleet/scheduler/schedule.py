@@ -75,7 +75,9 @@ def _hour(text: str, field: str, spec: str, *, end: bool) -> int:
     if not end and value <= 23:
         return value
     where = "an end" if end else "a start"
-    raise _refuse(field, spec, f"hour {text!r} is out of range as {where}; hours are 00-23 (00 or 24 as an end means midnight)")
+    raise _refuse(
+        field, spec, f"hour {text!r} is out of range as {where}; hours are 00-23 (00 or 24 as an end means midnight)"
+    )
 
 
 def _bad_hour(text: str, field: str, spec: str) -> UsageError:
@@ -94,7 +96,9 @@ def _hours(part: str, field: str, spec: str) -> list[tuple[int, int]]:
         elif len(ends) == 2 and ends[0] and ends[1]:
             start, stop = _hour(ends[0], field, spec, end=False), _hour(ends[1], field, spec, end=True)
             if int(ends[0]) == int(ends[1]):
-                raise _refuse(field, spec, f"hours {item!r} have equal ends (empty or a whole day?); for a whole day write 00-24")
+                raise _refuse(
+                    field, spec, f"hours {item!r} have equal ends (empty or a whole day?); for a whole day write 00-24"
+                )
         else:
             raise _bad_hour(item, field, spec)
         if start < stop:
