@@ -29,6 +29,7 @@ from fleet.home import Home
 from fleet.models import Worker, WorkerState
 from fleet.nvml import Nvml
 from fleet.scheduler.claims import UpRequest, plan_up
+from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
 from fleet.supervise import WorkerSupervisor
 
@@ -78,6 +79,7 @@ class Manager:
         self.nvml = Nvml()
         self.store: Store = open_store(self.home)
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
+        self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self._wake_workers)
         self.lock = threading.RLock()
         self.wakeup = threading.Event()
         self.signals = 0
@@ -137,6 +139,7 @@ class Manager:
             time.sleep(0.01)
         with self.lock:
             self.supervisor.adopt_or_recover()
+        self.schedule.start()
         self.home.write_manager_info(
             {"url": self.url, "pid": os.getpid(), "started_at": self.started_at, "version": __version__}
         )
@@ -144,6 +147,7 @@ class Manager:
         try:
             self._loop()
         finally:
+            self.schedule.stop()
             self._server.should_exit = True
             server_thread.join(timeout=5)
             sock.close()
@@ -186,8 +190,11 @@ class Manager:
             started = []
             for worker in plan.new:
                 registered = self.store.register_worker(worker, actor)
-                self.supervisor.spawn(registered)
                 started.append(registered)
+            if plan.new and self._server is not None:  # the driver runs once the manager serves
+                self.schedule.recompute()
+            for worker in started:
+                self.supervisor.spawn(worker)
             for warning in plan.warnings:
                 log.warning("manager: %s", warning)
             return started + plan.existing, plan.warnings
@@ -221,6 +228,13 @@ class Manager:
     def wake_queue(self, queue: str) -> None:
         """Poke the live workers that pull from ``queue`` (after the commit)."""
         notify.wake(self.home.root, [w.id for w in self.store.list_workers() if queue in w.queues])
+
+    def schedule_changed(self) -> None:
+        """A tag or a runtime property changed: recompute effective states now."""
+        self.schedule.recompute()
+
+    def _wake_workers(self, worker_ids: list[str]) -> None:
+        notify.wake(self.home.root, worker_ids)
 
     def wake_worker(self, worker_id: str | None) -> None:
         if worker_id:

@@ -80,7 +80,14 @@ def check_worker_move(worker_id: str, old: WorkerState, new: WorkerState) -> Non
 
 @dataclass
 class Script:
-    """What a task runs: a command in a folder (and, later, a git checkout)."""
+    """What a task runs: a command in a folder, or a git checkout.
+
+    With ``repo`` set, the code is ``repo`` at ``commit`` plus ``diff`` (git
+    patch text: the submitter's uncommitted changes and untracked files), and
+    the command runs in ``repo_dir`` (relative to the checkout's root);
+    ``working_dir`` is the folder it was submitted from.  ``setup_script``
+    is a shell script run before the code is fetched.  JSON written before a
+    field existed still loads (missing keys take their defaults)."""
 
     command: list[str]
     working_dir: str
@@ -89,6 +96,8 @@ class Script:
     commit: str | None = None
     diff: str | None = None
     entry_point: str | None = None
+    repo_dir: str | None = None
+    setup_script: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +108,8 @@ class Script:
             "commit": self.commit,
             "diff": self.diff,
             "entry_point": self.entry_point,
+            "repo_dir": self.repo_dir,
+            "setup_script": self.setup_script,
         }
 
     @classmethod
@@ -111,6 +122,8 @@ class Script:
             commit=data.get("commit"),
             diff=data.get("diff"),
             entry_point=data.get("entry_point"),
+            repo_dir=data.get("repo_dir"),
+            setup_script=data.get("setup_script"),
         )
 
 
@@ -179,6 +192,8 @@ class Worker:
     last_seen: float | None = None
     stop_request: dict[str, Any] | None = None
     restarts: int = 0
+    schedule: dict[str, Any] | None = None  # {"kind": "uptime"|"downtime", "specs": [...]}
+    effective: dict[str, Any] | None = None  # computed by the manager: active, reason, pullable, next_change
 
 
 @dataclass

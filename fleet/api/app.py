@@ -65,7 +65,7 @@ def _bad_path_id(path: str) -> UsageError | None:
 
 
 def create_app(manager: Manager) -> FastAPI:
-    from fleet.api import routes_queues, routes_system, routes_tasks, routes_workers
+    from fleet.api import routes_clearml, routes_queues, routes_system, routes_tasks, routes_workers
 
     app = FastAPI(title="fleet", version=__version__, description="Per-host GPU fleet manager")
     app.state.manager = manager
@@ -116,4 +116,5 @@ def create_app(manager: Manager) -> FastAPI:
 
     for module in (routes_system, routes_workers, routes_queues, routes_tasks):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(routes_clearml.router)
     return app

@@ -31,6 +31,7 @@ def get_queue(queue: QueueRef, manager: ManagerDep) -> dict[str, Any]:
 @router.patch("/queues/{queue}")
 def update_queue(queue: QueueRef, body: QueueUpdate, manager: ManagerDep) -> dict[str, Any]:
     updated = manager.store.set_queue_tags(queue, body.tags, "api")
+    manager.schedule_changed()
     manager.wake_queue(updated.name)
     return queue_json(updated)
 

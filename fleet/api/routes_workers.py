@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
-from fleet.api.schemas import StopBody, WorkersCreate
+from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
 from fleet.api.serialize import worker_json
+from fleet.errors import NotFound, UsageError
+from fleet.manager import Manager
 from fleet.models import TaskStatus, Worker
 from fleet.scheduler.claims import UpRequest
 from fleet.store import Store
 
 router = APIRouter(tags=["workers"])
+PropertyKey = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")]
 
 
 def _running(store: Store) -> dict[str, list[str]]:
@@ -26,7 +30,8 @@ def _running(store: Store) -> dict[str, list[str]]:
 
 def _json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
     running = _running(store)
-    return [worker_json(w, running.get(w.id, [])) for w in workers]
+    props = store.runtime_properties()
+    return [worker_json(w, running.get(w.id, []), props.get(w.id, {})) for w in workers]
 
 
 @router.get("/workers")
@@ -47,6 +52,8 @@ def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
         cpu_only=body.cpu_only,
         order_fairness=body.order_fairness,
         create_queue=body.create_queue,
+        uptime=body.uptime,
+        downtime=body.downtime,
     )
     workers, warnings = manager.add_workers(request, "api")
     for queue in body.queues:
@@ -63,3 +70,37 @@ def stop_worker(worker_id: WorkerId, manager: ManagerDep, drain: bool = False, r
 @router.post("/workers/{worker_id}/stop", status_code=202)
 def stop_worker_post(worker_id: WorkerId, body: StopBody, manager: ManagerDep) -> dict[str, Any]:
     return stop_worker(worker_id, manager, body.drain, body.requeue)
+
+
+@router.get("/workers/{worker_id}/runtime-properties")
+def get_runtime_properties(worker_id: WorkerId, manager: ManagerDep) -> dict[str, Any]:
+    worker = manager.store.get_worker(worker_id)
+    return {"worker": worker.id, "runtime_properties": _json(manager.store, [worker])[0]["runtime_properties"]}
+
+
+@router.put("/workers/{worker_id}/runtime-properties/{key}")
+def set_runtime_property(
+    worker_id: WorkerId, key: PropertyKey, body: RuntimePropertyBody, manager: ManagerDep
+) -> dict[str, Any]:
+    """Set a runtime property; ``force`` (``on``/``off``) overrides the worker's schedule until ``expiry`` seconds."""
+    set_property(manager, worker_id, key, body.value, body.expiry, "api")
+    return get_runtime_properties(worker_id, manager)
+
+
+@router.delete("/workers/{worker_id}/runtime-properties/{key}")
+def delete_runtime_property(worker_id: WorkerId, key: PropertyKey, manager: ManagerDep) -> dict[str, Any]:
+    manager.store.get_worker(worker_id)
+    if not manager.store.delete_runtime_property(worker_id, key, "api"):
+        raise NotFound(f"worker {worker_id} has no runtime property {key!r}", field="key")
+    manager.schedule_changed()
+    return get_runtime_properties(worker_id, manager)
+
+
+def set_property(manager: Manager, worker_id: str, key: str, value: str, expiry: float | None, actor: str) -> None:
+    """The one way a runtime property is set (REST and the ClearML-compatible call)."""
+    if key == "force" and value not in ("on", "off"):
+        raise UsageError(f"runtime property force: expected 'on' or 'off', got {value!r}", field="value")
+    manager.store.get_worker(worker_id)
+    expires_at = time.time() + expiry if expiry else None
+    manager.store.set_runtime_property(worker_id, key, value, expires_at, actor)
+    manager.schedule_changed()

@@ -7,11 +7,14 @@ boolean; JSON numbers still fill float fields."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from fleet.capture import MAX_DIFF_BYTES
 from fleet.errors import UsageError
 from fleet.validate import env_name, queue_name
 
@@ -36,6 +39,80 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+MAX_SCRIPT_TEXT = 1_000_000  # a setup script or a requirements file, in characters
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\0" in value:
+        raise ValueError("cannot contain NUL characters")
+    return value
+
+
+def _relative(value: str | None) -> str | None:
+    if value is not None:
+        path = PurePosixPath(value)
+        if "\0" in value or path.is_absolute() or ".." in path.parts:
+            raise ValueError("expected a path relative to the repository root, without '..'")
+    return value
+
+
+class ScriptBody(Strict):
+    """A git checkout: ``repo`` at ``commit`` plus ``diff``, run in ``repo_dir``."""
+
+    repo: str = Field(min_length=1, max_length=4096)
+    branch: str | None = Field(None, min_length=1, max_length=1024)
+    commit: str
+    diff: str = Field("", max_length=MAX_DIFF_BYTES)
+    entry_point: str | None = Field(None, min_length=1, max_length=4096)
+    repo_dir: str = Field(".", min_length=1, max_length=4096)
+
+    @field_validator("repo")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # it reaches git's argument vector: no option look-alikes, no control characters
+        if value.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("expected a git URL or path (no control characters, not starting with '-')")
+        return value
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not COMMIT_RE.fullmatch(value):
+            raise ValueError("expected a full commit id (40 or 64 lower-case hex characters)")
+        return value
+
+    check_texts = field_validator("branch", "diff")(_no_nul)
+    check_paths = field_validator("entry_point", "repo_dir")(_relative)
+
+
+class RequirementsBody(Strict):
+    """Packages (one requirement each) and/or the text of a requirements file."""
+
+    packages: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    file: str | None = Field(None, max_length=MAX_SCRIPT_TEXT)
+
+    @field_validator("packages")
+    @classmethod
+    def _one_line(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.strip() or any(c in item for c in "\0\r\n"):
+                raise ValueError(f"{item!r}: expected one requirement (no line breaks, not blank)")
+        return value
+
+    check_file = field_validator("file")(_no_nul)
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.packages:
+            out["packages"] = list(self.packages)
+        if self.file is not None:
+            out["file"] = self.file
+        return out
+
+
 class TaskCreate(Strict):
     command: list[Annotated[str, Field(min_length=1, max_length=100_000)]] = Field(min_length=1, max_length=10_000)
     working_dir: str = Field(min_length=1, max_length=4096)
@@ -47,6 +124,11 @@ class TaskCreate(Strict):
     retries: int = Field(0, ge=0, le=1000)
     gpus: int | None = Field(None, ge=0, le=1024)
     user: str = Field("", max_length=256)
+    script: ScriptBody | None = None
+    setup_script: str | None = Field(None, max_length=MAX_SCRIPT_TEXT)
+    requirements: RequirementsBody | None = None
+
+    check_setup = field_validator("setup_script")(_no_nul)
 
     @field_validator("working_dir")
     @classmethod
@@ -104,6 +186,13 @@ class WorkersCreate(Strict):
     cpu_only: bool = False
     order_fairness: bool = False
     create_queue: bool = False
+    uptime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
+    downtime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
+
+
+class RuntimePropertyBody(Strict):
+    value: str = Field(min_length=1, max_length=200)
+    expiry: float | None = Field(None, gt=0, le=10 * 365 * 24 * 3600, allow_inf_nan=False, description="seconds")
 
 
 class StopBody(Strict):

@@ -1,7 +1,9 @@
 """The JSON shapes of tasks, workers and queues (API answers and ``--json``).
 
 Times are ISO 8601 in UTC; environment values whose names look like secrets
-are masked; the diff itself is not sent, only whether there is one.
+are masked; the diff and the setup script are not sent, only whether there
+is one; credentials in URLs (the repository, index URLs in requirements) are
+masked.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from fleet.models import Event, Queue, Task, Worker
 from fleet.validate import mask_env
+from fleet.worker.code import mask_url
 
 
 def iso(ts: float | None) -> str | None:
@@ -44,13 +47,15 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
         "script": {
             "command": list(script.command),
             "working_dir": script.working_dir,
-            "repo": script.repo,
+            "repo": mask_url(script.repo) if script.repo else script.repo,
             "branch": script.branch,
             "commit": script.commit,
             "diff": bool(script.diff),
             "entry_point": script.entry_point,
+            "repo_dir": script.repo_dir,
+            "setup_script": bool(script.setup_script),
         },
-        "requirements": task.requirements,
+        "requirements": _masked_requirements(task.requirements),
         "docker": task.docker,
         "env": mask_env(task.env),
         "env_cached": task.env_cached,
@@ -75,7 +80,19 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
     return out
 
 
-def worker_json(worker: Worker, running: list[str]) -> dict[str, Any]:
+def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
+    out = dict(requirements)
+    if isinstance(out.get("file"), str):
+        out["file"] = mask_url(out["file"])
+    if isinstance(out.get("packages"), list):
+        out["packages"] = [mask_url(p) if isinstance(p, str) else p for p in out["packages"]]
+    return out
+
+
+def worker_json(
+    worker: Worker, running: list[str], properties: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    effective = worker.effective or {}
     return {
         "id": worker.id,
         "host": worker.host,
@@ -87,8 +104,13 @@ def worker_json(worker: Worker, running: list[str]) -> dict[str, Any]:
         "state": worker.state.value,
         "state_reason": worker.state_reason,
         "tasks": running,
-        "schedule": None,
-        "runtime_properties": {},
+        "schedule": worker.schedule,
+        "active": effective.get("active", True),
+        "paused_queues": effective.get("paused_queues", {}),
+        "next_change": effective.get("next_change"),
+        "runtime_properties": {
+            key: {"value": p["value"], "expires_at": iso(p["expires_at"])} for key, p in (properties or {}).items()
+        },
         "pid": worker.pid,
         "last_seen": iso(worker.last_seen),
         "created_at": iso(worker.created_at),

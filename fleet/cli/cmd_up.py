@@ -19,6 +19,8 @@ from fleet.home import Home
 from fleet.manager import Manager, check_bind, configure_logging
 from fleet.nvml import Nvml
 from fleet.scheduler.claims import UpRequest, check_queues
+from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
+from fleet.scheduler.schedule import make_schedule
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -41,6 +43,8 @@ def _check_gpus(spec: str | None, cpu_only: bool) -> None:
 @click.option("--order-fairness", is_flag=True, help="Pull from the queues in turn instead of in strict order.")
 @click.option("--cpu-only", is_flag=True, help="A worker without GPUs (CUDA_VISIBLE_DEVICES is empty).")
 @click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet.")
+@click.option("--uptime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull only during these hours (see below).")
+@click.option("--downtime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull except during these hours.")
 @click.option("--foreground", is_flag=True, help="Run the manager in this terminal, logging to the console.")
 @click.option("--port", type=click.IntRange(0, 65535), help="API port (0 takes any free port). Default 8765.")
 @click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
@@ -52,6 +56,8 @@ def up(
     order_fairness: bool,
     cpu_only: bool,
     create_queue: bool,
+    uptime: tuple[str, ...],
+    downtime: tuple[str, ...],
     foreground: bool,
     port: int | None,
     as_json: bool,
@@ -62,17 +68,23 @@ def up(
     fleetctl up --gpus 0-3 --queue default --create-queue
     fleetctl up --gpus 4,5 --queue high low --order-fairness
     fleetctl up --cpu-only --queue cpu
+    fleetctl up --gpus 0 --queue night --uptime "20-00,00-08 SUN" "18-08 MON-FRI"
     """
+    config = ctx.config  # a bad config fails here, before anything starts
+    from_config = not uptime and not downtime
     request = UpRequest(
         queues=list(queues),
         gpus=gpus,
         cpu_only=cpu_only,
         order_fairness=order_fairness,
         create_queue=create_queue,
+        uptime=list(config.agent.uptime if from_config else uptime),
+        downtime=list(config.agent.downtime if from_config else downtime),
+        schedule_field="agent." if from_config else "--",
     )
     check_queues(request.queues)
     _check_gpus(gpus, cpu_only)
-    config = ctx.config  # a bad config fails here, before anything starts
+    make_schedule(request.uptime, request.downtime, request.schedule_field)
     check_bind(config.fleet.api.host, config.fleet.api.token)
     if foreground:
         configure_logging(None)
@@ -89,6 +101,8 @@ def up(
         "cpu_only": cpu_only,
         "order_fairness": order_fairness,
         "create_queue": create_queue,
+        "uptime": request.uptime,
+        "downtime": request.downtime,
     }
     try:
         answer = client.post("/workers", json=body)
@@ -208,4 +222,39 @@ def manager(ctx: Context, home_dir: str, port: int | None) -> None:
     raise SystemExit(Manager(Home(Path(home_dir)), ctx.config, port=port).serve())
 
 
-COMMANDS = [up, stop, status, manager]
+up.help = (up.help or "") + "\n\n\b\n" + SCHEDULE_HELP
+
+
+@click.command()
+@click.argument("worker")
+@click.argument("action", type=click.Choice(["on", "off", "clear"]))
+@click.option("--expiry", type=click.FloatRange(min=0, min_open=True), help="Seconds until it lapses (default: never).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def force(ctx: Context, worker: str, action: str, expiry: float | None, as_json: bool) -> None:
+    """Force a worker on or off, over its schedule (a runtime property); `clear` removes it.
+
+    Queue tags force_workers:on|off still win over this.
+    """
+    client = ctx.client()
+    path = f"/workers/{quote(worker, safe='')}/runtime-properties/force"
+    if action == "clear":
+        if expiry is not None:
+            raise UsageError("--expiry: not valid with clear", field="expiry")
+        answer = client.request("DELETE", path)
+    else:
+        answer = client.request("PUT", path, json={"value": action, "expiry": expiry})
+    state = client.get(f"/workers/{quote(worker, safe='')}")
+    if as_json:
+        output.emit_json(state)
+        return
+    prop = answer["runtime_properties"].get("force")
+    told = (
+        f"force:{prop['value']}" + (f" until {prop['expires_at']}" if prop["expires_at"] else "")
+        if prop
+        else "no force"
+    )
+    output.info(f"{state['id']}: {told}; now {state['state']} ({state['state_reason']})")
+
+
+COMMANDS = [up, stop, status, manager, force]

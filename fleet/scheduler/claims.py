@@ -14,6 +14,7 @@ from fleet.errors import Conflict, UsageError
 from fleet.gpus import format_gpus, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
+from fleet.scheduler.schedule import make_schedule
 from fleet.validate import queue_name
 from fleet.validate import worker_id as check_worker_id
 
@@ -25,6 +26,9 @@ class UpRequest:
     cpu_only: bool = False
     order_fairness: bool = False
     create_queue: bool = False
+    uptime: list[str] = field(default_factory=list)
+    downtime: list[str] = field(default_factory=list)
+    schedule_field: str = "--"  # "agent." when the specs came from the config
 
 
 @dataclass
@@ -62,6 +66,7 @@ def plan_up(
 ) -> Plan:
     """Decide which worker(s) ``request`` means; raise on any clash, change nothing."""
     queues = check_queues(request.queues)
+    schedule = make_schedule(request.uptime, request.downtime, request.schedule_field)
     plan = Plan()
     if request.cpu_only and request.gpus:
         raise UsageError("--cpu-only and --gpus exclude each other", field="gpus")
@@ -93,6 +98,7 @@ def plan_up(
         state=WorkerState.IDLE,
         state_reason="starting",
         created_at=time.time(),
+        schedule={"kind": schedule.kind, "specs": list(schedule.specs)} if schedule else None,
     )
     same = next((w for w in live if w.id == wid), None)
     if same is not None:
@@ -113,7 +119,13 @@ def plan_up(
 
 
 def _same_spec(a: Worker, b: Worker) -> bool:
-    return (a.gpus, a.queues, a.order_fairness, a.mode) == (b.gpus, b.queues, b.order_fairness, b.mode)
+    return (a.gpus, a.queues, a.order_fairness, a.mode, a.schedule) == (
+        b.gpus,
+        b.queues,
+        b.order_fairness,
+        b.mode,
+        b.schedule,
+    )
 
 
 def _cpu_worker_id(host: str, queues: list[str], fairness: bool, live: list[Worker]) -> str:

@@ -105,6 +105,23 @@ class Store(abc.ABC):
     def update_worker(self, worker_id: str, **fields: Any) -> None:
         """Change non-state fields (pid, last_seen, stop_request, restarts)."""
 
+    # -- runtime properties (ClearML's "force" and friends) ---------------------
+    @abc.abstractmethod
+    def set_runtime_property(
+        self, worker_id: str, key: str, value: str, expires_at: float | None, actor: str
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def delete_runtime_property(self, worker_id: str, key: str, actor: str) -> bool: ...
+
+    @abc.abstractmethod
+    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """worker -> key -> {value, expires_at, set_at}; expired ones are left out."""
+
+    @abc.abstractmethod
+    def purge_runtime_properties(self, now: float, actor: str) -> list[str]:
+        """Delete the properties that have expired; return the workers they belonged to."""
+
     # -- events -----------------------------------------------------------------
     @abc.abstractmethod
     def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]: ...

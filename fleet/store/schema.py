@@ -107,5 +107,15 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["kind", "subject"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """Working hours: a worker's schedule, its effective state, runtime properties."""
+    db.execute("ALTER TABLE workers ADD COLUMN schedule TEXT")
+    db.execute("ALTER TABLE workers ADD COLUMN effective TEXT")
+    db.table("runtime_properties").create(
+        {"worker": str, "key": str, "value": str, "expires_at": float, "set_at": float},
+        pk=("worker", "key"),
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 LATEST = len(MIGRATIONS)

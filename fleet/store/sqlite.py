@@ -44,7 +44,19 @@ from fleet.store.base import Store
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 60_000
-_WORKER_FIELDS = {"pid", "pid_start", "last_seen", "stop_request", "restarts", "queues", "order_fairness", "gpus"}
+_WORKER_FIELDS = {
+    "pid",
+    "pid_start",
+    "last_seen",
+    "stop_request",
+    "restarts",
+    "queues",
+    "order_fairness",
+    "gpus",
+    "schedule",
+    "effective",
+}
+_JSON_WORKER_FIELDS = {"stop_request", "queues", "gpus", "schedule", "effective"}
 
 
 def _dumps(value: Any) -> str:
@@ -104,6 +116,8 @@ def _worker(row: dict[str, Any]) -> Worker:
         last_seen=row["last_seen"],
         stop_request=_loads(row["stop_request"], None),
         restarts=row["restarts"] or 0,
+        schedule=_loads(row["schedule"], None),
+        effective=_loads(row["effective"], None),
     )
 
 
@@ -566,6 +580,7 @@ class SQLiteStore(Store):
                 "gpus": _dumps(worker.gpus),
                 "queues": _dumps(worker.queues),
                 "order_fairness": int(worker.order_fairness),
+                "schedule": _dumps(worker.schedule) if worker.schedule else None,
                 "stop_request": None,
                 "pid": None,
                 "pid_start": None,
@@ -622,7 +637,7 @@ class SQLiteStore(Store):
         if unknown:
             raise ValueError(f"unknown worker fields {sorted(unknown)}")
         return {
-            k: (_dumps(v) if k in ("stop_request", "queues", "gpus") and v is not None else v)
+            k: (_dumps(v) if k in _JSON_WORKER_FIELDS and v is not None else v)
             for k, v in fields.items()
         }
 
@@ -635,6 +650,50 @@ class SQLiteStore(Store):
             cur = conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
             if cur.rowcount == 0:
                 raise NotFound(f"worker {worker_id} does not exist", field="worker")
+
+    # -- runtime properties ------------------------------------------------------
+    def set_runtime_property(
+        self, worker_id: str, key: str, value: str, expires_at: float | None, actor: str
+    ) -> None:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone() is None:
+                raise NotFound(f"worker {worker_id} does not exist", field="worker")
+            conn.execute(
+                "INSERT OR REPLACE INTO runtime_properties (worker, key, value, expires_at, set_at) VALUES (?,?,?,?,?)",
+                (worker_id, key, value, expires_at, time.time()),
+            )
+            until = f" until {expires_at:.0f}" if expires_at is not None else ""
+            self._event(conn, "worker", worker_id, None, f"{key}={value}", actor, f"runtime property{until}")
+
+    def delete_runtime_property(self, worker_id: str, key: str, actor: str) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM runtime_properties WHERE worker = ? AND key = ?", (worker_id, key))
+            if cur.rowcount:
+                self._event(conn, "worker", worker_id, key, "deleted", actor, "runtime property")
+            return cur.rowcount > 0
+
+    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        now = time.time() if now is None else now
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in self.conn.execute(
+            "SELECT * FROM runtime_properties WHERE expires_at IS NULL OR expires_at > ?", (now,)
+        ):
+            out.setdefault(r["worker"], {})[r["key"]] = {
+                "value": r["value"],
+                "expires_at": r["expires_at"],
+                "set_at": r["set_at"],
+            }
+        return out
+
+    def purge_runtime_properties(self, now: float, actor: str) -> list[str]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT worker, key FROM runtime_properties WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).fetchall()
+            for worker, key in rows:
+                conn.execute("DELETE FROM runtime_properties WHERE worker = ? AND key = ?", (worker, key))
+                self._event(conn, "worker", worker, key, "expired", actor, "runtime property")
+        return sorted({r[0] for r in rows})
 
     # -- events -----------------------------------------------------------------
     def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]:

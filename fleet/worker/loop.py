@@ -68,12 +68,13 @@ class WorkerLoop:
         become_subreaper()
         pid = os.getpid()
         self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
-        self._set_state(WorkerState.IDLE, self._idle_reason())
+        self._set_state(*self._waiting_state())
         log.info("worker %s: started (pid %d), queues %s", self.worker.id, pid, ", ".join(self.worker.queues))
         try:
             look = True
             while True:
                 if look or self.signals:
+                    self._refresh()
                     self._check_stop()
                 if self.stopping is not None and self.proc is None:
                     break
@@ -116,7 +117,7 @@ class WorkerLoop:
         """Begin a stop asked for in the store or by a signal; a signal that
         comes after the stop began forces it (the task group is killed now)."""
         if self.stopping is None:
-            request = self.store.get_worker(self.worker.id).stop_request
+            request = self.worker.stop_request
             if request is None and self.signals:
                 request = {"drain": False, "requeue": False, "by": "signal"}
             if request is None:
@@ -132,9 +133,41 @@ class WorkerLoop:
             self.proc.stop(StopCause.WORKER_STOP, "worker stop forced")
             self.proc.kill_now()
 
+    def _refresh(self) -> None:
+        """Re-read this worker's row: stop requests and the effective state the
+        manager's schedule driver computed (which queues it may pull from)."""
+        try:
+            self.worker = self.store.get_worker(self.worker.id)
+        except FleetError as exc:
+            log.warning("worker %s: %s", self.worker.id, exc)
+
+    def _pullable(self) -> list[str]:
+        effective = self.worker.effective
+        if effective is None:  # not computed yet: wait for it only if a schedule could say no
+            return [] if self.worker.schedule else self.order.current()
+        allowed = set(effective.get("pullable") or [])
+        return [q for q in self.order.current() if q in allowed]
+
+    def _waiting_state(self) -> tuple[WorkerState, str]:
+        """idle (with the queues it waits on) or paused (with why and until when)."""
+        effective = self.worker.effective or {}
+        pullable = self._pullable()
+        until = f" until {effective['next_change']}" if effective.get("next_change") else ""
+        if not pullable:
+            return WorkerState.PAUSED, (effective.get("reason") or "waiting for its schedule") + until
+        reason = "waiting for tasks on " + ", ".join(pullable)
+        if effective.get("reason") and effective["reason"] != "no schedule":
+            reason += f" ({effective['reason']}{until})"
+        return WorkerState.IDLE, reason
+
     def _pull(self) -> None:
-        gpus = self.worker.gpus or []
-        task = self.store.claim_next_task(self.worker, self.order.current(), gpus)
+        state, reason = self._waiting_state()
+        if (state, reason) != (self.worker.state, self.worker.state_reason):
+            self._set_state(state, reason)
+        queues = self._pullable()
+        if not queues:
+            return
+        task = self.store.claim_next_task(self.worker, queues, self.worker.gpus or [])
         if task is None:
             return
         if task.queue is not None:
@@ -212,12 +245,9 @@ class WorkerLoop:
         log.info("worker %s: task %s %s %s", self.worker.id, task.id, status.value, reason[:200])
         self.task = None
         if self.stopping is None:
-            self._set_state(WorkerState.IDLE, self._idle_reason())
+            self._set_state(*self._waiting_state())
 
     # -- bookkeeping ---------------------------------------------------------------
-    def _idle_reason(self) -> str:
-        return "waiting for tasks on " + ", ".join(self.worker.queues)
-
     def _set_state(self, state: WorkerState, reason: str) -> None:
         try:
             self.worker = self.store.set_worker_state(self.worker.id, state, reason, self.actor, last_seen=time.time())

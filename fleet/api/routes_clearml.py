@@ -1,0 +1,104 @@
+"""ClearML-compatible calls, so ClearML's documented curl commands work as written.
+
+``POST /workers.set_runtime_properties`` and ``POST /queues.update`` take
+ClearML's bodies and answer in ClearML's envelope (``meta`` + ``data``);
+errors keep the envelope with ``result_code`` set to the HTTP status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fleet.api.deps import ManagerDep
+from fleet.api.routes_workers import set_property
+from fleet.errors import FleetError
+from fleet.validate import worker_id as check_worker_id
+
+router = APIRouter(tags=["clearml"])
+API_VERSION = "2.30"
+
+
+class _Prop(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+    value: str = Field("", max_length=200)
+    expiry: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class _SetRuntimeProperties(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    worker: str = Field(min_length=1, max_length=128)
+    runtime_properties: list[_Prop] = Field(max_length=100)
+
+
+class _QueueUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    queue: str = Field(min_length=1, max_length=64)
+    tags: list[str] | None = Field(None, max_length=100)
+
+
+def _envelope(endpoint: str, data: dict[str, Any], code: int = 200, msg: str = "OK") -> JSONResponse:
+    meta = {
+        "id": uuid.uuid4().hex,
+        "trx": uuid.uuid4().hex,
+        "endpoint": {"name": endpoint, "requested_version": API_VERSION, "actual_version": API_VERSION},
+        "result_code": code,
+        "result_subcode": 0,
+        "result_msg": msg,
+        "error_stack": "",
+        "error_data": {},
+    }
+    return JSONResponse({"meta": meta, "data": data}, status_code=code)
+
+
+async def _body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise FleetError("body: expected a JSON object") from None
+
+
+@router.post("/workers.set_runtime_properties")
+async def set_runtime_properties(request: Request, manager: ManagerDep) -> JSONResponse:
+    endpoint = "workers.set_runtime_properties"
+    try:
+        body = _SetRuntimeProperties.model_validate(await _body(request))
+        check_worker_id(body.worker)
+        manager.store.get_worker(body.worker)
+        for prop in body.runtime_properties:
+            if prop.expiry == 0:  # ClearML: expiry 0 deletes the property
+                manager.store.delete_runtime_property(body.worker, prop.key, "clearml-api")
+                manager.schedule_changed()
+            else:
+                set_property(manager, body.worker, prop.key, prop.value, prop.expiry, "clearml-api")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return _envelope(endpoint, {}, 400, f"Validation error ({'.'.join(map(str, first['loc']))}: {first['msg']})")
+    except FleetError as exc:
+        return _envelope(endpoint, {}, 400 if exc.http_status >= 500 else exc.http_status, exc.message)
+    return _envelope(endpoint, {})
+
+
+@router.post("/queues.update")
+async def queues_update(request: Request, manager: ManagerDep) -> JSONResponse:
+    endpoint = "queues.update"
+    try:
+        body = _QueueUpdate.model_validate(await _body(request))
+        queue = manager.store.get_queue(body.queue)
+        fields: dict[str, Any] = {}
+        if body.tags is not None:
+            queue = manager.store.set_queue_tags(queue.id, body.tags, "clearml-api")
+            fields["tags"] = queue.tags
+            manager.schedule_changed()
+            manager.wake_queue(queue.name)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return _envelope(endpoint, {}, 400, f"Validation error ({'.'.join(map(str, first['loc']))}: {first['msg']})")
+    except FleetError as exc:
+        return _envelope(endpoint, {}, 400 if exc.http_status >= 500 else exc.http_status, exc.message)
+    return _envelope(endpoint, {"updated": 1 if fields else 0, "fields": fields})

@@ -1,0 +1,134 @@
+"""Applies working hours in the manager, driven by APScheduler (3.x).
+
+Each worker's effective state (may it pull, from which queues, why) is
+computed from its schedule, its runtime properties and the queue tags by the
+pure :func:`fleet.scheduler.effective.effective_state`, stored on the worker
+row, and the workers whose state changed are woken at once.  One APScheduler
+date job is kept at the next instant anything can change by the clock alone
+(a schedule boundary or a property's expiry), so a change takes effect when it
+is due, not at the next poll.  A changed tag or property recomputes at once;
+a 30-second interval job recomputes too, which covers clock jumps.
+
+Times are in the host's local time zone, or ``fleet.timezone``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from fleet.errors import ConfigError, FleetError
+from fleet.models import Worker
+from fleet.scheduler.effective import Effective, Force, effective_state
+from fleet.scheduler.schedule import Schedule, make_schedule
+from fleet.store import Store
+
+log = logging.getLogger(__name__)
+
+RESYNC_S = 30
+ACTOR = "schedule"
+
+
+def zone(name: str) -> dt.tzinfo:
+    """``fleet.timezone`` when set, else the host's zone (DST-aware, via tzlocal)."""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"config fleet.timezone: unknown time zone {name!r}", field="fleet.timezone") from exc
+    from tzlocal import get_localzone
+
+    return get_localzone()
+
+
+def worker_schedule(worker: Worker) -> Schedule | None:
+    if not worker.schedule:
+        return None
+    kind = worker.schedule.get("kind")
+    specs = list(worker.schedule.get("specs") or [])
+    return make_schedule(specs if kind == "uptime" else [], specs if kind == "downtime" else [])
+
+
+def _force(props: dict[str, dict[str, Any]], tz: dt.tzinfo) -> Force | None:
+    prop = props.get("force")
+    if prop is None or prop["value"] not in ("on", "off"):
+        return None
+    expires = prop["expires_at"]
+    return Force(prop["value"], dt.datetime.fromtimestamp(expires, tz) if expires is not None else None)
+
+
+def effective_json(eff: Effective) -> dict[str, Any]:
+    return {
+        "active": eff.active,
+        "reason": eff.reason,
+        "pullable": list(eff.pullable),
+        "paused_queues": dict(eff.paused_queues),
+        "next_change": eff.next_change.isoformat(timespec="seconds") if eff.next_change else None,
+    }
+
+
+class ScheduleDriver:
+    def __init__(self, store: Store, tz: dt.tzinfo, wake: Callable[[list[str]], None]) -> None:
+        self.store = store
+        self.tz = tz
+        self.wake = wake
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(timezone=tz)
+
+    def start(self) -> None:
+        self._scheduler.start()
+        self._scheduler.add_job(self.recompute, "interval", seconds=RESYNC_S, id="resync")
+        self.recompute()
+
+    def stop(self) -> None:
+        self._scheduler.shutdown(wait=False)
+
+    def recompute(self) -> None:
+        """Bring every live worker's effective state up to date; schedule the next run."""
+        with self._lock:
+            try:
+                self._recompute()
+            except FleetError as exc:
+                log.error("schedule: %s", exc)
+
+    def _recompute(self) -> None:
+        now = dt.datetime.now(self.tz)
+        self.store.purge_runtime_properties(now.timestamp(), ACTOR)
+        props = self.store.runtime_properties(now.timestamp())
+        tags = {q.name: q.tags for q in self.store.list_queues()}
+        changed: list[str] = []
+        upcoming: list[dt.datetime] = []
+        for worker in self.store.list_workers():
+            mine = props.get(worker.id, {})
+            eff = effective_state(now, worker.queues, worker_schedule(worker), _force(mine, self.tz), tags)
+            data = effective_json(eff)
+            if data != worker.effective:
+                self.store.update_worker(worker.id, effective=data)
+                changed.append(worker.id)
+                log.info("schedule: worker %s %s (%s)", worker.id, "active" if eff.active else "paused", eff.reason)
+            if eff.next_change is not None:
+                upcoming.append(eff.next_change)
+            upcoming += [dt.datetime.fromtimestamp(p["expires_at"], self.tz) for p in mine.values() if p["expires_at"]]
+        self._plan(min(upcoming) if upcoming else None)
+        if changed:
+            self.wake(changed)
+
+    def _plan(self, when: dt.datetime | None) -> None:
+        if when is None:
+            if self._scheduler.get_job("next") is not None:
+                self._scheduler.remove_job("next")
+            return
+        self._scheduler.add_job(
+            self.recompute,
+            DateTrigger(run_date=when, timezone=self.tz),
+            id="next",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
