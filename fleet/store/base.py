@@ -85,6 +85,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def attempts(self, task_id: str) -> list[dict[str, Any]]: ...
 
+    @abc.abstractmethod
+    def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
+        """Note the environment a task runs in: ``env_cached`` and, in its
+        ``requirements``, the keys ``frozen``, ``manager`` and ``python``."""
+
     # -- workers ----------------------------------------------------------------
     @abc.abstractmethod
     def register_worker(self, worker: Worker, actor: str) -> Worker:

@@ -570,6 +570,16 @@ class SQLiteStore(Store):
         ).fetchall()
         return [{**dict(r), "gpus": _loads(r["gpus"], [])} for r in rows]
 
+    def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
+        with self._tx() as conn:
+            row = self._task_row(conn, task_id)
+            requirements = _loads(row["requirements"], {})
+            requirements.update(frozen=list(frozen), manager=manager, python=python)
+            conn.execute(
+                "UPDATE tasks SET env_cached = ?, requirements = ? WHERE id = ?",
+                (int(env_cached), _dumps(requirements), task_id),
+            )
+
     # -- workers ----------------------------------------------------------------
     def register_worker(self, worker: Worker, actor: str) -> Worker:
         with self._tx() as conn:
@@ -636,10 +646,7 @@ class SQLiteStore(Store):
         unknown = set(fields) - _WORKER_FIELDS
         if unknown:
             raise ValueError(f"unknown worker fields {sorted(unknown)}")
-        return {
-            k: (_dumps(v) if k in _JSON_WORKER_FIELDS and v is not None else v)
-            for k, v in fields.items()
-        }
+        return {k: (_dumps(v) if k in _JSON_WORKER_FIELDS and v is not None else v) for k, v in fields.items()}
 
     def update_worker(self, worker_id: str, **fields: Any) -> None:
         updates = self._worker_fields(fields)
@@ -652,9 +659,7 @@ class SQLiteStore(Store):
                 raise NotFound(f"worker {worker_id} does not exist", field="worker")
 
     # -- runtime properties ------------------------------------------------------
-    def set_runtime_property(
-        self, worker_id: str, key: str, value: str, expires_at: float | None, actor: str
-    ) -> None:
+    def set_runtime_property(self, worker_id: str, key: str, value: str, expires_at: float | None, actor: str) -> None:
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone() is None:
                 raise NotFound(f"worker {worker_id} does not exist", field="worker")
