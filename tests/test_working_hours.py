@@ -91,7 +91,7 @@ def test_queue_tag_beats_force(fleet: Fleet) -> None:
 def test_clearml_calls_work_as_documented(fleet: Fleet) -> None:
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue", "--uptime", "03-04 SUN")
     url = fleet.url
-    body = {"worker": WORKER, "runtime_properties": [{"key": "force", "value": "on", "expiry": 86400}]}
+    body: dict[str, Any] = {"worker": WORKER, "runtime_properties": [{"key": "force", "value": "on", "expiry": 86400}]}
     # The documented curl sends basic auth; with no token configured it is ignored.
     answer = httpx.post(f"{url}/workers.set_runtime_properties", json=body, auth=("key", "secret"))
     assert answer.status_code == 200

@@ -58,7 +58,8 @@ def list_tasks(
 @router.post("/tasks", status_code=201)
 def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     spec = TaskSpec(
-        script=Script(command=body.command, working_dir=body.working_dir),
+        script=_script(body),
+        requirements=body.requirements.to_json() if body.requirements is not None else {},
         name=body.name,
         env=body.env,
         priority=body.priority,
@@ -71,6 +72,16 @@ def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     if task.queue is not None:
         manager.wake_queue(task.queue)
     return task_json(task)
+
+
+def _script(body: TaskCreate) -> Script:
+    script = Script(command=body.command, working_dir=body.working_dir, setup_script=body.setup_script)
+    git = body.script
+    if git is None:
+        return script
+    script.repo, script.branch, script.commit, script.diff = git.repo, git.branch, git.commit, git.diff or None
+    script.entry_point, script.repo_dir = git.entry_point, git.repo_dir
+    return script
 
 
 @router.get("/tasks/{task_id}")

@@ -6,10 +6,12 @@ import getpass
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
+from fleet.capture import capture
 from fleet.cli import output
 from fleet.cli.context import Context
 from fleet.errors import EXIT_FAILURE, FleetError, UsageError
@@ -18,6 +20,7 @@ from fleet.worker.logfile import strip_stamp
 
 pass_ctx = click.make_pass_decorator(Context)
 WAIT_POLL_S = 0.1
+MAX_TEXT = 1_000_000  # a requirements file or setup script (the API's limit)
 ENDED = {"completed", "failed", "stopped"}
 
 
@@ -61,6 +64,15 @@ def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     type=click.IntRange(0, 1024),
     help="GPUs the task needs (a static worker takes only tasks that fit).",
 )
+@click.option(
+    "--requirements",
+    "requirements_file",
+    metavar="FILE",
+    help="A requirements file for the task (default: the repo's requirements.txt or pyproject.toml).",
+)
+@click.option("--packages", multiple=True, metavar="PKG [PKG ...]", help="Python packages the task needs.")
+@click.option("--setup-script", "setup_script", metavar="FILE", help="A shell script the worker runs first.")
+@click.option("--push", is_flag=True, help="Push the current branch to its remote first if the commit is not there.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @click.argument("command", nargs=-1, required=True)
 @pass_ctx
@@ -73,6 +85,10 @@ def submit(
     timeout: float | None,
     retries: int,
     gpus: int | None,
+    requirements_file: str | None,
+    packages: tuple[str, ...],
+    setup_script: str | None,
+    push: bool,
     as_json: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -81,10 +97,22 @@ def submit(
     \b
     fleetctl submit --queue default -- python train.py --lr 0.1
     The command runs as given (never through a shell) in this folder.
+    Inside a git checkout the task records the remote, branch, commit and
+    the uncommitted changes (untracked files too), and the worker runs the
+    code exactly as it stands here.  The commit must be on the remote:
+    push it first, or pass --push.
     """
-    body = {
+    requirements: dict[str, Any] = {}
+    if requirements_file is not None:
+        requirements["file"] = _read_text("--requirements", requirements_file)
+    if packages:
+        requirements["packages"] = list(packages)
+    setup = _read_text("--setup-script", setup_script) if setup_script is not None else None
+    client = ctx.client()
+    cwd = os.getcwd()
+    body: dict[str, Any] = {
         "command": list(command),
-        "working_dir": os.getcwd(),
+        "working_dir": cwd,
         "queue": queue,
         "name": name,
         "env": env,
@@ -94,11 +122,42 @@ def submit(
         "gpus": gpus,
         "user": getpass.getuser(),
     }
-    task = ctx.client().post("/tasks", json=body)
+    if requirements:
+        body["requirements"] = requirements
+    if setup is not None:
+        body["setup_script"] = setup
+    git = capture(Path(cwd), command, push=push)
+    if git is not None:
+        body["script"] = {
+            "repo": git.repo,
+            "branch": git.branch,
+            "commit": git.commit,
+            "diff": git.diff,
+            "entry_point": git.entry_point,
+            "repo_dir": git.repo_dir,
+        }
+    task = client.post("/tasks", json=body)
     if as_json:
         output.emit_json(task)
     else:
         output.info(task["id"])
+
+
+def _read_text(option: str, path: str) -> str:
+    """A text file named on the command line; a bad one is a usage error naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot read it ({exc.strerror or exc})", field=option) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{option} {path}: expected UTF-8 text", field=option) from None
+    if "\0" in text:
+        raise UsageError(f"{option} {path}: expected text, found NUL bytes", field=option)
+    if len(text) > MAX_TEXT:
+        raise UsageError(f"{option} {path}: {len(text)} characters, over the limit of {MAX_TEXT}", field=option)
+    return text
 
 
 @click.command()

@@ -17,7 +17,7 @@ from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
 # Options that take several values after one flag (``--queue a b c``), per command.
 MULTI_VALUE = {
     "up": {"--queue", "--uptime", "--downtime"},
-    "submit": {"--env"},
+    "submit": {"--env", "--packages"},
 }
 
 
