@@ -75,10 +75,17 @@ def effective_json(eff: Effective) -> dict[str, Any]:
 
 
 class ScheduleDriver:
-    def __init__(self, store: Store, tz: dt.tzinfo, wake: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tz: dt.tzinfo,
+        wake: Callable[[list[str]], None],
+        clock: Callable[[dt.tzinfo], dt.datetime] = dt.datetime.now,
+    ) -> None:
         self.store = store
         self.tz = tz
         self.wake = wake
+        self.clock = clock  # injectable for tests; the manager uses the real clock
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(timezone=tz)
 
@@ -99,7 +106,7 @@ class ScheduleDriver:
                 log.error("schedule: %s", exc)
 
     def _recompute(self) -> None:
-        now = dt.datetime.now(self.tz)
+        now = self.clock(self.tz)
         self.store.purge_runtime_properties(now.timestamp(), ACTOR)
         props = self.store.runtime_properties(now.timestamp())
         tags = {q.name: q.tags for q in self.store.list_queues()}
@@ -119,6 +126,11 @@ class ScheduleDriver:
         self._plan(min(upcoming) if upcoming else None)
         if changed:
             self.wake(changed)
+
+    def planned(self) -> dt.datetime | None:
+        """When the next recompute is due (None: nothing changes by the clock)."""
+        job = self._scheduler.get_job("next")
+        return None if job is None else job.trigger.run_date
 
     def _plan(self, when: dt.datetime | None) -> None:
         if when is None:
