@@ -46,7 +46,8 @@ def test_effective_state_follows_the_clock_and_its_jumps(tmp_path: Path) -> None
     store = SQLiteStore(tmp_path / "fleet.db")
     _worker(store, {"kind": "uptime", "specs": ["8-20 MON-FRI"]})
     woken: list[list[str]] = []
-    clock = Clock(dt.datetime(2027, 11, 24, 7, 30, tzinfo=TZ))  # a Wednesday (in the future, so APScheduler keeps the job), before hours
+    # A Wednesday before hours, in the future so that APScheduler keeps the job.
+    clock = Clock(dt.datetime(2027, 11, 24, 7, 30, tzinfo=TZ))
     driver = ScheduleDriver(store, TZ, woken.append, clock=clock)
     driver.start()
     try:

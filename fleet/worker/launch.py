@@ -2,17 +2,23 @@
 
 A plain command task runs its command directly, so nothing stands between
 the claim and the task's first line.  This is the one place that decides
-what runs; a task whose code or Python environment must be prepared first is
-launched through a preparing step here, so that abort, timeout and log
-capture cover the preparation too.
+what runs; a task whose code, setup script or Python environment must be
+prepared first is launched as ``python -m fleet.worker.prepare``, which
+prepares and then ``exec``s the command in the same process: it is the task's
+process-group leader, so abort, timeout and log capture cover the
+preparation too.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
+from fleet.config import Config
+from fleet.home import Home, resolve_home
 from fleet.models import Task, Worker
+from fleet.worker.prepare import needs_preparation
 from fleet.worker.taskenv import task_environment
 
 
@@ -23,8 +29,25 @@ class Launch:
     env: dict[str, str]
 
 
-def plan_launch(task: Task, worker: Worker, base_env: dict[str, str]) -> Launch:
-    """Raise ``OSError`` when the task cannot be started here (its folder is gone)."""
-    if not os.path.isdir(task.script.working_dir):
+def plan_launch(
+    task: Task, worker: Worker, base_env: dict[str, str], *, home: Home | None = None, config: Config | None = None
+) -> Launch:
+    """Raise ``OSError`` when the task cannot be started here (its folder is gone).
+
+    ``home`` and ``config`` name what the preparing step loads; without them it
+    finds the home and the config file the way ``fleetctl`` does (``FLEET_HOME``,
+    ``FLEET_CONFIG_FILE``)."""
+    env = task_environment(task, worker, base_env)
+    has_repo = bool(task.script.repo)
+    if not has_repo and not os.path.isdir(task.script.working_dir):
         raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
-    return Launch(list(task.script.command), task.script.working_dir, task_environment(task, worker, base_env))
+    if not needs_preparation(task):
+        return Launch(list(task.script.command), task.script.working_dir, env)
+    home = home or Home(resolve_home("", base_env))
+    argv = [sys.executable, "-m", "fleet.worker.prepare", "--home", str(home.root), "--task", task.id]
+    if config is not None and config.path is not None:
+        argv += ["--config", str(config.path)]
+    cwd = str(home.work) if has_repo else task.script.working_dir
+    if has_repo:
+        home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Launch(argv, cwd, env)

@@ -1,0 +1,298 @@
+"""``execute`` (run a task here, in the foreground) and ``build`` (code and
+environment into a folder, with a ``run`` script).
+
+Decision: both work on the store of this ``FLEET_HOME`` directly, whether a
+manager runs or not — exactly as a worker does (workers record their results
+in the store themselves).  ``execute`` is a worker of one task with its own id,
+``<host>:execute``: the task goes through the same launch plan and the same
+preparation as on a worker (:mod:`fleet.worker.launch`), its log is the task
+log (and this terminal), and its result is recorded as an attempt.  The
+state machine only lets a *queued* task start, and the store hands tasks out
+only through ``claim_next_task``, so ``execute`` passes the task through a
+private queue that lives for one claim (``execute-<random>``; deleted at
+once, never seen by a worker).  Exit code: the task's (128 + N when killed by
+signal N).  GPUs: those in this shell's ``CUDA_VISIBLE_DEVICES``, else every
+NVML GPU, else none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shlex
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from fleet.cli.cmd_tasks import TASK
+from fleet.cli.context import Context
+from fleet.config import Config
+from fleet.errors import Conflict, FleetError, UsageError
+from fleet.gpus import parse_gpu_list
+from fleet.home import Home
+from fleet.models import Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.nvml import Nvml
+from fleet.procs import become_subreaper
+from fleet.store import Store, open_store
+from fleet.worker.envs import Log
+from fleet.worker.launch import plan_launch
+from fleet.worker.logfile import TaskLog
+from fleet.worker.prepare import PrepareError, Preparer
+from fleet.worker.process import StopCause, TaskProcess
+from fleet.worker.taskenv import task_environment
+
+log = logging.getLogger(__name__)
+pass_ctx = click.make_pass_decorator(Context)
+
+CHECK_S = 0.5
+
+
+class TerminalLog(TaskLog):
+    """The task log, also copied to this terminal as it comes (without stamps)."""
+
+    def feed(self, data: bytes) -> None:
+        super().feed(data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        super().note(text)
+        sys.stdout.write(f"[fleet] {text}\n")
+        sys.stdout.flush()
+
+
+def _host(config: Config) -> str:
+    return config.agent.worker_name or socket.gethostname()
+
+
+def _visible_gpus() -> list[int]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        try:
+            return parse_gpu_list(visible) if visible.strip() else []
+        except UsageError:
+            return []
+    nvml = Nvml()
+    return list(range(nvml.device_count())) if nvml.available else []
+
+
+def _clone(store: Store, source: Task, actor: str) -> Task:
+    spec = TaskSpec(
+        script=source.script,
+        name=f"{source.name} (clone)"[:256],
+        env=dict(source.env),
+        priority=source.priority,
+        timeout=source.timeout,
+        retries=source.retries,
+        gpus=source.gpus_needed,
+        user=source.user,
+        requirements=dict(source.requirements),
+        docker=dict(source.docker),
+        parent=source.id,
+    )
+    return store.create_task(spec, None, actor)
+
+
+def _start_here(store: Store, task: Task, worker: Worker, gpus: list[int], actor: str) -> Task:
+    """Move the task to in_progress for ``worker`` through a one-claim private queue."""
+    if task.status == TaskStatus.IN_PROGRESS:
+        raise Conflict(f"task {task.id} is running on {task.worker}; use --clone to run a copy here", field="task")
+    queue = f"execute-{uuid.uuid4().hex[:12]}"
+    store.create_queue(queue, [], actor)
+    try:
+        if task.status == TaskStatus.QUEUED:
+            store.dequeue_task(task.id, actor)
+        store.enqueue_task(task.id, queue, actor, reason="fleetctl execute", head=True)
+        claimed = store.claim_next_task(worker, [queue], gpus)
+    finally:
+        store.delete_queue(queue, actor, force=True)
+    if claimed is None or claimed.id != task.id:
+        need = task.gpus_needed or 0
+        raise Conflict(f"task {task.id} needs {need} GPU(s); {len(gpus)} visible here (CUDA_VISIBLE_DEVICES)")
+    return claimed
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+
+def run_foreground(home: Home, config: Config, store: Store, task: Task, worker: Worker) -> int:
+    """Run a started task in this process's care; record its end; return its exit code."""
+    task_log = TerminalLog(home.task_log(task.id), int(config.fleet.log_max_mb * 2**20))
+    task_log.note(f"attempt {task.attempt} on {worker.id} (fleetctl execute, pid {os.getpid()})")
+    launch = plan_launch(task, worker, dict(os.environ), home=home, config=config)
+    env = dict(launch.env)
+    proc = TaskProcess(launch.argv, launch.cwd, env, task_log, config.fleet.stop_grace_seconds)
+    try:
+        proc.start()
+    except OSError as exc:
+        reason = f"could not start {task.script.command[0]}: {exc.strerror or exc}"
+        task_log.note(reason)
+        task_log.close()
+        store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=worker.id)
+        return 1
+    store.set_task_process(task.id, proc.pid, proc.pid_start)
+    signals = _Signals()
+    old = {s: signal.signal(s, signals) for s in (signal.SIGINT, signal.SIGTERM)}
+    deadline = time.monotonic() + task.timeout if task.timeout else None
+    last_look = time.monotonic()
+    seen = 0
+    try:
+        while not proc.done:
+            timeout = CHECK_S if proc.exit_is_signalled and proc.returncode is None else 0.02
+            try:
+                select.select(proc.waitables(), [], [], timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries select
+                pass
+            proc.pump()
+            if signals.count > seen:
+                seen = signals.count
+                proc.stop(StopCause.ABORT, "interrupted (fleetctl execute)")
+                if seen > 1:
+                    proc.kill_now()
+            if proc.cause is None and deadline is not None and time.monotonic() >= deadline:
+                proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
+            if proc.cause is None and time.monotonic() - last_look >= CHECK_S:
+                last_look = time.monotonic()
+                abort = store.get_task(task.id).abort_requested
+                if abort:
+                    proc.stop(StopCause.ABORT, abort)
+            proc.tick()
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+    outcome = proc.finish()
+    rc = outcome.returncode
+    if outcome.cause == StopCause.TIMEOUT:
+        status, reason = TaskStatus.FAILED, "timeout"
+    elif outcome.cause == StopCause.ABORT:
+        status, reason = TaskStatus.STOPPED, outcome.detail
+    elif rc == 0:
+        status, reason = TaskStatus.COMPLETED, ""
+    else:
+        status = TaskStatus.FAILED
+        tail = " | ".join(line for line in proc.log.tail[-5:] if line.strip())
+        reason = outcome.description + (f": {tail}" if tail else "")
+    task_log.note(f"attempt {task.attempt} ended: {status.value} ({outcome.description})")
+    task_log.close()
+    store.finish_task(task.id, status, exit_code=rc, reason=reason[:2000], actor=f"worker:{worker.id}")
+    if rc is None:
+        return 1
+    return rc if rc >= 0 else 128 - rc
+
+
+@click.command()
+@click.option("--id", "task_id", required=True, type=TASK, help="The task to run.")
+@click.option("--clone", is_flag=True, help="Run a copy of the task; the original is left as it is.")
+@pass_ctx
+def execute(ctx: Context, task_id: str, clone: bool) -> None:
+    """Run a task here, in the foreground, without a queue; exit with its exit code.
+
+    \b
+    The task is prepared exactly as on a worker (code, setup script, environment),
+    its output goes to this terminal and to its log, and its result is recorded."""
+    config = ctx.config
+    home = ctx.home.ensure()
+    store = open_store(home)
+    host = _host(config)
+    worker_id = f"{host}:execute"
+    actor = f"fleetctl:{worker_id}"
+    task = store.get_task(task_id)
+    if clone:
+        task = _clone(store, task, actor)
+        click.echo(f"[fleet] running clone {task.id} of task {task.parent}", err=True)
+    gpus = _visible_gpus()
+    worker = Worker(
+        id=worker_id,
+        host=host,
+        mode=WorkerMode.STATIC,
+        gpus=gpus or None,
+        queues=[],
+        order_fairness=False,
+        state=WorkerState.BUSY,
+        state_reason="fleetctl execute",
+        created_at=time.time(),
+    )
+    become_subreaper()
+    task = _start_here(store, task, worker, gpus, actor)
+    rc = run_foreground(home, config, store, task, worker)
+    ended = store.get_task(task.id)
+    reason = f" ({ended.status_reason})" if ended.status_reason else ""
+    click.echo(f"[fleet] task {ended.id} {ended.status.value}{reason}", err=True)
+    store.close()
+    raise SystemExit(rc)
+
+
+def write_run_script(path: Path, task: Task, cwd: Path, env: dict[str, str], venv: Path | None) -> None:
+    """A bash script that runs the task on its own; every value is quoted."""
+    q = shlex.quote
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Built by fleetctl build from task {task.id}: runs it with its code and environment.",
+        "set -euo pipefail",
+        "unset PYTHONHOME",
+    ]
+    if venv is not None:
+        lines += [f"export VIRTUAL_ENV={q(str(venv))}", f'export PATH={q(str(venv / "bin"))}:"$PATH"']
+    lines += [f"export FLEET_TASK_ID={q(task.id)}", "export PYTHONUNBUFFERED=1"]
+    lines += [f"export {name}={q(value)}" for name, value in sorted(env.items())]
+    lines += [f"cd {q(str(cwd))}", "exec " + " ".join(q(arg) for arg in task.script.command) + ' "$@"']
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+@click.command()
+@click.option("--id", "task_id", required=True, type=TASK, help="The task to build.")
+@click.option("--target", required=True, type=click.Path(file_okay=False), help="Folder to build into (new or empty).")
+@pass_ctx
+def build(ctx: Context, task_id: str, target: str) -> None:
+    """Build a task's code and Python environment into a folder, with a `run` script.
+
+    \b
+    DIR/code  the checkout (tasks with a repository)
+    DIR/venv  the environment (tasks with requirements or a repository)
+    DIR/run   runs the task: bash DIR/run [extra arguments]"""
+    config = ctx.config
+    home = ctx.home.ensure()
+    store = open_store(home)
+    task = store.get_task(task_id)
+    folder = Path(target).expanduser().absolute()
+    if folder.exists() and any(folder.iterdir()):
+        raise UsageError(f"--target {folder}: the folder is not empty", field="target")
+    folder.mkdir(parents=True, exist_ok=True)
+    worker = Worker(
+        id=f"{_host(config)}:build",
+        host=_host(config),
+        mode=WorkerMode.STATIC,
+        gpus=None,
+        queues=[],
+        order_fairness=False,
+        state=WorkerState.BUSY,
+        state_reason="fleetctl build",
+        created_at=time.time(),
+    )
+    env = task_environment(task, worker, dict(os.environ))
+    out = Log(click.echo)
+    try:
+        prepared = Preparer(home, config, out, env).prepare(task, work=folder / "code", env_target=folder / "venv")
+    except PrepareError as exc:
+        raise FleetError(exc.message) from None
+    venv = prepared.environment.path if prepared.environment is not None else None
+    write_run_script(folder / "run", task, prepared.cwd, dict(task.env), venv)
+    store.close()
+    click.echo(f"built task {task.id} into {folder}; run it with {shlex.quote(str(folder / 'run'))}")
+
+
+COMMANDS = [execute, build]

@@ -1,0 +1,276 @@
+"""Prepare a task, then become it: ``python -m fleet.worker.prepare --home H --task ID``.
+
+The worker launches this instead of the task's command when the task needs
+preparation (a repository, requirements or a setup script; see
+:mod:`fleet.worker.launch`).  It is the leader of the task's process group,
+so abort, timeout and log capture cover preparation exactly as they cover
+the task.  Its stdout *is* the task log; fleet's own lines start with
+``[prepare]``.
+
+Steps: get the code (into ``$FLEET_HOME/work/<task-id>/``), run the setup
+script (``bash <file>`` in the task's folder, before the environment is built,
+as the issue orders it: after the checkout, so the script can see the code),
+build or reuse the environment, record ``env_cached`` and the frozen package
+list on the task, then ``exec`` the command with the environment's ``bin``
+first on PATH and ``VIRTUAL_ENV`` set.  A failure exits 1 with a one-line
+reason as the last line of output (the worker puts the log's last lines
+into ``status_reason``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.config import Config, load_config
+from fleet.errors import FleetError
+from fleet.home import Home
+from fleet.models import Task, TaskStatus
+from fleet.procs import describe_exit
+from fleet.store import Store, open_store
+from fleet.worker.code import VcsCache, checkout
+from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
+from fleet.worker.envs.base import Interpreter, Requirements
+from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
+from fleet.worker.envs.python import PythonFinder
+from fleet.worker.envs.requirements import gather
+from fleet.worker.envs.settings import build_settings, builds_dir, cache_root, installer_env_digest, tool_environment
+
+log = logging.getLogger(__name__)
+
+EXIT_PREPARE_FAILED = 1
+EXIT_CANNOT_EXEC = 127
+TASK_DIR = re.compile(r"[0-9a-f]{32}")
+
+
+class PrepareError(FleetError):
+    """A step of preparation failed; the message is the task's reason."""
+
+
+def needs_preparation(task: Task) -> bool:
+    """A repository, requirements or a setup script; else the command runs directly."""
+    script = task.script
+    reqs = task.requirements or {}
+    return bool(
+        script.repo or (script.setup_script or "").strip() or reqs.get("packages") or (reqs.get("file") or "").strip()
+    )
+
+
+@dataclass
+class Environment:
+    builder: EnvBuilder
+    path: Path
+    cached: bool
+    frozen: list[str]
+    python: str
+    lease: Lease | None = None
+
+
+@dataclass
+class Prepared:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    environment: Environment | None = None
+    seconds: float = 0.0
+
+
+class Preparer:
+    """The preparation steps, shared by the worker's path, ``execute`` and ``build``."""
+
+    def __init__(self, home: Home, config: Config, out: Log, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.out = out
+        self.env = dict(os.environ if env is None else env)
+
+    # -- steps -------------------------------------------------------------------
+    def code(self, task: Task, dest: Path) -> tuple[Path | None, Path]:
+        """(checkout root or None, folder the task runs in)."""
+        script = task.script
+        if not script.repo:
+            folder = Path(script.working_dir)
+            if not folder.is_dir():
+                raise PrepareError(f"working directory {folder} does not exist")
+            return None, folder
+        agent = self.config.agent
+        cache = VcsCache.from_config(agent, self.home) if agent.vcs_cache.enabled else None
+        git_env = tool_environment(self.env, task.env, agent.enable_task_env)
+        if dest.exists():  # an earlier attempt's checkout
+            shutil.rmtree(dest)
+        try:
+            folder = Path(checkout(script, dest, agent, self.out.note, cache=cache, env=git_env))
+        except FleetError as exc:
+            raise PrepareError(exc.message) from None
+        return dest, folder
+
+    def setup_script(self, task: Task, folder: Path) -> None:
+        text = task.script.setup_script or ""
+        if not text.strip():
+            return
+        self.home.work.mkdir(parents=True, exist_ok=True)
+        path = self.home.work / f"{task.id}.setup.sh"
+        path.write_text(text if text.endswith("\n") else text + "\n")
+        self.out.note("running the setup script")
+        sys.stdout.flush()
+        try:
+            rc = subprocess.call(["bash", str(path)], cwd=folder, env=self.env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise PrepareError(f"setup script failed: cannot run bash: {exc.strerror or exc}") from None
+        if rc != 0:
+            raise PrepareError(f"setup script failed ({describe_exit(rc)})")
+
+    def environment(self, task: Task, code_root: Path | None, target: Path | None = None) -> Environment | None:
+        """Build or reuse the task's environment; None when it has no requirements and no code."""
+        agent = self.config.agent
+        requirements = gather(task.requirements or {}, code_root, agent.package_manager.type)
+        if requirements is None:
+            return None
+        builder = choose_builder(agent.package_manager.type, requirements, self.out)
+        finder = PythonFinder(self.home.root / "cache" / "pythons.json", self.env)
+        wanted = str((task.requirements or {}).get("python_version") or "")
+        python = finder.find(wanted, agent.python_binary, self.out.note)
+        settings = build_settings(self.home, self.config, self.env, task.env)
+
+        def build(path: Path) -> dict[str, Any]:
+            count = len(requirements.lines) if requirements.project is None else "poetry.lock"
+            self.out.note(
+                f"building a {builder.name} environment (Python {python.version}) from {requirements.source}"
+                f" ({count} requirement(s)) in {path}"
+            )
+            started = time.monotonic()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            builder.create(path, python, settings, self.out)
+            builder.install(path, requirements, settings, self.out)
+            frozen = builder.freeze(path, settings, self.out)
+            self.out.note(f"environment built in {time.monotonic() - started:.1f}s ({len(frozen)} package(s))")
+            return stamp_info(frozen=frozen, manager=builder.name, python=python.version, source=requirements.source)
+
+        if target is not None:
+            info = build(target)
+            return Environment(builder, target, False, info["frozen"], python.version)
+        cache = VenvCache(
+            cache_root(self.home, agent), agent.venvs_cache.max_entries, agent.venvs_cache.free_space_threshold_gb
+        )
+        if cache.enabled and requirements.cacheable:
+            material = self._key_material(task, builder, python, requirements, settings.index_url)
+            lease = cache.acquire(cache_key(material), build, self.out)
+            if lease is not None:
+                if lease.cached:
+                    self.out.note(
+                        f"reusing cached environment {lease.key[:12]} ({builder.name}, Python {python.version})"
+                    )
+                return Environment(
+                    builder, lease.path, lease.cached, list(lease.info.get("frozen", [])), python.version, lease
+                )
+        elif not requirements.cacheable:
+            self.out.note("requirements name local paths; building an environment for this task only")
+        path = builds_dir(self.home, agent) / task.id
+        shutil.rmtree(path, ignore_errors=True)
+        info = build(path)
+        return Environment(builder, path, False, info["frozen"], python.version)
+
+    def _key_material(
+        self, task: Task, builder: EnvBuilder, python: Interpreter, requirements: Requirements, index: str
+    ) -> dict[str, Any]:
+        pm = self.config.agent.package_manager
+        return {
+            "manager": builder.name,
+            "python": [python.version, python.executable],
+            "requirements": list(requirements.lines),
+            "project": requirements.digest,
+            "indexes": [index, *pm.extra_index_url],
+            "docker": str((task.docker or {}).get("image") or ""),
+            "options": [pm.system_site_packages, pm.force_upgrade, pm.pip_version, list(pm.conda_channels)],
+            "extra": [
+                list(pm.priority_packages),
+                list(pm.priority_optional_packages),
+                list(pm.post_packages),
+                list(pm.post_optional_packages),
+            ],
+            "task_env": installer_env_digest(task.env, self.config.agent.enable_task_env),
+        }
+
+    # -- all of it -----------------------------------------------------------------
+    def prepare(self, task: Task, work: Path | None = None, env_target: Path | None = None) -> Prepared:
+        started = time.monotonic()
+        root, folder = self.code(task, work or self.home.work / task.id)
+        self.setup_script(task, folder)
+        try:
+            environment = self.environment(task, root, env_target)
+        except EnvBuildError as exc:
+            raise PrepareError(exc.message) from None
+        env = dict(self.env)
+        if environment is not None:
+            env.update(environment.builder.activation(environment.path))
+            env["PATH"] = f"{environment.builder.bin_dir(environment.path)}{os.pathsep}{env.get('PATH', '')}"
+            env.pop("PYTHONHOME", None)
+        return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
+
+
+def prune_one_off_builds(folder: Path, store: Store, current: str) -> None:
+    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name == current or not TASK_DIR.fullmatch(entry.name):
+            continue
+        try:
+            running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
+        except FleetError:
+            running = False
+        if not running:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def record(store: Store, task: Task, environment: Environment | None) -> None:
+    if environment is not None:
+        store.record_environment(
+            task.id, environment.cached, environment.frozen, environment.builder.name, environment.python
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fleet.worker.prepare")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--config", default=None)
+    args = parser.parse_args(argv)
+    out = Log(lambda text: print(text, flush=True))
+    try:
+        config = load_config(args.config)
+        home = Home(Path(args.home))
+        store = open_store(home)
+        task = store.get_task(args.task)
+        prune_one_off_builds(builds_dir(home, config.agent), store, task.id)
+        prepared = Preparer(home, config, out).prepare(task)
+        record(store, task, prepared.environment)
+        store.close()
+        out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
+    except FleetError as exc:
+        print(exc.message, flush=True)
+        return EXIT_PREPARE_FAILED
+    except OSError as exc:
+        print(f"preparation failed: {exc}", flush=True)
+        return EXIT_PREPARE_FAILED
+    if prepared.environment is not None and prepared.environment.lease is not None:
+        prepared.environment.lease.keep_across_exec()
+    try:
+        os.chdir(prepared.cwd)
+        os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
+    except OSError as exc:
+        print(f"could not start {prepared.argv[0]}: {exc.strerror or exc}", flush=True)
+        return EXIT_CANNOT_EXEC
+
+
+if __name__ == "__main__":
+    sys.exit(main())
