@@ -86,7 +86,8 @@ class Script:
     patch text: the submitter's uncommitted changes and untracked files), and
     the command runs in ``repo_dir`` (relative to the checkout's root);
     ``working_dir`` is the folder it was submitted from.  ``setup_script``
-    is a shell script run before the code is fetched.  JSON written before a
+    is a shell script run with bash in the task's folder (the checkout, for a
+    git task) before the Python environment is built.  JSON written before a
     field existed still loads (missing keys take their defaults)."""
 
     command: list[str]
