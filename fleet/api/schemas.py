@@ -93,6 +93,7 @@ class RequirementsBody(Strict):
         default_factory=list, max_length=10_000
     )
     file: str | None = Field(None, max_length=MAX_SCRIPT_TEXT)
+    python_version: str | None = Field(None, pattern=r"^3\.\d{1,2}(\.\d{1,3})?$", description="e.g. 3.11")
 
     @field_validator("packages")
     @classmethod
@@ -110,6 +111,8 @@ class RequirementsBody(Strict):
             out["packages"] = list(self.packages)
         if self.file is not None:
             out["file"] = self.file
+        if self.python_version is not None:
+            out["python_version"] = self.python_version
         return out
 
 

@@ -71,6 +71,7 @@ def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     help="A requirements file for the task (default: the repo's requirements.txt or pyproject.toml).",
 )
 @click.option("--packages", multiple=True, metavar="PKG [PKG ...]", help="Python packages the task needs.")
+@click.option("--python", "python_version", metavar="X.Y", help="Python version for the task's environment.")
 @click.option("--setup-script", "setup_script", metavar="FILE", help="A shell script the worker runs first.")
 @click.option("--push", is_flag=True, help="Push the current branch to its remote first if the commit is not there.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task object.")
@@ -86,6 +87,7 @@ def submit(
     retries: int,
     gpus: int | None,
     requirements_file: str | None,
+    python_version: str | None,
     packages: tuple[str, ...],
     setup_script: str | None,
     push: bool,
@@ -107,6 +109,8 @@ def submit(
         requirements["file"] = _read_text("--requirements", requirements_file)
     if packages:
         requirements["packages"] = list(packages)
+    if python_version is not None:
+        requirements["python_version"] = python_version
     setup = _read_text("--setup-script", setup_script) if setup_script is not None else None
     client = ctx.client()
     cwd = os.getcwd()
