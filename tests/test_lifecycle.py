@@ -158,13 +158,23 @@ def test_stop_default_stops_running_tasks(fleet: Fleet) -> None:
     assert fleet.processes() == []
 
 
-def test_stop_drain_lets_running_tasks_finish(fleet: Fleet) -> None:
+def test_stop_drain_lets_running_tasks_finish(fleet: Fleet, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    task_id = fleet.submit("q", "python", "-c", "import time; time.sleep(1.5); print('done')")
+    go = tmp_path / "go"
+    code = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint('done')"
+    task_id = fleet.submit("q", "python", "-c", code)
     fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
     waiting = fleet.submit("q", "true")
-    stop = fleet.cli("stop", "--drain", "--timeout", "30")
-    assert stop.returncode == 0, stop.stderr
+    draining = subprocess.Popen(
+        [sys.executable, "-m", "fleet.cli", "stop", "--drain"], env=fleet.env, stdout=subprocess.PIPE, text=True
+    )
+    fleet.wait_for(lambda: "draining" in fleet.ok("status"), what="draining")
+    go.touch()  # only now may the running task finish
+    out, _ = draining.communicate(timeout=60)
+    assert draining.returncode == 0, out
     assert _task_from_db(fleet, task_id)["status"] == "completed"
     assert _task_from_db(fleet, waiting)["status"] == "queued"  # drained workers pull nothing new
 
