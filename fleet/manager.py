@@ -26,6 +26,8 @@ from fleet import __version__, notify
 from fleet.config import Config
 from fleet.errors import ConfigError, FleetError, NotFound, UsageError
 from fleet.home import Home
+from fleet.metrics.sampler import Sampler
+from fleet.metrics.storage import MetricsStorage
 from fleet.models import Worker, WorkerState
 from fleet.nvml import Nvml
 from fleet.scheduler.claims import UpRequest, plan_up
@@ -80,6 +82,9 @@ class Manager:
         self.store: Store = open_store(self.home)
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
         self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self._wake_workers)
+        self.sampler = Sampler(
+            self.store, MetricsStorage(self.home.db), self.nvml, self.home.root, self.hostname, config.fleet.metrics
+        )
         self.lock = threading.RLock()
         self.wakeup = threading.Event()
         self.signals = 0
@@ -140,6 +145,7 @@ class Manager:
         with self.lock:
             self.supervisor.adopt_or_recover()
         self.schedule.start()
+        self.sampler.start()
         self.home.write_manager_info(
             {"url": self.url, "pid": os.getpid(), "started_at": self.started_at, "version": __version__}
         )
@@ -148,6 +154,7 @@ class Manager:
             self._loop()
         finally:
             self.schedule.stop()
+            self.sampler.stop()
             self._server.should_exit = True
             server_thread.join(timeout=5)
             sock.close()

@@ -2,16 +2,23 @@
 
 Every call degrades cleanly: when ``nvmlInit()`` raises (no driver, no GPU, no
 library) the module reports NVML as unavailable once and callers fall back to
-logical GPUs without metrics.
+logical GPUs without metrics.  :meth:`Nvml.sample` reads what the metrics
+sampler needs; a reading a GPU does not support (power on many consumer cards,
+the process list in some containers) is ``None``, never an exception.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -22,12 +29,37 @@ class GpuInfo:
     memory_total_mb: int
 
 
-class Nvml:
-    """A lazily initialised NVML session; ``available`` is False without a driver."""
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    memory_used_mb: float | None  # None where NVML cannot tell (some containers, MIG)
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True)
+class GpuSample:
+    """One GPU at one instant; a reading the GPU does not support is None."""
+
+    index: int
+    uuid: str | None
+    utilization_percent: float | None
+    memory_used_mb: float | None
+    memory_total_mb: float | None
+    temperature_c: float | None
+    power_w: float | None
+    processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+
+
+class Nvml:
+    """A lazily initialised NVML session; ``available`` is False without a driver.
+
+    ``lib`` is the ``pynvml`` module (the default); tests pass a stand-in
+    for hardware that cannot exist on the machine they run on."""
+
+    def __init__(self, lib: Any = None) -> None:
         self._lock = threading.Lock()
         self._state: bool | None = None
+        self._lib: Any = lib
+        self._failed: set[tuple[int, str]] = set()
         self.error = ""
 
     @property
@@ -39,9 +71,11 @@ class Nvml:
 
     def _init(self) -> bool:
         try:
-            import pynvml  # provided by nvidia-ml-py
+            if self._lib is None:
+                import pynvml  # provided by nvidia-ml-py
 
-            pynvml.nvmlInit()
+                self._lib = pynvml
+            self._lib.nvmlInit()
         except Exception as exc:  # NVMLError, ImportError, OSError: all mean "no NVML"
             self.error = str(exc) or type(exc).__name__
             log.info("NVML not available (%s): GPUs are logical, no GPU metrics", self.error)
@@ -51,15 +85,12 @@ class Nvml:
     def device_count(self) -> int:
         if not self.available:
             return 0
-        import pynvml
-
-        return int(pynvml.nvmlDeviceGetCount())
+        return int(self._lib.nvmlDeviceGetCount())
 
     def devices(self) -> list[GpuInfo]:
         if not self.available:
             return []
-        import pynvml
-
+        pynvml = self._lib
         out = []
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
@@ -73,3 +104,60 @@ class Nvml:
                 )
             )
         return out
+
+    def sample(self) -> list[GpuSample]:
+        """Utilization, memory, temperature, power and processes of every GPU.
+
+        Empty without NVML.  A GPU whose handle cannot be had is left out; a
+        single reading that fails is None (logged once per GPU and reading)."""
+        if not self.available:
+            return []
+        lib = self._lib
+        count = self._read(-1, "count", lib.nvmlDeviceGetCount)
+        out = []
+        for index in range(int(count or 0)):
+            handle = self._read(index, "handle", lib.nvmlDeviceGetHandleByIndex, index)
+            if handle is None:
+                continue
+            util = self._read(index, "utilization", lib.nvmlDeviceGetUtilizationRates, handle)
+            memory = self._read(index, "memory", lib.nvmlDeviceGetMemoryInfo, handle)
+            temp = self._read(index, "temperature", lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU)
+            power = self._read(index, "power", lib.nvmlDeviceGetPowerUsage, handle)  # milliwatts
+            uuid = self._read(index, "uuid", lib.nvmlDeviceGetUUID, handle)
+            out.append(
+                GpuSample(
+                    index=index,
+                    uuid=str(uuid) if uuid is not None else None,
+                    utilization_percent=float(util.gpu) if util is not None else None,
+                    memory_used_mb=int(memory.used) / MB if memory is not None else None,
+                    memory_total_mb=int(memory.total) / MB if memory is not None else None,
+                    temperature_c=float(temp) if temp is not None else None,
+                    power_w=float(power) / 1000 if power is not None else None,
+                    processes=self._processes(index, handle),
+                )
+            )
+        return out
+
+    def _processes(self, index: int, handle: Any) -> tuple[GpuProcess, ...]:
+        lib = self._lib
+        found: dict[int, float | None] = {}
+        for what, call in (
+            ("compute processes", lib.nvmlDeviceGetComputeRunningProcesses),
+            ("graphics processes", lib.nvmlDeviceGetGraphicsRunningProcesses),
+        ):
+            for proc in self._read(index, what, call, handle) or []:
+                used = getattr(proc, "usedGpuMemory", None)
+                mb = int(used) / MB if isinstance(used, int) and used >= 0 else None
+                previous = found.get(int(proc.pid))
+                found[int(proc.pid)] = mb if previous is None else previous + (mb or 0.0)
+        return tuple(GpuProcess(pid, mb) for pid, mb in sorted(found.items()))
+
+    def _read(self, index: int, what: str, call: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return call(*args)
+        except Exception as exc:  # NVMLError_NotSupported, NoPermission, GpuIsLost ...
+            key = (index, what)
+            if key not in self._failed:
+                self._failed.add(key)
+                log.info("NVML: GPU %d: cannot read %s (%s)", index, what, exc or type(exc).__name__)
+            return None

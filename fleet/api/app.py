@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/api/v1/health"})
+# The page's files carry no data (the page asks the API, with the token, for everything it
+# shows), so they are served without one; so is health.  Everything else needs the token.
+OPEN_PATHS = frozenset({"/api/v1/health", "/"})
+OPEN_PREFIXES = ("/static/",)
 
 
 # Where a request's path names a task, worker or queue: a segment that no route
@@ -65,7 +68,7 @@ def _bad_path_id(path: str) -> UsageError | None:
 
 
 def create_app(manager: Manager) -> FastAPI:
-    from fleet.api import routes_clearml, routes_queues, routes_system, routes_tasks, routes_workers
+    from fleet.api import routes_clearml, routes_metrics, routes_queues, routes_system, routes_tasks, routes_workers
 
     app = FastAPI(title="fleet", version=__version__, description="Per-host GPU fleet manager")
     app.state.manager = manager
@@ -104,7 +107,8 @@ def create_app(manager: Manager) -> FastAPI:
     @app.middleware("http")
     async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         token = manager.token
-        if token and request.url.path not in OPEN_PATHS:
+        path = request.url.path
+        if token and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return JSONResponse(
@@ -114,7 +118,8 @@ def create_app(manager: Manager) -> FastAPI:
                 )
         return await call_next(request)
 
-    for module in (routes_system, routes_workers, routes_queues, routes_tasks):
+    for module in (routes_system, routes_workers, routes_queues, routes_tasks, routes_metrics):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)
+    routes_metrics.mount_root(app, manager)  # /metrics and the page, after every API route
     return app

@@ -246,8 +246,10 @@ def _when(iso: str | None) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def show(ctx: Context, task: str, as_json: bool) -> None:
-    """A task's details and attempts."""
-    t = ctx.client().get(f"/tasks/{task}")
+    """A task's details, attempts and figures (runtime, peak RSS, mean CPU, peak GPU memory)."""
+    client = ctx.client()
+    t = client.get(f"/tasks/{task}")
+    t["usage"] = client.get(f"/metrics/tasks/{t['id']}")
     if as_json:
         output.emit_json(t)
         return
@@ -272,6 +274,17 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("finished", _when(t["finished_at"])),
     ]
     rows += [(f"env {k}", v) for k, v in t["env"].items()]
+    usage = t["usage"]
+
+    def mb(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} MB"
+
+    rows += [
+        ("runtime", "-" if usage["runtime_s"] is None else f"{usage['runtime_s']:.1f}s"),
+        ("peak RSS", mb(usage["peak_rss_mb"])),
+        ("mean CPU", "-" if usage["mean_cpu_percent"] is None else f"{usage['mean_cpu_percent']:.0f}%"),
+        ("peak GPU memory", mb(usage["peak_gpu_mem_mb"]) if usage["nvml"] else "- (no NVML)"),
+    ]
     output.table(None, ["FIELD", "VALUE"], rows)
     if t.get("attempts"):
         output.table(

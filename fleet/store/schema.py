@@ -117,5 +117,32 @@ def _v2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Metrics: samples (``res`` 0 = raw, 60 = one-minute averages), each task
+    attempt's usage figures, and the roll-up watermark (:mod:`fleet.metrics.storage`)."""
+    # one statement at a time: executescript() would COMMIT the migration's transaction
+    for statement in (
+        "CREATE TABLE metrics_host (res INTEGER NOT NULL, at REAL NOT NULL, host TEXT NOT NULL, cpu_percent REAL,"
+        " load1 REAL, mem_used_mb REAL, mem_total_mb REAL, mem_percent REAL, disk_free_gb REAL, net_rx_bps REAL,"
+        " net_tx_bps REAL)",
+        "CREATE INDEX metrics_host_res_at ON metrics_host (res, at)",
+        "CREATE TABLE metrics_gpu (res INTEGER NOT NULL, at REAL NOT NULL, host TEXT NOT NULL, gpu INTEGER NOT NULL,"
+        " util_percent REAL, mem_used_mb REAL, mem_total_mb REAL, temperature_c REAL, power_w REAL, processes REAL)",
+        "CREATE INDEX metrics_gpu_res_at ON metrics_gpu (res, at)",
+        "CREATE TABLE metrics_worker (res INTEGER NOT NULL, at REAL NOT NULL, worker TEXT NOT NULL, busy REAL,"
+        " paused REAL, gpu_util_percent REAL, gpu_mem_mb REAL, cpu_percent REAL, rss_mb REAL)",
+        "CREATE INDEX metrics_worker_res_at ON metrics_worker (res, at)",
+        "CREATE TABLE metrics_task (res INTEGER NOT NULL, at REAL NOT NULL, task TEXT NOT NULL, attempt INTEGER,"
+        " cpu_percent REAL, rss_mb REAL, gpu_mem_mb REAL, processes REAL)",
+        "CREATE INDEX metrics_task_res_at ON metrics_task (res, at)",
+        "CREATE INDEX metrics_task_task ON metrics_task (task, res, at)",
+        "CREATE TABLE metrics_task_usage (task TEXT NOT NULL, attempt INTEGER NOT NULL, samples INTEGER NOT NULL,"
+        " cpu_sum REAL NOT NULL, cpu_max REAL, rss_peak_mb REAL, gpu_mem_peak_mb REAL, first_at REAL NOT NULL,"
+        " last_at REAL NOT NULL, PRIMARY KEY (task, attempt))",
+        "CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value REAL)",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 LATEST = len(MIGRATIONS)

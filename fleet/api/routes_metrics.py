@@ -1,0 +1,188 @@
+"""Metrics, the report, Prometheus text, and the web page's files.
+
+Under ``/api/v1``: ``metrics`` (time series of one kind: host, gpu, worker or
+task, over ``since``/``until`` at ``step`` seconds), ``metrics/current``
+(the sampler's last snapshot and its cost), ``metrics/tasks/{id}`` (a task's
+own figures) and ``report``.  At the root: ``/metrics`` (Prometheus) and the
+page (``/`` and ``/static/...``), mounted by :func:`mount_root` after every
+API route.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+import fleet
+from fleet.api.deps import ManagerDep, TaskId
+from fleet.errors import NotFound, UsageError
+from fleet.manager import Manager
+from fleet.metrics import report as reports
+from fleet.metrics.history import HistoryReader
+from fleet.metrics.prometheus import FleetCollector
+from fleet.metrics.samples import KINDS, Snapshot
+from fleet.metrics.timespec import iso, window
+from fleet.validate import task_id, worker_id
+
+router = APIRouter(tags=["metrics"])
+
+WEB_DIR = Path(fleet.__file__).resolve().parent.parent / "web" / "static"
+MAX_POINTS = 10_000
+TARGET_POINTS = 300
+MAX_IDS = 100
+MAX_RANGE_S = 400 * 86400
+
+Kind = Literal["host", "gpu", "worker", "task"]
+By = Literal["gpu", "worker", "queue", "user"]
+TimeText = Annotated[str, Query(max_length=64, description="a duration before now (24h, 7d), a date, or epoch seconds")]
+
+
+def _ids(manager: Manager, kind: str, raw: str | None) -> list[str] | None:
+    if raw is None or not raw.strip():
+        return None
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if len(parts) > MAX_IDS:
+        raise UsageError(f"id: at most {MAX_IDS} ids at once, got {len(parts)}", field="id")
+    if kind == "gpu":
+        if not all(p.isdigit() and int(p) < 1024 for p in parts):
+            raise UsageError(f"id {raw!r}: expected GPU indices like 0,1", field="id")
+        return [str(int(p)) for p in parts]
+    if kind == "worker":
+        return [worker_id(p, "id") for p in parts]
+    if kind == "task":
+        return [manager.store.get_task(task_id(p.lower(), "id")).id for p in parts]
+    if not all(len(p) <= 255 and p.replace("-", "").replace(".", "").replace("_", "").isalnum() for p in parts):
+        raise UsageError(f"id {raw!r}: expected host names", field="id")
+    return parts
+
+
+@router.get("/metrics")
+def metrics(
+    manager: ManagerDep,
+    kind: Kind = "host",
+    id: Annotated[str | None, Query(max_length=10_000, description="comma-separated series ids")] = None,
+    since: TimeText = "1h",
+    until: TimeText | None = None,
+    step: Annotated[int | None, Query(ge=1, le=31 * 86400, description="seconds per point")] = None,
+) -> dict[str, Any]:
+    """Time series of one kind, averaged per ``step`` (default: about 300 points)."""
+    start, end = window(since, until, time.time(), MAX_RANGE_S)
+    interval = manager.config.fleet.metrics.interval
+    if step is None:
+        step = max(math.ceil(interval), math.ceil((end - start) / TARGET_POINTS), 1)
+    elif (end - start) / step > MAX_POINTS:
+        raise UsageError(
+            f"step {step}: {math.ceil((end - start) / step)} points; at most {MAX_POINTS} (use a larger step)",
+            field="step",
+        )
+    ids = _ids(manager, kind, id)
+    series = manager.sampler.storage.series(KINDS[kind], start, end, step, ids)
+    return {"kind": kind, "since": iso(start), "until": iso(end), "step": step, "interval": interval, "series": series}
+
+
+def _snapshot_json(snap: Snapshot | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    return {
+        "at": iso(snap.at),
+        "host": vars(snap.host),
+        "gpus": [
+            {**{k: v for k, v in vars(g).items() if k != "processes"}, "processes": [vars(p) for p in g.processes]}
+            for g in snap.gpus
+        ],
+        "workers": [{**vars(w), "gpus": list(w.gpus)} for w in snap.workers],
+        "tasks": [{**vars(t), "pids": list(t.pids)} for t in snap.tasks],
+    }
+
+
+@router.get("/metrics/current")
+def current(manager: ManagerDep) -> dict[str, Any]:
+    """The sampler's last snapshot (null before its first tick) and what its ticks cost."""
+    sampler = manager.sampler
+    return {
+        "interval": manager.config.fleet.metrics.interval,
+        "nvml": manager.nvml.available,
+        "sampler": sampler.cost.to_json(),
+        "snapshot": _snapshot_json(sampler.latest),
+        "queues_waiting_since": {q: iso(at) for q, at in HistoryReader(sampler.storage).queue_waiting_since().items()},
+    }
+
+
+@router.get("/metrics/tasks/{task_id}")
+def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
+    """A task's figures: runtime, peak RSS, mean CPU, peak GPU memory (latest attempt first-class, all listed)."""
+    task = manager.store.get_task(task_id)
+    usage = {u["attempt"]: u for u in manager.sampler.storage.task_usage(task.id)}
+    now = time.time()
+    attempts = []
+    for a in manager.store.attempts(task.id):
+        end = a["finished_at"] if a["finished_at"] is not None else now
+        figures = usage.get(a["attempt"], {})
+        attempts.append(
+            {
+                "attempt": a["attempt"],
+                "status": a["status"],
+                "runtime_s": round(end - a["started_at"], 3) if a["started_at"] is not None else None,
+                "samples": figures.get("samples", 0),
+                "peak_rss_mb": figures.get("peak_rss_mb"),
+                "mean_cpu_percent": figures.get("mean_cpu_percent"),
+                "max_cpu_percent": figures.get("max_cpu_percent"),
+                "peak_gpu_mem_mb": figures.get("peak_gpu_mem_mb"),
+            }
+        )
+    latest = attempts[-1] if attempts else {}
+    return {
+        "task": task.id,
+        "status": task.status.value,
+        "attempt": task.attempt,
+        "runtime_s": latest.get("runtime_s"),
+        "samples": latest.get("samples", 0),
+        "peak_rss_mb": latest.get("peak_rss_mb"),
+        "mean_cpu_percent": latest.get("mean_cpu_percent"),
+        "peak_gpu_mem_mb": latest.get("peak_gpu_mem_mb"),
+        "nvml": manager.nvml.available,
+        "attempts": attempts,
+    }
+
+
+@router.get("/report")
+def report(
+    manager: ManagerDep,
+    since: TimeText = "24h",
+    until: TimeText | None = None,
+    by: By | None = None,
+) -> dict[str, Any]:
+    """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs."""
+    start, end = window(since, until, time.time(), MAX_RANGE_S)
+    answer = reports.compute(HistoryReader(manager.sampler.storage).load(start, end), by)
+    answer.update(since=iso(start), until=iso(end))
+    return answer
+
+
+def mount_root(app: FastAPI, manager: Manager) -> None:
+    """``/metrics`` and the page; call after every API route is included."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        FleetCollector(manager.store, HistoryReader(manager.sampler.storage), lambda: manager.sampler.latest)
+    )
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        index = WEB_DIR / "index.html"
+        if not index.is_file():
+            raise NotFound(f"the web page is not installed here (no {index})", field="path")
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    if WEB_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -1,0 +1,115 @@
+"""``fleetctl report``: GPU-hours, tasks and queue waits over a window."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from typing import Any
+
+import click
+
+from fleet.cli import output
+from fleet.cli.context import Context
+from fleet.metrics.report import BY
+from fleet.metrics.timespec import window
+
+pass_ctx = click.make_pass_decorator(Context)
+
+COLUMNS = [
+    ("key", "KEY"),
+    ("busy_gpu_hours", "BUSY"),
+    ("idle_gpu_hours", "IDLE"),
+    ("paused_gpu_hours", "PAUSED"),
+    ("completed", "DONE"),
+    ("failed", "FAIL"),
+    ("stopped", "STOP"),
+    ("success_rate", "OK%"),
+    ("wait_p50_s", "WAIT50"),
+    ("wait_p95_s", "WAIT95"),
+    ("busy_gpu_util_percent", "UTIL"),
+]
+
+
+def seconds(value: float | None) -> str:
+    """``0.42`` -> ``420ms``, ``75`` -> ``1m15s``, ``7300`` -> ``2h01m``."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "success_rate":
+        return f"{value * 100:.1f}%"
+    if key.startswith("wait_"):
+        return seconds(value)
+    if key.endswith("_hours"):
+        return f"{value:.2f}"
+    if key.endswith("_percent"):
+        return f"{value:.0f}%"
+    return str(value)
+
+
+def _summary(answer: dict[str, Any]) -> None:
+    t = answer["totals"]
+    hours = ", ".join(f"{w} {_cell('x_hours', t[f'{w}_gpu_hours'])}" for w in ("busy", "idle", "paused"))
+    rows = [
+        ("window", f"{answer['since']} .. {answer['until']}"),
+        ("GPU-hours", hours),
+        ("tasks", f"completed {t['completed']}, failed {t['failed']}, stopped {t['stopped']}"),
+        ("success rate", _cell("success_rate", t["success_rate"])),
+        ("queue wait", f"p50 {seconds(t['wait_p50_s'])}, p95 {seconds(t['wait_p95_s'])} ({t['waits']} starts)"),
+        ("busy GPU utilization", _cell("x_percent", t["busy_gpu_util_percent"])),
+    ]
+    if t["busy_low_util_gpu_hours"] is not None:
+        rows.append(("busy GPU-hours under 10%", _cell("x_hours", t["busy_low_util_gpu_hours"])))
+    output.table(None, ["REPORT", ""], rows)
+
+
+@click.command()
+@click.option("--since", default="24h", show_default=True, help="Start: a duration before now (24h, 7d) or a date.")
+@click.option("--until", default=None, help="End (default: now); same forms as --since.")
+@click.option("--by", type=click.Choice(BY), help="One row per GPU, worker, queue or user.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows (and the total) as CSV.")
+@pass_ctx
+def report(ctx: Context, since: str, until: str | None, by: str | None, as_json: bool, as_csv: bool) -> None:
+    """Utilization and accounting: GPU-hours busy, idle and paused; tasks
+    completed, failed and stopped; queue wait p50/p95; how busy the busy GPUs were.
+
+    \b
+    fleetctl report --since 7d --by user
+    fleetctl report --since 2026-11-01 --until 2026-12-01 --by queue --csv
+    """
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv: choose one")
+    window(since, until, time.time())  # a bad value fails here, with its name, before any request
+    params = {"since": since, **({"until": until} if until else {}), **({"by": by} if by else {})}
+    answer = ctx.client().get("/report", params=params)
+    if as_json:
+        output.emit_json(answer)
+        return
+    rows = [*answer["rows"], answer["totals"]]
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        keys = list(answer["totals"])
+        writer.writerow(keys)
+        writer.writerows([["" if r[k] is None else r[k] for k in keys] for r in rows])
+        return
+    _summary(answer)
+    if by:
+        title = f"By {by} (BUSY/IDLE/PAUSED in GPU-hours; UTIL: mean utilization of busy GPUs)"
+        output.table(title, [name for _, name in COLUMNS], ([_cell(k, r[k]) for k, _ in COLUMNS] for r in rows))
+    for note in answer.get("notes", []):
+        output.info(f"note: {note}")
+
+
+COMMANDS = [report]
