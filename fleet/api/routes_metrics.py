@@ -11,6 +11,7 @@ API route.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +34,16 @@ from fleet.validate import task_id, worker_id
 
 router = APIRouter(tags=["metrics"])
 
-WEB_DIR = Path(fleet.__file__).resolve().parent.parent / "web" / "static"
+
+def _web_dir() -> Path:
+    """``web/static`` beside the package in a checkout (editable install), else
+    where a regular install put it (``<prefix>/share/fleet/web/static``)."""
+    beside = Path(fleet.__file__).resolve().parent.parent / "web" / "static"
+    installed = Path(sys.prefix) / "share" / "fleet" / "web" / "static"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
+
+
+WEB_DIR = _web_dir()
 MAX_POINTS = 10_000
 TARGET_POINTS = 300
 MAX_IDS = 100
