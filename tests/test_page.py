@@ -41,7 +41,7 @@ def _force(fleet: Fleet) -> object:
 def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path) -> None:
     (fleet.root / "fleet.conf").write_text(CONFIG + "fleet { metrics { interval: 0.5 } }\n")
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    task = fleet.submit("q", sys.executable, "-c", TICKER, opts=("--name", "ticker"))
+    task = fleet.submit("q", sys.executable, "-c", TICKER, opts=("--name", "ticker", "--env", "API_TOKEN=real-secret"))
     fleet.wait_for(lambda: fleet.task(task)["status"] == "in_progress", what="task running")
     expect = sync_api.expect
 
@@ -89,6 +89,20 @@ def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path
         fleet.wait_for(lambda: fleet.task(task)["status"] == "stopped", timeout=20, what="task stopped")
         expect(page.locator("#tp-status")).to_have_text("stopped")
         expect(row.locator(".state")).not_to_contain_text("busy")
+
+        # clone it with edited arguments and environment, and enqueue the clone
+        page.locator("#tp-edit summary").click()
+        args = [sys.executable, "-c", "import os; print('edited', os.environ['API_TOKEN'], os.environ['EXTRA'])"]
+        page.locator("#tp-args").fill("\n".join(args))
+        env = page.locator("#tp-env")
+        assert env.input_value() == "API_TOKEN=********"  # the page never sees the secret
+        env.fill("API_TOKEN=********\nEXTRA=yes")
+        page.locator("#tp-clone").click()
+        expect(page.locator("#tp-id")).not_to_have_text(task)
+        clone = page.locator("#tp-id").inner_text()
+        fleet.wait_for(lambda: fleet.task(clone)["status"] == "completed", timeout=20, what="clone completed")
+        assert fleet.task(clone)["script"]["command"] == args and fleet.task(clone)["parent"] == task
+        expect(page.locator("#log")).to_contain_text("edited real-secret yes")  # the hidden value was kept
 
         # the report view draws its charts
         page.locator('.tab[data-view="report"]').click()

@@ -13,6 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from fleet.api.deps import MAX_OFFSET, ManagerDep, TaskId
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json
+from fleet.clone import clone_spec
 from fleet.errors import UsageError
 from fleet.models import Script, TaskSpec, TaskStatus
 from fleet.validate import queue_name, worker_id
@@ -118,21 +119,11 @@ def abort(task_id: TaskId, manager: ManagerDep, body: AbortBody | None = None) -
 
 @router.post("/tasks/{task_id}/clone", status_code=201)
 def clone(task_id: TaskId, manager: ManagerDep, body: CloneBody | None = None) -> dict[str, Any]:
-    body = body or CloneBody(queue=None, name=None)
+    """A new task with the same code and settings; ``command`` and ``env`` may be
+    edited (a masked ``********`` env value keeps the original's real value)."""
+    body = body or CloneBody(queue=None, name=None, command=None, env=None)
     source = manager.store.get_task(task_id)
-    spec = TaskSpec(
-        script=source.script,
-        name=body.name or f"{source.name} (clone)"[:256],
-        env=dict(source.env),
-        priority=source.priority,
-        timeout=source.timeout,
-        retries=source.retries,
-        gpus=source.gpus_needed,
-        user=source.user,
-        requirements=source.requirements,
-        docker=source.docker,
-        parent=source.id,
-    )
+    spec = clone_spec(source, name=body.name, command=body.command, env=body.env)
     task = manager.store.create_task(spec, body.queue, "api")
     if task.queue is not None:
         manager.wake_queue(task.queue)

@@ -168,6 +168,27 @@ class EnqueueBody(Strict):
 class CloneBody(Strict):
     queue: QueueName | None = None
     name: str | None = Field(None, max_length=256)
+    command: list[Annotated[str, Field(max_length=100_000)]] | None = Field(None, min_length=1, max_length=10_000)
+    env: dict[str, Annotated[str, Field(max_length=100_000)]] | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value[0] or any("\0" in part for part in value)):
+            raise ValueError("expected a non-empty program name and no NUL characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, val in (value or {}).items():
+            try:
+                env_name(key)
+            except UsageError as exc:
+                raise ValueError(exc.message) from None
+            if "\0" in val:
+                raise ValueError(f"value of {key} contains a NUL character")
+        return value
 
 
 class AbortBody(Strict):

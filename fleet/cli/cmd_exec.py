@@ -33,11 +33,12 @@ import click
 
 from fleet.cli.cmd_tasks import TASK
 from fleet.cli.context import Context
+from fleet.clone import clone_spec
 from fleet.config import Config
 from fleet.errors import Conflict, FleetError, UsageError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
-from fleet.models import Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Task, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
 from fleet.store import Store, open_store
@@ -84,20 +85,7 @@ def _visible_gpus() -> list[int]:
 
 
 def _clone(store: Store, source: Task, actor: str) -> Task:
-    spec = TaskSpec(
-        script=source.script,
-        name=f"{source.name} (clone)"[:256],
-        env=dict(source.env),
-        priority=source.priority,
-        timeout=source.timeout,
-        retries=source.retries,
-        gpus=source.gpus_needed,
-        user=source.user,
-        requirements=dict(source.requirements),
-        docker=dict(source.docker),
-        parent=source.id,
-    )
-    return store.create_task(spec, None, actor)
+    return store.create_task(clone_spec(source), None, actor)
 
 
 def _start_here(store: Store, task: Task, worker: Worker, gpus: list[int], actor: str) -> Task:

@@ -375,6 +375,13 @@ async function refreshPanel() {
       ["attempt", String(task.attempt)],
     ];
     document.getElementById("tp-figures").replaceChildren(...figures.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { dataFigure: k }, v)]));
+    if (state.editFor !== task.id) { // fill the edit fields once per task, never over a person's edits
+      state.editFor = task.id;
+      state.editArgs = task.script.command.join("\n");
+      state.editEnv = Object.entries(task.env).map(([k, v]) => k + "=" + v).join("\n");
+      document.getElementById("tp-args").value = state.editArgs;
+      document.getElementById("tp-env").value = state.editEnv;
+    }
   } catch (err) {
     setStatus(err.message, true);
   }
@@ -466,8 +473,21 @@ document.getElementById("tp-abort").addEventListener("click", () => state.select
 document.getElementById("tp-clone").addEventListener("click", () => {
   const queue = document.getElementById("tp-queue").value;
   if (!state.selected || !queue) return;
+  const body = { queue };
+  const args = document.getElementById("tp-args").value;
+  const envText = document.getElementById("tp-env").value;
+  if (args !== state.editArgs) body.command = args.replace(/\n+$/, "").split("\n");
+  if (envText !== state.editEnv) {
+    body.env = {};
+    for (const line of envText.split("\n")) {
+      if (!line.trim()) continue;
+      const at = line.indexOf("=");
+      if (at < 1) { setStatus(`environment line ${JSON.stringify(line)}: expected KEY=VALUE`, true); return; }
+      body.env[line.slice(0, at).trim()] = line.slice(at + 1);
+    }
+  }
   act("clone into " + queue, async () => {
-    const clone = await (await api(`/tasks/${state.selected}/clone`, { method: "POST", body: { queue } })).json();
+    const clone = await (await api(`/tasks/${state.selected}/clone`, { method: "POST", body })).json();
     selectTask(clone.id);
   });
 });
