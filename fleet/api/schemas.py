@@ -35,6 +35,18 @@ def as_value_error(check: Callable[[str], str]) -> Callable[[str], str]:
 QueueName = Annotated[str, AfterValidator(as_value_error(queue_name))]
 
 
+def _env_vars(value: dict[str, str] | None) -> dict[str, str] | None:
+    """Environment variables: valid names, no NUL in values."""
+    for key, val in (value or {}).items():
+        try:
+            env_name(key)
+        except UsageError as exc:
+            raise ValueError(exc.message) from None
+        if "\0" in val:
+            raise ValueError(f"value of {key} contains a NUL character")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -147,17 +159,7 @@ class TaskCreate(Strict):
             raise ValueError("command arguments cannot contain NUL characters")
         return value
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            try:
-                env_name(key)
-            except UsageError as exc:
-                raise ValueError(exc.message) from None
-            if "\0" in val:
-                raise ValueError(f"value of {key} contains a NUL character")
-        return value
+    check_env = field_validator("env")(_env_vars)
 
 
 class EnqueueBody(Strict):
@@ -178,17 +180,7 @@ class CloneBody(Strict):
             raise ValueError("expected a non-empty program name and no NUL characters")
         return value
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key, val in (value or {}).items():
-            try:
-                env_name(key)
-            except UsageError as exc:
-                raise ValueError(exc.message) from None
-            if "\0" in val:
-                raise ValueError(f"value of {key} contains a NUL character")
-        return value
+    check_env = field_validator("env")(_env_vars)
 
 
 class AbortBody(Strict):
