@@ -10,15 +10,11 @@ instead of failing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +36,10 @@ from fleet.models import (
 )
 from fleet.store import schema
 from fleet.store.base import Store
+from fleet.store.connections import Connections
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 60_000
 _WORKER_FIELDS = {
     "pid",
     "pid_start",
@@ -124,60 +120,16 @@ def _worker(row: dict[str, Any]) -> Worker:
 class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
+        self._db = Connections(path)
         self._migrate()
 
     # -- connections and transactions ------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise StoreError(f"{self.path}: cannot switch the database to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
-        return conn
-
     @property
     def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
+        return self._db.conn
 
-    def _writer_lock(self) -> int:
-        fd: int | None = getattr(self._local, "lock_fd", None)
-        if fd is None:
-            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            self._local.lock_fd = fd
-        return fd
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction.
-
-        Writers queue on an ``flock`` before taking SQLite's write lock: the
-        kernel wakes the next writer the moment the lock is free, where
-        SQLite's own busy handler sleeps in steps of up to 100 ms and would cap
-        a busy host at a few dozen transactions a second."""
-        conn = self.conn
-        fd = self._writer_lock()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.tx()
 
     def _migrate(self) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -219,14 +171,7 @@ class SQLiteStore(Store):
             )
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-        fd = getattr(self._local, "lock_fd", None)
-        if fd is not None:
-            os.close(fd)
-            self._local.lock_fd = None
+        self._db.close()
 
     @staticmethod
     def _event(
