@@ -30,7 +30,7 @@ from fleet.metrics.sampler import Sampler
 from fleet.metrics.storage import MetricsStorage
 from fleet.models import Worker, WorkerState
 from fleet.nvml import Nvml
-from fleet.scheduler.claims import UpRequest, plan_up
+from fleet.scheduler.claims import UpRequest, check_queues, plan_up
 from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
 from fleet.supervise import WorkerSupervisor
@@ -186,7 +186,7 @@ class Manager:
             live = self.store.list_workers()
             plan = plan_up(request, live, self.hostname, self.nvml, self.config.agent.worker_id)
             existing = {q.name for q in self.store.list_queues()}
-            missing = [q for q in request.queues if q not in existing]
+            missing = [q for q in check_queues(request.queues) if q not in existing]
             if missing and not request.create_queue:
                 raise NotFound(
                     f"queue {missing[0]!r} does not exist; pass --create-queue or run: fleetctl queue create {missing[0]}",

@@ -195,6 +195,8 @@ class Worker:
     restarts: int = 0
     schedule: dict[str, Any] | None = None  # {"kind": "uptime"|"downtime", "specs": [...]}
     effective: dict[str, Any] | None = None  # computed by the manager: active, reason, pullable, next_change
+    options: dict[str, Any] | None = None  # mode options from `up`: {"specs": [...]} (dynamic), {"max": N} (services)
+    pool: dict[str, Any] | None = None  # a pool's last decision: children, reservations, waiting (fleet.worker.pool)
 
 
 @dataclass

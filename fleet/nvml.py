@@ -10,6 +10,7 @@ the process list in some containers) is ``None``, never an exception.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,3 +162,73 @@ class Nvml:
                 self._failed.add(key)
                 log.info("NVML: GPU %d: cannot read %s (%s)", index, what, exc or type(exc).__name__)
             return None
+
+    # -- admission and placement (dynamic pools, static workers) -------------------
+    def foreign_gpu_processes(self, our_pids: set[int]) -> dict[int, list[GpuProcess]]:
+        """GPU index -> the compute processes on it that fleet did not start.
+
+        A process is fleet's when its pid, or its session id, is in
+        ``our_pids``: tasks run as session leaders, so passing their pids
+        covers every process they spawn.  Empty without NVML."""
+        if not self.available:
+            return {}
+        lib = self._lib
+        out: dict[int, list[GpuProcess]] = {}
+        for index in range(int(self._read(-1, "count", lib.nvmlDeviceGetCount) or 0)):
+            handle = self._read(index, "handle", lib.nvmlDeviceGetHandleByIndex, index)
+            if handle is None:
+                continue
+            found = []
+            for proc in self._read(index, "compute processes", lib.nvmlDeviceGetComputeRunningProcesses, handle) or []:
+                pid = int(proc.pid)
+                if pid in our_pids or _session(pid) in our_pids:
+                    continue
+                used = getattr(proc, "usedGpuMemory", None)
+                found.append(GpuProcess(pid, int(used) / MB if isinstance(used, int) and used >= 0 else None))
+            out[index] = found
+        return out
+
+    def foreign_gpu_memory_mb(self, our_pids: set[int]) -> dict[int, int]:
+        """GPU index -> MiB used by processes fleet did not start (see
+        :meth:`foreign_gpu_processes`; a process whose usage NVML cannot tell
+        counts 0).  Empty without NVML."""
+        return {
+            index: int(sum(p.memory_used_mb or 0 for p in procs))
+            for index, procs in self.foreign_gpu_processes(our_pids).items()
+        }
+
+    def topology(self, indices: list[int]) -> dict[tuple[int, int], int] | None:
+        """Distance between each pair of ``indices`` (a < b), lower is closer:
+        0 on one board, 5 over NVLink, else NVML's common-ancestor level (10 one
+        PCIe switch, 20 several, 30 host bridge, 40 NUMA node, 50 across
+        sockets).  None without NVML or when a pair cannot be read."""
+        if not self.available or len(indices) < 2:
+            return None
+        lib = self._lib
+        try:
+            handles = {i: lib.nvmlDeviceGetHandleByIndex(i) for i in indices}
+            out: dict[tuple[int, int], int] = {}
+            for a in indices:
+                for b in indices:
+                    if a < b:
+                        level = int(lib.nvmlDeviceGetTopologyCommonAncestor(handles[a], handles[b]))
+                        out[(a, b)] = level if level == 0 or not self._nvlink(handles[a], handles[b]) else 5
+            return out
+        except Exception as exc:  # NotSupported on some platforms (vGPU, WSL): fall back to indices
+            log.info("NVML: no GPU topology (%s); GPUs are chosen by index", exc or type(exc).__name__)
+            return None
+
+    def _nvlink(self, a: Any, b: Any) -> bool:
+        lib = self._lib
+        try:
+            status = lib.nvmlDeviceGetP2PStatus(a, b, lib.NVML_P2P_CAPS_INDEX_NVLINK)
+            return bool(status == lib.NVML_P2P_STATUS_OK)
+        except Exception:  # older drivers and non-NVLink boards
+            return False
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:  # gone, or in another pid namespace
+        return None

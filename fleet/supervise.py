@@ -8,7 +8,9 @@ alive (pid *and* start time match) instead of starting them twice.
 A worker that exits while it was not asked to stop has crashed: its running
 task's process group is killed, the task ends ``failed`` with reason
 ``worker died`` (or is queued again if it has retries left) and the worker is
-started again, with backoff if it keeps crashing.
+started again, with backoff if it keeps crashing.  A pool's or services
+worker's tasks run under per-task ids; :func:`fleet.scheduler.pool.owns`
+finds them (their per-task workers die with the pool).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 
 from fleet.errors import FleetError
 from fleet.home import Home
-from fleet.models import TaskStatus, Worker, WorkerState
+from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.procs import describe_exit, is_same_process, signal_group, start_time
+from fleet.scheduler.pool import owns
 from fleet.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,19 @@ class Handle:
             rc = self.popen.poll()
             return None if rc is None else describe_exit(rc)
         return None if is_same_process(self.pid, self.pid_start) else "exited while the manager was away"
+
+
+def fail_orphaned(store: Store, task: Task, reason: str, actor: str) -> None:
+    """End a running task whose worker is gone: SIGKILL its process group (if
+    it is still the same process) and record it ``failed`` with ``reason``,
+    queued again when it has retries left."""
+    if task.pid and is_same_process(task.pid, task.pid_start):
+        signal_group(task.pid, signal.SIGKILL)
+    requeue = "tail" if task.attempt <= task.retries else None
+    try:
+        store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=actor, requeue=requeue)
+    except FleetError as exc:
+        log.error("%s: task %s of a dead worker: %s", actor, task.id, exc)
 
 
 class WorkerSupervisor:
@@ -150,17 +166,17 @@ class WorkerSupervisor:
             log.error("manager: cannot restart worker %s: %s", worker_id, exc)
 
     def _crashed(self, worker_id: str, why: str) -> None:
-        """Kill the dead worker's task groups and record their end."""
-        for task in self.store.list_tasks(worker=worker_id, status=[TaskStatus.IN_PROGRESS])[0]:
-            if task.pid and is_same_process(task.pid, task.pid_start):
-                signal_group(task.pid, signal.SIGKILL)
-            requeue = "tail" if task.attempt <= task.retries else None
-            try:
-                self.store.finish_task(
-                    task.id, TaskStatus.FAILED, exit_code=None, reason="worker died", actor=ACTOR, requeue=requeue
-                )
-            except FleetError as exc:
-                log.error("manager: task %s of dead worker %s: %s", task.id, worker_id, exc)
+        """Kill the dead worker's task groups and record their end: its own
+        task, or every task of a pool or services worker (their per-task
+        workers died with it)."""
+        try:
+            worker = self.store.get_worker(worker_id)
+        except FleetError as exc:
+            log.error("manager: worker %s: %s", worker_id, exc)
+            return
+        for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
+            if owns(worker, task):
+                fail_orphaned(self.store, task, "worker died", ACTOR)
         self._mark_dead(worker_id, why)
 
     def _mark_dead(self, worker_id: str, why: str) -> None:

@@ -197,7 +197,7 @@ def test_plan_up_without_gpus_or_driver_is_cpu() -> None:
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (UpRequest(queues=["q=4"], gpus="0"), "dynamic"),
+        (UpRequest(queues=["q=4"], gpus="0"), "asks for up to 4 GPUs but the pool has 1"),
         (UpRequest(queues=["a", "b", "a"], gpus="0"), "given twice"),
         (UpRequest(queues=[], gpus="0"), "at least one"),
         (UpRequest(queues=["bad name"], gpus="0"), "invalid queue name"),

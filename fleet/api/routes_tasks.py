@@ -11,11 +11,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from fleet.api.deps import MAX_OFFSET, ManagerDep, TaskId
+from fleet.api.routes_workers import workers_json
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json
 from fleet.clone import clone_spec
 from fleet.errors import UsageError
 from fleet.models import Script, TaskSpec, TaskStatus
+from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import queue_name, worker_id
 
 router = APIRouter(tags=["tasks"])
@@ -58,6 +60,8 @@ def list_tasks(
 
 @router.post("/tasks", status_code=201)
 def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
+    if body.gpus and body.queue is not None:  # a count no pool serving the queue can ever give
+        refuse_oversized(workers_json(manager.store, manager.store.list_workers()), body.queue, body.gpus)
     spec = TaskSpec(
         script=_script(body),
         requirements=body.requirements.to_json() if body.requirements is not None else {},

@@ -12,36 +12,47 @@ from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
 from fleet.api.serialize import worker_json
 from fleet.errors import NotFound, UsageError
 from fleet.manager import Manager
-from fleet.models import TaskStatus, Worker
-from fleet.scheduler.claims import UpRequest
+from fleet.models import TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.scheduler.claims import UpRequest, check_queues
+from fleet.scheduler.pool import owns, services_max, worker_specs
 from fleet.store import Store
 
 router = APIRouter(tags=["workers"])
 PropertyKey = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")]
 
 
-def _running(store: Store) -> dict[str, list[str]]:
+def _running(store: Store, workers: list[Worker]) -> dict[str, list[str]]:
+    """Worker id -> its running task ids; a pool's or services worker's tasks
+    run under per-task ids and are counted for it (:func:`owns`)."""
     out: dict[str, list[str]] = {}
     for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
-        if task.worker:
-            out.setdefault(task.worker, []).append(task.id)
+        owner = next((w.id for w in workers if owns(w, task)), task.worker)
+        if owner:
+            out.setdefault(owner, []).append(task.id)
     return out
 
 
-def _json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
-    running = _running(store)
+def workers_json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
+    running = _running(store, workers)
     props = store.runtime_properties()
-    return [worker_json(w, running.get(w.id, []), props.get(w.id, {})) for w in workers]
+    out = []
+    for w in workers:
+        answer = worker_json(w, running.get(w.id, []), props.get(w.id, {}))
+        answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
+        answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
+        answer["pool"] = w.pool if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        out.append(answer)
+    return out
 
 
 @router.get("/workers")
 def list_workers(manager: ManagerDep, all: bool = False) -> dict[str, Any]:
-    return {"workers": _json(manager.store, manager.store.list_workers(include_dead=all))}
+    return {"workers": workers_json(manager.store, manager.store.list_workers(include_dead=all))}
 
 
 @router.get("/workers/{worker_id}")
 def get_worker(worker_id: WorkerId, manager: ManagerDep) -> dict[str, Any]:
-    return _json(manager.store, [manager.store.get_worker(worker_id)])[0]
+    return workers_json(manager.store, [manager.store.get_worker(worker_id)])[0]
 
 
 @router.post("/workers", status_code=201)
@@ -54,17 +65,19 @@ def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
         create_queue=body.create_queue,
         uptime=body.uptime,
         downtime=body.downtime,
+        services=body.services_mode,
+        services_max=body.services_max,
     )
     workers, warnings = manager.add_workers(request, "api")
-    for queue in body.queues:
+    for queue in check_queues(body.queues):
         manager.wake_queue(queue)
-    return {"workers": _json(manager.store, workers), "warnings": warnings}
+    return {"workers": workers_json(manager.store, workers), "warnings": warnings}
 
 
 @router.delete("/workers/{worker_id}", status_code=202)
 def stop_worker(worker_id: WorkerId, manager: ManagerDep, drain: bool = False, requeue: bool = False) -> dict[str, Any]:
     workers = manager.stop_workers([worker_id], drain, requeue, "fleetctl stop")
-    return _json(manager.store, [manager.store.get_worker(w.id) for w in workers])[0]
+    return workers_json(manager.store, [manager.store.get_worker(w.id) for w in workers])[0]
 
 
 @router.post("/workers/{worker_id}/stop", status_code=202)
@@ -75,7 +88,7 @@ def stop_worker_post(worker_id: WorkerId, body: StopBody, manager: ManagerDep) -
 @router.get("/workers/{worker_id}/runtime-properties")
 def get_runtime_properties(worker_id: WorkerId, manager: ManagerDep) -> dict[str, Any]:
     worker = manager.store.get_worker(worker_id)
-    return {"worker": worker.id, "runtime_properties": _json(manager.store, [worker])[0]["runtime_properties"]}
+    return {"worker": worker.id, "runtime_properties": workers_json(manager.store, [worker])[0]["runtime_properties"]}
 
 
 @router.put("/workers/{worker_id}/runtime-properties/{key}")

@@ -197,9 +197,15 @@ class QueueUpdate(Strict):
 
 
 class WorkersCreate(Strict):
-    queues: list[str] = Field(min_length=1, max_length=100)
+    """``up``: bare queue names make a static worker, ``NAME=COUNT`` /
+    ``NAME=MIN-MAX`` / ``NAME=-MAX`` the dynamic pool, ``services_mode`` the
+    services worker (``services_max`` at once; none: no limit)."""
+
+    queues: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(min_length=1, max_length=100)
     gpus: str | None = Field(None, min_length=1, max_length=200)
     cpu_only: bool = False
+    services_mode: bool = False
+    services_max: int | None = Field(None, ge=1, le=100_000)
     order_fairness: bool = False
     create_queue: bool = False
     uptime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)

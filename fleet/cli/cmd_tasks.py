@@ -15,6 +15,7 @@ from fleet.capture import capture
 from fleet.cli import output
 from fleet.cli.context import Context
 from fleet.errors import EXIT_FAILURE, FleetError, UsageError
+from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
 from fleet.worker.logfile import strip_stamp
 
@@ -113,6 +114,8 @@ def submit(
         requirements["python_version"] = python_version
     setup = _read_text("--setup-script", setup_script) if setup_script is not None else None
     client = ctx.client()
+    if gpus:  # refused here when only dynamic pools too small for it serve the queue
+        refuse_oversized(client.get("/workers")["workers"], queue, gpus)
     cwd = os.getcwd()
     body: dict[str, Any] = {
         "command": list(command),

@@ -18,23 +18,27 @@ from fleet.gpus import parse_gpu_list, resolve_gpus
 from fleet.home import Home
 from fleet.manager import Manager, check_bind, configure_logging
 from fleet.nvml import Nvml
-from fleet.scheduler.claims import UpRequest, check_queues
+from fleet.scheduler.claims import UpRequest, check_pool_size, check_request, no_pool_gpus
+from fleet.scheduler.pool import QueueSpec, is_dynamic
 from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
 from fleet.scheduler.schedule import make_schedule
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _check_gpus(spec: str | None, cpu_only: bool) -> None:
-    """The checks that need no manager, so a bad `up` starts nothing."""
+NO_LIMIT = -1  # `--services-mode` given without MAX
+
+
+def _check_gpus(spec: str | None, specs: list[QueueSpec]) -> None:
+    """The GPU checks that need no manager, so a bad `up` starts nothing."""
     if spec is None:
+        nvml = Nvml()
+        if is_dynamic(specs) and not (nvml.available and nvml.device_count() > 0):
+            raise no_pool_gpus()
         return
-    if cpu_only:
-        raise UsageError("--cpu-only and --gpus exclude each other", field="gpus")
-    if spec.strip().lower() == "all":
-        resolve_gpus(spec, Nvml())
-    else:
-        parse_gpu_list(spec)
+    gpus = resolve_gpus(spec, Nvml())[0] if spec.strip().lower() == "all" else parse_gpu_list(spec)
+    if is_dynamic(specs):
+        check_pool_size(specs, len(gpus), spec)
 
 
 @click.command()
@@ -42,6 +46,16 @@ def _check_gpus(spec: str | None, cpu_only: bool) -> None:
 @click.option("--queue", "queues", multiple=True, metavar="Q [Q ...]", help="Queues to pull from, in priority order.")
 @click.option("--order-fairness", is_flag=True, help="Pull from the queues in turn instead of in strict order.")
 @click.option("--cpu-only", is_flag=True, help="A worker without GPUs (CUDA_VISIBLE_DEVICES is empty).")
+@click.option(
+    "--services-mode",
+    "services_mode",
+    type=int,
+    is_flag=False,
+    flag_value=NO_LIMIT,
+    default=None,
+    metavar="[MAX]",
+    help="Launch each task and go on pulling, up to MAX at once (no limit without MAX); CPU-only.",
+)
 @click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet.")
 @click.option("--uptime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull only during these hours (see below).")
 @click.option("--downtime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull except during these hours.")
@@ -55,6 +69,7 @@ def up(
     queues: tuple[str, ...],
     order_fairness: bool,
     cpu_only: bool,
+    services_mode: int | None,
     create_queue: bool,
     uptime: tuple[str, ...],
     downtime: tuple[str, ...],
@@ -64,14 +79,26 @@ def up(
 ) -> None:
     """Start this host's manager if needed and add a worker.
 
+    Queues given as bare names make a static worker for the GPU group.  A
+    queue with a GPU count makes a dynamic pool that gives each task its own
+    GPUs: NAME=N (N GPUs), NAME=MIN-MAX (as many as are free, MIN to MAX),
+    NAME=-MAX (1 to MAX); a bare name beside them serves each task with its
+    own --gpus count (default 1).
+
     \b
     fleetctl up --gpus 0-3 --queue default --create-queue
     fleetctl up --gpus 4,5 --queue high low --order-fairness
     fleetctl up --cpu-only --queue cpu
+    fleetctl up --gpus 0-7 --queue quad=4 dual=2 opportunistic=1-4 any
+    fleetctl up --services-mode 10 --queue services
     fleetctl up --gpus 0 --queue night --uptime "20-00,00-08 SUN" "18-08 MON-FRI"
     """
     config = ctx.config  # a bad config fails here, before anything starts
     from_config = not uptime and not downtime
+    if services_mode is not None and services_mode < 1 and services_mode != NO_LIMIT:
+        raise UsageError(
+            f"--services-mode {services_mode}: expected at least 1 (or no value: no limit)", field="services_max"
+        )
     request = UpRequest(
         queues=list(queues),
         gpus=gpus,
@@ -81,9 +108,11 @@ def up(
         uptime=list(config.agent.uptime if from_config else uptime),
         downtime=list(config.agent.downtime if from_config else downtime),
         schedule_field="agent." if from_config else "--",
+        services=services_mode is not None,
+        services_max=services_mode if services_mode is not None and services_mode >= 1 else None,
     )
-    check_queues(request.queues)
-    _check_gpus(gpus, cpu_only)
+    specs = check_request(request)
+    _check_gpus(gpus, specs)
     make_schedule(request.uptime, request.downtime, request.schedule_field)
     check_bind(config.fleet.api.host, config.fleet.api.token)
     if foreground:
@@ -99,6 +128,8 @@ def up(
         "queues": request.queues,
         "gpus": gpus,
         "cpu_only": cpu_only,
+        "services_mode": request.services,
+        "services_max": request.services_max,
         "order_fairness": order_fairness,
         "create_queue": create_queue,
         "uptime": request.uptime,
@@ -201,14 +232,34 @@ def _workers_table(workers: list[dict[str, Any]]) -> None:
             [
                 w["id"],
                 ",".join(map(str, w["gpus"])) or "cpu",
-                " ".join(w["queues"]) + (" (fair)" if w["order_fairness"] else ""),
-                w["state"],
+                " ".join(w.get("queue_specs") or w["queues"]) + (" (fair)" if w["order_fairness"] else ""),
+                w["state"] if w["mode"] == "static" else f"{w['state']} ({w['mode']})",
                 ",".join(t[:12] for t in w["tasks"]),
                 w["state_reason"],
             ]
             for w in workers
         ),
     )
+    for w in workers:
+        _pool_lines(w)
+
+
+def _pool_lines(worker: dict[str, Any]) -> None:
+    """A pool's running tasks, reservations, busy GPUs and why each queue waits."""
+    pool = worker.get("pool") or {}
+    if not any(pool.get(k) for k in ("children", "reservations", "busy", "waiting")):
+        return
+    output.info(f"{worker['id']}:")
+    for child in pool.get("children", []):
+        gpus = ",".join(map(str, child["gpus"])) or "no GPUs"
+        output.info(f"  running  {child['worker']}  task {child['task'][:12]} ({child['queue']}, {gpus})")
+    for res in pool.get("reservations", []):
+        held = ",".join(map(str, res["gpus"])) or "none yet"
+        output.info(f"  reserved for {res['queue']} task {res['task'][:12]} (needs {res['need']}): GPUs {held}")
+    for gpu, why in sorted(pool.get("busy", {}).items(), key=lambda kv: int(kv[0])):
+        output.info(f"  GPU {gpu} skipped: {why}")
+    for queue, why in pool.get("waiting", {}).items():
+        output.info(f"  {queue} waits: {why}")
 
 
 @click.command(hidden=True)

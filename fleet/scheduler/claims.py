@@ -1,6 +1,11 @@
 """Turning an ``up`` request into workers, and the GPU claims between them.
 
-A GPU belongs to at most one live worker on a host.  ``up`` is idempotent: a
+A GPU belongs to at most one live worker on a host: static workers and
+dynamic pools alike, so a pool's allocation never has to look beyond its own
+set.  Every queue a bare name makes a static worker; a queue with a GPU count
+(``quad=4``) makes the host's dynamic pool (``<host>:dgpu``);
+``--services-mode`` makes its services worker (``<host>:services``, one per
+host, CPU-only).  ``up`` is idempotent: a
 request for a worker that already runs with the same spec changes nothing.
 This module is pure (no store, no processes) so every rule is easy to test.
 """
@@ -9,14 +14,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleet.errors import Conflict, UsageError
 from fleet.gpus import format_gpus, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
+from fleet.scheduler.pool import QueueSpec, is_dynamic, parse_queue_specs, worker_specs
 from fleet.scheduler.schedule import make_schedule
-from fleet.validate import queue_name
 from fleet.validate import worker_id as check_worker_id
+
+
+def no_pool_gpus() -> UsageError:
+    return UsageError(
+        "dynamic GPU queues need GPUs: no --gpus given and no NVIDIA driver here; "
+        "give --gpus (e.g. 0-7: logical GPUs work without a driver)",
+        field="gpus",
+    )
 
 
 @dataclass
@@ -29,6 +43,8 @@ class UpRequest:
     uptime: list[str] = field(default_factory=list)
     downtime: list[str] = field(default_factory=list)
     schedule_field: str = "--"  # "agent." when the specs came from the config
+    services: bool = False  # --services-mode
+    services_max: int | None = None  # --services-mode MAX
 
 
 @dataclass
@@ -40,21 +56,46 @@ class Plan:
 
 
 def check_queues(queues: list[str]) -> list[str]:
-    if not queues:
-        raise UsageError("--queue: expected at least one queue name", field="queues")
-    seen: set[str] = set()
-    for name in queues:
-        if "=" in name:
+    """The plain queue names of ``--queue`` values (``quad=4`` -> ``quad``); refuse bad ones."""
+    return [spec.name for spec in parse_queue_specs(queues)]
+
+
+def check_request(request: UpRequest) -> list[QueueSpec]:
+    """The rules between options that need no manager and no GPU: a bad
+    ``up`` is refused before anything starts."""
+    specs = parse_queue_specs(request.queues)
+    dynamic = is_dynamic(specs)
+    if request.cpu_only and request.gpus:
+        raise UsageError("--cpu-only and --gpus exclude each other", field="gpus")
+    if request.services:
+        if request.gpus:
+            raise UsageError("--services-mode runs CPU-only tasks; it excludes --gpus", field="gpus")
+        if dynamic:
+            counted = next(s for s in specs if not s.own_count)
             raise UsageError(
-                f"--queue {name!r}: dynamic GPU queues (NAME=COUNT) are not available in this version; "
-                "give plain queue names for a static worker",
+                f"--queue {counted.text()!r}: GPU counts are for dynamic GPU pools, not --services-mode", field="queues"
+            )
+        if request.services_max is not None and request.services_max < 1:
+            raise UsageError(f"--services-mode {request.services_max}: expected at least 1", field="services_max")
+    elif request.services_max is not None:
+        raise UsageError("services_max: only with --services-mode", field="services_max")
+    if dynamic and request.cpu_only:
+        counted = next(s for s in specs if not s.own_count)
+        raise UsageError(
+            f"--queue {counted.text()!r}: a queue with a GPU count needs GPUs; it cannot go with --cpu-only",
+            field="queues",
+        )
+    return specs
+
+
+def check_pool_size(specs: list[QueueSpec], size: int, gpus: str) -> None:
+    """Refuse a queue count larger than the pool."""
+    for spec in specs:
+        if spec.high is not None and spec.high > size:
+            raise UsageError(
+                f"--queue {spec.text()!r}: asks for up to {spec.high} GPUs but the pool has {size} (--gpus {gpus})",
                 field="queues",
             )
-        queue_name(name, field="queues")
-        if name in seen:
-            raise UsageError(f"--queue: queue {name!r} is given twice", field="queues")
-        seen.add(name)
-    return queues
 
 
 def plan_up(
@@ -65,25 +106,40 @@ def plan_up(
     worker_id_override: str = "",
 ) -> Plan:
     """Decide which worker(s) ``request`` means; raise on any clash, change nothing."""
-    queues = check_queues(request.queues)
+    specs = check_request(request)
+    queues = [spec.name for spec in specs]
+    dynamic = is_dynamic(specs)
     schedule = make_schedule(request.uptime, request.downtime, request.schedule_field)
     plan = Plan()
-    if request.cpu_only and request.gpus:
-        raise UsageError("--cpu-only and --gpus exclude each other", field="gpus")
     gpus: list[int] | None
-    if request.cpu_only:
+    if request.cpu_only or request.services:
         gpus = None
     elif request.gpus is None:
         if nvml.available and nvml.device_count() > 0:
             gpus, plan.warnings = resolve_gpus("all", nvml)
+        elif dynamic:
+            raise no_pool_gpus()
         else:
             gpus = None
             plan.warnings.append("no --gpus given and no NVIDIA driver here: starting a CPU-only worker")
     else:
         gpus, plan.warnings = resolve_gpus(request.gpus, nvml)
 
+    mode = WorkerMode.SERVICES if request.services else WorkerMode.DYNAMIC if dynamic else WorkerMode.STATIC
+    options: dict[str, Any] | None = None
+    if mode == WorkerMode.DYNAMIC:
+        assert gpus is not None
+        check_pool_size(specs, len(gpus), request.gpus or "all")
+        options = {"specs": [spec.text() for spec in specs]}
+    elif mode == WorkerMode.SERVICES and request.services_max is not None:
+        options = {"max": request.services_max}
+
     if worker_id_override:
         wid = check_worker_id(worker_id_override, field="agent.worker_id")
+    elif mode == WorkerMode.SERVICES:
+        wid = _services_worker_id(host, live)
+    elif mode == WorkerMode.DYNAMIC:
+        wid = _pool_worker_id(host, gpus or [], live)
     elif gpus is None:
         wid = _cpu_worker_id(host, queues, request.order_fairness, live)
     else:
@@ -91,7 +147,7 @@ def plan_up(
     worker = Worker(
         id=wid,
         host=host,
-        mode=WorkerMode.STATIC,
+        mode=mode,
         gpus=gpus,
         queues=queues,
         order_fairness=request.order_fairness,
@@ -99,6 +155,7 @@ def plan_up(
         state_reason="starting",
         created_at=time.time(),
         schedule={"kind": schedule.kind, "specs": list(schedule.specs)} if schedule else None,
+        options=options,
     )
     same = next((w for w in live if w.id == wid), None)
     if same is not None:
@@ -106,10 +163,18 @@ def plan_up(
             plan.existing.append(same)
             return plan
         raise Conflict(
-            f"worker {wid} already runs with GPUs [{format_gpus(same.gpus)}] and queues {', '.join(same.queues)}; "
+            f"worker {wid} already runs with GPUs [{format_gpus(same.gpus)}] and queues {', '.join(_shown_queues(same))}; "
             f"stop it first (fleetctl stop {wid})",
             field="gpus",
         )
+    if mode == WorkerMode.SERVICES:
+        other = next((w for w in live if w.mode == WorkerMode.SERVICES and w.host == host), None)
+        if other is not None:
+            raise Conflict(
+                f"services worker {other.id} already runs on this host (queues {', '.join(other.queues)}); "
+                f"one per host: stop it first (fleetctl stop {other.id})",
+                field="services_max",
+            )
     for other in live:
         clash = sorted(set(other.gpus or []) & set(gpus or []))
         if clash:
@@ -118,13 +183,18 @@ def plan_up(
     return plan
 
 
+def _shown_queues(worker: Worker) -> list[str]:
+    return [spec.text() for spec in worker_specs(worker)]
+
+
 def _same_spec(a: Worker, b: Worker) -> bool:
-    return (a.gpus, a.queues, a.order_fairness, a.mode, a.schedule) == (
+    return (a.gpus, a.queues, a.order_fairness, a.mode, a.schedule, a.options or None) == (
         b.gpus,
         b.queues,
         b.order_fairness,
         b.mode,
         b.schedule,
+        b.options or None,
     )
 
 
@@ -139,4 +209,28 @@ def _cpu_worker_id(host: str, queues: list[str], fairness: bool, live: list[Work
     while candidate in taken:
         n += 1
         candidate = f"{host}:cpu:{n}"
+    return candidate
+
+
+def _pool_worker_id(host: str, gpus: list[int], live: list[Worker]) -> str:
+    """``host:dgpu`` for the first dynamic pool, ``host:dgpu:1`` ... for more
+    (on other GPUs); a request for a live pool's GPUs names that pool."""
+    for w in live:
+        if w.mode == WorkerMode.DYNAMIC and w.host == host and w.gpus == gpus:
+            return w.id
+    return _first_free(f"{host}:dgpu", {w.id for w in live})
+
+
+def _services_worker_id(host: str, live: list[Worker]) -> str:
+    for w in live:
+        if w.mode == WorkerMode.SERVICES and w.host == host:
+            return w.id
+    return _first_free(f"{host}:services", {w.id for w in live})
+
+
+def _first_free(base: str, taken: set[str]) -> str:
+    candidate, n = base, 0
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}:{n}"
     return candidate

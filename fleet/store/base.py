@@ -9,6 +9,7 @@ change to its callers.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any
 
 from fleet.models import Event, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
@@ -89,6 +90,24 @@ class Store(abc.ABC):
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
         """Note the environment a task runs in: ``env_cached`` and, in its
         ``requirements``, the keys ``frozen``, ``manager`` and ``python``."""
+
+    @abc.abstractmethod
+    def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
+        """A read, no lock taken: for each queue named, its first queued task
+        (higher priority, then first in) whose ``gpus_needed`` is at most the
+        given limit (None: any).  Queues with no such task are left out."""
+
+    @abc.abstractmethod
+    def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
+        """Atomically hand one given task, if it is still queued, to ``worker``
+        with ``gpus``; it runs under the id ``run_as`` (a pool's per-task
+        worker).  None when someone else took it or it left the queue."""
+
+    @abc.abstractmethod
+    def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
+        """Give the queued tasks of ``queues`` that ask for more than
+        ``max_gpus`` GPUs ``reason`` as their status reason (no state change);
+        return how many changed.  Writes only when one does."""
 
     # -- workers ----------------------------------------------------------------
     @abc.abstractmethod

@@ -144,5 +144,11 @@ def _v3(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Dynamic pools and services: a worker's mode options and a pool's last decision."""
+    db.execute("ALTER TABLE workers ADD COLUMN options TEXT")
+    db.execute("ALTER TABLE workers ADD COLUMN pool TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 LATEST = len(MIGRATIONS)

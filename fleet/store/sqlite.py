@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ _WORKER_FIELDS = {
     "gpus",
     "schedule",
     "effective",
+    "options",
+    "pool",
 }
-_JSON_WORKER_FIELDS = {"stop_request", "queues", "gpus", "schedule", "effective"}
+_JSON_WORKER_FIELDS = {"stop_request", "queues", "gpus", "schedule", "effective", "options", "pool"}
 
 
 def _dumps(value: Any) -> str:
@@ -114,6 +117,8 @@ def _worker(row: dict[str, Any]) -> Worker:
         restarts=row["restarts"] or 0,
         schedule=_loads(row["schedule"], None),
         effective=_loads(row["effective"], None),
+        options=_loads(row["options"], None),
+        pool=_loads(row["pool"], None),
     )
 
 
@@ -525,6 +530,61 @@ class SQLiteStore(Store):
                 (int(env_cached), _dumps(requirements), task_id),
             )
 
+    def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
+        out: dict[str, Task] = {}
+        for queue, limit in queues.items():
+            fits = "" if limit is None else " AND (gpus_needed IS NULL OR gpus_needed <= ?)"
+            row = self.conn.execute(
+                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} ORDER BY priority DESC, seq ASC LIMIT 1",
+                (queue,) if limit is None else (queue, limit),
+            ).fetchone()
+            if row is not None:
+                out[queue] = _task(dict(row))
+        return out
+
+    def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
+        with self._tx() as conn:
+            found = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'queued'", (task_id,)).fetchone()
+            if found is None:
+                return None
+            row = dict(found)
+            now = time.time()
+            attempt = row["attempt"] + 1
+            self._move_task(
+                conn,
+                row,
+                TaskStatus.IN_PROGRESS,
+                f"worker:{worker.id}",
+                "",
+                worker=run_as,
+                host=worker.host,
+                gpus=_dumps(gpus),
+                started_at=now,
+                finished_at=None,
+                exit_code=None,
+                attempt=attempt,
+                pid=None,
+                pid_start=None,
+                abort_requested=None,
+            )
+            conn.execute(
+                "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (row["id"], attempt, run_as, worker.host, _dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
+            )
+            return _task(row)
+
+    def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
+        if not queues:
+            return 0
+        marks = ",".join("?" * len(queues))
+        where = f"queue IN ({marks}) AND status = 'queued' AND gpus_needed > ? AND status_reason != ?"
+        params = (*queues, max_gpus, reason)
+        if self.conn.execute(f"SELECT 1 FROM tasks WHERE {where} LIMIT 1", params).fetchone() is None:
+            return 0
+        with self._tx() as conn:
+            return int(conn.execute(f"UPDATE tasks SET status_reason = ? WHERE {where}", (reason, *params)).rowcount)
+
     # -- workers ----------------------------------------------------------------
     def register_worker(self, worker: Worker, actor: str) -> Worker:
         with self._tx() as conn:
@@ -536,6 +596,8 @@ class SQLiteStore(Store):
                 "queues": _dumps(worker.queues),
                 "order_fairness": int(worker.order_fairness),
                 "schedule": _dumps(worker.schedule) if worker.schedule else None,
+                "options": _dumps(worker.options) if worker.options else None,
+                "pool": None,
                 "stop_request": None,
                 "pid": None,
                 "pid_start": None,

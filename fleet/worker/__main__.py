@@ -1,4 +1,8 @@
-"""Entry point of a worker subprocess: ``python -m fleet.worker --home H --worker-id W``."""
+"""Entry point of a worker subprocess: ``python -m fleet.worker --home H --worker-id W``.
+
+A dynamic pool or services worker runs :class:`~fleet.worker.pool.PoolLoop`;
+the per-task worker it starts for each task is this entry point again with
+``--task ID --run-as ID --parent PID``."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from pathlib import Path
 from fleet.config import load_config
 from fleet.errors import FleetError
 from fleet.home import Home
+from fleet.models import WorkerMode
 from fleet.store import open_store
 from fleet.worker.loop import WorkerLoop
+from fleet.worker.pool import PoolLoop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,12 +25,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--config", default=None)
+    parser.add_argument("--task", default=None, help="run this claimed task only (a pool's per-task worker)")
+    parser.add_argument("--run-as", default=None, help="the per-task worker id")
+    parser.add_argument("--parent", type=int, default=None, help="the pool's pid")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         home = Home(Path(args.home))
         store = open_store(home)
+        if args.task is not None:
+            loop = WorkerLoop(
+                home, store, config, args.worker_id, task_id=args.task, run_as=args.run_as, parent=args.parent
+            )
+            return loop.run()
+        if store.get_worker(args.worker_id).mode != WorkerMode.STATIC:
+            return PoolLoop(home, store, config, args.worker_id).run()
         return WorkerLoop(home, store, config, args.worker_id).run()
     except FleetError as exc:
         logging.getLogger("fleet.worker").error("%s", exc.message)

@@ -8,10 +8,18 @@ The loop is single-threaded, in the style of Supervisor: signal handlers only
 record the signal; each turn the loop waits on ``select`` for a wake-up
 datagram (new work, abort, stop), task output or the next timed move, then
 acts.  Dispatch is event-driven; the fallback poll only covers a lost wake-up.
+
+:class:`WorkerLoop` runs a static worker (one task at a time on its GPU
+group) and, with ``task_id``, the per-task worker a dynamic pool or services
+worker starts for each task it claims (:mod:`fleet.worker.pool`): that one
+runs the one task it is given under its own id, takes stop requests from its
+pool's row, dies with its pool (``PR_SET_PDEATHSIG``) and then exits.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import logging
 import os
 import select
@@ -24,9 +32,11 @@ from fleet.errors import FleetError
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
+from fleet.nvml import Nvml
 from fleet.procs import become_subreaper, start_time
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
+from fleet.worker.admission import GpuAdmission
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
 from fleet.worker.process import StopCause, TaskProcess
@@ -35,9 +45,14 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
 CHECK_S = 0.5  # re-read stop/abort requests at least this often, wake-up or not
+PR_SET_PDEATHSIG = 1
 
 
-class WorkerLoop:
+class LoopBase:
+    """What every worker process shares: its row (stop requests, the effective
+    state the manager's schedule driver computed), signals, state changes and
+    heartbeats."""
+
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         self.home = home
         self.store = store
@@ -47,13 +62,10 @@ class WorkerLoop:
         self.order = QueueOrder(self.worker.queues, self.worker.order_fairness)
         self.grace = config.fleet.stop_grace_seconds
         self.poll = config.fleet.poll_interval
-        self.max_log = int(config.fleet.log_max_mb * 1024 * 1024)
-        self.task: Task | None = None
-        self.proc: TaskProcess | None = None
-        self.deadline: float | None = None
         self.signals = 0
         self.stopping: dict[str, bool] | None = None
         self.signals_at_stop = 0
+        self.stop_by = ""
         self.last_beat = 0.0
         self.last_look = 0.0
 
@@ -61,77 +73,15 @@ class WorkerLoop:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
 
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        listener = Listener(self.home.root, self.worker.id)
-        become_subreaper()
-        pid = os.getpid()
-        self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
-        self._set_state(*self._waiting_state())
-        log.info("worker %s: started (pid %d), queues %s", self.worker.id, pid, ", ".join(self.worker.queues))
-        try:
-            look = True
-            while True:
-                if look or self.signals:
-                    self._refresh()
-                    self._check_stop()
-                if self.stopping is not None and self.proc is None:
-                    break
-                if self.proc is None and self.stopping is None:
-                    self._pull()
-                self._wait(listener)
-                look = listener.drain() > 0 or time.monotonic() - self.last_look >= CHECK_S
-                if look:
-                    self.last_look = time.monotonic()
-                if self.proc is not None:
-                    self._watch(look)
-                self._heartbeat()
-        finally:
-            listener.close()
-        self._set_state(WorkerState.DEAD, "stopped")
-        log.info("worker %s: stopped", self.worker.id)
-        return 0
-
-    # -- the turn ----------------------------------------------------------------
-    def _wait(self, listener: Listener) -> None:
-        fds: list[int] = [listener.fileno()]
-        timeout = self.poll
-        if self.proc is not None:
-            fds.extend(self.proc.waitables())
-            if self.proc.returncode is not None or not self.proc.exit_is_signalled:
-                timeout = min(timeout, 0.02)  # waiting for the rest of the group to go
-            else:
-                timeout = min(timeout, CHECK_S)
-            for when in (self.proc.next_deadline(), self.deadline):
-                if when is not None:
-                    timeout = min(timeout, max(0.0, when - time.monotonic()))
-        if self.signals:
-            return
-        try:
-            select.select(fds, [], [], timeout)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select
-            pass
-
-    def _check_stop(self) -> None:
-        """Begin a stop asked for in the store or by a signal; a signal that
-        comes after the stop began forces it (the task group is killed now)."""
-        if self.stopping is None:
-            request = self.worker.stop_request
-            if request is None and self.signals:
-                request = {"drain": False, "requeue": False, "by": "signal"}
-            if request is None:
-                return
-            self.stopping = {k: bool(request.get(k)) for k in ("drain", "requeue")}
-            self.signals_at_stop = self.signals
-            by = str(request.get("by") or "fleetctl stop")
-            how = "draining: no new tasks, waiting for the running one" if self.stopping["drain"] else "stopping"
-            self._set_state(WorkerState.STOPPING, f"{how} ({by})")
-            if self.proc is not None and not self.stopping["drain"]:
-                self.proc.stop(StopCause.WORKER_STOP, f"worker stopped by {by}")
-        if self.signals > self.signals_at_stop and self.proc is not None:
-            self.proc.stop(StopCause.WORKER_STOP, "worker stop forced")
-            self.proc.kill_now()
+    def _stop_request(self) -> dict[str, bool] | None:
+        """The stop asked for in the store, else one asked for by a signal."""
+        request = self.worker.stop_request
+        if request is None and self.signals:
+            request = {"drain": False, "requeue": False, "by": "signal"}
+        if request is None:
+            return None
+        self.stop_by = str(request.get("by") or "fleetctl stop")
+        return {k: bool(request.get(k)) for k in ("drain", "requeue")}
 
     def _refresh(self) -> None:
         """Re-read this worker's row: stop requests and the effective state the
@@ -160,11 +110,171 @@ class WorkerLoop:
             reason += f" ({effective['reason']}{until})"
         return WorkerState.IDLE, reason
 
+    def _set_state(self, state: WorkerState, reason: str) -> None:
+        if (state, reason) == (self.worker.state, self.worker.state_reason):
+            return
+        try:
+            self.worker = self.store.set_worker_state(self.worker.id, state, reason, self.actor, last_seen=time.time())
+        except FleetError as exc:
+            log.warning("worker %s: %s", self.worker.id, exc)
+
+    def _heartbeat(self) -> None:
+        now = time.time()
+        if now - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = now
+            self.store.update_worker(self.worker.id, last_seen=now)
+
+    def _register(self) -> None:
+        pid = os.getpid()
+        self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
+
+    def _admission(self) -> GpuAdmission:
+        threshold = self.config.agent.gpu_busy_memory_mb
+        return GpuAdmission(Nvml(), self.store, self.worker.host, threshold, self.worker.id)
+
+
+class WorkerLoop(LoopBase):
+    """A static worker, or (``task_id`` given) one task's worker under a pool."""
+
+    def __init__(
+        self,
+        home: Home,
+        store: Store,
+        config: Config,
+        worker_id: str,
+        *,
+        task_id: str | None = None,
+        run_as: str | None = None,
+        parent: int | None = None,
+    ) -> None:
+        super().__init__(home, store, config, worker_id)
+        self.max_log = int(config.fleet.log_max_mb * 1024 * 1024)
+        self.task_id = task_id
+        self.run_as = run_as or worker_id
+        self.parent = parent
+        self.task: Task | None = None
+        self.proc: TaskProcess | None = None
+        self.deadline: float | None = None
+        self.admission = self._admission()
+
+    @property
+    def one_task(self) -> bool:
+        return self.task_id is not None
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        if self.one_task and not self._tie_to_parent():
+            return 1
+        listener = Listener(self.home.root, self.run_as)
+        become_subreaper()
+        if self.one_task:
+            started = self._start_given()
+        else:
+            self._register()
+            self._set_state(*self._waiting_state())
+            log.info(
+                "worker %s: started (pid %d), queues %s", self.worker.id, os.getpid(), ", ".join(self.worker.queues)
+            )
+            started = True
+        try:
+            look = True
+            while started:
+                if look or self.signals:
+                    self._refresh()
+                    self._check_stop()
+                if self.proc is None and (self.stopping is not None or self.one_task):
+                    break
+                if self.proc is None and self.stopping is None:
+                    self._pull()
+                self._wait(listener)
+                look = listener.drain() > 0 or time.monotonic() - self.last_look >= CHECK_S
+                if look:
+                    self.last_look = time.monotonic()
+                if self.proc is not None:
+                    self._watch(look)
+                self._heartbeat()
+        finally:
+            listener.close()
+        if not self.one_task:
+            self._set_state(WorkerState.DEAD, "stopped")
+            log.info("worker %s: stopped", self.worker.id)
+        return 0
+
+    def _tie_to_parent(self) -> bool:
+        """A pool's per-task worker dies with its pool (the manager then fails
+        the task), so no task outlives the pool that accounts for its GPUs."""
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - Linux has prctl
+            log.warning("worker %s: cannot tie itself to its pool (no prctl)", self.run_as)
+        if self.parent is not None and os.getppid() != self.parent:
+            log.error("worker %s: its pool (pid %d) is already gone", self.run_as, self.parent)
+            return False
+        return True
+
+    def _start_given(self) -> bool:
+        """Start the task the pool claimed for this worker; False if it is not ours."""
+        assert self.task_id is not None
+        try:
+            task = self.store.get_task(self.task_id)
+        except FleetError as exc:
+            log.error("worker %s: %s", self.run_as, exc)
+            return False
+        if task.status != TaskStatus.IN_PROGRESS or task.worker != self.run_as:
+            log.error("worker %s: task %s is %s on %s, not ours", self.run_as, task.id, task.status.value, task.worker)
+            return False
+        self._start(task)
+        return True
+
+    # -- the turn ----------------------------------------------------------------
+    def _wait(self, listener: Listener) -> None:
+        fds: list[int] = [listener.fileno()]
+        timeout = self.poll
+        if self.proc is not None:
+            fds.extend(self.proc.waitables())
+            if self.proc.returncode is not None or not self.proc.exit_is_signalled:
+                timeout = min(timeout, 0.02)  # waiting for the rest of the group to go
+            else:
+                timeout = min(timeout, CHECK_S)
+            for when in (self.proc.next_deadline(), self.deadline):
+                if when is not None:
+                    timeout = min(timeout, max(0.0, when - time.monotonic()))
+        if self.signals:
+            return
+        try:
+            select.select(fds, [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            pass
+
+    def _check_stop(self) -> None:
+        """Begin a stop asked for in the store or by a signal; a signal that
+        comes after the stop began forces it (the task group is killed now).
+        A pool's per-task worker reads its pool's row and gets its signals."""
+        if self.stopping is None:
+            request = self._stop_request()
+            if request is None:
+                return
+            self.stopping = request
+            self.signals_at_stop = self.signals
+            how = "draining: no new tasks, waiting for the running one" if request["drain"] else "stopping"
+            if not self.one_task:
+                self._set_state(WorkerState.STOPPING, f"{how} ({self.stop_by})")
+            if self.proc is not None and not request["drain"]:
+                self.proc.stop(StopCause.WORKER_STOP, f"worker stopped by {self.stop_by}")
+        if self.signals > self.signals_at_stop and self.proc is not None:
+            self.proc.stop(StopCause.WORKER_STOP, "worker stop forced")
+            self.proc.kill_now()
+
     def _pull(self) -> None:
-        state, reason = self._waiting_state()
-        if (state, reason) != (self.worker.state, self.worker.state_reason):
-            self._set_state(state, reason)
         queues = self._pullable()
+        busy = self.admission.busy(self.worker.gpus or []) if queues else {}
+        if busy:
+            why = "; ".join(f"GPU {g}: {text}" for g, text in sorted(busy.items()))
+            self._set_state(WorkerState.IDLE, f"not pulling: GPU busy ({why})")
+            return
+        self._set_state(*self._waiting_state())
         if not queues:
             return
         task = self.store.claim_next_task(self.worker, queues, self.worker.gpus or [])
@@ -176,14 +286,16 @@ class WorkerLoop:
 
     def _start(self, task: Task) -> None:
         self.task = task
-        self._set_state(WorkerState.BUSY, f"running task {task.id}")
+        if not self.one_task:
+            self._set_state(WorkerState.BUSY, f"running task {task.id}")
+        runner = dataclasses.replace(self.worker, id=self.run_as, gpus=task.gpus) if self.one_task else self.worker
         task_log = TaskLog(self.home.task_log(task.id), self.max_log)
         task_log.note(
-            f"attempt {task.attempt} on worker {self.worker.id} (host {self.worker.host}, "
+            f"attempt {task.attempt} on worker {runner.id} (host {runner.host}, "
             f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
         )
         try:
-            launch = plan_launch(task, self.worker, dict(os.environ))
+            launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
             proc = TaskProcess(launch.argv, launch.cwd, launch.env, task_log, self.grace)
             proc.start()
         except OSError as exc:
@@ -196,7 +308,7 @@ class WorkerLoop:
         self.store.set_task_process(task.id, proc.pid, proc.pid_start)
         self.proc = proc
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
-        log.info("worker %s: task %s started (pid %d)", self.worker.id, task.id, proc.pid)
+        log.info("worker %s: task %s started (pid %d)", runner.id, task.id, proc.pid)
 
     def _watch(self, look: bool) -> None:
         assert self.proc is not None and self.task is not None
@@ -241,21 +353,12 @@ class WorkerLoop:
         try:
             self.store.finish_task(task.id, status, exit_code=rc, reason=reason, actor=self.actor, requeue=requeue)
         except FleetError as exc:  # the task was changed behind our back; keep the worker alive
-            log.error("worker %s: could not record task %s: %s", self.worker.id, task.id, exc)
-        log.info("worker %s: task %s %s %s", self.worker.id, task.id, status.value, reason[:200])
+            log.error("worker %s: could not record task %s: %s", self.run_as, task.id, exc)
+        log.info("worker %s: task %s %s %s", self.run_as, task.id, status.value, reason[:200])
         self.task = None
-        if self.stopping is None:
+        if self.stopping is None and not self.one_task:
             self._set_state(*self._waiting_state())
 
-    # -- bookkeeping ---------------------------------------------------------------
-    def _set_state(self, state: WorkerState, reason: str) -> None:
-        try:
-            self.worker = self.store.set_worker_state(self.worker.id, state, reason, self.actor, last_seen=time.time())
-        except FleetError as exc:
-            log.warning("worker %s: %s", self.worker.id, exc)
-
     def _heartbeat(self) -> None:
-        now = time.time()
-        if now - self.last_beat >= HEARTBEAT_S:
-            self.last_beat = now
-            self.store.update_worker(self.worker.id, last_seen=now)
+        if not self.one_task:
+            super()._heartbeat()

@@ -1,0 +1,59 @@
+"""GPU-aware admission: a GPU that other people's processes use is not handed out.
+
+Before a static worker pulls, and before a pool hands out a GPU, NVML is
+asked which processes use each GPU.  Memory used by processes fleet did not
+start (not a task's session on this host) above ``agent.gpu_busy_memory_mb``
+makes the GPU busy until it drops again.  Without NVML (no driver: logical
+GPUs) the check is off, and the worker says so once in its log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fleet.models import TaskStatus
+from fleet.nvml import Nvml
+from fleet.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class GpuAdmission:
+    def __init__(self, nvml: Nvml, store: Store, host: str, threshold_mb: int, who: str) -> None:
+        self.nvml = nvml
+        self.store = store
+        self.host = host
+        self.threshold_mb = threshold_mb
+        self.who = who
+        self._said_off = False
+
+    @property
+    def on(self) -> bool:
+        if self.nvml.available:
+            return True
+        if not self._said_off:
+            self._said_off = True
+            log.info("worker %s: GPU-aware admission is off: NVML is not available (%s)", self.who, self.nvml.error)
+        return False
+
+    def our_pids(self) -> set[int]:
+        """Session leaders of every task running on this host: fleet's processes."""
+        running = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]
+        return {t.pid for t in running if t.pid and t.host == self.host}
+
+    def busy(self, gpus: list[int]) -> dict[int, str]:
+        """GPU -> why it is busy, for those of ``gpus`` over the threshold."""
+        if not gpus or not self.on:
+            return {}
+        out: dict[int, str] = {}
+        for index, procs in self.nvml.foreign_gpu_processes(self.our_pids()).items():
+            if index not in gpus:
+                continue
+            used = sum(p.memory_used_mb or 0 for p in procs)
+            if used > self.threshold_mb:
+                pids = ", ".join(str(p.pid) for p in procs[:5]) + (" ..." if len(procs) > 5 else "")
+                out[index] = (
+                    f"{used:.0f} MiB used by processes fleet did not start (pid {pids}; "
+                    f"over agent.gpu_busy_memory_mb={self.threshold_mb})"
+                )
+        return out

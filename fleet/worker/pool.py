@@ -1,0 +1,361 @@
+"""A dynamic GPU pool or a services worker: many tasks at once, one worker
+subprocess per task.
+
+The pool process decides and accounts; it runs no task itself.  For each
+task it claims (``Store.claim_task``, atomic) it starts a per-task worker,
+``python -m fleet.worker --task ID --run-as <host>:gpu<list>`` (a service:
+``<host>:service:<task id>``), which runs that one task exactly as a static
+worker would (abort, timeout, retries, log capture, stop and drain) and
+records its end.  The per-task worker stays in the pool's process group and
+dies with the pool (``PR_SET_PDEATHSIG``), so no task outlives the process
+that accounts for its GPUs.
+
+GPUs are accounted from local truth, never from heartbeats: a task's GPUs
+are the pool's from the claim until its per-task worker has exited, which
+it does only once the task's whole process group is gone.  The pool waits on
+a ``pidfd`` per worker, so it hears of an exit at once.  What ``kill -9``
+does:
+
+- of a per-task worker: the pool sees it exit with the task still
+  ``in_progress``; it SIGKILLs the task's process group (and anything the dead
+  worker left behind, now re-parented to the pool, a child subreaper), waits
+  until the group is gone, records the task ``failed`` (``worker died``;
+  queued again if it has retries left) and frees its GPUs, all within a turn
+  of the loop.
+- of the pool: its per-task workers die with it; the manager sees the pool
+  die, kills the groups of every task it owned and fails them (``worker
+  died``), and restarts the pool, which starts with every GPU free.
+- of the manager: nothing; the pool and its tasks go on and record results.
+
+Each turn the pool re-reads its row (stop requests, working hours), reaps
+exits, then fills free GPUs: it peeks at each pullable queue's head, asks the
+pure :func:`~fleet.scheduler.allocate.allocate` what to start and what to
+reserve, claims and starts, and repeats while it starts something.  What it
+decided (running tasks, reservations, busy GPUs, why each queue waits) is
+written to the worker row's ``pool`` field for ``status`` and the API, and
+summed up in ``state_reason``.  A services worker is the same loop without
+GPUs, capped at ``--services-mode MAX``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from fleet import notify
+from fleet.config import Config
+from fleet.errors import FleetError
+from fleet.gpus import format_gpus
+from fleet.home import Home
+from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
+from fleet.notify import Listener
+from fleet.procs import become_subreaper, describe_exit, group_alive, is_same_process, reap_orphans, signal_group
+from fleet.scheduler.allocate import Decision, Head, allocate
+from fleet.scheduler.pool import owns, services_max, task_worker_id, too_large_reason, worker_specs
+from fleet.store import Store
+from fleet.supervise import fail_orphaned
+from fleet.worker.loop import CHECK_S, LoopBase
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 64  # allocation rounds per turn (each starts at least one task)
+
+
+@dataclass
+class Child:
+    """One task's worker subprocess and what it holds."""
+
+    task: Task  # as claimed
+    queue: str
+    run_as: str
+    gpus: tuple[int, ...]
+    popen: subprocess.Popen[bytes] | None
+    pidfd: int | None = None
+    exited: str | None = None  # how the worker process ended
+    kill_groups: tuple[int, ...] = ()  # groups being killed after the worker died
+    died: str = ""  # the task's end reason when its worker died
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid if self.popen is not None else 0
+
+
+class PoolLoop(LoopBase):
+    def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
+        super().__init__(home, store, config, worker_id)
+        self.services = self.worker.mode == WorkerMode.SERVICES
+        self.specs = {spec.name: spec for spec in worker_specs(self.worker)}
+        self.pool = list(self.worker.gpus or [])
+        self.limit = services_max(self.worker) if self.services else None
+        self.children: dict[str, Child] = {}
+        self.forwarded = 0
+        self.admission = self._admission()
+        self.topology: dict[tuple[int, int], int] | None = None
+        self.decision = Decision()
+        self.busy: dict[int, str] = {}
+        self.published: dict[str, Any] | None = None
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        listener = Listener(self.home.root, self.worker.id)
+        become_subreaper()
+        self._register()
+        self._recover()
+        if not self.services and self.admission.on:
+            self.topology = self.admission.nvml.topology(self.pool)
+        what = f"services (max {self.limit or 'unlimited'})" if self.services else f"GPUs {format_gpus(self.pool)}"
+        log.info(
+            "worker %s: pool started (pid %d), %s, queues %s",
+            self.worker.id,
+            os.getpid(),
+            what,
+            " ".join(s.text() for s in self.specs.values()),
+        )
+        try:
+            look = True
+            while True:
+                if look or self.signals:
+                    self._refresh()
+                    self._check_stop()
+                self._reap()
+                if self.stopping is not None and not self.children:
+                    break
+                if self.stopping is None:
+                    self._fill()
+                self._show()
+                self._wait(listener)
+                look = listener.drain() > 0 or time.monotonic() - self.last_look >= CHECK_S
+                if look:
+                    self.last_look = time.monotonic()
+                self._heartbeat()
+        finally:
+            listener.close()
+        self.store.update_worker(self.worker.id, pool=None)
+        self._set_state(WorkerState.DEAD, "stopped")
+        log.info("worker %s: stopped", self.worker.id)
+        return 0
+
+    def _wait(self, listener: Listener) -> None:
+        fds = [listener.fileno()]
+        timeout = self.poll
+        for child in self.children.values():
+            if child.kill_groups or (child.exited is None and child.pidfd is None):
+                timeout = min(timeout, 0.02 if child.kill_groups else CHECK_S)
+            elif child.pidfd is not None and child.exited is None:
+                fds.append(child.pidfd)
+        if self.children:
+            timeout = min(timeout, CHECK_S)
+        if self.signals > self.forwarded:
+            return
+        try:
+            select.select(fds, [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            pass
+
+    def _check_stop(self) -> None:
+        """A stop from the store reaches the per-task workers through this
+        row (they re-read it when woken); each signal the pool gets is passed
+        on to them, so a second one forces their tasks down too."""
+        if self.stopping is None:
+            request = self._stop_request()
+            if request is not None:
+                self.stopping = request
+                how = "draining: no new tasks, waiting for the running ones" if request["drain"] else "stopping"
+                self._set_state(WorkerState.STOPPING, f"{how} ({self.stop_by})")
+                notify.wake(self.home.root, [c.run_as for c in self.children.values()])
+        while self.forwarded < self.signals:
+            self.forwarded += 1
+            for child in self.children.values():
+                if child.exited is None and child.popen is not None:
+                    child.popen.send_signal(signal.SIGTERM)
+
+    # -- exits ---------------------------------------------------------------------
+    def _reap(self) -> None:
+        for key, child in list(self.children.items()):
+            if child.exited is None and child.popen is not None:
+                rc = child.popen.poll()
+                if rc is not None:
+                    child.exited = describe_exit(rc)
+                    if child.pidfd is not None:
+                        os.close(child.pidfd)
+                        child.pidfd = None
+                    self._worker_exited(child)
+            if child.exited is not None:
+                if child.kill_groups:
+                    self._kill_left(child)
+                if not child.kill_groups:
+                    if child.died:
+                        fail_orphaned(self.store, child.task, child.died, self.actor)
+                    del self.children[key]
+                    log.info("worker %s: GPUs %s free (task %s)", self.worker.id, format_gpus(list(child.gpus)), key)
+        reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
+
+    def _worker_exited(self, child: Child) -> None:
+        """A per-task worker ended.  Normally it recorded its task first; if the
+        task is still running under it, the worker died: kill what is left."""
+        try:
+            task = self.store.get_task(child.task.id)
+        except FleetError as exc:
+            log.error("worker %s: %s", self.worker.id, exc)
+            return
+        ours = task.status == TaskStatus.IN_PROGRESS and task.attempt == child.task.attempt
+        if not (ours and task.worker == child.run_as):
+            return
+        log.warning("worker %s: task worker %s died (%s)", self.worker.id, child.run_as, child.exited)
+        child.task = task
+        child.died = f"worker died ({child.run_as} {child.exited})"
+        groups = {task.pid} if task.pid and is_same_process(task.pid, task.pid_start) else set()
+        groups |= set(self._orphans())  # the dead worker's task, re-parented to us, even before it was recorded
+        child.kill_groups = tuple(sorted(groups))
+        self._kill_left(child)
+
+    def _orphans(self) -> list[int]:
+        """Process groups of our children that are not our task workers: left
+        behind by a task worker that died (we are their subreaper)."""
+        workers = {c.pid for c in self.children.values()}
+        out = []
+        try:
+            for proc in psutil.Process().children():
+                if proc.pid not in workers:
+                    out.append(os.getpgid(proc.pid))
+        except (psutil.Error, OSError):
+            pass
+        return out
+
+    def _kill_left(self, child: Child) -> None:
+        left = tuple(g for g in child.kill_groups if group_alive(g))
+        for group in left:
+            signal_group(group, signal.SIGKILL)
+        reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
+        child.kill_groups = tuple(g for g in left if group_alive(g))
+
+    def _recover(self) -> None:
+        """Tasks still recorded as running for this pool from before it started:
+        their workers died with the previous pool process."""
+        for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
+            if owns(self.worker, task):
+                log.warning(
+                    "worker %s: task %s was left running by a previous pool; failing it", self.worker.id, task.id
+                )
+                fail_orphaned(self.store, task, "worker died (its pool restarted)", self.actor)
+
+    # -- filling free GPUs ----------------------------------------------------------
+    def _fill(self) -> None:
+        queues = [q for q in self._pullable() if q in self.specs]
+        self.decision = Decision()
+        self.busy = {}
+        if not queues:
+            return
+        if self.services:
+            self._fill_services(queues)
+            return
+        in_use = {g for c in self.children.values() for g in c.gpus}
+        self.busy = self.admission.busy([g for g in self.pool if g not in in_use])
+        specs = [self.specs[q] for q in queues]
+        limits = {s.name: (len(self.pool) if s.own_count else None) for s in specs}
+        for _ in range(MAX_ROUNDS):
+            in_use = {g for c in self.children.values() for g in c.gpus}
+            heads = {q: Head(t.id, t.gpus_needed) for q, t in self.store.peek_tasks(limits).items()}
+            self.decision = allocate(self.pool, in_use, self.busy, specs, heads, self.topology)
+            for start in self.decision.starts:
+                run_as = task_worker_id(self.worker, start.task_id, start.gpus)
+                task = self.store.claim_task(start.task_id, self.worker, list(start.gpus), run_as)
+                if task is not None:  # None: it left the queue since the peek; the next round looks again
+                    self._spawn(task, start.queue, run_as, start.gpus)
+            if not self.decision.starts:
+                break
+        bare = [s.name for s in specs if s.own_count]
+        self.store.mark_unfit_tasks(bare, len(self.pool), too_large_reason(len(self.pool), self.worker.id))
+
+    def _fill_services(self, queues: list[str]) -> None:
+        for _ in range(MAX_ROUNDS):
+            heads = self.store.peek_tasks(dict.fromkeys(queues))
+            queue = next((q for q in queues if q in heads), None)
+            if queue is None:
+                return
+            if self.limit is not None and len(self.children) >= self.limit:
+                self.decision.waiting[queue] = f"{len(self.children)} services run, the most --services-mode allows"
+                return
+            task_id = heads[queue].id
+            run_as = task_worker_id(self.worker, task_id, [])
+            task = self.store.claim_task(task_id, self.worker, [], run_as)
+            if task is not None:
+                self._spawn(task, queue, run_as, ())
+            queues = [q for q in self._pullable() if q in self.specs]
+
+    def _spawn(self, task: Task, queue: str, run_as: str, gpus: tuple[int, ...]) -> None:
+        self.order.served(queue)
+        argv = [sys.executable, "-m", "fleet.worker", "--home", str(self.home.root), "--worker-id", self.worker.id]
+        argv += ["--task", task.id, "--run-as", run_as, "--parent", str(os.getpid())]
+        if self.config.path is not None:
+            argv += ["--config", str(self.config.path)]
+        child = Child(task, queue, run_as, gpus, None)
+        self.children[task.id] = child
+        try:  # same process group as the pool: a forced stop of the pool reaches it too
+            child.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)
+        except OSError as exc:
+            child.exited = "never started"
+            child.died = f"could not start its worker: {exc.strerror or exc}"
+            return
+        try:
+            child.pidfd = os.pidfd_open(child.popen.pid)
+        except (AttributeError, OSError):
+            child.pidfd = None
+        log.info(
+            "worker %s: task %s (%s) started on %s, GPUs %s",
+            self.worker.id,
+            task.id,
+            queue,
+            run_as,
+            format_gpus(list(gpus)) or "none",
+        )
+
+    # -- what status shows ------------------------------------------------------------
+    def _show(self) -> None:
+        running = [c for c in self.children.values() if not c.died]
+        state_json: dict[str, Any] = {
+            "gpus": self.pool,
+            "free": list(self.decision.free) if not self.services else [],
+            "children": [
+                {"worker": c.run_as, "task": c.task.id, "queue": c.queue, "gpus": list(c.gpus), "pid": c.pid}
+                for c in running
+            ],
+            "reservations": [
+                {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": list(r.gpus)}
+                for r in self.decision.reservations
+            ],
+            "waiting": dict(self.decision.waiting),
+            "busy": {str(g): why for g, why in sorted(self.busy.items())},
+            "max": self.limit,
+        }
+        if state_json != self.published:
+            self.published = state_json
+            try:
+                self.store.update_worker(self.worker.id, pool=state_json)
+            except FleetError as exc:
+                log.warning("worker %s: %s", self.worker.id, exc)
+        if self.stopping is not None:
+            return
+        state, reason = self._waiting_state()
+        if running:
+            used = sorted(g for c in running for g in c.gpus)
+            where = f" on GPUs {format_gpus(used)}" if used else ""
+            cap = f" (max {self.limit})" if self.services and self.limit else ""
+            paused = f"; {reason}" if state == WorkerState.PAUSED else ""
+            state, reason = WorkerState.BUSY, f"running {len(running)} task(s){where}{cap}{paused}"
+        notes = [f"reserving for {r.queue} task {r.task_id[:8]} (needs {r.need})" for r in self.decision.reservations]
+        notes += [f"GPU {g} busy" for g in sorted(self.busy)]
+        if notes:
+            reason += "; " + "; ".join(notes)
+        self._set_state(state, reason)
