@@ -413,6 +413,36 @@ class SQLiteStore(Store):
             self._move_task(conn, row, TaskStatus.CREATED, actor, "dequeued", queued_at=None)
         return _task(row)
 
+    def _start_attempt(
+        self, conn: sqlite3.Connection, row: dict[str, Any], worker: Worker, run_as: str, gpus: list[int]
+    ) -> Task:
+        """queued -> in_progress for ``run_as`` (the claiming worker, or a pool's per-task id): a new attempt."""
+        now = time.time()
+        attempt = row["attempt"] + 1
+        self._move_task(
+            conn,
+            row,
+            TaskStatus.IN_PROGRESS,
+            f"worker:{worker.id}",
+            "",
+            worker=run_as,
+            host=worker.host,
+            gpus=_dumps(gpus),
+            started_at=now,
+            finished_at=None,
+            exit_code=None,
+            attempt=attempt,
+            pid=None,
+            pid_start=None,
+            abort_requested=None,
+        )
+        conn.execute(
+            "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (row["id"], attempt, run_as, worker.host, _dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
+        )
+        return _task(row)
+
     def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
         capacity = len(gpus)
         if not queues:
@@ -432,32 +462,7 @@ class SQLiteStore(Store):
                 ).fetchone()
                 if found is None:
                     continue
-                row = dict(found)
-                now = time.time()
-                attempt = row["attempt"] + 1
-                self._move_task(
-                    conn,
-                    row,
-                    TaskStatus.IN_PROGRESS,
-                    f"worker:{worker.id}",
-                    "",
-                    worker=worker.id,
-                    host=worker.host,
-                    gpus=_dumps(gpus),
-                    started_at=now,
-                    finished_at=None,
-                    exit_code=None,
-                    attempt=attempt,
-                    pid=None,
-                    pid_start=None,
-                    abort_requested=None,
-                )
-                conn.execute(
-                    "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (row["id"], attempt, worker.id, worker.host, _dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
-                )
-                return _task(row)
+                return self._start_attempt(conn, dict(found), worker, worker.id, gpus)
         return None
 
     def set_task_process(self, task_id: str, pid: int, pid_start: float | None) -> None:
@@ -547,32 +552,7 @@ class SQLiteStore(Store):
             found = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'queued'", (task_id,)).fetchone()
             if found is None:
                 return None
-            row = dict(found)
-            now = time.time()
-            attempt = row["attempt"] + 1
-            self._move_task(
-                conn,
-                row,
-                TaskStatus.IN_PROGRESS,
-                f"worker:{worker.id}",
-                "",
-                worker=run_as,
-                host=worker.host,
-                gpus=_dumps(gpus),
-                started_at=now,
-                finished_at=None,
-                exit_code=None,
-                attempt=attempt,
-                pid=None,
-                pid_start=None,
-                abort_requested=None,
-            )
-            conn.execute(
-                "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (row["id"], attempt, run_as, worker.host, _dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
-            )
-            return _task(row)
+            return self._start_attempt(conn, dict(found), worker, run_as, gpus)
 
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
         if not queues:
