@@ -162,19 +162,10 @@ def run_foreground(home: Home, config: Config, store: Store, task: Task, worker:
             signal.signal(signum, handler)
     outcome = proc.finish()
     rc = outcome.returncode
-    if outcome.cause == StopCause.TIMEOUT:
-        status, reason = TaskStatus.FAILED, "timeout"
-    elif outcome.cause == StopCause.ABORT:
-        status, reason = TaskStatus.STOPPED, outcome.detail
-    elif rc == 0:
-        status, reason = TaskStatus.COMPLETED, ""
-    else:
-        status = TaskStatus.FAILED
-        tail = " | ".join(line for line in proc.log.tail[-5:] if line.strip())
-        reason = outcome.description + (f": {tail}" if tail else "")
+    status, reason = outcome.verdict(proc.log.tail)
     task_log.note(f"attempt {task.attempt} ended: {status.value} ({outcome.description})")
     task_log.close()
-    store.finish_task(task.id, status, exit_code=rc, reason=reason[:2000], actor=f"worker:{worker.id}")
+    store.finish_task(task.id, status, exit_code=rc, reason=reason, actor=f"worker:{worker.id}")
     if rc is None:
         return 1
     return rc if rc >= 0 else 128 - rc

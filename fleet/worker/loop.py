@@ -328,21 +328,12 @@ class WorkerLoop(LoopBase):
     def _finish(self, proc: TaskProcess, task: Task) -> None:
         outcome = proc.finish()
         rc = outcome.returncode
-        if outcome.cause == StopCause.TIMEOUT:
-            status, reason = TaskStatus.FAILED, "timeout"
-        elif outcome.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
-            status, reason = TaskStatus.STOPPED, outcome.detail
-        elif rc == 0:
-            status, reason = TaskStatus.COMPLETED, ""
-        else:
-            status = TaskStatus.FAILED
-            tail = " | ".join(line for line in proc.log.tail[-5:] if line.strip())
-            reason = outcome.description + (f": {tail}" if tail else "")
+        status, reason = outcome.verdict(proc.log.tail)
         proc.log.note(f"attempt {task.attempt} ended: {status.value} ({outcome.description})")
         proc.log.close()
         self.proc = None
         self.deadline = None
-        self._record(task, status, rc, reason[:2000])
+        self._record(task, status, rc, reason)
 
     def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str) -> None:
         requeue: str | None = None

@@ -21,6 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from fleet.models import TaskStatus
 from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
 from fleet.worker.logfile import TaskLog
 
@@ -42,6 +43,18 @@ class Outcome:
     @property
     def description(self) -> str:
         return describe_exit(self.returncode) if self.returncode is not None else "never started"
+
+    def verdict(self, tail: list[str]) -> tuple[TaskStatus, str]:
+        """How the attempt ends: (status, reason); a failure's reason carries the
+        exit and the log's last lines (``tail``)."""
+        if self.cause == StopCause.TIMEOUT:
+            return TaskStatus.FAILED, "timeout"
+        if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
+            return TaskStatus.STOPPED, self.detail
+        if self.returncode == 0:
+            return TaskStatus.COMPLETED, ""
+        lines = " | ".join(line for line in tail[-5:] if line.strip())
+        return TaskStatus.FAILED, (self.description + (f": {lines}" if lines else ""))[:2000]
 
 
 class TaskProcess:
