@@ -10,7 +10,6 @@ instead of failing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -25,12 +24,10 @@ from fleet.errors import Conflict, NotFound, StoreError, UsageError
 from fleet.models import (
     Event,
     Queue,
-    Script,
     Task,
     TaskSpec,
     TaskStatus,
     Worker,
-    WorkerMode,
     WorkerState,
     check_task_move,
     check_worker_move,
@@ -38,88 +35,9 @@ from fleet.models import (
 from fleet.store import schema
 from fleet.store.base import Store
 from fleet.store.connections import Connections
+from fleet.store.rows import JSON_WORKER_FIELDS, WORKER_FIELDS, dumps, loads, to_task, to_worker
 
 log = logging.getLogger(__name__)
-
-_WORKER_FIELDS = {
-    "pid",
-    "pid_start",
-    "last_seen",
-    "stop_request",
-    "restarts",
-    "queues",
-    "order_fairness",
-    "gpus",
-    "schedule",
-    "effective",
-    "options",
-    "pool",
-}
-_JSON_WORKER_FIELDS = {"stop_request", "queues", "gpus", "schedule", "effective", "options", "pool"}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _loads(text: str | None, default: Any) -> Any:
-    return default if text is None or text == "" else json.loads(text)
-
-
-def _task(row: dict[str, Any]) -> Task:
-    return Task(
-        id=row["id"],
-        name=row["name"],
-        status=TaskStatus(row["status"]),
-        status_reason=row["status_reason"] or "",
-        queue=row["queue"],
-        priority=row["priority"],
-        script=Script.from_json(_loads(row["script"], {})),
-        env=_loads(row["env"], {}),
-        user=row["user"] or "",
-        created_at=row["created_at"],
-        attempt=row["attempt"],
-        retries=row["retries"],
-        timeout=row["timeout"],
-        gpus_needed=row["gpus_needed"],
-        worker=row["worker"],
-        host=row["host"],
-        gpus=_loads(row["gpus"], []),
-        exit_code=row["exit_code"],
-        queued_at=row["queued_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        pid=row["pid"],
-        pid_start=row["pid_start"],
-        abort_requested=row["abort_requested"],
-        requirements=_loads(row["requirements"], {}),
-        docker=_loads(row["docker"], {}),
-        env_cached=bool(row["env_cached"]),
-        parent=row["parent"],
-    )
-
-
-def _worker(row: dict[str, Any]) -> Worker:
-    return Worker(
-        id=row["id"],
-        host=row["host"],
-        mode=WorkerMode(row["mode"]),
-        gpus=_loads(row["gpus"], None),
-        queues=_loads(row["queues"], []),
-        order_fairness=bool(row["order_fairness"]),
-        state=WorkerState(row["state"]),
-        state_reason=row["state_reason"] or "",
-        created_at=row["created_at"],
-        pid=row["pid"],
-        pid_start=row["pid_start"],
-        last_seen=row["last_seen"],
-        stop_request=_loads(row["stop_request"], None),
-        restarts=row["restarts"] or 0,
-        schedule=_loads(row["schedule"], None),
-        effective=_loads(row["effective"], None),
-        options=_loads(row["options"], None),
-        pool=_loads(row["pool"], None),
-    )
 
 
 class SQLiteStore(Store):
@@ -201,7 +119,7 @@ class SQLiteStore(Store):
             qid = uuid.uuid4().hex
             conn.execute(
                 "INSERT INTO queues (id, name, tags, created_at) VALUES (?,?,?,?)",
-                (qid, name, _dumps(sorted(set(tags))), time.time()),
+                (qid, name, dumps(sorted(set(tags))), time.time()),
             )
             self._event(conn, "queue", name, None, "created", actor, "")
         return self.get_queue(name)
@@ -217,7 +135,7 @@ class SQLiteStore(Store):
         return Queue(
             id=row["id"],
             name=row["name"],
-            tags=_loads(row["tags"], []),
+            tags=loads(row["tags"], []),
             created_at=row["created_at"],
             pending=counts.get("queued", 0),
             running=counts.get("in_progress", 0),
@@ -234,7 +152,7 @@ class SQLiteStore(Store):
             Queue(
                 id=r["id"],
                 name=r["name"],
-                tags=_loads(r["tags"], []),
+                tags=loads(r["tags"], []),
                 created_at=r["created_at"],
                 pending=counts.get((r["name"], "queued"), 0),
                 running=counts.get((r["name"], "in_progress"), 0),
@@ -246,8 +164,8 @@ class SQLiteStore(Store):
         with self._tx() as conn:
             row = self._queue_row(conn, name_or_id)
             new = sorted(set(tags))
-            conn.execute("UPDATE queues SET tags = ? WHERE id = ?", (_dumps(new), row["id"]))
-            self._event(conn, "queue", row["name"], row["tags"], _dumps(new), actor, "tags")
+            conn.execute("UPDATE queues SET tags = ? WHERE id = ?", (dumps(new), row["id"]))
+            self._event(conn, "queue", row["name"], row["tags"], dumps(new), actor, "tags")
         return self.get_queue(row["name"])
 
     def delete_queue(self, name_or_id: str, actor: str, force: bool = False) -> None:
@@ -324,11 +242,11 @@ class SQLiteStore(Store):
                     "",
                     queue,
                     spec.priority,
-                    _dumps(spec.script.to_json()),
-                    _dumps(spec.env),
+                    dumps(spec.script.to_json()),
+                    dumps(spec.env),
                     spec.user,
-                    _dumps(spec.requirements),
-                    _dumps(spec.docker),
+                    dumps(spec.requirements),
+                    dumps(spec.docker),
                     0,
                     spec.retries,
                     spec.timeout,
@@ -360,7 +278,7 @@ class SQLiteStore(Store):
         return str(rows[0][0])
 
     def get_task(self, id_or_prefix: str) -> Task:
-        return _task(self._task_row(self.conn, self._resolve(self.conn, id_or_prefix)))
+        return to_task(self._task_row(self.conn, self._resolve(self.conn, id_or_prefix)))
 
     def list_tasks(
         self,
@@ -386,7 +304,7 @@ class SQLiteStore(Store):
         rows = self.conn.execute(
             f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*params, limit, offset)
         ).fetchall()
-        return [_task(dict(r)) for r in rows], int(total)
+        return [to_task(dict(r)) for r in rows], int(total)
 
     def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task:
         with self._tx() as conn:
@@ -403,7 +321,7 @@ class SQLiteStore(Store):
                 seq=self._next_seq(conn, qname, head),
                 abort_requested=None,
             )
-        return _task(row)
+        return to_task(row)
 
     def dequeue_task(self, task_id: str, actor: str) -> Task:
         with self._tx() as conn:
@@ -411,7 +329,7 @@ class SQLiteStore(Store):
             if row["status"] != TaskStatus.QUEUED.value:
                 raise Conflict(f"task {row['id']} is {row['status']}, not queued", field="task")
             self._move_task(conn, row, TaskStatus.CREATED, actor, "dequeued", queued_at=None)
-        return _task(row)
+        return to_task(row)
 
     def _start_attempt(
         self, conn: sqlite3.Connection, row: dict[str, Any], worker: Worker, run_as: str, gpus: list[int]
@@ -427,7 +345,7 @@ class SQLiteStore(Store):
             "",
             worker=run_as,
             host=worker.host,
-            gpus=_dumps(gpus),
+            gpus=dumps(gpus),
             started_at=now,
             finished_at=None,
             exit_code=None,
@@ -439,9 +357,9 @@ class SQLiteStore(Store):
         conn.execute(
             "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
             " VALUES (?,?,?,?,?,?,?)",
-            (row["id"], attempt, run_as, worker.host, _dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
+            (row["id"], attempt, run_as, worker.host, dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
         )
-        return _task(row)
+        return to_task(row)
 
     def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
         capacity = len(gpus)
@@ -483,7 +401,7 @@ class SQLiteStore(Store):
                 raise Conflict(
                     f"task {row['id']} is {status.value}; only queued or running tasks can be aborted", field="task"
                 )
-        return _task(row)
+        return to_task(row)
 
     def finish_task(
         self,
@@ -517,22 +435,22 @@ class SQLiteStore(Store):
                         seq=self._next_seq(conn, row["queue"], requeue == "head"),
                         abort_requested=None,
                     )
-        return _task(row)
+        return to_task(row)
 
     def attempts(self, task_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
         ).fetchall()
-        return [{**dict(r), "gpus": _loads(r["gpus"], [])} for r in rows]
+        return [{**dict(r), "gpus": loads(r["gpus"], [])} for r in rows]
 
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
         with self._tx() as conn:
             row = self._task_row(conn, task_id)
-            requirements = _loads(row["requirements"], {})
+            requirements = loads(row["requirements"], {})
             requirements.update(frozen=list(frozen), manager=manager, python=python)
             conn.execute(
                 "UPDATE tasks SET env_cached = ?, requirements = ? WHERE id = ?",
-                (int(env_cached), _dumps(requirements), task_id),
+                (int(env_cached), dumps(requirements), task_id),
             )
 
     def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
@@ -544,7 +462,7 @@ class SQLiteStore(Store):
                 (queue,) if limit is None else (queue, limit),
             ).fetchone()
             if row is not None:
-                out[queue] = _task(dict(row))
+                out[queue] = to_task(dict(row))
         return out
 
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
@@ -572,11 +490,11 @@ class SQLiteStore(Store):
             values = {
                 "host": worker.host,
                 "mode": worker.mode.value,
-                "gpus": _dumps(worker.gpus),
-                "queues": _dumps(worker.queues),
+                "gpus": dumps(worker.gpus),
+                "queues": dumps(worker.queues),
                 "order_fairness": int(worker.order_fairness),
-                "schedule": _dumps(worker.schedule) if worker.schedule else None,
-                "options": _dumps(worker.options) if worker.options else None,
+                "schedule": dumps(worker.schedule) if worker.schedule else None,
+                "options": dumps(worker.options) if worker.options else None,
                 "pool": None,
                 "stop_request": None,
                 "pid": None,
@@ -607,11 +525,11 @@ class SQLiteStore(Store):
         row = self.conn.execute("SELECT * FROM workers WHERE id = ?", (worker_id,)).fetchone()
         if row is None:
             raise NotFound(f"worker {worker_id} does not exist", field="worker")
-        return _worker(dict(row))
+        return to_worker(dict(row))
 
     def list_workers(self, include_dead: bool = False) -> list[Worker]:
         sql = "SELECT * FROM workers" + ("" if include_dead else " WHERE state != 'dead'") + " ORDER BY id"
-        return [_worker(dict(r)) for r in self.conn.execute(sql)]
+        return [to_worker(dict(r)) for r in self.conn.execute(sql)]
 
     def set_worker_state(self, worker_id: str, state: WorkerState, reason: str, actor: str, **fields: Any) -> Worker:
         """The one transition function for workers: check, update, record."""
@@ -630,10 +548,10 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _worker_fields(fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(fields) - _WORKER_FIELDS
+        unknown = set(fields) - WORKER_FIELDS
         if unknown:
             raise ValueError(f"unknown worker fields {sorted(unknown)}")
-        return {k: (_dumps(v) if k in _JSON_WORKER_FIELDS and v is not None else v) for k, v in fields.items()}
+        return {k: (dumps(v) if k in JSON_WORKER_FIELDS and v is not None else v) for k, v in fields.items()}
 
     def update_worker(self, worker_id: str, **fields: Any) -> None:
         updates = self._worker_fields(fields)
