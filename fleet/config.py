@@ -32,7 +32,7 @@ from fleet.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PACKAGE_MANAGERS = ("pip", "uv", "conda", "poetry")
-SECRET_KEYS = frozenset({"agent.git_pass", "fleet.api.token"})
+SECRET_KEYS = frozenset({"agent.git_pass", "fleet.api.token", "fleet.api.secret_key"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str = field(default="", repr=False)
+    # ClearML-style credentials: with both set, the ClearML-compatible routes
+    # also accept HTTP basic auth ``access_key:secret_key`` (curl --user).
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class FleetSection:
     api: ApiConfig = field(default_factory=ApiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     stop_grace_seconds: float = 10.0  # SIGTERM -> SIGKILL grace for tasks
+    handover_seconds: float = 30.0  # workers without a manager this long stop themselves
     log_max_mb: float = 1024.0
     timezone: str = ""
     poll_interval: float = 2.0  # fallback poll of idle workers
@@ -164,6 +169,7 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "agent.gpu_busy_memory_mb": cv.int_at_least(0),
     "fleet.api.port": cv.int_between(0, 65535),
     "fleet.stop_grace_seconds": cv.number_at_least(0),
+    "fleet.handover_seconds": cv.number_at_least(0),
     "fleet.log_max_mb": cv.number_above(0),
     "fleet.poll_interval": cv.number_above(0),
     "fleet.metrics.interval": cv.number_above(0),

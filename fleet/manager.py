@@ -3,7 +3,23 @@
 The main thread runs the supervision loop (signals are only recorded by
 their handlers and acted on here); uvicorn serves the API from a second
 thread.  API handlers call the manager's methods, which are serialised by one
-lock.  ``manager.json`` in the home tells clients the URL and pid.
+lock.  ``manager.json`` in the home tells clients the URL and pid;
+``manager.pid`` (pid and start time, written as soon as the lock is held)
+tells workers that a manager is there.
+
+What the signals mean (decided for supervisord and systemd, whose
+``restart`` is a SIGTERM followed by a new start):
+
+- SIGTERM is a *hand-over*: the manager exits at once and leaves its workers
+  and their tasks running (they are in their own sessions and record their
+  results themselves).  A manager started within ``fleet.handover_seconds``
+  adopts them; if none comes, each worker stops itself exactly as
+  ``fleetctl stop`` would (tasks end ``stopped``, nothing is left running).
+  So a restart never kills a task, and a ``supervisorctl stop`` still ends
+  with nothing running, one hand-over window later.
+- SIGINT (Ctrl-C on ``up --foreground``) stops everything now, as does
+  ``fleetctl stop`` (the API's shutdown); a second SIGINT or SIGTERM during
+  such a stop kills the running tasks without waiting for their grace.
 """
 
 from __future__ import annotations
@@ -30,10 +46,11 @@ from fleet.metrics.sampler import Sampler
 from fleet.metrics.storage import MetricsStorage
 from fleet.models import Worker, WorkerState
 from fleet.nvml import Nvml
+from fleet.procs import remove_pidfile, write_pidfile
 from fleet.scheduler.claims import UpRequest, check_queues, plan_up
 from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
-from fleet.supervise import WorkerSupervisor
+from fleet.supervise import WorkerSupervisor, manager_pidfile
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +105,8 @@ class Manager:
         self.lock = threading.RLock()
         self.wakeup = threading.Event()
         self.signals = 0
+        self.last_signal = 0
+        self.handed_over = False
         self.shutdown_requested: dict[str, object] | None = None
         self.url = ""
         self.started_at = time.time()
@@ -109,11 +128,13 @@ class Manager:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
+        self.last_signal = signum
         self.wakeup.set()
 
     def serve(self, initial: UpRequest | None = None) -> int:
         """Run until asked to stop; return the exit code."""
         self.acquire()
+        write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
         if initial is not None:
             self.add_workers(initial, "fleetctl up")
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets created with it, and
@@ -161,6 +182,7 @@ class Manager:
             info = self.home.read_manager_info()
             if info and info.get("pid") == os.getpid():
                 self.home.manager_json.unlink(missing_ok=True)
+            remove_pidfile(manager_pidfile(self.home))
             log.info("manager: stopped")
         return 0
 
@@ -172,6 +194,9 @@ class Manager:
             with self.lock:
                 if self.signals > forced:
                     forced = self.signals
+                    if self.last_signal == signal.SIGTERM and self.shutdown_requested is None:
+                        self.hand_over()
+                        return
                     self.shutdown(drain=False, requeue=False, by="signal")
                 self.supervisor.tick()
                 if self.shutdown_requested is not None and not self.supervisor.alive():
@@ -231,6 +256,21 @@ class Manager:
             ids = [w.id for w in self.store.list_workers()]
         self.stop_workers(ids, drain, requeue, by)
         self.wakeup.set()
+
+    def hand_over(self) -> None:
+        """SIGTERM: leave now, workers and tasks running, for the next manager
+        to adopt (see the module docstring); ``add_workers`` is refused from
+        here on."""
+        with self.lock:
+            self.handed_over = True
+            self.shutdown_requested = {"drain": False, "requeue": False, "by": "SIGTERM (hand-over)"}
+            alive = self.supervisor.alive()
+        log.info(
+            "manager: SIGTERM: handing over %d running worker(s); they stop themselves unless a manager "
+            "starts within %gs",
+            len(alive),
+            self.config.fleet.handover_seconds,
+        )
 
     def wake_queue(self, queue: str) -> None:
         """Poke the live workers that pull from ``queue`` (after the commit)."""

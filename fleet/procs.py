@@ -7,9 +7,11 @@ pids are reused, and a restarted manager must not adopt or kill a stranger.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
+from pathlib import Path
 
 import psutil
 
@@ -101,3 +103,31 @@ def reap_orphans(keep: set[int]) -> int:
         except ChildProcessError:
             return reaped
         reaped += 1
+
+
+def write_pidfile(path: Path) -> None:
+    """Record this process (pid *and* start time) in ``path``, atomically."""
+    pid = os.getpid()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "start": start_time(pid)}))
+    os.replace(tmp, path)
+
+
+def pidfile_alive(path: Path) -> bool:
+    """True when ``path`` names a process that still runs (same pid and start time)."""
+    try:
+        data = json.loads(path.read_text())
+        pid, started = int(data["pid"]), data["start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return is_same_process(pid, float(started) if started is not None else None)
+
+
+def remove_pidfile(path: Path) -> None:
+    """Remove ``path`` if it still names this process (a successor may own it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and data.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)

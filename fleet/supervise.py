@@ -68,6 +68,12 @@ def fail_orphaned(store: Store, task: Task, reason: str, actor: str) -> None:
         log.error("%s: task %s of a dead worker: %s", actor, task.id, exc)
 
 
+def manager_pidfile(home: Home) -> Path:
+    """``manager.pid``: the running manager's pid and start time, for workers
+    that wait for a hand-over (see :mod:`fleet.manager`)."""
+    return home.root / "manager.pid"
+
+
 class WorkerSupervisor:
     def __init__(self, home: Home, store: Store, config_path: Path | None) -> None:
         self.home = home

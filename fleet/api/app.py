@@ -8,6 +8,8 @@ a JSON 500 (a bug, never an expected outcome of bad input).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -67,6 +69,18 @@ def _bad_path_id(path: str) -> UsageError | None:
     return None
 
 
+def _basic_matches(header: str, key: str, secret: str) -> bool:
+    """``Authorization: Basic base64(key:secret)`` (ClearML's ``curl --user``),
+    compared in constant time; False when no credentials are configured."""
+    if not (key and secret) or not header[:6].lower() == "basic ":
+        return False
+    try:
+        given = base64.b64decode(header[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, f"{key}:{secret}".encode())
+
+
 def create_app(manager: Manager) -> FastAPI:
     from fleet.api import routes_clearml, routes_metrics, routes_queues, routes_system, routes_tasks, routes_workers
 
@@ -104,13 +118,19 @@ def create_app(manager: Manager) -> FastAPI:
         log.exception("api: unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
+    clearml_paths = frozenset(getattr(route, "path", "") for route in routes_clearml.router.routes)
+    api_config = manager.config.fleet.api
+
     @app.middleware("http")
     async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """With a token, every route but the open ones needs ``Bearer <token>``;
+        the ClearML-compatible ones also take ``key:secret`` basic auth."""
         token = manager.token
         path = request.url.path
         if token and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            basic = path in clearml_paths and _basic_matches(given, api_config.access_key, api_config.secret_key)
+            if not basic and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return JSONResponse(
                     {"error": "missing or wrong API token (Authorization: Bearer ...)"},
                     status_code=401,

@@ -14,6 +14,14 @@ group) and, with ``task_id``, the per-task worker a dynamic pool or services
 worker starts for each task it claims (:mod:`fleet.worker.pool`): that one
 runs the one task it is given under its own id, takes stop requests from its
 pool's row, dies with its pool (``PR_SET_PDEATHSIG``) and then exits.
+
+Hand-over: a manager that gets SIGTERM exits and leaves its workers running
+(see :mod:`fleet.manager`).  A static or pool worker notices that no manager
+is there (its parent, the manager that spawned it, is gone and
+``manager.pid`` names no live process); if none appears within
+``fleet.handover_seconds`` it writes a stop request into its own row (so a
+pool's per-task workers get it too) and stops exactly as on ``fleetctl
+stop``: tasks are stopped as a group and end ``stopped``.
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
 from fleet.nvml import Nvml
-from fleet.procs import become_subreaper, start_time
+from fleet.procs import become_subreaper, pidfile_alive, start_time
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
+from fleet.supervise import manager_pidfile
 from fleet.worker.admission import GpuAdmission
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
@@ -68,6 +77,9 @@ class LoopBase:
         self.stop_by = ""
         self.last_beat = 0.0
         self.last_look = 0.0
+        self.handover_s = config.fleet.handover_seconds
+        self.manager_parent = os.getppid()  # the manager that spawned us, while it lives
+        self.manager_gone_at: float | None = None
 
     # -- signals only record -----------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -78,10 +90,39 @@ class LoopBase:
         request = self.worker.stop_request
         if request is None and self.signals:
             request = {"drain": False, "requeue": False, "by": "signal"}
+        if request is None and self._handover_expired():
+            request = {"drain": False, "requeue": False, "by": f"no manager for {self.handover_s:g}s after a hand-over"}
+            try:  # in the row, so a pool's per-task workers and a later manager see it
+                self.store.update_worker(self.worker.id, stop_request=request)
+            except FleetError as exc:
+                log.warning("worker %s: %s", self.worker.id, exc)
         if request is None:
             return None
         self.stop_by = str(request.get("by") or "fleetctl stop")
         return {k: bool(request.get(k)) for k in ("drain", "requeue")}
+
+    def _watches_manager(self) -> bool:
+        return True
+
+    def _manager_present(self) -> bool:
+        """The manager that spawned us still runs (we are its child), or a
+        manager has started since (``manager.pid``: pid and start time)."""
+        return os.getppid() == self.manager_parent or pidfile_alive(manager_pidfile(self.home))
+
+    def _handover_expired(self) -> bool:
+        """True once no manager has been there for ``fleet.handover_seconds``."""
+        if not self._watches_manager():
+            return False
+        if self._manager_present():
+            if self.manager_gone_at is not None:
+                log.info("worker %s: a manager is back; carrying on", self.worker.id)
+            self.manager_gone_at = None
+            return False
+        now = time.monotonic()
+        if self.manager_gone_at is None:
+            self.manager_gone_at = now
+            log.info("worker %s: no manager; stopping in %gs unless one starts", self.worker.id, self.handover_s)
+        return now - self.manager_gone_at >= self.handover_s
 
     def _refresh(self) -> None:
         """Re-read this worker's row: stop requests and the effective state the
@@ -160,6 +201,9 @@ class WorkerLoop(LoopBase):
     @property
     def one_task(self) -> bool:
         return self.task_id is not None
+
+    def _watches_manager(self) -> bool:
+        return not self.one_task  # a pool's per-task worker follows its pool's row
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -296,7 +340,7 @@ class WorkerLoop(LoopBase):
         )
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
-            proc = TaskProcess(launch.argv, launch.cwd, launch.env, task_log, self.grace)
+            proc = TaskProcess(launch.argv, launch.cwd, launch.env, task_log, self.grace, contain=True)
             proc.start()
         except OSError as exc:
             what = task.script.command[0] if task.script.command else "the command"

@@ -9,6 +9,15 @@ turn of the worker loop, not from timers.
 A task is over when its main process has exited *and* its group is empty:
 children left behind by the main process get SIGTERM, then SIGKILL after the
 grace period.
+
+A process that left the group (double fork and ``setsid``: a daemon) is
+still contained when ``contain`` is set, as the worker sets it: the worker is
+a child subreaper, so such orphans re-parent to it, and a worker runs one
+task at a time, so every descendant of the worker is the task's.  Once the
+group is gone (the main process ended, or was stopped for an abort or a
+timeout) those strays get SIGKILL at once (they already outlived their
+group's grace) and the task is over only when none is left.  ``fleetctl
+exec`` runs a task inside the CLI and leaves ``contain`` off.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+
+import psutil
 
 from fleet.models import TaskStatus
 from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
@@ -58,7 +69,17 @@ class Outcome:
 
 
 class TaskProcess:
-    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], task_log: TaskLog, grace: float) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        task_log: TaskLog,
+        grace: float,
+        *,
+        contain: bool = False,
+    ) -> None:
+        self.contain = contain
         self.argv = argv
         self.cwd = cwd
         self.env = env
@@ -158,6 +179,40 @@ class TaskProcess:
             self.log.note("grace period over: SIGKILL to the process group")
             signal_group(self.pid, signal.SIGKILL)
             self._kill_at = time.monotonic() + self.grace
+        if self.returncode is not None and not group_alive(self.pid):
+            self._kill_strays()
+
+    def _strays(self) -> list[psutil.Process]:
+        """Live descendants of this (worker) process: with ``contain``, what
+        the task left outside its group (see the module docstring)."""
+        if not self.contain:
+            return []
+        try:
+            found = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return []
+        live = []
+        for proc in found:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    live.append(proc)
+            except psutil.Error:
+                continue
+        return live
+
+    def _kill_strays(self) -> None:
+        strays = self._strays()
+        if not strays:
+            return
+        pids = ", ".join(str(p.pid) for p in strays)
+        self.log.note(f"killing {len(strays)} process(es) the task left outside its process group: pid {pids}")
+        for proc in strays:
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+        psutil.wait_procs(strays, timeout=1.0)
+        reap_orphans(set())
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next timed move, for the loop's wait."""
@@ -165,7 +220,7 @@ class TaskProcess:
 
     @property
     def done(self) -> bool:
-        return self.returncode is not None and not group_alive(self.pid)
+        return self.returncode is not None and not group_alive(self.pid) and not self._strays()
 
     def finish(self) -> Outcome:
         """Read the last output and close the log's partial line."""

@@ -1,0 +1,186 @@
+"""Task-side and store faults, injected for real.
+
+A task that daemonizes out of its process group (double fork and
+``setsid``) is still contained: the worker is a child subreaper, so the
+daemon re-parents to it, and it is killed once the task's group is gone,
+after a normal end and after an abort.
+
+Store faults: a reader that holds a read transaction open in another process
+(WAL: writers go on) fails nothing; a corrupt database is refused at start
+with one clear line and a non-zero exit, and left byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import Fleet, alive
+
+DAEMON = """
+import os, sys, time
+pidfile = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(pidfile + ".tmp", pidfile)
+        time.sleep(300)
+        os._exit(0)
+    os._exit(0)
+while not os.path.exists(pidfile):
+    time.sleep(0.01)
+print("daemon started", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _daemon_task(fleet: Fleet, tmp_path: Path, name: str, main_seconds: float) -> tuple[str, Path]:
+    script = tmp_path / f"{name}.py"
+    script.write_text(DAEMON)
+    pidfile = tmp_path / f"{name}.pid"
+    task_id = fleet.submit("q", "python", str(script), str(pidfile), str(main_seconds))
+    return task_id, pidfile
+
+
+def test_daemon_left_by_a_task_is_killed_when_it_ends(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    task_id, pidfile = _daemon_task(fleet, tmp_path, "ends", 0)
+    assert fleet.cli("wait", task_id).returncode == 0
+    daemon = int(pidfile.read_text())
+    task = fleet.task(task_id)
+    assert task["status"] == "completed", task
+    assert not alive(daemon)
+    assert "outside its process group" in fleet.ok("logs", task_id)
+    # the worker goes on with the next task
+    assert fleet.cli("wait", fleet.submit("q", "true")).returncode == 0
+
+
+def test_daemon_left_by_a_task_is_killed_on_abort(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    task_id, pidfile = _daemon_task(fleet, tmp_path, "abort", 300)
+    fleet.wait_for(pidfile.exists, what="daemon started")
+    daemon = int(pidfile.read_text())
+    assert alive(daemon)
+    assert fleet.cli("abort", task_id).returncode == 0
+    fleet.wait_for(lambda: fleet.task(task_id)["status"] == "stopped", timeout=15, what="stopped")
+    deadline = time.monotonic() + 2
+    while alive(daemon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(daemon)
+
+
+HOLD_READ = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN")
+conn.execute("SELECT count(*) FROM tasks").fetchone()
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_long_reader_fails_nothing(fleet: Fleet) -> None:
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", HOLD_READ, str(fleet.home / "fleet.db")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "holding"
+        ids = [fleet.submit("q", "python", "-c", f"print({i})") for i in range(12)]
+        assert fleet.cli("wait", *ids, timeout=120).returncode == 0
+        assert reader.poll() is None  # the read transaction was open all along
+        assert {fleet.task(t)["status"] for t in ids} == {"completed"}
+    finally:
+        reader.kill()
+        reader.wait()
+        if reader.stdout is not None:
+            reader.stdout.close()
+
+
+def test_corrupt_database_is_refused_and_left_untouched(fleet: Fleet) -> None:
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    fleet.ok("stop")
+    db = fleet.home / "fleet.db"
+    data = bytearray(db.read_bytes())
+    for page in range(4096, len(data) - 64, 4096):  # keep the header: SQLite, but broken pages
+        data[page + 8 : page + 64] = b"\xff" * 56
+    db.write_bytes(bytes(data))
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    result = fleet.cli("up", "--port", "0", "--gpus", "0", "--queue", "q")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fleetctl:")]
+    assert len(lines) == 1, result.stderr
+    assert "is not a usable fleet database" in lines[0] and "left untouched" in lines[0]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert not (fleet.home / "manager.json").exists()
+    assert fleet.processes() == []
+
+
+def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
+    """50 concurrent API clients submit and list for 10 s against 8 workers:
+    no error, every accepted submission is in the store; p99 is printed."""
+    import threading
+
+    import httpx
+
+    fleet.up("--gpus", "0-7", "--queue", "q", "--create-queue")
+    url = fleet.url + "/api/v1"
+    end = time.monotonic() + 10
+    latencies: list[float] = []
+    errors: list[str] = []
+    submitted: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        mine: list[float] = []
+        ids: list[str] = []
+        with httpx.Client(base_url=url, timeout=30) as api:
+            turn = 0
+            while time.monotonic() < end:
+                started = time.monotonic()
+                try:
+                    if turn % 2 == 0:
+                        answer = api.post("/tasks", json={"command": ["true"], "working_dir": "/", "queue": "q"})
+                        if answer.status_code == 201:
+                            ids.append(answer.json()["id"])
+                    else:
+                        answer = api.get("/tasks", params={"limit": 20})
+                    if answer.status_code >= 300:
+                        errors.append(f"{answer.status_code} {answer.text[:200]}")
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+                mine.append(time.monotonic() - started)
+                turn += 1
+        with lock:
+            latencies.extend(mine)
+            submitted.extend(ids)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:5]
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[int(len(latencies) * 0.99)]
+    print(
+        f"\nload: {len(latencies)} requests, {len(submitted)} submissions, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+    )
+    assert len(set(submitted)) == len(submitted) > 0
+    with httpx.Client(base_url=url, timeout=30) as api:
+        found: set[str] = set()
+        offset = 0
+        while True:
+            page = api.get("/tasks", params={"limit": 1000, "offset": offset}).raise_for_status().json()
+            items = page["tasks"] if isinstance(page, dict) else page
+            found |= {t["id"] for t in items}
+            if len(items) < 1000:
+                break
+            offset += 1000
+    assert set(submitted) <= found
