@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import Fleet, alive
+from tests.conftest import CONFIG, Fleet, alive
 
 DAEMON = """
 import os, sys, time
@@ -184,3 +184,34 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
                 break
             offset += 1000
     assert set(submitted) <= found
+
+
+def test_disk_nearly_full_leaves_env_tasks_queued(fleet: Fleet) -> None:
+    """Below ``free_space_threshold_gb`` no environment is built: the task goes back to
+    the head of its queue with the reason, and the worker pulls nothing for a while.
+    The threshold is set above this disk's real free space (the check reads free space
+    in one function, fleet.worker.prepare.check_space)."""
+    (fleet.root / "fleet.conf").write_text(
+        CONFIG + "agent { venvs_cache { free_space_threshold_gb: 1000000 }, package_manager { type: pip } }\n"
+    )
+    fleet.up("--cpu-only", "--queue", "q", "--create-queue")
+    body = {
+        "command": ["python", "-c", "print(1)"],
+        "working_dir": str(fleet.root),
+        "queue": "q",
+        "requirements": {"packages": ["six"]},
+    }
+    with fleet.api() as api:
+        task_id = api.post("/tasks", json=body).raise_for_status().json()["id"]
+
+        def requeued() -> bool:
+            task = api.get(f"/tasks/{task_id}").json()
+            return bool(task["status"] == "queued" and task["attempt"] >= 1)
+
+        fleet.wait_for(requeued, timeout=60, what="requeued for lack of space")
+        task = api.get(f"/tasks/{task_id}").json()
+        assert "disk space" in task["status_reason"] and "free_space_threshold_gb" in task["status_reason"]
+        worker = api.get("/workers").json()["workers"][0]
+        assert worker["state_reason"].startswith("not pulling: waiting for disk space")
+    assert not any((fleet.home / "venvs-cache").glob("*.ready"))  # nothing was built
+    assert not (fleet.home / "venvs-builds").exists() or not any((fleet.home / "venvs-builds").iterdir())

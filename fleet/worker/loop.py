@@ -48,12 +48,14 @@ from fleet.supervise import manager_pidfile
 from fleet.worker.admission import GpuAdmission
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
+from fleet.worker.prepare import EXIT_NO_SPACE
 from fleet.worker.process import StopCause, TaskProcess
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
 CHECK_S = 0.5  # re-read stop/abort requests at least this often, wake-up or not
+NO_SPACE_BACKOFF_S = 30.0  # how long a worker pulls nothing after a task found no disk space
 PR_SET_PDEATHSIG = 1
 
 
@@ -197,6 +199,10 @@ class WorkerLoop(LoopBase):
         self.proc: TaskProcess | None = None
         self.deadline: float | None = None
         self.admission = self._admission()
+        self.prepared = False  # the last task went through fleet.worker.prepare
+        self._last_tail: list[str] = []
+        self.no_space_until = 0.0  # no disk space for environments: pull nothing until then
+        self.no_space_reason = ""
 
     @property
     def one_task(self) -> bool:
@@ -312,6 +318,9 @@ class WorkerLoop(LoopBase):
             self.proc.kill_now()
 
     def _pull(self) -> None:
+        if time.monotonic() < self.no_space_until:
+            self._set_state(WorkerState.IDLE, f"not pulling: {self.no_space_reason}")
+            return
         queues = self._pullable()
         busy = self.admission.busy(self.worker.gpus or []) if queues else {}
         if busy:
@@ -373,6 +382,8 @@ class WorkerLoop(LoopBase):
         outcome = proc.finish()
         rc = outcome.returncode
         status, reason = outcome.verdict(proc.log.tail)
+        self.prepared = proc.argv[1:3] == ["-m", "fleet.worker.prepare"]
+        self._last_tail = list(proc.log.tail)
         proc.log.note(f"attempt {task.attempt} ended: {status.value} ({outcome.description})")
         proc.log.close()
         self.proc = None
@@ -381,7 +392,14 @@ class WorkerLoop(LoopBase):
 
     def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str) -> None:
         requeue: str | None = None
-        if status == TaskStatus.FAILED and task.attempt <= task.retries:
+        if status == TaskStatus.FAILED and rc == EXIT_NO_SPACE and self.prepared:
+            # no disk space for its environment: back at the head of its queue, and this
+            # worker pulls nothing for a while (the task keeps the reason meanwhile)
+            requeue = "head"
+            reason = next((line for line in reversed(self._last_tail) if "disk space" in line), reason)
+            self.no_space_until = time.monotonic() + NO_SPACE_BACKOFF_S
+            self.no_space_reason = reason
+        elif status == TaskStatus.FAILED and task.attempt <= task.retries:
             requeue = "tail"
         elif status == TaskStatus.STOPPED and self.stopping is not None and self.stopping["requeue"]:
             requeue = "head"

@@ -48,12 +48,32 @@ from fleet.worker.envs.settings import build_settings, builds_dir, cache_root, i
 log = logging.getLogger(__name__)
 
 EXIT_PREPARE_FAILED = 1
+EXIT_NO_SPACE = 75  # EX_TEMPFAIL: the worker puts the task back at the head of its queue and waits
 EXIT_CANNOT_EXEC = 127
 TASK_DIR = re.compile(r"[0-9a-f]{32}")
 
 
 class PrepareError(FleetError):
     """A step of preparation failed; the message is the task's reason."""
+
+
+class NoSpaceForEnvironment(PrepareError):
+    """Free space under the environments folder is below ``free_space_threshold_gb``
+    and the task needs an environment that is not cached: none is built."""
+
+
+def check_space(folder: Path, threshold_gb: float) -> None:
+    """The one place that reads free space for environment builds (tests point the
+    threshold above the real free space)."""
+    if threshold_gb <= 0:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free / 1e9
+    if free < threshold_gb:
+        raise NoSpaceForEnvironment(
+            f"waiting for disk space: {free:.1f} GB free under {folder}, below "
+            f"agent.venvs_cache.free_space_threshold_gb={threshold_gb:g}; no new environment is built"
+        )
 
 
 def needs_preparation(task: Task) -> bool:
@@ -164,6 +184,8 @@ class Preparer:
         if cache.enabled and requirements.cacheable:
             material = self._key_material(task, builder, python, requirements, settings.index_url)
             lease = cache.acquire(cache_key(material), build, self.out)
+            if lease is None:  # a cache miss and no room even after evicting what is not in use
+                check_space(cache.root, agent.venvs_cache.free_space_threshold_gb)
             if lease is not None:
                 if lease.cached:
                     self.out.note(
@@ -175,6 +197,7 @@ class Preparer:
         elif not requirements.cacheable:
             self.out.note("requirements name local paths; building an environment for this task only")
         path = builds_dir(self.home, agent) / task.id
+        check_space(path.parent, agent.venvs_cache.free_space_threshold_gb)
         shutil.rmtree(path, ignore_errors=True)
         info = build(path)
         return Environment(builder, path, False, info["frozen"], python.version)
@@ -256,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         record(store, task, prepared.environment)
         store.close()
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
+    except NoSpaceForEnvironment as exc:
+        print(exc.message, flush=True)
+        return EXIT_NO_SPACE
     except FleetError as exc:
         print(exc.message, flush=True)
         return EXIT_PREPARE_FAILED
