@@ -65,6 +65,7 @@ def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     spec = TaskSpec(
         script=_script(body),
         requirements=body.requirements.to_json() if body.requirements is not None else {},
+        docker=body.docker.to_json() if body.docker is not None else {},
         name=body.name,
         env=body.env,
         priority=body.priority,

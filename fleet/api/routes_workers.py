@@ -40,6 +40,7 @@ def workers_json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
         answer = worker_json(w, running.get(w.id, []), props.get(w.id, {}))
         answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
+        answer["docker"] = (w.options or {}).get("docker")  # {"image": ...} in docker mode, else None
         answer["pool"] = w.pool if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
         out.append(answer)
     return out
@@ -67,6 +68,7 @@ def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
         downtime=body.downtime,
         services=body.services_mode,
         services_max=body.services_max,
+        docker=body.docker,
     )
     workers, warnings = manager.add_workers(request, "api")
     for queue in check_queues(body.queues):

@@ -128,6 +128,16 @@ class RequirementsBody(Strict):
         return out
 
 
+class DockerBody(Strict):
+    """``submit --docker IMAGE [--docker-args ...]``: used when a docker-mode worker runs the task."""
+
+    image: str = Field(min_length=1, max_length=500)
+    args: list[Annotated[str, Field(max_length=10_000)]] = Field(default_factory=list, max_length=1000)
+
+    def to_json(self) -> dict[str, object]:
+        return {"image": self.image, "args": list(self.args)}
+
+
 class TaskCreate(Strict):
     command: list[Annotated[str, Field(min_length=1, max_length=100_000)]] = Field(min_length=1, max_length=10_000)
     working_dir: str = Field(min_length=1, max_length=4096)
@@ -142,6 +152,7 @@ class TaskCreate(Strict):
     script: ScriptBody | None = None
     setup_script: str | None = Field(None, max_length=MAX_SCRIPT_TEXT)
     requirements: RequirementsBody | None = None
+    docker: DockerBody | None = None
 
     check_setup = field_validator("setup_script")(_no_nul)
 
@@ -210,6 +221,7 @@ class WorkersCreate(Strict):
     create_queue: bool = False
     uptime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
     downtime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
+    docker: str | None = Field(None, max_length=500, description="docker mode; '' uses agent.default_docker.image")
 
 
 class RuntimePropertyBody(Strict):

@@ -174,8 +174,14 @@ def run_foreground(home: Home, config: Config, store: Store, task: Task, worker:
 @click.command()
 @click.option("--id", "task_id", required=True, type=TASK, help="The task to run.")
 @click.option("--clone", is_flag=True, help="Run a copy of the task; the original is left as it is.")
+@click.option(
+    "--docker",
+    "in_docker",
+    is_flag=True,
+    help="Run it in a container (the task's image, else agent.default_docker.image).",
+)
 @pass_ctx
-def execute(ctx: Context, task_id: str, clone: bool) -> None:
+def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
     """Run a task here, in the foreground, without a queue; exit with its exit code.
 
     \b
@@ -202,6 +208,7 @@ def execute(ctx: Context, task_id: str, clone: bool) -> None:
         state=WorkerState.BUSY,
         state_reason="fleetctl execute",
         created_at=time.time(),
+        options={"docker": {"image": ""}} if in_docker else None,
     )
     become_subreaper()
     task = _start_here(store, task, worker, gpus, actor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from fleet.cli.context import Context
 from fleet.errors import EXIT_FAILURE, FleetError, UsageError
 from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
+from fleet.worker.docker.args import parse_docker_args
 from fleet.worker.logfile import strip_stamp
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -74,6 +76,14 @@ def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option("--packages", multiple=True, metavar="PKG [PKG ...]", help="Python packages the task needs.")
 @click.option("--python", "python_version", metavar="X.Y", help="Python version for the task's environment.")
 @click.option("--setup-script", "setup_script", metavar="FILE", help="A shell script the worker runs first.")
+@click.option("--docker", "docker_image", metavar="IMAGE", help="The image a docker-mode worker runs the task in.")
+@click.option(
+    "--docker-args",
+    "docker_args",
+    multiple=True,
+    metavar='"ARGS"',
+    help="docker run arguments for the task's container (-v, -e, --ipc, --shm-size, --network).",
+)
 @click.option("--push", is_flag=True, help="Push the current branch to its remote first if the commit is not there.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @click.argument("command", nargs=-1, required=True)
@@ -91,6 +101,8 @@ def submit(
     python_version: str | None,
     packages: tuple[str, ...],
     setup_script: str | None,
+    docker_image: str | None,
+    docker_args: tuple[str, ...],
     push: bool,
     as_json: bool,
     command: tuple[str, ...],
@@ -113,6 +125,7 @@ def submit(
     if python_version is not None:
         requirements["python_version"] = python_version
     setup = _read_text("--setup-script", setup_script) if setup_script is not None else None
+    docker = _docker_body(docker_image, docker_args)
     client = ctx.client()
     if gpus:  # refused here when only dynamic pools too small for it serve the queue
         refuse_oversized(client.get("/workers")["workers"], queue, gpus)
@@ -133,6 +146,8 @@ def submit(
         body["requirements"] = requirements
     if setup is not None:
         body["setup_script"] = setup
+    if docker is not None:
+        body["docker"] = docker
     git = capture(Path(cwd), command, push=push)
     if git is not None:
         body["script"] = {
@@ -148,6 +163,19 @@ def submit(
         output.emit_json(task)
     else:
         output.info(task["id"])
+
+
+def _docker_body(image: str | None, args: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--docker IMAGE [--docker-args ...]``; the arguments are checked here, before the task exists."""
+    if image is None:
+        if args:
+            raise UsageError("--docker-args: only with --docker IMAGE", field="docker_args")
+        return None
+    if not image.strip():
+        raise UsageError("--docker: expected an image name", field="docker")
+    split = [part for text in args for part in shlex.split(text)]
+    parse_docker_args(split)
+    return {"image": image.strip(), "args": split}
 
 
 def _read_text(option: str, path: str) -> str:

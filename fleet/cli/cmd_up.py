@@ -56,6 +56,15 @@ def _check_gpus(spec: str | None, specs: list[QueueSpec]) -> None:
     metavar="[MAX]",
     help="Launch each task and go on pulling, up to MAX at once (no limit without MAX); CPU-only.",
 )
+@click.option(
+    "--docker",
+    "docker_image",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[IMAGE]",
+    help="Run every task in a container: the task's image, else IMAGE, else agent.default_docker.image.",
+)
 @click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet.")
 @click.option("--uptime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull only during these hours (see below).")
 @click.option("--downtime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull except during these hours.")
@@ -70,6 +79,7 @@ def up(
     order_fairness: bool,
     cpu_only: bool,
     services_mode: int | None,
+    docker_image: str | None,
     create_queue: bool,
     uptime: tuple[str, ...],
     downtime: tuple[str, ...],
@@ -110,6 +120,7 @@ def up(
         schedule_field="agent." if from_config else "--",
         services=services_mode is not None,
         services_max=services_mode if services_mode is not None and services_mode >= 1 else None,
+        docker=docker_image,
     )
     specs = check_request(request)
     _check_gpus(gpus, specs)
@@ -135,6 +146,8 @@ def up(
         "uptime": request.uptime,
         "downtime": request.downtime,
     }
+    if docker_image is not None:
+        body["docker"] = docker_image
     try:
         answer = client.post("/workers", json=body)
     except FleetError:

@@ -45,6 +45,7 @@ class UpRequest:
     schedule_field: str = "--"  # "agent." when the specs came from the config
     services: bool = False  # --services-mode
     services_max: int | None = None  # --services-mode MAX
+    docker: str | None = None  # --docker [IMAGE]: None is no docker mode, "" docker mode with the default image
 
 
 @dataclass
@@ -133,6 +134,8 @@ def plan_up(
         options = {"specs": [spec.text() for spec in specs]}
     elif mode == WorkerMode.SERVICES and request.services_max is not None:
         options = {"max": request.services_max}
+    if request.docker is not None:
+        options = {**(options or {}), "docker": {"image": request.docker.strip()}}
 
     if worker_id_override:
         wid = check_worker_id(worker_id_override, field="agent.worker_id")

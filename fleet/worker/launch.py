@@ -6,7 +6,10 @@ what runs; a task whose code, setup script or Python environment must be
 prepared first is launched as ``python -m fleet.worker.prepare``, which
 prepares and then ``exec``s the command in the same process: it is the task's
 process-group leader, so abort, timeout and log capture cover the
-preparation too.
+preparation too.  A worker in docker mode (``Worker.options["docker"]``, set
+by ``up --docker [IMAGE]`` or ``execute --docker``) launches every task as
+``python -m fleet.worker.docker.run``, which runs the task in a container
+and is the process-group leader in the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ def plan_launch(
     finds the home and the config file the way ``fleetctl`` does (``FLEET_HOME``,
     ``FLEET_CONFIG_FILE``)."""
     env = task_environment(task, worker, base_env)
+    docker = (worker.options or {}).get("docker")
+    if isinstance(docker, dict):
+        home = home or Home(resolve_home("", base_env))
+        home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv = [sys.executable, "-m", "fleet.worker.docker.run", "--home", str(home.root), "--task", task.id]
+        argv += ["--worker", worker.id, "--image", str(docker.get("image") or "")]
+        if config is not None and config.path is not None:
+            argv += ["--config", str(config.path)]
+        return Launch(argv, str(home.work), env)
     has_repo = bool(task.script.repo)
     if not has_repo and not os.path.isdir(task.script.working_dir):
         raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")

@@ -1,0 +1,255 @@
+"""The pure half of docker mode: which image, which name, which arguments.
+
+Nothing here talks to an engine, so every rule is unit-tested.
+
+Decisions:
+
+* Image: the task's ``docker.image`` (``submit --docker``) wins, then the
+  worker's (``up --docker IMAGE``), then ``agent.default_docker.image``.  The
+  task's ``docker.args`` go with the task's image; ``default_docker.arguments``
+  only with the default image; ``agent.extra_docker_arguments`` are always
+  appended last.
+* Docker arguments are parsed into SDK keyword arguments for the common flags
+  only (``-v``, ``-e``, ``--ipc``, ``--shm-size``, ``--network``/``--net``);
+  anything else is refused with a clear message instead of being silently
+  dropped, because an ignored ``--privileged`` or ``--user`` changes what the
+  task can do.
+* The container name follows ``agent.docker_container_name_format`` with
+  ``{task_id}``, ``{worker_id}`` and ``{rand_string}`` (32 lower-case
+  letters; the format can cut it, ``{rand_string:.8}``).  Characters Docker
+  refuses become ``-``; the result is checked against Docker's rule.
+* The command line *shown* (log, API) is a ``docker run`` equivalent with the
+  secrets masked; the container itself gets the real values.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shlex
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.errors import UsageError
+from fleet.validate import MASK, is_secret_name
+
+log = logging.getLogger(__name__)
+
+LABEL_TASK = "fleet.task"
+LABEL_WORKER = "fleet.worker"
+LABEL_HOST = "fleet.host"
+LABEL_PID = "fleet.runner_pid"
+
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@")
+
+# Always hidden in the shown command line (ClearML Agent's list plus ours).
+HIDDEN_KEYS = frozenset(
+    {
+        "CLEARML_API_SECRET_KEY",
+        "CLEARML_AGENT_GIT_PASS",
+        "AWS_SECRET_ACCESS_KEY",
+        "AZURE_STORAGE_KEY",
+        "FLEET_API_TOKEN",
+        "FLEET_GIT_PASS",
+    }
+)
+SUPPORTED = "-v/--volume, -e/--env, --ipc, --shm-size, --network/--net"
+
+
+class DockerArgsError(UsageError):
+    """A docker argument, image or name format docker mode cannot use."""
+
+
+@dataclass
+class RunOptions:
+    """What the supported ``docker run`` flags mean, as SDK keyword arguments."""
+
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    ipc_mode: str | None = None
+    shm_size: str | None = None
+    network_mode: str | None = None
+
+
+def choose_image(
+    task_docker: Mapping[str, Any], worker_image: str, default_image: str, default_args: Sequence[str]
+) -> tuple[str, list[str]]:
+    """(image, docker arguments) for a task; raise when no image is known anywhere."""
+    image = str(task_docker.get("image") or "").strip()
+    if image:
+        return image, [str(a) for a in task_docker.get("args") or []]
+    task_args = [str(a) for a in task_docker.get("args") or []]
+    if worker_image.strip():
+        return worker_image.strip(), task_args
+    if default_image.strip():
+        return default_image.strip(), [*default_args, *task_args]
+    raise DockerArgsError(
+        "docker mode: no image: the task has none (submit --docker IMAGE), the worker has none "
+        "(up --docker IMAGE) and agent.default_docker.image is not set",
+        field="docker",
+    )
+
+
+def container_name(fmt: str, task_id: str, worker_id: str, rand: str | None = None) -> str:
+    """The container's name from ``docker_container_name_format``; refuse a format Docker cannot take."""
+    rand = rand if rand is not None else "".join(random.choices(string.ascii_lowercase, k=32))
+    try:
+        raw = fmt.format(task_id=task_id, worker_id=worker_id, rand_string=rand)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DockerArgsError(
+            f"agent.docker_container_name_format {fmt!r}: {exc!s}; allowed fields are "
+            "{task_id}, {worker_id} and {rand_string}",
+            field="agent.docker_container_name_format",
+        ) from None
+    name = _BAD_NAME_CHARS.sub("-", raw)
+    if not NAME_RE.fullmatch(name):
+        raise DockerArgsError(
+            f"agent.docker_container_name_format {fmt!r} gives {name!r}, which Docker refuses: "
+            "expected [a-zA-Z0-9][a-zA-Z0-9_.-]+",
+            field="agent.docker_container_name_format",
+        )
+    return name
+
+
+def _split(args: Sequence[str]) -> list[tuple[str, str]]:
+    """``["-e", "A=1", "--ipc=host"]`` -> ``[("-e", "A=1"), ("--ipc", "host")]``."""
+    flags = {"-v", "--volume", "-e", "--env", "--ipc", "--shm-size", "--network", "--net"}
+    out: list[tuple[str, str]] = []
+    items = [part for arg in args for part in (shlex.split(arg) if " " in arg.strip() else [arg])]
+    i = 0
+    while i < len(items):
+        item = items[i]
+        name, eq, value = item.partition("=") if item.startswith("--") else (item, "", "")
+        if name not in flags:
+            if len(item) > 2 and item[:2] in ("-v", "-e") and not item.startswith("--"):
+                name, value, eq = item[:2], item[2:], "="  # -eA=1, -v/a:/b
+            else:
+                raise DockerArgsError(
+                    f"docker argument {item!r} is not supported in docker mode (supported: {SUPPORTED})",
+                    field="docker_args",
+                )
+        if not eq:
+            if i + 1 >= len(items):
+                raise DockerArgsError(f"docker argument {item!r} needs a value", field="docker_args")
+            i += 1
+            value = items[i]
+        out.append((name, value))
+        i += 1
+    return out
+
+
+def parse_docker_args(args: Sequence[str], environ: Mapping[str, str] | None = None) -> RunOptions:
+    """Parse the supported ``docker run`` flags; ``-e NAME`` takes NAME's value from ``environ``."""
+    opts = RunOptions()
+    for name, value in _split(args):
+        if name in ("-v", "--volume"):
+            parts = value.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+                raise DockerArgsError(
+                    f"docker argument -v {value!r}: expected HOST:CONTAINER[:ro|rw]", field="docker_args"
+                )
+            mode = parts[2] if len(parts) == 3 else "rw"
+            if mode not in ("ro", "rw"):
+                raise DockerArgsError(f"docker argument -v {value!r}: mode must be ro or rw", field="docker_args")
+            opts.volumes[parts[0]] = {"bind": parts[1], "mode": mode}
+        elif name in ("-e", "--env"):
+            key, eq, val = value.partition("=")
+            if not key:
+                raise DockerArgsError(f"docker argument -e {value!r}: expected NAME=VALUE", field="docker_args")
+            if eq:
+                opts.environment[key] = val
+            elif environ is not None and key in environ:
+                opts.environment[key] = environ[key]
+        elif name == "--ipc":
+            opts.ipc_mode = value
+        elif name == "--shm-size":
+            opts.shm_size = value
+        else:
+            opts.network_mode = value
+    return opts
+
+
+@dataclass
+class ContainerSpec:
+    """Everything the runner hands to ``containers.run`` (and shows, masked)."""
+
+    image: str
+    command: list[str]
+    name: str
+    labels: dict[str, str]
+    environment: dict[str, str]
+    volumes: dict[str, dict[str, str]]
+    working_dir: str
+    gpus: list[int] = field(default_factory=list)
+    ipc_mode: str | None = None
+    shm_size: str | None = None
+    network_mode: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``client.containers.create`` (device requests added by the runner)."""
+        out: dict[str, Any] = {
+            "image": self.image,
+            "command": list(self.command),
+            "name": self.name,
+            "labels": dict(self.labels),
+            "environment": dict(self.environment),
+            "volumes": {k: dict(v) for k, v in self.volumes.items()},
+            "working_dir": self.working_dir,
+            "init": True,
+            "detach": True,
+        }
+        for key in ("ipc_mode", "shm_size", "network_mode"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def shown(self, extra_keys: Iterable[str] = (), secret_values: Iterable[str] = (), hide: bool = True) -> str:
+        """A ``docker run`` command line equivalent to this spec, for people; secrets masked."""
+        argv = ["docker", "run", "--rm", "--init", "--name", self.name]
+        for key, value in self.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        if self.gpus:
+            argv += ["--gpus", "device=" + ",".join(str(g) for g in self.gpus)]
+        options = (("--ipc", self.ipc_mode), ("--shm-size", self.shm_size), ("--network", self.network_mode))
+        for opt, setting in options:
+            if setting is not None:
+                argv.append(f"{opt}={setting}")
+        for host, bind in self.volumes.items():
+            argv += ["-v", f"{host}:{bind['bind']}:{bind['mode']}"]
+        for key, value in self.environment.items():
+            argv += ["-e", f"{key}={value}"]
+        argv += ["-w", self.working_dir, self.image, *self.command]
+        if not hide:
+            return shlex.join(argv)
+        return mask_command(argv, extra_keys, secret_values)
+
+
+def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> str:
+    """Join ``argv`` for display: ``-e KEY=value`` of a secret key, known secret
+    values anywhere and passwords inside URLs become ``********``."""
+    extra = frozenset(extra_keys)
+    values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        text = arg
+        if i > 0 and argv[i - 1] in ("-e", "--env"):
+            key, eq, _ = text.partition("=")
+            if eq and (key in HIDDEN_KEYS or key in extra or is_secret_name(key, extra)):
+                text = f"{key}={MASK}"
+        for value in values:
+            text = text.replace(value, MASK)
+        out.append(_URL_PASSWORD.sub(rf"\1{MASK}@", text))
+    return shlex.join(out)
+
+
+def secret_values(env: Mapping[str, str], extra_keys: Iterable[str] = (), also: Iterable[str] = ()) -> list[str]:
+    """The values of the hidden keys in ``env`` plus ``also`` (the git password, our token)."""
+    extra = frozenset(extra_keys)
+    found = [v for k, v in env.items() if v and (k in HIDDEN_KEYS or k in extra or is_secret_name(k, extra))]
+    return found + [v for v in also if v]

@@ -1,0 +1,67 @@
+"""Containers left behind: found by their labels and removed.
+
+Every container fleet starts carries ``fleet.task``, ``fleet.worker``,
+``fleet.host`` and ``fleet.runner_pid`` (the runner process that owns it).
+A container of this host is an orphan when its runner is gone (the worker
+or runner crashed, or was SIGKILLed before it could remove it) or when its
+task is no longer ``in_progress``.  The sweep runs when a docker runner
+starts, before it creates its own container, so a restarted worker cleans
+up on its first docker task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from fleet.errors import FleetError
+from fleet.models import TaskStatus
+from fleet.store import Store
+from fleet.worker.docker.args import LABEL_HOST, LABEL_PID, LABEL_TASK
+
+log = logging.getLogger(__name__)
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        pid = int(text)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _task_running(store: Store | None, task_id: str) -> bool:
+    if store is None:
+        return True
+    try:
+        return store.get_task(task_id).status == TaskStatus.IN_PROGRESS
+    except FleetError:
+        return False
+
+
+def remove_orphans(client: Any, host: str, store: Store | None = None, keep: str = "") -> list[str]:
+    """Remove this host's fleet containers whose runner is dead or whose task has ended;
+    return their names.  ``keep`` names a container never touched (the caller's own)."""
+    removed: list[str] = []
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_HOST}={host}"}):
+        labels = container.labels or {}
+        if container.name == keep:
+            continue
+        if _pid_alive(labels.get(LABEL_PID, "")) and _task_running(store, labels.get(LABEL_TASK, "")):
+            continue
+        try:
+            container.remove(force=True)
+        except Exception as exc:  # a sweep must not stop the task that runs it
+            log.warning("could not remove orphan container %s: %s", container.name, exc)
+            continue
+        removed.append(container.name)
+    return removed

@@ -1,0 +1,375 @@
+"""Run a task in a container: ``python -m fleet.worker.docker.run --home H --task ID --worker W``.
+
+The worker launches this instead of the task's command when the worker is in
+docker mode (see :mod:`fleet.worker.launch`).  Like ``fleet.worker.prepare``
+it is the leader of the task's process group: abort and timeout reach it as
+SIGTERM, on which it stops the container (Docker's stop: SIGTERM, then
+SIGKILL after part of ``fleet.stop_grace_seconds``, so the container is gone
+before the worker's own SIGKILL), removes it and exits with the container's
+exit code.  Its stdout is the task log: the container's output is copied line
+by line, fleet's own lines start with ``[docker]``.
+
+Decisions:
+
+* The code is checked out on the host by the same code as outside docker
+  (vcs cache, diff) and bind-mounted at the same path, so the task's
+  folder and ``__file__`` paths read the same inside and out.
+* The environment is built *inside* the container with the image's own
+  Python (``python3 -m venv`` + ``pip install -r``), because a venv built
+  on the host points at the host's interpreter.  The pip and uv download
+  caches from ``FLEET_HOME`` are mounted (``docker_internal_mounts.pip_cache``,
+  ``uv_cache``) so a rebuild reuses downloads; the venv itself is not cached
+  across containers (yet).
+* The container runs a fixed entry script (``/fleet/run/entry.sh``):
+  ``extra_docker_shell_script``, then the task's setup script, then the
+  environment, then ``exec "$@"`` with the task's command as its arguments,
+  so no shell string is ever built from task fields.
+* The container runs with Docker's init (``--init``) as PID 1, so the
+  task's process gets the stop signal like outside docker (a bare PID 1
+  ignores SIGTERM).
+* GPUs: a ``DeviceRequest`` for exactly the task's GPUs plus
+  ``NVIDIA_VISIBLE_DEVICES``; an engine without the NVIDIA runtime refuses
+  the request and the task fails with that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+
+from fleet.config import Config, load_config
+from fleet.errors import FleetError
+from fleet.gpus import format_gpus
+from fleet.home import Home
+from fleet.models import Task
+from fleet.store import open_store
+from fleet.worker.docker.args import (
+    LABEL_HOST,
+    LABEL_PID,
+    LABEL_TASK,
+    LABEL_WORKER,
+    ContainerSpec,
+    choose_image,
+    container_name,
+    parse_docker_args,
+    secret_values,
+)
+from fleet.worker.docker.cleanup import remove_orphans
+from fleet.worker.envs import Log
+from fleet.worker.envs.requirements import gather
+from fleet.worker.envs.settings import downloads_dir
+from fleet.worker.prepare import PrepareError, Preparer
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+RUN_DIR = "/fleet/run"
+ENTRY = """\
+set -e
+if [ -f /fleet/run/extra.sh ]; then
+  echo "[docker] running extra_docker_shell_script"
+  sh /fleet/run/extra.sh
+fi
+if [ -f /fleet/run/setup.sh ]; then
+  echo "[docker] running the setup script"
+  if command -v bash >/dev/null 2>&1; then bash /fleet/run/setup.sh; else sh /fleet/run/setup.sh; fi
+fi
+if [ -f /fleet/run/requirements.txt ]; then
+  PY=$(command -v python3 || command -v python)
+  echo "[docker] building the task's environment in /fleet/venv with $PY"
+  "$PY" -m venv /fleet/venv
+  /fleet/venv/bin/python -m pip install -r /fleet/run/requirements.txt
+  export VIRTUAL_ENV=/fleet/venv PATH="/fleet/venv/bin:$PATH"
+fi
+exec "$@"
+"""
+NO_GPU_RUNTIME = (
+    "docker mode: the task needs GPUs [{gpus}] but this docker engine has no NVIDIA runtime "
+    "(install nvidia-container-toolkit), so no GPU can be given to the container: {detail}"
+)
+
+
+class DockerRunError(FleetError):
+    """The container could not be created or started; the message is the task's reason."""
+
+
+def say(text: str) -> None:
+    print(f"[docker] {text}", flush=True)
+
+
+def build_spec(
+    task: Task,
+    worker_id: str,
+    worker_image: str,
+    config: Config,
+    home: Home,
+    folder: Path,
+    mounts: list[Path],
+    run_dir: Path,
+    rand: str | None = None,
+) -> ContainerSpec:
+    """The container for ``task``; ``mounts`` are host folders bound at the same path (the code)."""
+    agent = config.agent
+    image, args = choose_image(
+        task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments
+    )
+    opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
+    devices = format_gpus(task.gpus)
+    env: dict[str, str] = dict(task.env)
+    env.update(opts.environment)
+    env.update(
+        {
+            "CUDA_VISIBLE_DEVICES": devices,
+            "NVIDIA_VISIBLE_DEVICES": devices or "none",
+            "FLEET_TASK_ID": task.id,
+            "FLEET_WORKER_ID": worker_id,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    volumes: dict[str, dict[str, str]] = {str(p): {"bind": str(p), "mode": "rw"} for p in mounts}
+    volumes[str(run_dir)] = {"bind": RUN_DIR, "mode": "ro"}
+    caches = downloads_dir(home, agent)
+    internal = agent.docker_internal_mounts
+    if caches is not None:
+        for key, sub, default in (("pip_cache", "pip", "/root/.cache/pip"), ("uv_cache", "uv", "/root/.cache/uv")):
+            host = caches / sub
+            host.mkdir(parents=True, exist_ok=True)
+            volumes[str(host)] = {"bind": str(internal.get(key) or default), "mode": "rw"}
+    volumes.update(opts.volumes)
+    labels = {
+        LABEL_TASK: task.id,
+        LABEL_WORKER: worker_id,
+        LABEL_HOST: socket.gethostname(),
+        LABEL_PID: str(os.getpid()),
+    }
+    return ContainerSpec(
+        image=image,
+        command=["sh", f"{RUN_DIR}/entry.sh", *task.script.command],
+        name=container_name(agent.docker_container_name_format, task.id, worker_id, rand),
+        labels=labels,
+        environment=env,
+        volumes=volumes,
+        working_dir=str(folder),
+        gpus=list(task.gpus),
+        ipc_mode=opts.ipc_mode,
+        shm_size=opts.shm_size,
+        network_mode=opts.network_mode,
+    )
+
+
+def device_requests(gpus: list[int]) -> list[DeviceRequest]:
+    """Exactly the task's GPUs (none for a CPU task)."""
+    if not gpus:
+        return []
+    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+
+
+def write_run_dir(run_dir: Path, task: Task, config: Config, code_root: Path | None) -> None:
+    """The files the entry script reads: extra script, setup script, requirements."""
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in run_dir.iterdir():
+        stale.unlink()
+    (run_dir / "entry.sh").write_text(ENTRY)
+    extra = [line for line in config.agent.extra_docker_shell_script if line.strip()]
+    if extra:
+        (run_dir / "extra.sh").write_text("set -e\n" + "\n".join(extra) + "\n")
+    setup = task.script.setup_script or ""
+    if setup.strip():
+        (run_dir / "setup.sh").write_text(setup if setup.endswith("\n") else setup + "\n")
+    requirements = gather(task.requirements or {}, code_root, "pip")
+    if requirements is not None and requirements.project is None and requirements.lines:
+        (run_dir / "requirements.txt").write_text("\n".join(requirements.lines) + "\n")
+    elif requirements is not None and requirements.project is not None:
+        say("a poetry project: docker mode installs requirement lines only; skipping the environment")
+    run_dir.chmod(0o755)
+
+
+class Stopper:
+    """SIGTERM/SIGINT: stop the container (in a thread: the main thread is reading its logs)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.container: Any = None
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        say(f"stop requested: stopping the container (SIGKILL after {self.timeout:g}s)")
+        if self.container is not None:
+            threading.Thread(target=self._stop, daemon=True).start()
+
+    def _stop(self) -> None:
+        try:
+            self.container.stop(timeout=max(0, math.floor(self.timeout)))  # the engine takes whole seconds
+        except DockerException as exc:
+            log.warning("stopping the container failed (%s); killing it", exc)
+            try:
+                self.container.kill()
+            except DockerException as again:
+                log.warning("killing the container failed: %s", again)
+
+
+def ensure_image(client: Any, image: str, force_pull: bool) -> None:
+    """``docker_force_pull``: always pull; else pull only when the image is not here."""
+    if not force_pull:
+        try:
+            client.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+    say(f"pulling {image}" + (" (docker_force_pull)" if force_pull else " (not found locally)"))
+    try:
+        client.images.pull(image)
+    except DockerException as exc:
+        why = "docker_force_pull is set and " if force_pull else "it is not here and "
+        raise DockerRunError(f"docker mode: image {image}: {why}the pull failed: {exc}") from None
+
+
+def run_container(
+    client: Any,
+    spec: ContainerSpec,
+    *,
+    force_pull: bool = False,
+    stop_timeout: float = 5.0,
+    write: Callable[[str], None] | None = None,
+    stopper: Stopper | None = None,
+) -> int:
+    """Create, start, stream and remove the container; return its exit code."""
+    write = write or (lambda text: print(text, flush=True))
+    stopper = stopper or Stopper(stop_timeout)
+    ensure_image(client, spec.image, force_pull)
+    kwargs = spec.kwargs()
+    kwargs.pop("detach")
+    requests = device_requests(spec.gpus)
+    if requests:
+        kwargs["device_requests"] = requests
+    if stopper.requested:  # stopped while the code or the image was being fetched
+        raise DockerRunError("docker mode: stopped before the container was created")
+    try:
+        container = client.containers.create(**kwargs)
+    except APIError as exc:
+        raise DockerRunError(f"docker mode: cannot create the container: {exc.explanation or exc}") from None
+    stopper.container = container
+    try:
+        try:
+            container.start()
+        except APIError as exc:
+            detail = str(exc.explanation or exc)
+            if spec.gpus and ("device driver" in detail or "nvidia" in detail.lower()):
+                raise DockerRunError(NO_GPU_RUNTIME.format(gpus=format_gpus(spec.gpus), detail=detail)) from None
+            raise DockerRunError(f"docker mode: cannot start the container: {detail}") from None
+        if stopper.requested:
+            stopper._stop()
+        pending = b""
+        for chunk in container.logs(stream=True, follow=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                write(line.decode("utf-8", "replace"))
+        code = int(container.wait().get("StatusCode", EXIT_FAILED))
+        # The followed stream can end before a last line without a newline reaches it: ask for it.
+        last = container.logs(stream=False, tail=1)
+        if isinstance(last, bytes) and last and not last.endswith(b"\n") and last.startswith(pending):
+            pending = last
+        if pending:
+            write(pending.decode("utf-8", "replace"))
+        if stopper.requested:
+            say(f"container stopped (exit code {code})")
+        return code
+    finally:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except DockerException as exc:
+            log.warning("could not remove container %s: %s", spec.name, exc)
+
+
+def run_task(
+    home: Home, config: Config, task: Task, worker_id: str, worker_image: str, stopper: Stopper | None = None
+) -> int:
+    """The whole docker path for one task (worker and ``execute --docker``)."""
+    agent = config.agent
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise DockerRunError(f"docker mode: the docker engine is unreachable: {exc}") from None
+    store = open_store(home)
+    try:
+        removed = remove_orphans(client, socket.gethostname(), store)
+    finally:
+        store.close()
+    if removed:
+        say(f"removed {len(removed)} orphan container(s): {', '.join(removed)}")
+    out = Log(lambda text: print(text, flush=True))
+    preparer = Preparer(home, config, out)
+    try:
+        root, folder = preparer.code(task, home.work / task.id)
+    except PrepareError as exc:
+        raise DockerRunError(exc.message) from None
+    run_dir = home.work / f"{task.id}.docker"
+    write_run_dir(run_dir, task, config, root)
+    spec = build_spec(task, worker_id, worker_image, config, home, folder, [root or folder], run_dir)
+    hide = agent.hide_docker_command_env_vars
+    secrets = secret_values(
+        spec.environment,
+        hide.extra_keys,
+        [agent.git_pass, config.fleet.api.token, os.environ.get("FLEET_API_TOKEN", "")],
+    )
+    say(spec.shown(hide.extra_keys, secrets, hide=hide.enabled))
+    # Docker takes whole seconds; leave the last second of the worker's grace for the removal.
+    timeout = float(max(0, math.floor(config.fleet.stop_grace_seconds) - 1))
+    if stopper is not None:
+        stopper.timeout = timeout
+    try:
+        return run_container(client, spec, force_pull=agent.docker_force_pull, stop_timeout=timeout, stopper=stopper)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fleet.worker.docker.run")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--image", default="", help="the worker's image (up --docker IMAGE)")
+    parser.add_argument("--config", default=None)
+    args = parser.parse_args(argv)
+    stopper = Stopper(5.0)
+    signal.signal(signal.SIGTERM, stopper)
+    signal.signal(signal.SIGINT, stopper)
+    try:
+        config = load_config(args.config)
+        home = Home(Path(args.home))
+        store = open_store(home)
+        task = store.get_task(args.task)
+        store.close()
+        return run_task(home, config, task, args.worker, args.image, stopper)
+    except FleetError as exc:
+        print(exc.message, flush=True)
+        return EXIT_FAILED
+    except (OSError, DockerException) as exc:
+        print(f"docker mode failed: {exc}", flush=True)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
