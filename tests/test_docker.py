@@ -329,3 +329,21 @@ def test_git_task_sees_its_checkout_and_diff_in_the_tasks_image(fleet: Fleet, cl
     assert shown["docker"] == {"image": ""}
     assert f"train modified, not committed | untracked module {fleet.home / 'work' / task_id}" in log
     assert _ours(client, task_id) == []
+
+
+def test_a_docker_worker_sweeps_orphans_when_it_starts(fleet: Fleet, client: Any) -> None:
+    _docker_config(fleet)
+    labels = {"fleet.task": "1" * 32, "fleet.worker": "x", "fleet.host": socket.gethostname()}
+    orphan = client.containers.create(
+        IMAGE, ["sh", "-c", "sleep 60"], labels={**labels, "fleet.runner_pid": "999999999"}, network_mode="none"
+    )
+
+    def gone() -> bool:
+        try:
+            orphan.reload()
+        except docker.errors.NotFound:
+            return True
+        return False
+
+    fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", IMAGE)
+    fleet.wait_for(gone, 30, "the orphan container to be removed at worker start")

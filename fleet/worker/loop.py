@@ -32,6 +32,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -218,6 +219,11 @@ class WorkerLoop(LoopBase):
             return 1
         listener = Listener(self.home.root, self.run_as)
         become_subreaper()
+        if not self.one_task and (self.worker.options or {}).get("docker"):
+            from fleet.worker.docker.cleanup import sweep  # the docker SDK only where docker mode is used
+
+            for name in sweep(socket.gethostname(), self.store):
+                log.info("worker %s: removed orphan container %s", self.worker.id, name)
         if self.one_task:
             started = self._start_given()
         else:

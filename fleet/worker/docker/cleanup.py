@@ -5,8 +5,8 @@ Every container fleet starts carries ``fleet.task``, ``fleet.worker``,
 A container of this host is an orphan when its runner is gone (the worker
 or runner crashed, or was SIGKILLed before it could remove it) or when its
 task is no longer ``in_progress``.  The sweep runs when a docker runner
-starts, before it creates its own container, so a restarted worker cleans
-up on its first docker task.
+starts, before it creates its own container, and when a docker-mode worker
+starts, so a worker restarted after a crash cleans up at once.
 """
 
 from __future__ import annotations
@@ -46,6 +46,22 @@ def _task_running(store: Store | None, task_id: str) -> bool:
         return store.get_task(task_id).status == TaskStatus.IN_PROGRESS
     except FleetError:
         return False
+
+
+def sweep(host: str, store: Store | None) -> list[str]:
+    """Connect to the engine and :func:`remove_orphans`; an unreachable engine is
+    logged, never raised (a worker starting up must not fail on it)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        try:
+            return remove_orphans(client, host, store)
+        finally:
+            client.close()
+    except Exception as exc:  # DockerException, connection errors
+        log.warning("docker: cannot sweep orphan containers: %s", exc)
+        return []
 
 
 def remove_orphans(client: Any, host: str, store: Store | None = None, keep: str = "") -> list[str]:
