@@ -26,9 +26,17 @@ def manager_url(home: Home) -> tuple[str, int | None] | None:
     if env_url:
         return env_url.rstrip("/"), None
     info = home.read_manager_info()
-    if not info or not isinstance(info.get("pid"), int) or not psutil.pid_exists(info["pid"]):
+    if not info or not isinstance(info.get("pid"), int) or not _running(info["pid"]):
         return None
     return str(info["url"]).rstrip("/"), int(info["pid"])
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed manager whose parent has not reaped it yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 class Client:
