@@ -195,3 +195,20 @@ def test_submit_refuses_unsupported_docker_args_before_anything(fleet: Fleet) ->
     assert "'--privileged' is not supported in docker mode" in result.stderr
     result = fleet.cli("submit", "--queue", "q", "--docker-args", "--ipc=host", "--", "true")
     assert result.returncode == 2 and "only with --docker IMAGE" in result.stderr
+
+
+def test_a_worker_without_an_engine_says_so_and_pulls_nothing(fleet: Fleet) -> None:
+    """Docker mode with an engine that cannot be reached (DOCKER_HOST points at a
+    socket nobody serves): the worker says why in its state and takes no task."""
+    fleet.env["DOCKER_HOST"] = f"unix://{fleet.root}/no-engine.sock"
+    fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", "some-image:1")
+    task_id = fleet.submit("dq", "true")
+
+    def says_so() -> bool:
+        with fleet.api() as api:
+            worker = api.get("/workers").json()["workers"][0]
+        return bool(worker["state_reason"].startswith("not pulling: docker engine unreachable"))
+
+    fleet.wait_for(says_so, timeout=30, what="the worker to report the missing engine")
+    assert "docker engine unreachable" in fleet.ok("status")
+    assert fleet.task(task_id)["status"] == "queued"

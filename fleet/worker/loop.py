@@ -47,6 +47,7 @@ from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.supervise import manager_pidfile
 from fleet.worker.admission import GpuAdmission
+from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
 from fleet.worker.prepare import EXIT_NO_SPACE
@@ -204,6 +205,7 @@ class WorkerLoop(LoopBase):
         self._last_tail: list[str] = []
         self.no_space_until = 0.0  # no disk space for environments: pull nothing until then
         self.no_space_reason = ""
+        self.engine = EngineProbe(self.worker.id) if (self.worker.options or {}).get("docker") else None
 
     @property
     def one_task(self) -> bool:
@@ -326,6 +328,10 @@ class WorkerLoop(LoopBase):
     def _pull(self) -> None:
         if time.monotonic() < self.no_space_until:
             self._set_state(WorkerState.IDLE, f"not pulling: {self.no_space_reason}")
+            return
+        problem = self.engine.problem() if self.engine is not None else None
+        if problem is not None:
+            self._set_state(WorkerState.IDLE, f"not pulling: {problem}")
             return
         queues = self._pullable()
         busy = self.admission.busy(self.worker.gpus or []) if queues else {}
