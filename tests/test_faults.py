@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import CONFIG, Fleet, alive
 
@@ -232,3 +233,49 @@ def test_a_task_flooding_its_log_is_capped(fleet: Fleet) -> None:
     text = log.read_text(errors="replace")
     assert text.count("log limit of 2 MB reached") == 1
     assert "attempt 1 ended: completed" in text  # fleet's own notes are never capped
+
+
+def test_a_task_that_died_while_nobody_watched_is_failed_and_retried(fleet: Fleet) -> None:
+    """The manager is killed, then the worker and its task die while no manager
+    runs: the next manager marks the task failed with the reason and, since it
+    has a retry left, queues it again; it then runs to completion."""
+    import os
+    import signal
+
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    task_id = fleet.submit("q", "sleep", "300", opts=("--retries", "1"))
+    fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
+    task_pid = int(_db_task(fleet, task_id)["pid"])
+    manager_pid = fleet.manager_info()["pid"]
+    worker_pid = next(p.pid for p in fleet.processes() if "fleet.worker" in " ".join(p.cmdline()))
+    for pid in (manager_pid, worker_pid, task_pid):
+        os.kill(pid, signal.SIGKILL)
+    fleet.wait_for(lambda: not any(alive(p) for p in (manager_pid, worker_pid, task_pid)), what="all gone")
+    fleet.up("--gpus", "0", "--queue", "q")
+    fleet.wait_for(lambda: fleet.task(task_id)["attempt"] == 2, timeout=30, what="the retry")
+    first = fleet.task(task_id)["attempts"][0]
+    assert first["status"] == "failed" and "worker died" in first["reason"]
+    fleet.ok("abort", task_id)
+
+
+def test_files_under_the_home_are_owner_only(fleet: Fleet) -> None:
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    task_id = fleet.submit("q", "echo", "hello")
+    assert fleet.cli("wait", task_id).returncode == 0
+    loose = [
+        f"{path} {oct(path.stat().st_mode & 0o777)}"
+        for path in [fleet.home, *fleet.home.rglob("*")]
+        if not path.is_symlink() and path.stat().st_mode & 0o077
+    ]
+    assert loose == []
+
+
+def _db_task(fleet: Fleet, task_id: str) -> dict[str, Any]:
+    import sqlite3
+
+    conn = sqlite3.connect(fleet.home / "fleet.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return dict(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
+    finally:
+        conn.close()
