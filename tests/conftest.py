@@ -23,6 +23,30 @@ import httpx
 import psutil
 import pytest
 
+# A task object's keys, as SPEC promises them (API answers and --json).
+TASK_KEYS = (
+    "id",
+    "name",
+    "queue",
+    "status",
+    "status_reason",
+    "priority",
+    "worker",
+    "host",
+    "gpus",
+    "exit_code",
+    "attempt",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "script",
+    "requirements",
+    "docker",
+    "env",
+    "env_cached",
+)
+
 CONFIG = """
 fleet {
   stop_grace_seconds: 2

@@ -14,33 +14,11 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from tests.conftest import Fleet
+from tests.conftest import TASK_KEYS, Fleet
 
 PY = sys.executable
 ENDED = {"completed", "failed", "stopped"}
 MASK = "********"
-TASK_KEYS = (
-    "id",
-    "name",
-    "queue",
-    "status",
-    "status_reason",
-    "priority",
-    "worker",
-    "host",
-    "gpus",
-    "exit_code",
-    "attempt",
-    "created_at",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "script",
-    "requirements",
-    "docker",
-    "env",
-    "env_cached",
-)
 WORKER_KEYS = (
     "id",
     "host",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.conftest import Fleet, alive
+from tests.conftest import TASK_KEYS, Fleet, alive
 
 
 def test_walkthrough(fleet: Fleet) -> None:
@@ -50,28 +50,7 @@ def test_task_environment_and_json(fleet: Fleet) -> None:
     import json
 
     task = json.loads(fleet.ok("show", task_id, "--json"))
-    for key in (
-        "id",
-        "name",
-        "queue",
-        "status",
-        "status_reason",
-        "priority",
-        "worker",
-        "host",
-        "gpus",
-        "exit_code",
-        "attempt",
-        "created_at",
-        "queued_at",
-        "started_at",
-        "finished_at",
-        "script",
-        "requirements",
-        "docker",
-        "env",
-        "env_cached",
-    ):
+    for key in TASK_KEYS:
         assert key in task, key
     assert task["name"] == "envcheck"
     assert task["gpus"] == [2, 5]
