@@ -7,7 +7,7 @@ import random
 import pytest
 
 from fleet.errors import UsageError
-from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Script, Task, Worker, WorkerMode, WorkerState
 from fleet.scheduler.allocate import Head, allocate, choose
 from fleet.scheduler.pool import (
     QueueSpec,
@@ -18,6 +18,7 @@ from fleet.scheduler.pool import (
     parse_queue_specs,
     task_worker_id,
 )
+from tests.factories import running_task
 
 POOL = list(range(8))
 QUAD, DUAL, SINGLE = QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1)
@@ -182,21 +183,7 @@ def test_no_starvation_under_a_random_stream() -> None:
 
 
 def _task(worker: str, gpus: list[int], host: str = "box") -> Task:
-    return Task(
-        id="ab" * 16,
-        name="t",
-        status=TaskStatus.IN_PROGRESS,
-        status_reason="",
-        queue="q",
-        priority=0,
-        script=Script(command=["true"], working_dir="/"),
-        env={},
-        user="",
-        created_at=0.0,
-        worker=worker,
-        host=host,
-        gpus=gpus,
-    )
+    return running_task(Script(command=["true"], working_dir="/"), worker=worker, host=host, gpus=gpus)
 
 
 def _worker(mode: WorkerMode, gpus: list[int] | None, wid: str) -> Worker:

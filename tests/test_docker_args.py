@@ -11,7 +11,7 @@ import pytest
 
 from fleet.config import parse_config_string
 from fleet.home import Home
-from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Script, Task, Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.worker.docker.args import (
     NAME_RE,
@@ -26,22 +26,11 @@ from fleet.worker.docker.args import (
 from fleet.worker.docker.run import build_spec, device_requests
 from fleet.worker.launch import plan_launch
 from tests.conftest import Fleet
+from tests.factories import running_task
 
 
 def make_task(tmp_path: Path, **fields: Any) -> Task:
-    return Task(
-        id="ab" * 16,
-        name="t",
-        status=TaskStatus.IN_PROGRESS,
-        status_reason="",
-        queue="q",
-        priority=0,
-        script=Script(["python3", "x.py"], str(tmp_path)),
-        env=fields.pop("env", {}),
-        user="",
-        created_at=0.0,
-        **fields,
-    )
+    return running_task(Script(["python3", "x.py"], str(tmp_path)), **fields)
 
 
 def worker(options: dict[str, Any] | None = None) -> Worker:

@@ -15,7 +15,7 @@ import pytest
 
 from fleet.config import PackageManagerConfig, parse_config_string
 from fleet.home import Home
-from fleet.models import Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Script, Task, TaskSpec, Worker, WorkerMode, WorkerState
 from fleet.store import open_store
 from fleet.worker.envs import choose_builder
 from fleet.worker.envs.base import (
@@ -35,6 +35,7 @@ from fleet.worker.envs.python import PythonFinder, fleet_python
 from fleet.worker.envs.requirements import gather, normalize
 from fleet.worker.envs.settings import installer_env_digest, pip_index_url, tool_environment
 from fleet.worker.launch import plan_launch
+from tests.factories import running_task
 
 
 def lines_of() -> tuple[Log, list[str]]:
@@ -352,19 +353,7 @@ def test_task_env_reaches_the_tools_only_when_enabled() -> None:
 
 def make_task(tmp_path: Path, **fields: Any) -> Task:
     script = Script(["python", "x.py"], str(tmp_path), setup_script=fields.pop("setup_script", None))
-    return Task(
-        id="ab" * 16,
-        name="t",
-        status=TaskStatus.IN_PROGRESS,
-        status_reason="",
-        queue="q",
-        priority=0,
-        script=script,
-        env={},
-        user="",
-        created_at=0.0,
-        **fields,
-    )
+    return running_task(script, **fields)
 
 
 def test_only_tasks_that_need_it_are_prepared(tmp_path: Path) -> None:
