@@ -1,9 +1,6 @@
 """Docker mode on a real engine (issue 5).
 
-No registry can be reached, so the test image is built here: ``docker import``
-of a small root filesystem assembled from this host (its ``python3.11``, the
-shared libraries ``ldd`` lists, the standard library and ``dash`` as
-``/bin/sh``), then ``docker build FROM`` it.  The engine runs with
+The test image is built here (:mod:`tests.dockerimage`).  The engine runs with
 ``--bridge=none``, so containers use ``--network=none``
 (``agent.extra_docker_arguments``).  Every test skips, with the reason, when
 no engine answers (tests/run.sh starts one in CI).
@@ -11,15 +8,11 @@ no engine answers (tests/run.sh starts one in CI).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
-import tarfile
 import textwrap
 import threading
 import time
@@ -30,75 +23,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import CONFIG, Fleet
+from tests.dockerimage import IMAGE, make_wheel, python_image
 
 docker = pytest.importorskip("docker")
-
-BASE = "fleet-test-base:1"
-IMAGE = "fleet-test-python:1"
-PYTHON = "/usr/bin/python3.11"
-
-
-def _client() -> Any:
-    client = None
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception as exc:  # any failure to reach the engine means: skip
-        if client is not None:
-            client.close()
-        pytest.skip(f"no docker engine reachable ({exc}); tests/run.sh starts dockerd")
-    return client
-
-
-def _libraries(binary: str) -> list[str]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    return re.findall(r"(/\S+\.so[.\d]*)", out)
-
-
-def _rootfs_tar() -> bytes:
-    """A root filesystem with python3.11, its libraries, its stdlib and /bin/sh."""
-    buf = io.BytesIO()
-    skip = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "dist-packages", "__pycache__"}
-
-    def no_tests(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if any(part in skip for part in Path(info.name).parts) else info
-
-    shell = shutil.which("dash") or "/bin/sh"
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        files = {PYTHON: PYTHON, shell: "/bin/sh"}
-        for lib in {*_libraries(PYTHON), *_libraries(shell)}:
-            files[lib] = lib
-        for src, dest in files.items():
-            tar.add(os.path.realpath(src), arcname=dest.lstrip("/"))
-        tar.add("/usr/lib/python3.11", arcname="usr/lib/python3.11", filter=no_tests)
-        for name, target in (("usr/bin/python3", "python3.11"), ("usr/bin/sh", "../../bin/sh")):
-            link = tarfile.TarInfo(name)
-            link.type, link.linkname = tarfile.SYMTYPE, target
-            tar.addfile(link)
-        for folder in ("tmp", "root", "etc"):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
-            tar.addfile(info)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    client = _client()
-    if not os.path.exists(PYTHON):
-        pytest.skip(f"{PYTHON} is needed to assemble the test image")
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        try:
-            client.images.get(BASE)
-        except docker.errors.ImageNotFound:
-            repo, tag = BASE.split(":")
-            client.api.import_image_from_data(_rootfs_tar(), repository=repo, tag=tag)
-        dockerfile = f"FROM {BASE}\nENV FLEET_TEST_IMAGE=1\nWORKDIR /root\n"
-        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=IMAGE, network_mode="none", rm=True)
-    yield client
-    client.close()
+    yield from python_image()
 
 
 def _docker_config(fleet: Fleet, extra: str = "") -> None:
@@ -347,3 +279,40 @@ def test_a_docker_worker_sweeps_orphans_when_it_starts(fleet: Fleet, client: Any
 
     fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", IMAGE)
     fleet.wait_for(gone, 30, "the orphan container to be removed at worker start")
+
+
+def test_requirements_are_installed_in_the_tasks_image_and_cached(fleet: Fleet, client: Any, tmp_path: Path) -> None:
+    from tests.gitrepo import GIT_ENV, make_repo
+
+    _docker_config(fleet)
+    fleet.env.update(GIT_ENV)
+    repo = make_repo(tmp_path / "src")
+    make_wheel(repo.work / "wheels", "tinydep", "1.0", "WHO = 'tinydep from a wheel'\n")
+    repo.write("requirements.txt", "./wheels/tinydep-1.0-py3-none-any.whl\n")
+    repo.write("train.py", "import sys, tinydep\nprint('dep', tinydep.WHO, 'in', sys.prefix)\n")
+    repo.commit("a requirement")
+    fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", IMAGE)
+    # A local path: an environment for this task only, removed when it ends.
+    local = fleet.submit("dq", "python3", "train.py", cwd=repo.work)
+    task = _wait_end(fleet, local)
+    log = _log(fleet, local)
+    assert task["status"] == "completed", log
+    one_off = fleet.home / "venvs-builds" / local
+    assert f"dep tinydep from a wheel in {one_off}" in log
+    assert "building an environment for this task only" in log
+    assert not one_off.exists()
+    # A cacheable requirement (satisfied offline by the pip the venv gets): built once, then reused.
+    script = "import sys, pip; print('pip', pip.__version__, 'in', sys.prefix)"
+    first, second = (
+        fleet.submit("dq", "python3", "-c", script, opts=("--packages", "pip"), cwd=tmp_path) for _ in range(2)
+    )
+    one, two = _wait_end(fleet, first), _wait_end(fleet, second)
+    log_one, log_two = _log(fleet, first), _log(fleet, second)
+    assert one["status"] == "completed" and two["status"] == "completed", log_one + log_two
+    assert "building the environment (1 requirement(s))" in log_one and "reusing cached environment" in log_two
+    assert "building the environment" not in log_two
+    prefix = re.search(r"^pip \S+ in (\S+)$", log_one, re.M)
+    assert prefix is not None and prefix.group(1).startswith(str(fleet.home / "venvs-cache")), log_one
+    assert f"in {prefix.group(1)}" in log_two  # the same environment, mounted again
+    assert (one["env_cached"], two["env_cached"]) == (False, True)
+    assert [c for c in client.containers.list(all=True) if c.name.endswith("-env")] == []

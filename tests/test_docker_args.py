@@ -139,7 +139,7 @@ def test_spec_for_a_two_gpu_task(tmp_path: Path) -> None:
     assert spec.labels["fleet.task"] == task.id and spec.labels["fleet.worker"] == "h:gpu2,3"
     assert spec.volumes[str(tmp_path)] == {"bind": str(tmp_path), "mode": "rw"}
     assert {"bind": "/pip", "mode": "rw"} in spec.volumes.values()
-    assert spec.command == ["sh", "/fleet/run/entry.sh", "python3", "x.py"]
+    assert spec.command == ["sh", "/fleet/run/entry.sh", "run", "python3", "x.py"]
     (request,) = device_requests(spec.gpus)
     assert request["DeviceIDs"] == ["2", "3"] and request["Capabilities"] == [["gpu"]]
     assert device_requests([]) == []

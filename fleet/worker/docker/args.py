@@ -230,6 +230,12 @@ class ContainerSpec:
         return mask_command(argv, extra_keys, secret_values)
 
 
+def hidden_key(key: str, extra_keys: Iterable[str] = ()) -> bool:
+    """Whether an environment variable's value is a secret (never shown, never baked into an image)."""
+    extra = frozenset(extra_keys)
+    return key in HIDDEN_KEYS or is_secret_name(key, extra)
+
+
 def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> str:
     """Join ``argv`` for display: ``-e KEY=value`` of a secret key, known secret
     values anywhere and passwords inside URLs become ``********``."""
@@ -240,7 +246,7 @@ def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_val
         text = arg
         if i > 0 and argv[i - 1] in ("-e", "--env"):
             key, eq, _ = text.partition("=")
-            if eq and (key in HIDDEN_KEYS or key in extra or is_secret_name(key, extra)):
+            if eq and hidden_key(key, extra):
                 text = f"{key}={MASK}"
         for value in values:
             text = text.replace(value, MASK)
@@ -251,5 +257,5 @@ def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_val
 def secret_values(env: Mapping[str, str], extra_keys: Iterable[str] = (), also: Iterable[str] = ()) -> list[str]:
     """The values of the hidden keys in ``env`` plus ``also`` (the git password, our token)."""
     extra = frozenset(extra_keys)
-    found = [v for k, v in env.items() if v and (k in HIDDEN_KEYS or k in extra or is_secret_name(k, extra))]
+    found = [v for k, v in env.items() if v and hidden_key(k, extra)]
     return found + [v for v in also if v]

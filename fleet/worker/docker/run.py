@@ -14,13 +14,13 @@ Decisions:
 * The code is checked out on the host by the same code as outside docker
   (vcs cache, diff) and bind-mounted at the same path, so the task's
   folder and ``__file__`` paths read the same inside and out.
-* The environment is built *inside* the container with the image's own
-  Python (``python3 -m venv`` + ``pip install -r``), because a venv built
-  on the host points at the host's interpreter.  The pip and uv download
-  caches from ``FLEET_HOME`` are mounted (``docker_internal_mounts.pip_cache``,
-  ``uv_cache``) so a rebuild reuses downloads; the venv itself is not cached
-  across containers (yet).
-* The container runs a fixed entry script (``/fleet/run/entry.sh``):
+* The environment is built *inside* a container of the task's image with
+  the image's own Python, because a venv built on the host points at the
+  host's interpreter; it is kept in the venv cache and mounted read-only
+  into the task's container (:mod:`fleet.worker.docker.venv`).  The pip and
+  uv download caches from ``FLEET_HOME`` are mounted too
+  (``docker_internal_mounts.pip_cache``, ``uv_cache``).
+* The container runs a fixed entry script (:mod:`fleet.worker.docker.scripts`):
   ``extra_docker_shell_script``, then the task's setup script, then the
   environment, then ``exec "$@"`` with the task's command as its arguments,
   so no shell string is ever built from task fields.
@@ -35,6 +35,7 @@ Decisions:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -70,34 +71,15 @@ from fleet.worker.docker.args import (
     secret_values,
 )
 from fleet.worker.docker.cleanup import remove_orphans
+from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_run_dir
+from fleet.worker.docker.venv import DockerEnvironment, EnvironmentBuildFailed, docker_environment
 from fleet.worker.envs import Log
-from fleet.worker.envs.requirements import gather
 from fleet.worker.envs.settings import downloads_dir
 from fleet.worker.prepare import PrepareError, Preparer
 
 log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
-RUN_DIR = "/fleet/run"
-ENTRY = """\
-set -e
-if [ -f /fleet/run/extra.sh ]; then
-  echo "[docker] running extra_docker_shell_script"
-  sh /fleet/run/extra.sh
-fi
-if [ -f /fleet/run/setup.sh ]; then
-  echo "[docker] running the setup script"
-  if command -v bash >/dev/null 2>&1; then bash /fleet/run/setup.sh; else sh /fleet/run/setup.sh; fi
-fi
-if [ -f /fleet/run/requirements.txt ]; then
-  PY=$(command -v python3 || command -v python)
-  echo "[docker] building the task's environment in /fleet/venv with $PY"
-  "$PY" -m venv /fleet/venv
-  /fleet/venv/bin/python -m pip install -r /fleet/run/requirements.txt
-  export VIRTUAL_ENV=/fleet/venv PATH="/fleet/venv/bin:$PATH"
-fi
-exec "$@"
-"""
 NO_GPU_RUNTIME = (
     "docker mode: the task needs GPUs [{gpus}] but this docker engine has no NVIDIA runtime "
     "(install nvidia-container-toolkit), so no GPU can be given to the container: {detail}"
@@ -106,10 +88,6 @@ NO_GPU_RUNTIME = (
 
 class DockerRunError(FleetError):
     """The container could not be created or started; the message is the task's reason."""
-
-
-def say(text: str) -> None:
-    print(f"[docker] {text}", flush=True)
 
 
 def build_spec(
@@ -159,7 +137,7 @@ def build_spec(
     }
     return ContainerSpec(
         image=image,
-        command=["sh", f"{RUN_DIR}/entry.sh", *task.script.command],
+        command=["sh", f"{RUN_DIR}/entry.sh", "run", *task.script.command],
         name=container_name(agent.docker_container_name_format, task.id, worker_id, rand),
         labels=labels,
         environment=env,
@@ -177,26 +155,6 @@ def device_requests(gpus: list[int]) -> list[DeviceRequest]:
     if not gpus:
         return []
     return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
-
-
-def write_run_dir(run_dir: Path, task: Task, config: Config, code_root: Path | None) -> None:
-    """The files the entry script reads: extra script, setup script, requirements."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in run_dir.iterdir():
-        stale.unlink()
-    (run_dir / "entry.sh").write_text(ENTRY)
-    extra = [line for line in config.agent.extra_docker_shell_script if line.strip()]
-    if extra:
-        (run_dir / "extra.sh").write_text("set -e\n" + "\n".join(extra) + "\n")
-    setup = task.script.setup_script or ""
-    if setup.strip():
-        (run_dir / "setup.sh").write_text(setup if setup.endswith("\n") else setup + "\n")
-    requirements = gather(task.requirements or {}, code_root, "pip")
-    if requirements is not None and requirements.project is None and requirements.lines:
-        (run_dir / "requirements.txt").write_text("\n".join(requirements.lines) + "\n")
-    elif requirements is not None and requirements.project is not None:
-        say("a poetry project: docker mode installs requirement lines only; skipping the environment")
-    run_dir.chmod(0o755)
 
 
 class Stopper:
@@ -250,8 +208,13 @@ def run_container(
     stop_timeout: float = 5.0,
     write: Callable[[str], None] | None = None,
     stopper: Stopper | None = None,
+    before_start: Callable[[Any], None] | None = None,
+    after_exit: Callable[[Any, int], None] | None = None,
 ) -> int:
-    """Create, start, stream and remove the container; return its exit code."""
+    """Create, start, stream and remove the container; return its exit code.
+
+    ``before_start(container)`` runs between creation and start (files copied
+    in), ``after_exit(container, exit_code)`` before the removal (a commit)."""
     write = write or (lambda text: print(text, flush=True))
     stopper = stopper or Stopper(stop_timeout)
     ensure_image(client, spec.image, force_pull)
@@ -268,6 +231,8 @@ def run_container(
         raise DockerRunError(f"docker mode: cannot create the container: {exc.explanation or exc}") from None
     stopper.container = container
     try:
+        if before_start is not None:
+            before_start(container)
         try:
             container.start()
         except APIError as exc:
@@ -292,6 +257,8 @@ def run_container(
             write(pending.decode("utf-8", "replace"))
         if stopper.requested:
             say(f"container stopped (exit code {code})")
+        if after_exit is not None:
+            after_exit(container, code)
         return code
     finally:
         try:
@@ -326,7 +293,8 @@ def run_task(
     except PrepareError as exc:
         raise DockerRunError(exc.message) from None
     run_dir = home.work / f"{task.id}.docker"
-    write_run_dir(run_dir, task, config, root)
+    requirements = requirements_for(task, root)
+    write_run_dir(run_dir, task, config, requirements)
     spec = build_spec(task, worker_id, worker_image, config, home, folder, [root or folder], run_dir)
     hide = agent.hide_docker_command_env_vars
     secrets = secret_values(
@@ -337,12 +305,42 @@ def run_task(
     say(spec.shown(hide.extra_keys, secrets, hide=hide.enabled))
     # Docker takes whole seconds; leave the last second of the worker's grace for the removal.
     timeout = float(max(0, math.floor(config.fleet.stop_grace_seconds) - 1))
-    if stopper is not None:
-        stopper.timeout = timeout
+    stopper = stopper or Stopper(timeout)
+    stopper.timeout = timeout
+    environment: DockerEnvironment | None = None
     try:
-        return run_container(client, spec, force_pull=agent.docker_force_pull, stop_timeout=timeout, stopper=stopper)
+        ensure_image(client, spec.image, agent.docker_force_pull)
+        if requirements is not None:
+
+            def run(build: ContainerSpec) -> int:
+                return run_container(client, build, stop_timeout=timeout, stopper=stopper)
+
+            image_id = str(client.images.get(spec.image).id)
+            try:
+                environment = docker_environment(home, config, task.id, image_id, requirements, run_dir, spec, run)
+            except EnvironmentBuildFailed as exc:
+                raise DockerRunError(str(exc)) from None
+            record_environment(home, task.id, environment)
+            spec = with_environment(spec, environment.path)
+        return run_container(client, spec, stop_timeout=timeout, stopper=stopper)
     finally:
+        if environment is not None:
+            environment.release()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def with_environment(spec: ContainerSpec, venv: Path) -> ContainerSpec:
+    """The task's container with its environment mounted read-only at the path it was built at."""
+    volumes = {**spec.volumes, str(venv): {"bind": str(venv), "mode": "ro"}}
+    return dataclasses.replace(spec, volumes=volumes, environment={**spec.environment, "FLEET_VENV": str(venv)})
+
+
+def record_environment(home: Home, task_id: str, environment: DockerEnvironment) -> None:
+    store = open_store(home)
+    try:
+        store.record_environment(task_id, environment.cached, environment.frozen, "pip", environment.python)
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

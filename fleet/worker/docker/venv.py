@@ -1,0 +1,148 @@
+"""The task's Python environment in docker mode, kept in the venv cache.
+
+Decisions:
+
+* The environment is built by a short container of the task's own image
+  (``entry.sh build``: extra script, setup script, ``python -m venv`` and
+  ``pip install -r``), because a venv built on the host points at the host's
+  interpreter.  It is built into a host folder bound at the *same path*
+  inside the container, so the venv's absolute paths read the same in the
+  build container and in the task's container, which mounts it read-only.
+* It lives in the same cache as the environments built outside docker
+  (``agent.venvs_cache``: LRU, per-key build lock, shared use lock held for
+  as long as the task's container runs).  The key is the image's *id* (a tag
+  moved to another image is another environment), the requirement lines,
+  and the extra and setup scripts, which run before the build and may
+  install what pip compiles against.
+* Requirements that name local paths, a disabled cache, or a cache with no
+  room: the environment is built for this task only, in
+  ``<venvs_dir>/<task id>``, and removed when the task ends.
+* The build container has the task container's volumes, network and
+  environment but no GPUs.  On a cache miss the setup script therefore runs
+  twice (build, then task): the task's container starts from the image, not
+  from the build container.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.config import Config
+from fleet.home import Home
+from fleet.worker.docker.args import ContainerSpec
+from fleet.worker.docker.scripts import FROZEN, RUN_DIR, say, scripts_digest
+from fleet.worker.envs.base import Log, Requirements
+from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
+from fleet.worker.envs.settings import builds_dir, cache_root
+
+
+class EnvironmentBuildFailed(Exception):
+    """The build container exited non-zero; the message is the task's reason."""
+
+
+@dataclass
+class DockerEnvironment:
+    path: Path
+    cached: bool
+    frozen: list[str]
+    python: str
+    lease: Lease | None = None
+
+    def release(self) -> None:
+        """Let the cache evict it again; a one-off build is removed."""
+        if self.lease is not None:
+            self.lease.release()
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def owner() -> str:
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def build_spec(task_spec: ContainerSpec, target: Path) -> ContainerSpec:
+    """The build container: the task's container without GPUs, running ``entry.sh build``."""
+    environment = {**task_spec.environment, "FLEET_VENV": str(target)}
+    if os.getuid() != 0:
+        environment["FLEET_OWNER"] = owner()
+    volumes = {**task_spec.volumes, str(target): {"bind": str(target), "mode": "rw"}}
+    return dataclasses.replace(
+        task_spec,
+        command=["sh", f"{RUN_DIR}/entry.sh", "build"],
+        name=f"{task_spec.name}-env"[:255],
+        environment=environment,
+        volumes=volumes,
+        gpus=[],
+    )
+
+
+def _frozen(path: Path) -> list[str]:
+    try:
+        text = (path / FROZEN).read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _python_version(path: Path) -> str:
+    """The venv's Python version, from its ``pyvenv.cfg``."""
+    try:
+        for line in (path / "pyvenv.cfg").read_text(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def docker_environment(
+    home: Home,
+    config: Config,
+    task_id: str,
+    image_id: str,
+    requirements: Requirements,
+    run_dir: Path,
+    task_spec: ContainerSpec,
+    run: Callable[[ContainerSpec], int],
+) -> DockerEnvironment:
+    """Reuse or build the environment; ``run(spec)`` runs a container and returns its exit code."""
+    agent = config.agent
+
+    def build(path: Path) -> dict[str, Any]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True)
+        say(f"building the environment ({len(requirements.lines)} requirement(s)) in a container of {image_id[:19]}")
+        code = run(build_spec(task_spec, path))
+        if code != 0:
+            shutil.rmtree(path, ignore_errors=True)
+            raise EnvironmentBuildFailed(f"docker mode: building the task's environment failed (exit code {code})")
+        return stamp_info(frozen=_frozen(path), manager="pip", python=_python_version(path), image=image_id)
+
+    cache = VenvCache(cache_root(home, agent), agent.venvs_cache.max_entries, agent.venvs_cache.free_space_threshold_gb)
+    if cache.enabled and requirements.cacheable:
+        material = {
+            "kind": "docker",
+            "image": image_id,
+            "requirements": list(requirements.lines),
+            "scripts": scripts_digest(run_dir),
+            "owner": owner(),
+        }
+        lease = cache.acquire(cache_key(material), build, Log(lambda text: print(text, flush=True)))
+        if lease is not None:
+            if lease.cached:
+                say(f"reusing cached environment {lease.key[:12]}")
+            info = lease.info
+            return DockerEnvironment(lease.path, lease.cached, list(info.get("frozen", [])), str(info["python"]), lease)
+    elif not requirements.cacheable:
+        say("requirements name local paths; building an environment for this task only")
+    path = builds_dir(home, agent) / task_id
+    shutil.rmtree(path, ignore_errors=True)
+    info = build(path)
+    return DockerEnvironment(path, False, list(info["frozen"]), str(info["python"]))
