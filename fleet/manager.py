@@ -42,6 +42,7 @@ from fleet import __version__, notify
 from fleet.config import Config
 from fleet.errors import ConfigError, FleetError, NotFound, UsageError
 from fleet.home import Home
+from fleet.leases import Leases
 from fleet.metrics.sampler import Sampler
 from fleet.metrics.storage import MetricsStorage
 from fleet.models import Worker, WorkerState
@@ -98,6 +99,7 @@ class Manager:
         self.nvml = Nvml()
         self.store: Store = open_store(self.home)
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
+        self.leases = Leases(config.fleet.remote_lease_seconds)  # tasks run by remote executors
         self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self._wake_workers)
         self.sampler = Sampler(
             self.store, MetricsStorage(self.home.db), self.nvml, self.home.root, self.hostname, config.fleet.metrics
@@ -165,6 +167,7 @@ class Manager:
             time.sleep(0.01)
         with self.lock:
             self.supervisor.adopt_or_recover()
+            self.leases.seed(self.store)
         self.schedule.start()
         self.sampler.start()
         self.home.write_manager_info(
@@ -199,6 +202,7 @@ class Manager:
                         return
                     self.shutdown(drain=False, requeue=False, by="signal")
                 self.supervisor.tick()
+                self.leases.sweep(self.store)
                 if self.shutdown_requested is not None and not self.supervisor.alive():
                     return
 

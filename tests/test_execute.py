@@ -107,4 +107,4 @@ def test_build_refuses_a_folder_in_use(fleet: Fleet, tmp_path: Path) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     result = fleet.cli("build", "--id", task_id, "--target", str(tmp_path / "busy"))
-    assert result.returncode == 2 and "not empty" in result.stderr
+    assert result.returncode == 2 and "expected a new or empty folder" in result.stderr

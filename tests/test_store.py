@@ -510,3 +510,30 @@ def test_concurrent_claims_hand_out_each_task_once(store: SQLiteStore, db: Path)
     assert all(t.worker == owner[t.id] for t in done)
     starts = [e.subject for e in store.events("task", limit=10 * N_TASKS) if e.new == "in_progress"]
     assert sorted(starts) == sorted(ids)
+
+
+def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: SQLiteStore) -> None:
+    """``execute`` and the remote executor: one transaction, the task's queue kept
+    (a failed attempt can be retried there), nothing left behind."""
+    executor = make_worker("box:image", gpus=[0, 1], queues=())
+    queued = store.create_task(spec(), "q", "t")
+    created = store.create_task(spec(gpus=2), None, "t")
+    started = store.start_task(queued.id, executor, [0], "t")
+    assert (started.status, started.queue, started.worker, started.attempt) == (
+        TaskStatus.IN_PROGRESS,
+        "q",
+        "box:image",
+        1,
+    )
+    assert store.claim_next_task(make_worker(), ["q"], []) is None  # it left the queue for good
+    with pytest.raises(Conflict, match="is running on box:image"):
+        store.start_task(queued.id, executor, [0], "t")
+    with pytest.raises(Conflict, match="needs 2 GPU\\(s\\); 1 given"):
+        store.start_task(created.id, executor, [0], "t")
+    assert store.get_task(created.id).status == TaskStatus.CREATED  # a refused start changes nothing
+    store.finish_task(started.id, TaskStatus.FAILED, exit_code=1, reason="x", actor="t", requeue="tail")
+    again = store.get_task(started.id)
+    assert (again.status, again.queue) == (TaskStatus.QUEUED, "q")
+    ended = store.start_task(created.id, executor, [0, 1], "t")
+    assert ended.gpus == [0, 1] and ended.queue is None
+    assert [q.name for q in store.list_queues()] == ["q"]

@@ -82,7 +82,15 @@ def _basic_matches(header: str, key: str, secret: str) -> bool:
 
 
 def create_app(manager: Manager) -> FastAPI:
-    from fleet.api import routes_clearml, routes_metrics, routes_queues, routes_system, routes_tasks, routes_workers
+    from fleet.api import (
+        routes_clearml,
+        routes_metrics,
+        routes_queues,
+        routes_remote,
+        routes_system,
+        routes_tasks,
+        routes_workers,
+    )
 
     app = FastAPI(title="fleet", version=__version__, description="Per-host GPU fleet manager")
     app.state.manager = manager
@@ -138,7 +146,7 @@ def create_app(manager: Manager) -> FastAPI:
                 )
         return await call_next(request)
 
-    for module in (routes_system, routes_workers, routes_queues, routes_tasks, routes_metrics):
+    for module in (routes_system, routes_workers, routes_queues, routes_tasks, routes_remote, routes_metrics):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)
     routes_metrics.mount_root(app, manager)  # /metrics and the page, after every API route

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from fleet.capture import MAX_DIFF_BYTES
 from fleet.errors import UsageError
-from fleet.validate import env_name, queue_name
+from fleet.validate import env_name, queue_name, worker_id
 
 
 def as_value_error(check: Callable[[str], str]) -> Callable[[str], str]:
@@ -232,3 +232,40 @@ class RuntimePropertyBody(Strict):
 class StopBody(Strict):
     drain: bool = False
     requeue: bool = False
+
+
+WorkerName = Annotated[str, AfterValidator(as_value_error(worker_id))]
+MAX_LOG_POST = 1024 * 1024  # characters of output in one ``log`` post of a remote executor
+
+
+class RemoteStartBody(Strict):
+    """A remote executor (``fleet/worker/remote.py``) starts a task: itself, or a clone."""
+
+    worker: WorkerName = Field(description="the executor's id, shown as the task's worker")
+    gpus: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=list, max_length=1024)
+    clone: bool = False
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("expected distinct GPU indexes")
+        return value
+
+
+class RemoteLogBody(Strict):
+    """Output of the running attempt (may be empty: a heartbeat)."""
+
+    attempt: int = Field(ge=1, le=1_000_000)
+    text: str = Field("", max_length=MAX_LOG_POST)
+
+
+class RemoteFinishBody(Strict):
+    """How the attempt ended: ``stopped`` when the executor stopped the command
+    (an abort, or its own SIGTERM), ``timed_out`` when the task's timeout did."""
+
+    attempt: int = Field(ge=1, le=1_000_000)
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    stopped: bool = False
+    timed_out: bool = False
+    reason: str = Field("", max_length=2000)

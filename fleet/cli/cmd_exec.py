@@ -7,10 +7,8 @@ in the store themselves).  ``execute`` is a worker of one task with its own id,
 ``<host>:execute``: the task goes through the same launch plan and the same
 preparation as on a worker (:mod:`fleet.worker.launch`), its log is the task
 log (and this terminal), and its result is recorded as an attempt.  The
-state machine only lets a *queued* task start, and the store hands tasks out
-only through ``claim_next_task``, so ``execute`` passes the task through a
-private queue that lives for one claim (``execute-<random>``; deleted at
-once, never seen by a worker).  Exit code: the task's (128 + N when killed by
+task is started with the store's ``start_task``, as the remote executor API
+starts one.  Exit code: the task's (128 + N when killed by
 signal N).  GPUs: those in this shell's ``CUDA_VISIBLE_DEVICES``, else every
 NVML GPU, else none.
 """
@@ -21,11 +19,12 @@ import logging
 import os
 import select
 import shlex
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-import uuid
 from pathlib import Path
 from types import FrameType
 
@@ -35,13 +34,14 @@ from fleet.cli.cmd_tasks import TASK
 from fleet.cli.context import Context
 from fleet.clone import clone_spec
 from fleet.config import Config
-from fleet.errors import Conflict, FleetError, UsageError
+from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
 from fleet.store import Store, open_store
+from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
@@ -86,25 +86,6 @@ def _visible_gpus() -> list[int]:
 
 def _clone(store: Store, source: Task, actor: str) -> Task:
     return store.create_task(clone_spec(source), None, actor)
-
-
-def _start_here(store: Store, task: Task, worker: Worker, gpus: list[int], actor: str) -> Task:
-    """Move the task to in_progress for ``worker`` through a one-claim private queue."""
-    if task.status == TaskStatus.IN_PROGRESS:
-        raise Conflict(f"task {task.id} is running on {task.worker}; use --clone to run a copy here", field="task")
-    queue = f"execute-{uuid.uuid4().hex[:12]}"
-    store.create_queue(queue, [], actor)
-    try:
-        if task.status == TaskStatus.QUEUED:
-            store.dequeue_task(task.id, actor)
-        store.enqueue_task(task.id, queue, actor, reason="fleetctl execute", head=True)
-        claimed = store.claim_next_task(worker, [queue], gpus)
-    finally:
-        store.delete_queue(queue, actor, force=True)
-    if claimed is None or claimed.id != task.id:
-        need = task.gpus_needed or 0
-        raise Conflict(f"task {task.id} needs {need} GPU(s); {len(gpus)} visible here (CUDA_VISIBLE_DEVICES)")
-    return claimed
 
 
 class _Signals:
@@ -211,7 +192,7 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         options={"docker": {"image": ""}} if in_docker else None,
     )
     become_subreaper()
-    task = _start_here(store, task, worker, gpus, actor)
+    task = store.start_task(task.id, worker, gpus, actor)
     rc = run_foreground(home, config, store, task, worker)
     ended = store.get_task(task.id)
     reason = f" ({ended.status_reason})" if ended.status_reason else ""
@@ -241,22 +222,45 @@ def write_run_script(path: Path, task: Task, cwd: Path, env: dict[str, str], ven
 
 @click.command()
 @click.option("--id", "task_id", required=True, type=TASK, help="The task to build.")
-@click.option("--target", required=True, type=click.Path(file_okay=False), help="Folder to build into (new or empty).")
+@click.option(
+    "--target",
+    required=True,
+    help="Folder to build into (new or empty); with --docker, the image to make (name:tag).",
+)
+@click.option("--docker", "in_docker", is_flag=True, help="Build a docker image instead of a folder.")
+@click.option(
+    "--entry-point",
+    type=click.Choice(ENTRY_POINTS),
+    default=None,
+    help="With --docker: the image runs the task (reuse_task) or a clone of it (clone_task), "
+    "reporting to the manager at FLEET_API_URL.  Without: the task's environment as a base image.",
+)
 @pass_ctx
-def build(ctx: Context, task_id: str, target: str) -> None:
-    """Build a task's code and Python environment into a folder, with a `run` script.
+def build(ctx: Context, task_id: str, target: str, in_docker: bool, entry_point: str | None) -> None:
+    """Build a task's code and Python environment into a folder (with a `run`
+    script), or into a docker image.
 
     \b
     DIR/code  the checkout (tasks with a repository)
     DIR/venv  the environment (tasks with requirements or a repository)
-    DIR/run   runs the task: bash DIR/run [extra arguments]"""
+    DIR/run   runs the task: bash DIR/run [extra arguments]
+
+    \b
+    --docker --target IMAGE: the task's image (or agent.default_docker.image) with
+    the code in /fleet/code and the environment in /fleet/venv."""
+    if entry_point is not None and not in_docker:
+        raise UsageError(f"--entry-point {entry_point}: only with --docker", field="entry_point")
     config = ctx.config
     home = ctx.home.ensure()
     store = open_store(home)
     task = store.get_task(task_id)
+    store.close()
+    if in_docker:
+        _build_image(home, config, task, target, entry_point)
+        return
     folder = Path(target).expanduser().absolute()
-    if folder.exists() and any(folder.iterdir()):
-        raise UsageError(f"--target {folder}: the folder is not empty", field="target")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"--target {folder}: expected a new or empty folder", field="target")
     folder.mkdir(parents=True, exist_ok=True)
     worker = Worker(
         id=f"{_host(config)}:build",
@@ -277,8 +281,39 @@ def build(ctx: Context, task_id: str, target: str) -> None:
         raise FleetError(exc.message) from None
     venv = prepared.environment.path if prepared.environment is not None else None
     write_run_script(folder / "run", task, prepared.cwd, dict(task.env), venv)
-    store.close()
     click.echo(f"built task {task.id} into {folder}; run it with {shlex.quote(str(folder / 'run'))}")
+
+
+def _build_image(home: Home, config: Config, task: Task, target: str, entry_point: str | None) -> None:
+    import docker  # only here: importing the SDK costs every other command ~80 ms
+    from docker.errors import DockerException
+
+    from fleet.worker.docker.image import build_image, parse_target
+
+    parse_target(target)  # a bad name is refused before anything is built
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise FleetError(f"--docker: the docker engine is unreachable: {exc}") from None
+    home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=home.work))
+    try:
+        built = build_image(client, home, config, task, target, entry_point, work)
+    except DockerException as exc:
+        raise FleetError(f"building image {target}: {exc}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        client.close()
+    click.echo(f"built image {built.image} ({built.image_id[:19]}) from task {task.id}")
+    if entry_point is not None:
+        info = home.read_manager_info() or {}
+        url = shlex.quote(str(info.get("url") or "http://127.0.0.1:8765"))
+        names = [*built.left_out, *(["FLEET_API_TOKEN"] if config.fleet.api.token else [])]
+        secrets = "".join(f" -e {name}" for name in names)
+        click.echo(
+            f"run it with: docker run --rm --network host -e FLEET_API_URL={url}{secrets} {shlex.quote(built.image)}"
+        )
 
 
 COMMANDS = [execute, build]

@@ -104,6 +104,15 @@ class Store(abc.ABC):
         worker).  None when someone else took it or it left the queue."""
 
     @abc.abstractmethod
+    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str) -> Task:
+        """Start a task that is not running on ``worker`` with ``gpus``, outside
+        any queue pull (``fleetctl execute``, a remote executor), in one
+        transaction: a created or ended task passes through queued (its queue
+        unchanged, so a failed attempt can still be retried there).  Raises
+        :class:`~fleet.errors.Conflict` when it is running, or when it needs
+        more GPUs than ``gpus`` holds."""
+
+    @abc.abstractmethod
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
         """Give the queued tasks of ``queues`` that ask for more than
         ``max_gpus`` GPUs ``reason`` as their status reason (no state change);

@@ -472,6 +472,20 @@ class SQLiteStore(Store):
                 return None
             return self._start_attempt(conn, dict(found), worker, run_as, gpus)
 
+    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            if row["status"] == TaskStatus.IN_PROGRESS.value:
+                raise Conflict(
+                    f"task {row['id']} is running on {row['worker']}; run a clone of it instead", field="task"
+                )
+            need = row["gpus_needed"] or 0
+            if need > len(gpus):
+                raise Conflict(f"task {row['id']} needs {need} GPU(s); {len(gpus)} given", field="gpus")
+            if row["status"] != TaskStatus.QUEUED.value:
+                self._move_task(conn, row, TaskStatus.QUEUED, actor, f"started directly on {worker.id}")
+            return self._start_attempt(conn, row, worker, worker.id, gpus)
+
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
         if not queues:
             return 0
