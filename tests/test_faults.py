@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import CONFIG, Fleet, alive
 
 DAEMON = """
@@ -188,15 +190,19 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
     assert set(submitted) <= found
 
 
-def test_disk_nearly_full_leaves_env_tasks_queued(fleet: Fleet) -> None:
+@pytest.mark.parametrize(
+    "up", [("--cpu-only", "--queue", "q"), ("--gpus", "0-1", "--queue", "q=1")], ids=["static", "pool"]
+)
+def test_disk_nearly_full_leaves_env_tasks_queued(fleet: Fleet, up: tuple[str, ...]) -> None:
     """Below ``free_space_threshold_gb`` no environment is built: the task goes back to
-    the head of its queue with the reason, and the worker pulls nothing for a while.
-    The threshold is set above this disk's real free space (the check reads free space
-    in one function, fleet.worker.prepare.check_space)."""
+    the head of its queue with the reason, and the worker (a static one, or a dynamic
+    pool) pulls nothing for a while: one attempt, not a claim loop.  The threshold is
+    set above this disk's real free space (the check reads free space in one
+    function, fleet.worker.prepare.check_space)."""
     (fleet.root / "fleet.conf").write_text(
         CONFIG + "agent { venvs_cache { free_space_threshold_gb: 1000000 }, package_manager { type: pip } }\n"
     )
-    fleet.up("--cpu-only", "--queue", "q", "--create-queue")
+    fleet.up(*up, "--create-queue")
     body = {
         "command": ["python", "-c", "print(1)"],
         "working_dir": str(fleet.root),
@@ -213,8 +219,14 @@ def test_disk_nearly_full_leaves_env_tasks_queued(fleet: Fleet) -> None:
         fleet.wait_for(requeued, timeout=60, what="requeued for lack of space")
         task = api.get(f"/tasks/{task_id}").json()
         assert "disk space" in task["status_reason"] and "free_space_threshold_gb" in task["status_reason"]
-        worker = api.get("/workers").json()["workers"][0]
-        assert worker["state_reason"].startswith("not pulling: waiting for disk space")
+
+        def backing_off() -> bool:
+            worker = api.get("/workers").json()["workers"][0]
+            return bool(worker["state_reason"] == "not pulling: " + task["status_reason"].split(": ", 1)[1])
+
+        fleet.wait_for(backing_off, timeout=10, what="the worker to say why it does not pull")
+        time.sleep(2)  # backing off: the task is not claimed again meanwhile
+        assert api.get(f"/tasks/{task_id}").json()["attempt"] == 1
     assert not any((fleet.home / "venvs-cache").glob("*.ready"))  # nothing was built
     assert not (fleet.home / "venvs-builds").exists() or not any((fleet.home / "venvs-builds").iterdir())
 

@@ -50,7 +50,7 @@ from fleet.worker.admission import GpuAdmission
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
-from fleet.worker.prepare import EXIT_NO_SPACE
+from fleet.worker.prepare import EXIT_NO_SPACE, NO_SPACE
 from fleet.worker.process import StopCause, TaskProcess
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class LoopBase:
         self.last_look = 0.0
         self.handover_s = config.fleet.handover_seconds
         self.manager_parent = os.getppid()  # the manager that spawned us, while it lives
+        self.no_space_until = 0.0  # no disk space for environments: pull nothing until then
+        self.no_space_reason = ""
         self.manager_gone_at: float | None = None
 
     # -- signals only record -----------------------------------------------------
@@ -203,8 +205,6 @@ class WorkerLoop(LoopBase):
         self.admission = self._admission()
         self.prepared = False  # the last task went through fleet.worker.prepare
         self._last_tail: list[str] = []
-        self.no_space_until = 0.0  # no disk space for environments: pull nothing until then
-        self.no_space_reason = ""
         self.engine = EngineProbe(self.worker.id) if (self.worker.options or {}).get("docker") else None
 
     @property
@@ -408,7 +408,7 @@ class WorkerLoop(LoopBase):
             # no disk space for its environment: back at the head of its queue, and this
             # worker pulls nothing for a while (the task keeps the reason meanwhile)
             requeue = "head"
-            reason = next((line for line in reversed(self._last_tail) if "disk space" in line), reason)
+            reason = next((line for line in reversed(self._last_tail) if NO_SPACE in line), reason)
             self.no_space_until = time.monotonic() + NO_SPACE_BACKOFF_S
             self.no_space_reason = reason
         elif status == TaskStatus.FAILED and task.attempt <= task.retries:

@@ -63,7 +63,8 @@ from fleet.scheduler.allocate import Decision, Head, allocate
 from fleet.scheduler.pool import owns, services_max, task_worker_id, too_large_reason, worker_specs
 from fleet.store import Store
 from fleet.supervise import fail_orphaned
-from fleet.worker.loop import CHECK_S, LoopBase
+from fleet.worker.loop import CHECK_S, NO_SPACE_BACKOFF_S, LoopBase
+from fleet.worker.prepare import NO_SPACE
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,19 @@ class PoolLoop(LoopBase):
                     log.info("worker %s: GPUs %s free (task %s)", self.worker.id, format_gpus(list(child.gpus)), key)
         reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
 
+    def _backing_off(self, heads: list[Task]) -> bool:
+        """A head task its per-task worker just put back for lack of disk space for
+        its environment: pull nothing for a while (from any queue: the disk is
+        shared) rather than claim it again at once.  Read from the task itself,
+        so it holds however the worker's exit and the requeue interleave."""
+        now = time.time()
+        for task in heads:
+            reason = task.status_reason or ""
+            if NO_SPACE in reason and task.queued_at is not None and now - task.queued_at < NO_SPACE_BACKOFF_S:
+                self.no_space_until = time.monotonic() + NO_SPACE_BACKOFF_S - (now - task.queued_at)
+                self.no_space_reason = reason[reason.index(NO_SPACE) :]
+        return time.monotonic() < self.no_space_until
+
     def _worker_exited(self, child: Child) -> None:
         """A per-task worker ended.  Normally it recorded its task first; if the
         task is still running under it, the worker died: kill what is left."""
@@ -255,7 +269,7 @@ class PoolLoop(LoopBase):
         queues = [q for q in self._pullable() if q in self.specs]
         self.decision = Decision()
         self.busy = {}
-        if not queues:
+        if not queues or time.monotonic() < self.no_space_until:
             return
         if self.services:
             self._fill_services(queues)
@@ -266,7 +280,11 @@ class PoolLoop(LoopBase):
         limits = {s.name: (len(self.pool) if s.own_count else None) for s in specs}
         for _ in range(MAX_ROUNDS):
             in_use = {g for c in self.children.values() for g in c.gpus}
-            heads = {q: Head(t.id, t.gpus_needed) for q, t in self.store.peek_tasks(limits).items()}
+            peeked = self.store.peek_tasks(limits)
+            if self._backing_off(list(peeked.values())):
+                self.decision = Decision()
+                break
+            heads = {q: Head(t.id, t.gpus_needed) for q, t in peeked.items()}
             self.decision = allocate(self.pool, in_use, self.busy, specs, heads, self.topology)
             for start in self.decision.starts:
                 run_as = task_worker_id(self.worker, start.task_id, start.gpus)
@@ -281,6 +299,8 @@ class PoolLoop(LoopBase):
     def _fill_services(self, queues: list[str]) -> None:
         for _ in range(MAX_ROUNDS):
             heads = self.store.peek_tasks(dict.fromkeys(queues))
+            if self._backing_off(list(heads.values())):
+                return
             queue = next((q for q in queues if q in heads), None)
             if queue is None:
                 return
@@ -348,11 +368,14 @@ class PoolLoop(LoopBase):
         if self.stopping is not None:
             return
         state, reason = self._waiting_state()
+        backing_off = time.monotonic() < self.no_space_until
+        if backing_off:
+            state, reason = WorkerState.IDLE, f"not pulling: {self.no_space_reason}"
         if running:
             used = sorted(g for c in running for g in c.gpus)
             where = f" on GPUs {format_gpus(used)}" if used else ""
             cap = f" (max {self.limit})" if self.services and self.limit else ""
-            paused = f"; {reason}" if state == WorkerState.PAUSED else ""
+            paused = f"; {reason}" if state == WorkerState.PAUSED or backing_off else ""
             state, reason = WorkerState.BUSY, f"running {len(running)} task(s){where}{cap}{paused}"
         notes = [f"reserving for {r.queue} task {r.task_id[:8]} (needs {r.need})" for r in self.decision.reservations]
         notes += [f"GPU {g} busy" for g in sorted(self.busy)]

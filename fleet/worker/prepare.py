@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 EXIT_PREPARE_FAILED = 1
 EXIT_NO_SPACE = 75  # EX_TEMPFAIL: the worker puts the task back at the head of its queue and waits
+NO_SPACE = "waiting for disk space"  # how such a task's reason starts
 EXIT_CANNOT_EXEC = 127
 TASK_DIR = re.compile(r"[0-9a-f]{32}")
 
@@ -71,7 +72,7 @@ def check_space(folder: Path, threshold_gb: float) -> None:
     free = shutil.disk_usage(folder).free / 1e9
     if free < threshold_gb:
         raise NoSpaceForEnvironment(
-            f"waiting for disk space: {free:.1f} GB free under {folder}, below "
+            f"{NO_SPACE}: {free:.1f} GB free under {folder}, below "
             f"agent.venvs_cache.free_space_threshold_gb={threshold_gb:g}; no new environment is built"
         )
 
