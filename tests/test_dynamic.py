@@ -67,6 +67,8 @@ def test_allocations_seen_by_the_tasks(fleet: Fleet, tmp_path: Path) -> None:
     assert [(w["id"], w["mode"], w["queue_specs"]) for w in workers] == [
         (f"{HOST}:dgpu", "dynamic", ["quad=4", "dual=2", "opp=1-3", "any"])
     ]
+    listed = json.loads(fleet.ok("tasks", "--worker", f"{HOST}:dgpu", "--json"))  # the pool's per-task ids count
+    assert {t["id"] for t in listed["tasks"]} == set(wanted)
 
 
 def test_quad_starts_as_soon_as_four_gpus_free_behind_a_stream_of_duals(fleet: Fleet, tmp_path: Path) -> None:

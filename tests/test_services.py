@@ -45,6 +45,9 @@ def test_services_without_max_all_run_and_stop_like_any_task(fleet: Fleet) -> No
     with fleet.api() as api:
         worker = api.get(f"/workers/{HOST}:services").json()
     assert sorted(worker["tasks"]) == sorted(tasks) and worker["state"] == "busy"
+    with fleet.api() as api:  # the services worker's per-task ids count as its own
+        listed = api.get("/tasks", params={"worker": f"{HOST}:services"}).json()["tasks"]
+    assert sorted(t["id"] for t in listed) == sorted(tasks)
     fleet.ok("abort", tasks[0])
     fleet.wait_for(lambda: fleet.task(tasks[0])["status"] == "stopped", timeout=10, what="aborted")
     assert fleet.cli("stop", "--timeout", "30").returncode == 0

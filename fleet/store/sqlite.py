@@ -28,6 +28,7 @@ from fleet.models import (
     TaskSpec,
     TaskStatus,
     Worker,
+    WorkerMode,
     WorkerState,
     check_task_move,
     check_worker_move,
@@ -297,14 +298,33 @@ class SQLiteStore(Store):
             where.append(f"status IN ({','.join('?' * len(status))})")
             params.extend(s.value for s in status)
         if worker is not None:
-            where.append("worker = ?")
-            params.append(worker)
+            clause, values = self._worker_clause(worker)
+            where.append(clause)
+            params.extend(values)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
         rows = self.conn.execute(
             f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*params, limit, offset)
         ).fetchall()
         return [to_task(dict(r)) for r in rows], int(total)
+
+    def _worker_clause(self, worker_id: str) -> tuple[str, list[Any]]:
+        """Tasks run by ``worker_id``; for a pool or services worker, also those run
+        under its per-task ids (:func:`fleet.scheduler.pool.owns`, in SQL)."""
+        row = self.conn.execute("SELECT host, mode, gpus FROM workers WHERE id = ?", (worker_id,)).fetchone()
+        mode = WorkerMode(row["mode"]) if row is not None else WorkerMode.STATIC
+        if mode == WorkerMode.STATIC:
+            return "worker = ?", [worker_id]
+        host = row["host"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        if mode == WorkerMode.SERVICES:
+            return "(worker = ? OR worker LIKE ? ESCAPE '\\')", [worker_id, f"{host}:service:%"]
+        pool = [int(g) for g in loads(row["gpus"], [])]
+        outside = f"SELECT 1 FROM json_each(tasks.gpus) WHERE value NOT IN ({','.join('?' * len(pool)) or 'NULL'})"
+        clause = (
+            "(worker = ? OR (host = ? AND worker LIKE ? ESCAPE '\\'"
+            f" AND json_array_length(tasks.gpus) > 0 AND NOT EXISTS ({outside})))"
+        )
+        return clause, [worker_id, row["host"], f"{host}:gpu%", *pool]
 
     def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task:
         with self._tx() as conn:
