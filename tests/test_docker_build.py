@@ -125,7 +125,9 @@ def test_reuse_task_image_runs_the_task_and_reports_to_the_manager(
     fleet: Fleet, client: Any, tmp_path: Path, built: list[str]
 ) -> None:
     task_id, image, output = _build(fleet, tmp_path, built, "reuse", "--entry-point", "reuse_task")
-    assert f"docker run --rm --network host -e FLEET_API_URL={fleet.url} -e AWS_SECRET_ACCESS_KEY {image}" in output
+    assert (
+        f"docker run --rm --init --network host -e FLEET_API_URL={fleet.url} -e AWS_SECRET_ACCESS_KEY {image}" in output
+    )
     env = {"FLEET_API_URL": fleet.url, "AWS_SECRET_ACCESS_KEY": "given-at-run"}
     out = _run(client, image, network_mode="host", environment=env)
     task = fleet.task(task_id)

@@ -204,6 +204,8 @@ def test_bad_requests(fleet: Fleet) -> None:
     missing = _run(fleet, _argv(task_id, "true"), env={k: v for k, v in _env(fleet).items() if k != "FLEET_API_URL"})
     assert missing.returncode == 2 and "FLEET_API_URL" in missing.stderr
     assert _run(fleet, _argv(task_id, "true", worker="bad worker")).returncode == 2
+    bad_task = _run(fleet, _argv("../workers", "true"))
+    assert bad_task.returncode == 2 and "--task '../workers': expected a task id" in bad_task.stderr
     with fleet.api() as api:
         url = f"/tasks/{task_id}"
         for body, field in (

@@ -312,7 +312,7 @@ def _build_image(home: Home, config: Config, task: Task, target: str, entry_poin
         names = [*built.left_out, *(["FLEET_API_TOKEN"] if config.fleet.api.token else [])]
         secrets = "".join(f" -e {name}" for name in names)
         click.echo(
-            f"run it with: docker run --rm --network host -e FLEET_API_URL={url}{secrets} {shlex.quote(built.image)}"
+            f"run it with: docker run --rm --init --network host -e FLEET_API_URL={url}{secrets} {shlex.quote(built.image)}"
         )
 
 

@@ -47,6 +47,7 @@ MAX_BUFFER = 4 * 2**20  # output kept while the manager does not answer
 MAX_POST = 256 * 1024  # bytes of output in one post
 PARTIAL_WAIT_S = 2.0  # a line without its newline is sent after this long
 FINISH_PATIENCE_S = 600.0  # how long the end is retried against a silent manager
+TASK_RE = re.compile(r"[0-9a-fA-F]{4,32}")
 WORKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:,\-]{0,127}$")
 EXIT_USAGE = 2
 EXIT_REFUSED = 1
@@ -348,6 +349,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.command = args.command[1:]
     if not args.command:
         parser.error("a command is required: -- COMMAND [ARGS...]")
+    if not TASK_RE.fullmatch(args.task):
+        parser.error(f"--task {args.task!r}: expected a task id (4 to 32 hex digits)")
     if args.worker is not None and not WORKER_RE.fullmatch(args.worker):
         parser.error(f"--worker {args.worker!r}: expected letters, digits and '_.:,-' (starting with one of the first)")
     return args
