@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from fleet.home import Home
 from tests.conftest import CONFIG, Fleet
 from tests.dockerimage import IMAGE, make_wheel, python_image
 
@@ -124,26 +125,37 @@ def test_cpu_task_in_a_local_image_sees_its_code_env_and_secrets_are_masked(
         orphan.reload()  # swept when the runner started
 
 
-def test_orphan_is_removed_and_live_container_kept(client: Any) -> None:
+def test_orphan_is_removed_and_live_container_kept(client: Any, tmp_path: Path) -> None:
+    """Only this home's containers are judged against its store; another home's
+    are left to it, even while their tasks are unknown here."""
+    from fleet.store import open_store
     from fleet.worker.docker.cleanup import remove_orphans
 
-    host = f"test-{os.getpid()}"
-    dead = client.containers.create(
-        IMAGE, ["sh", "-c", "sleep 60"], labels={"fleet.host": host, "fleet.runner_pid": "999999999"}
-    )
-    live = client.containers.create(
-        IMAGE,
-        ["sh", "-c", "sleep 60"],
-        labels={"fleet.host": host, "fleet.runner_pid": str(os.getpid()), "fleet.task": "ab" * 16},
-    )
+    host, home, other = f"test-{os.getpid()}", str(tmp_path / "home"), str(tmp_path / "other")
+    alive, dead = str(os.getpid()), "999999999"
+
+    def make(name: str, **labels: str) -> Any:
+        labels = {"fleet.host": host, "fleet.task": "ab" * 16, **labels}
+        return client.containers.create(IMAGE, ["sh", "-c", "sleep 60"], labels=labels, name=f"{name}-{os.getpid()}")
+
+    made = [
+        make("runner-dead", **{"fleet.runner_pid": dead, "fleet.home": home}),
+        make("task-unknown", **{"fleet.runner_pid": alive, "fleet.home": home}),
+        make("old-runner-dead", **{"fleet.runner_pid": dead}),
+        make("old-runner-alive", **{"fleet.runner_pid": alive}),
+        make("other-home", **{"fleet.runner_pid": dead, "fleet.home": other}),
+    ]
+    store = open_store(Home(Path(home)).ensure())
     try:
-        removed = remove_orphans(client, host, store=None)
-        assert removed == [dead.name]
-        assert [c.name for c in client.containers.list(all=True, filters={"label": f"fleet.host={host}"})] == [
-            live.name
-        ]
+        removed = remove_orphans(client, host, home, store)
+        assert sorted(removed) == sorted(
+            f"{n}-{os.getpid()}" for n in ("runner-dead", "task-unknown", "old-runner-dead")
+        )
+        left = client.containers.list(all=True, filters={"label": f"fleet.host={host}"})
+        assert sorted(c.name for c in left) == sorted(f"{n}-{os.getpid()}" for n in ("old-runner-alive", "other-home"))
     finally:
-        for c in (dead, live):
+        store.close()
+        for c in made:
             try:
                 c.remove(force=True)
             except docker.errors.NotFound:
@@ -265,7 +277,12 @@ def test_git_task_sees_its_checkout_and_diff_in_the_tasks_image(fleet: Fleet, cl
 
 def test_a_docker_worker_sweeps_orphans_when_it_starts(fleet: Fleet, client: Any) -> None:
     _docker_config(fleet)
-    labels = {"fleet.task": "1" * 32, "fleet.worker": "x", "fleet.host": socket.gethostname()}
+    labels = {
+        "fleet.task": "1" * 32,
+        "fleet.worker": "x",
+        "fleet.host": socket.gethostname(),
+        "fleet.home": str(fleet.home),
+    }
     orphan = client.containers.create(
         IMAGE, ["sh", "-c", "sleep 60"], labels={**labels, "fleet.runner_pid": "999999999"}, network_mode="none"
     )

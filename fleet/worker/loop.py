@@ -224,7 +224,7 @@ class WorkerLoop(LoopBase):
         if not self.one_task and (self.worker.options or {}).get("docker"):
             from fleet.worker.docker.cleanup import sweep  # the docker SDK only where docker mode is used
 
-            for name in sweep(socket.gethostname(), self.store):
+            for name in sweep(socket.gethostname(), str(self.home.root), self.store):
                 log.info("worker %s: removed orphan container %s", self.worker.id, name)
         if self.one_task:
             started = self._start_given()

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 LABEL_TASK = "fleet.task"
 LABEL_WORKER = "fleet.worker"
 LABEL_HOST = "fleet.host"
+LABEL_HOME = "fleet.home"
 LABEL_PID = "fleet.runner_pid"
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")

@@ -60,6 +60,7 @@ from fleet.home import Home
 from fleet.models import Task
 from fleet.store import open_store
 from fleet.worker.docker.args import (
+    LABEL_HOME,
     LABEL_HOST,
     LABEL_PID,
     LABEL_TASK,
@@ -133,6 +134,7 @@ def build_spec(
         LABEL_TASK: task.id,
         LABEL_WORKER: worker_id,
         LABEL_HOST: socket.gethostname(),
+        LABEL_HOME: str(home.root),
         LABEL_PID: str(os.getpid()),
     }
     return ContainerSpec(
@@ -281,7 +283,7 @@ def run_task(
         raise DockerRunError(f"docker mode: the docker engine is unreachable: {exc}") from None
     store = open_store(home)
     try:
-        removed = remove_orphans(client, socket.gethostname(), store)
+        removed = remove_orphans(client, socket.gethostname(), str(home.root), store)
     finally:
         store.close()
     if removed:
