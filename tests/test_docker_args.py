@@ -109,7 +109,11 @@ def test_shown_command_masks_secrets() -> None:
     argv += ["-e", "AWS_SECRET_ACCESS_KEY=k3", "-e", "AZURE_STORAGE_KEY=k4", "-e", "FLEET_API_TOKEN=k5"]
     argv += ["-e", "MINE=k6", "-e", "PLAIN=visible", "-e", "URL=https://u:pa55@host/x", "img"]
     argv += ["python", "--password-is", "gitpassword1"]
+    argv += ["--env=AWS_SECRET_ACCESS_KEY=k7", "-eAZURE_STORAGE_KEY=k8", "--env", "MINE=k9", "-eOTHER=shown"]
     shown = mask_command(argv, extra_keys=["MINE"], secret_values=["gitpassword1"])
+    assert not any(f"k{n}" in shown for n in range(1, 10)), shown
+    assert "--env=AWS_SECRET_ACCESS_KEY=********" in shown and "-eAZURE_STORAGE_KEY=********" in shown
+    assert "-eOTHER=shown" in shown
     for key in ("CLEARML_API_SECRET_KEY", "CLEARML_AGENT_GIT_PASS", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_KEY"):
         assert f"{key}=********" in shown
     assert "FLEET_API_TOKEN=********" in shown and "MINE=********" in shown

@@ -2,6 +2,7 @@
 
 The sweep plants a ``git_pass``, a secret-looking environment variable
 (``MY_PASSWORD``, in the manager's environment and in a task's ``--env``),
+``AWS_SECRET_ACCESS_KEY`` in a task's ``--docker-args``,
 the API token (config and ``FLEET_API_TOKEN``), the ClearML secret key and a
 password inside a git remote URL; it runs tasks (one that clones from that
 URL and fails) and then searches every file under ``logs/`` in
@@ -27,7 +28,8 @@ SECRET_KEY = "sk-PLANTED-77b2f0"
 GIT_PASS = "gitpass-PLANTED-51d0"
 ENV_PASS = "envpass-PLANTED-a4e2"
 URL_PASS = "urlpass-PLANTED-9f13"
-PLANTED = (TOKEN, SECRET_KEY, GIT_PASS, ENV_PASS, URL_PASS)
+DOCKER_PASS = "dockerpass-PLANTED-0c7b"
+PLANTED = (TOKEN, SECRET_KEY, GIT_PASS, ENV_PASS, URL_PASS, DOCKER_PASS)
 
 CONFIG = f"""
 agent {{ git_user: "someone", git_pass: "{GIT_PASS}" }}
@@ -71,6 +73,10 @@ def test_planted_secrets_appear_nowhere(fleet: Fleet, tmp_path: Path) -> None:
     fleet.env["MY_PASSWORD"] = ENV_PASS
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
     plain = fleet.submit("q", "python", "-c", "print('hello')", opts=("--env", f"MY_PASSWORD={ENV_PASS}"))
+    docker_args = ("--docker", "img:1", "--docker-args", f"-e AWS_SECRET_ACCESS_KEY={DOCKER_PASS}")
+    in_docker = fleet.cli("submit", "--queue", "q", "--json", *docker_args, "--", "python", "-c", "print(1)")
+    assert in_docker.returncode == 0, in_docker.stderr
+    assert json.loads(in_docker.stdout)["docker"]["args"] == ["-e", "AWS_SECRET_ACCESS_KEY=********"]
     repo = tmp_path / "proj"
     repo.mkdir()
     (repo / "train.py").write_text("print('trained')\n")
@@ -80,10 +86,10 @@ def test_planted_secrets_appear_nowhere(fleet: Fleet, tmp_path: Path) -> None:
     _git(repo, "remote", "add", "origin", f"https://someone:{URL_PASS}@127.0.0.1:9/proj.git")
     _git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")  # "pushed" (the remote does not answer)
     submitted = fleet.cli("submit", "--queue", "q", "--json", "--", "python", "train.py", cwd=repo)
-    outputs = [submitted.stdout, submitted.stderr]
+    outputs = [submitted.stdout, submitted.stderr, in_docker.stdout, in_docker.stderr]
     assert submitted.returncode == 0, submitted.stderr
     cloned = json.loads(submitted.stdout)["id"]
-    ids = [plain, cloned]
+    ids = [plain, cloned, json.loads(in_docker.stdout)["id"]]
     for task_id in ids:
         waited = fleet.cli("wait", task_id, timeout=120)
         outputs += [waited.stdout, waited.stderr]

@@ -14,12 +14,20 @@ from typing import Any
 from fleet.models import Event, Queue, Task, Worker
 from fleet.validate import mask_env
 from fleet.worker.code import mask_url
+from fleet.worker.docker.args import mask_args
 
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _masked_docker(docker: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The task's image and ``docker run`` arguments, secret values masked."""
+    if not docker or not isinstance(docker.get("args"), list):
+        return docker
+    return {**docker, "args": mask_args([str(a) for a in docker["args"]])}
 
 
 def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -56,7 +64,7 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
             "setup_script": bool(script.setup_script),
         },
         "requirements": _masked_requirements(task.requirements),
-        "docker": task.docker,
+        "docker": _masked_docker(task.docker),
         "env": mask_env(task.env),
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),

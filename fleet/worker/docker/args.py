@@ -237,22 +237,34 @@ def hidden_key(key: str, extra_keys: Iterable[str] = ()) -> bool:
     return key in HIDDEN_KEYS or is_secret_name(key, extra)
 
 
-def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> str:
-    """Join ``argv`` for display: ``-e KEY=value`` of a secret key, known secret
-    values anywhere and passwords inside URLs become ``********``."""
+def mask_args(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> list[str]:
+    """``argv`` for display: the value of ``-e KEY=value`` (also ``--env KEY=value``,
+    ``--env=KEY=value``, ``-eKEY=value``) of a secret key, known secret values
+    anywhere and passwords inside URLs become ``********``."""
     extra = frozenset(extra_keys)
     values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
     out: list[str] = []
     for i, arg in enumerate(argv):
-        text = arg
-        if i > 0 and argv[i - 1] in ("-e", "--env"):
-            key, eq, _ = text.partition("=")
-            if eq and hidden_key(key, extra):
-                text = f"{key}={MASK}"
+        text = _mask_setting(arg, extra) if i > 0 and argv[i - 1] in ("-e", "--env") else arg
+        for flag in ("--env=", "-e"):
+            if arg.startswith(flag) and len(arg) > len(flag) and arg not in ("-e", "--env"):
+                text = flag + _mask_setting(arg[len(flag) :], extra)
+                break
         for value in values:
             text = text.replace(value, MASK)
         out.append(_URL_PASSWORD.sub(rf"\1{MASK}@", text))
-    return shlex.join(out)
+    return out
+
+
+def _mask_setting(text: str, extra: frozenset[str]) -> str:
+    """``KEY=value`` with the value masked when the key is a secret."""
+    key, eq, _ = text.partition("=")
+    return f"{key}={MASK}" if eq and hidden_key(key, extra) else text
+
+
+def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> str:
+    """:func:`mask_args`, joined as a shell would read it."""
+    return shlex.join(mask_args(argv, extra_keys, secret_values))
 
 
 def secret_values(env: Mapping[str, str], extra_keys: Iterable[str] = (), also: Iterable[str] = ()) -> list[str]:
