@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
-
-docker = pytest.importorskip("docker")
 
 BASE = "fleet-test-base:2"
 IMAGE = "fleet-test-python:2"
@@ -80,11 +79,8 @@ def _rootfs_tar() -> bytes:
     return buf.getvalue()
 
 
-def python_image() -> Iterator[Any]:
-    """For a module-scoped fixture: a client whose engine has :data:`IMAGE`."""
-    client = connect()
-    if not os.path.exists(PYTHON):
-        pytest.skip(f"{PYTHON} is needed to assemble the test image")
+def ensure_image(client: Any) -> str:
+    """:data:`IMAGE`, assembled and built on ``client``'s engine when missing (also used by bench)."""
     try:
         client.images.get(IMAGE)
     except docker.errors.ImageNotFound:
@@ -95,6 +91,15 @@ def python_image() -> Iterator[Any]:
             client.api.import_image_from_data(_rootfs_tar(), repository=repo, tag=tag)
         dockerfile = f"FROM {BASE}\nENV FLEET_TEST_IMAGE=1\nWORKDIR /root\n"
         client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=IMAGE, network_mode="none", rm=True)
+    return IMAGE
+
+
+def python_image() -> Iterator[Any]:
+    """For a module-scoped fixture: a client whose engine has :data:`IMAGE`."""
+    client = connect()
+    if not os.path.exists(PYTHON):
+        pytest.skip(f"{PYTHON} is needed to assemble the test image")
+    ensure_image(client)
     yield client
     client.close()
 
