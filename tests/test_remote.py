@@ -282,3 +282,19 @@ def test_leases_seed_and_sweep_after_a_restart(tmp_path: Path) -> None:
         assert store.get_task(local.id).status == TaskStatus.IN_PROGRESS and leases.get(remote.id) is None
     finally:
         store.close()
+
+
+def test_gpus_come_from_the_nvidia_runtime_and_a_gpu_task_needs_them(fleet: Fleet) -> None:
+    """In a container run with ``--gpus device=2,3`` the NVIDIA runtime sets
+    ``NVIDIA_VISIBLE_DEVICES=2,3`` (the host's numbers): those are recorded.
+    Without GPUs a GPU task is refused, with how to give them."""
+    _up(fleet)
+    task_id = _create(fleet, gpus=2)
+    refused = _run(fleet, _argv(task_id, "true"), env=_env(fleet, NVIDIA_VISIBLE_DEVICES="all"))
+    assert refused.returncode == 1 and "needs 2 GPU(s); 0 given" in refused.stderr
+    assert "docker run --gpus device=0,1" in refused.stderr
+    assert fleet.task(task_id)["status"] == "created"
+    env = _env(fleet, NVIDIA_VISIBLE_DEVICES="2,3", CUDA_VISIBLE_DEVICES="0,1")
+    done = _run(fleet, _argv(task_id, "true"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert fleet.task(task_id)["gpus"] == [2, 3]

@@ -9,7 +9,8 @@ and nothing of fleet.
 
 It asks the manager to start the task (``--clone``: a new clone of it) under
 the worker id NAME (default ``<hostname>:image``) with the GPUs of
-``CUDA_VISIBLE_DEVICES``, runs COMMAND in its own process group, copies its
+``NVIDIA_VISIBLE_DEVICES`` or ``CUDA_VISIBLE_DEVICES`` (see
+:func:`visible_gpus`), runs COMMAND in its own process group, copies its
 output to this process's stdout and to the task's log (posted every half
 second, and at least every few seconds as a heartbeat that keeps the task's
 lease), stops it on an abort, on the task's timeout or on SIGTERM/SIGINT
@@ -110,15 +111,22 @@ def default_worker() -> str:
     return f"{host}:image"
 
 
+def _gpu_list(raw: str) -> list[int] | None:
+    parts = [p.strip() for p in raw.split(",")] if raw.strip() else []
+    if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        return None
+    return [int(p) for p in parts]
+
+
 def visible_gpus() -> list[int]:
-    raw = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if not raw:
-        return []
-    parts = [p.strip() for p in raw.split(",")]
-    if not all(p.isdigit() for p in parts):
-        return []
-    gpus = [int(p) for p in parts]
-    return gpus if len(set(gpus)) == len(gpus) else []
+    """The GPUs this executor was given, as the host numbers them: the NVIDIA
+    runtime's ``NVIDIA_VISIBLE_DEVICES`` (``docker run --gpus device=0,1``)
+    when it lists them, else ``CUDA_VISIBLE_DEVICES``, else none."""
+    for name in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        gpus = _gpu_list(os.environ.get(name, ""))
+        if gpus is not None:
+            return gpus
+    return []
 
 
 class Output:
@@ -372,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         started = api.post(f"/tasks/{args.task}/start", body)
     except ApiError as exc:
         say(f"cannot start task {args.task}: {exc.message} (HTTP {exc.status})")
+        if "GPU(s)" in exc.message:
+            say("give the GPUs with docker run --gpus device=0,1 (or -e CUDA_VISIBLE_DEVICES=0,1)")
         return EXIT_REFUSED
     except Unreachable as exc:
         say(f"cannot start task {args.task}: no answer from the manager at {api.base} ({exc})")
