@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,3 +136,40 @@ def parse_iso(text: str) -> float:
 def machine(api: httpx.Client) -> str:
     health: dict[str, Any] = api.get("/health").raise_for_status().json()
     return f"python {PYTHON} | cores {os.cpu_count()} | NVML {'yes' if health['nvml'] else 'no'}"
+
+
+# A task's first line prints this and the time; the benchmarks put the marker
+# together at run time ('FIRST' + '-LINE') where the command line is logged.
+FIRST_LINE = "FIRST-LINE "
+
+
+def first_line(log: str) -> float:
+    """The time a task printed its first line (``FIRST-LINE <time.time()>``)."""
+    for line in log.splitlines():
+        if FIRST_LINE in line:
+            return float(line.split(FIRST_LINE, 1)[1].split()[0])
+    raise RuntimeError(f"the task printed no first line:\n{log}")
+
+
+def until_first_line(api: httpx.Client, body: dict[str, Any]) -> tuple[float, bool]:
+    """Submit a task; (seconds from just before the POST to its first line, env_cached)."""
+    t0 = time.time()
+    task_id = api.post("/tasks", json=body).raise_for_status().json()["id"]
+    with api.stream("GET", f"/tasks/{task_id}/log", params={"follow": True}, timeout=600) as answer:
+        log = answer.raise_for_status().read().decode()
+    task = api.get(f"/tasks/{task_id}").raise_for_status().json()
+    if task["status"] != "completed":
+        raise RuntimeError(f"task {task_id} ended {task['status']}: {task['status_reason']}\n{log}")
+    return first_line(log) - t0, bool(task["env_cached"])
+
+
+def median_table(results: dict[str, list[dict[str, float]]], columns: Sequence[str], label_width: int = 14) -> str:
+    """One row per label, the median of each column over the runs ("-" where none)."""
+    lines = [f"{'':<{label_width}}" + "".join(f"{c:>10}" for c in columns)]
+    for label, runs in results.items():
+        cells = []
+        for column in columns:
+            values = [r[column] for r in runs if column in r]
+            cells.append(f"{statistics.median(values):.2f}" if values else "-")
+        lines.append(f"{label:<{label_width}}" + "".join(f"{c:>10}" for c in cells))
+    return "\n".join(lines)

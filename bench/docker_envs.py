@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,12 @@ from pathlib import Path
 import docker
 import httpx
 
-from bench._common import CONFIG, TempFleet, machine, temp_fleet
+from bench._common import CONFIG, TempFleet, first_line, machine, median_table, temp_fleet, until_first_line
 
 PACKAGES = ["six", "rich"]
-# The marker is put together at run time: the docker command line shown in the log carries the code.
 CODE = "import six, rich, time; print('FIRST' + '-LINE', time.time(), flush=True)"
 BARE = "import time; print('FIRST' + '-LINE', time.time(), flush=True)"
 WHEELS_AT = "/fleet-bench-wheels"
-
-
-def first_line(log: str) -> float:
-    for line in log.splitlines():
-        if "FIRST-LINE " in line:
-            return float(line.split("FIRST-LINE ", 1)[1].split()[0])
-    raise RuntimeError(f"the task printed no first line:\n{log}")
 
 
 def download(folder: Path) -> None:
@@ -64,14 +55,7 @@ def through_fleet(fleet: TempFleet, api: httpx.Client, code: str, packages: list
     body: dict[str, object] = {"command": ["python3", "-c", code], "working_dir": str(fleet.root), "queue": "q"}
     if packages:
         body["requirements"] = {"packages": packages}
-    t0 = time.time()
-    task_id = api.post("/tasks", json=body).raise_for_status().json()["id"]
-    with api.stream("GET", f"/tasks/{task_id}/log", params={"follow": True}, timeout=600) as answer:
-        log = answer.raise_for_status().read().decode()
-    task = api.get(f"/tasks/{task_id}").raise_for_status().json()
-    if task["status"] != "completed":
-        raise RuntimeError(f"task {task_id} ended {task['status']}: {task['status_reason']}\n{log}")
-    return first_line(log) - t0, bool(task["env_cached"])
+    return until_first_line(api, body)
 
 
 def fleet_runs(image: str, wheels: Path) -> dict[str, float]:
@@ -133,13 +117,7 @@ def main() -> None:
         client.close()
     print(f"enqueue -> first line in a container of {image}; median of {args.repeat} (seconds)")
     print(f"importing {' + '.join(PACKAGES)} ({count} local wheels); bare: a task with no requirements")
-    print(f"{'':<14}{'bare':>8}{'cold':>8}{'warm':>8}")
-    for label, runs in results.items():
-        cells = []
-        for column in ("bare", "cold", "warm"):
-            values = [r[column] for r in runs if column in r]
-            cells.append(f"{statistics.median(values):.2f}" if values else "-")
-        print(f"{label:<14}{cells[0]:>8}{cells[1]:>8}{cells[2]:>8}")
+    print(median_table(results, ("bare", "cold", "warm")))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -30,30 +29,16 @@ from pathlib import Path
 
 import httpx
 
-from bench._common import CONFIG, TempFleet, machine, temp_fleet
+from bench._common import CONFIG, TempFleet, first_line, machine, median_table, temp_fleet, until_first_line
 from fleet.worker.envs.python import fleet_python
 
 PACKAGES = ["six", "numpy"]
-CODE = "import six, numpy, time; print('FIRST-LINE', time.time(), flush=True)"
-
-
-def first_line(log: str) -> float:
-    for line in log.splitlines():
-        if "FIRST-LINE" in line:
-            return float(line.split("FIRST-LINE", 1)[1])
-    raise RuntimeError(f"the task printed no first line:\n{log}")
+CODE = "import six, numpy, time; print('FIRST' + '-LINE', time.time(), flush=True)"
 
 
 def through_fleet(fleet: TempFleet, api: httpx.Client) -> tuple[float, bool]:
-    t0 = time.time()
     body = {"command": ["python", "-c", CODE], "working_dir": str(fleet.root), "queue": "q"}
-    task_id = api.post("/tasks", json={**body, "requirements": {"packages": PACKAGES}}).raise_for_status().json()["id"]
-    with api.stream("GET", f"/tasks/{task_id}/log", params={"follow": True}, timeout=600) as answer:
-        log = answer.raise_for_status().read().decode()
-    task = api.get(f"/tasks/{task_id}").raise_for_status().json()
-    if task["status"] != "completed":
-        raise RuntimeError(f"task {task_id} ended {task['status']}: {task['status_reason']}\n{log}")
-    return first_line(log) - t0, bool(task["env_cached"])
+    return until_first_line(api, {**body, "requirements": {"packages": PACKAGES}})
 
 
 def fleet_runs(manager: str) -> dict[str, float]:
@@ -106,13 +91,7 @@ def main() -> None:
         results["fleet uv"].append(fleet_runs("uv"))
         results["fleet pip"].append(fleet_runs("pip"))
     print(f"enqueue -> first line of a task importing {' + '.join(PACKAGES)}; median of {args.repeat} (seconds)")
-    print(f"{'':<12}{'cold':>8}{'warm dl':>10}{'warm':>8}")
-    for label, runs in results.items():
-        cells = []
-        for column in ("cold", "warm dl", "warm"):
-            values = [r[column] for r in runs if column in r]
-            cells.append(f"{statistics.median(values):.2f}" if values else "-")
-        print(f"{label:<12}{cells[0]:>8}{cells[1]:>10}{cells[2]:>8}")
+    print(median_table(results, ("cold", "warm dl", "warm"), label_width=12))
 
 
 if __name__ == "__main__":
