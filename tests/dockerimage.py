@@ -29,6 +29,7 @@ import pytest
 
 BASE = "fleet-test-base:2"
 IMAGE = "fleet-test-python:2"
+EXTRA_IMAGE = "fleet-test-python-extra:2"  # IMAGE plus uv and a package installed system-wide
 PYTHON = "/usr/bin/python3.11"
 WHEELS = "/usr/share/python-wheels"  # Debian's ensurepip takes pip from here
 
@@ -102,6 +103,36 @@ def python_image() -> Iterator[Any]:
     ensure_image(client)
     yield client
     client.close()
+
+
+def extra_image(client: Any, uv: str) -> str:
+    """:data:`EXTRA_IMAGE`: :data:`IMAGE` with ``uv`` (the host's binary and the
+    libraries it links) and a system-wide package ``tinysys`` 1.0 (in
+    ``/usr/local/lib/python3.11/dist-packages``, where the image's Python looks)."""
+    try:
+        client.images.get(EXTRA_IMAGE)
+        return EXTRA_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    ensure_image(client)
+    site = "usr/local/lib/python3.11/dist-packages"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", dereference=True) as tar:
+        tar.add(os.path.realpath(uv), arcname="root/usr/local/bin/uv")
+        for lib in _libraries(uv):
+            tar.add(os.path.realpath(lib), arcname="root" + lib)
+        files = {
+            f"root/{site}/tinysys.py": b"WHO = 'tinysys from the image'\n",
+            f"root/{site}/tinysys-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinysys\nVersion: 1.0\n",
+            "Dockerfile": f"FROM {IMAGE}\nCOPY root/ /\n".encode(),
+        }
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    client.images.build(fileobj=buf, custom_context=True, tag=EXTRA_IMAGE, network_mode="none", rm=True)
+    return EXTRA_IMAGE
 
 
 def make_wheel(folder: Path, name: str, version: str, module_text: str) -> Path:

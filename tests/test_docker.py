@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import sys
 import textwrap
 import threading
 import time
@@ -24,7 +26,7 @@ import pytest
 
 from fleet.home import Home
 from tests.conftest import CONFIG, Fleet
-from tests.dockerimage import IMAGE, make_wheel, python_image
+from tests.dockerimage import IMAGE, extra_image, make_wheel, python_image
 
 docker = pytest.importorskip("docker")
 
@@ -333,3 +335,45 @@ def test_requirements_are_installed_in_the_tasks_image_and_cached(fleet: Fleet, 
     assert f"in {prefix.group(1)}" in log_two  # the same environment, mounted again
     assert (one["env_cached"], two["env_cached"]) == (False, True)
     assert [c for c in client.containers.list(all=True) if c.name.endswith("-env")] == []
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not os.path.exists(found):
+        pytest.skip("no uv binary here to put in the test image")
+    return found
+
+
+def test_the_images_own_packages_satisfy_requirements(fleet: Fleet, client: Any, tmp_path: Path) -> None:
+    """The venv sees the image's packages (as in ClearML Agent's docker mode): a
+    requirement the image satisfies is not installed again.  With no network
+    (``--network=none``), pip could not have fetched it."""
+    image = extra_image(client, _uv())
+    _docker_config(fleet, "package_manager { type: pip }")
+    fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", image)
+    script = "import sys, tinysys; print('sys', tinysys.WHO, 'in', sys.prefix)"
+    task_id = fleet.submit("dq", "python3", "-c", script, opts=("--packages", "tinysys==1.0"), cwd=tmp_path)
+    task = _wait_end(fleet, task_id)
+    log = _log(fleet, task_id)
+    assert task["status"] == "completed", log
+    assert "Requirement already satisfied: tinysys==1.0 in /usr/local/lib/python3.11/dist-packages" in log
+    assert re.search(r"^sys tinysys from the image in \S+/venvs-cache/\w+$", log, re.M), log
+
+
+def test_uv_in_the_image_builds_the_environment(fleet: Fleet, client: Any, tmp_path: Path) -> None:
+    image = extra_image(client, _uv())
+    _docker_config(fleet, "package_manager { type: uv }")
+    wheel = make_wheel(tmp_path / "wheels", "tinydep", "1.0", "WHO = 'tinydep from a wheel'\n")
+    fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", image)
+    script = "import tinydep; print('dep', tinydep.WHO)"
+    task_id = fleet.submit("dq", "python3", "-c", script, opts=("--packages", str(wheel)), cwd=tmp_path)
+    task = _wait_end(fleet, task_id)
+    log = _log(fleet, task_id)
+    assert task["status"] == "completed", log
+    assert "with uv and /usr/bin/python3" in log and "dep tinydep from a wheel" in log
+    # An image without uv falls back to pip, saying so.
+    plain = fleet.submit(
+        "dq", "python3", "-c", script, opts=("--packages", str(wheel), "--docker", IMAGE), cwd=tmp_path
+    )
+    assert _wait_end(fleet, plain)["status"] == "completed", _log(fleet, plain)
+    assert "the image has no uv: using pip" in _log(fleet, plain)

@@ -4,6 +4,7 @@ No engine needed."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,29 @@ def test_a_worker_without_an_engine_says_so_and_pulls_nothing(fleet: Fleet) -> N
     fleet.wait_for(says_so, timeout=30, what="the worker to report the missing engine")
     assert "docker engine unreachable" in fleet.ok("status")
     assert fleet.task(task_id)["status"] == "queued"
+
+
+def test_build_settings_reach_the_build_quoted_and_outside_the_environment(tmp_path: Path) -> None:
+    from fleet.worker.docker.scripts import write_build_env
+    from fleet.worker.docker.venv import build_spec as env_build_spec
+
+    index = "https://bob:pa'ss w@pypi.example/simple"
+    config = parse_config_string(
+        f'agent {{ package_manager {{ type: poetry, pip_version: "<24", force_upgrade: true,'
+        f' extra_index_url: ["{index}", "https://two/simple"] }} }}',
+        tmp_path / "fleet.conf",
+    )
+    path = tmp_path / "build.env"
+    write_build_env(path, config)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    script = (
+        '. "$1"; printf "%s|%s|%s|%s" "$FLEET_MANAGER" "$FLEET_PIP_VERSION" "$FLEET_UPGRADE" "$PIP_EXTRA_INDEX_URL"'
+    )
+    read = subprocess.run(["sh", "-c", script, "sh", str(path)], capture_output=True, text=True, check=True).stdout
+    assert read == f"pip|<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
+    task = make_task(tmp_path, docker={"image": "img:1"})
+    spec = build_spec(task, "h:cpu", "", config, Home(tmp_path / "home"), tmp_path, [tmp_path], tmp_path / "run")
+    env_spec = env_build_spec(spec, tmp_path / "venv", path)
+    assert "pa'ss" not in repr(env_spec.environment)
+    assert env_spec.volumes[str(path)] == {"bind": "/fleet/build.env", "mode": "ro"}
+    assert env_spec.command == ["sh", "/fleet/run/entry.sh", "build"] and env_spec.gpus == []

@@ -110,6 +110,7 @@ def test_base_image_has_the_code_and_environment_but_no_secret(
     assert attrs["WorkingDir"] == "/fleet/code/pkg/sub"
     assert attrs["Cmd"] == ["python3", "run.py", "--lr", "0.1"]
     assert attrs["Labels"]["fleet.built_from"] == task_id
+    assert not attrs.get("Volumes")  # the build's bind mounts are not declared volumes of the image
     assert "s3cr3t" not in json.dumps(attrs) and "PLAIN=plain-value" in attrs["Env"]
     # The image runs the task's command on its own, with the code, the diff and the requirement.
     out = _run(client, image, network_mode="none")

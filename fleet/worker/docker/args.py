@@ -190,6 +190,9 @@ class ContainerSpec:
     ipc_mode: str | None = None
     shm_size: str | None = None
     network_mode: str | None = None
+    # Bind through the mounts API: the binds then stay out of the container's
+    # config, which a commit would turn into VOLUME declarations of the image.
+    as_mounts: bool = False
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``client.containers.create`` (device requests added by the runner)."""
@@ -199,11 +202,17 @@ class ContainerSpec:
             "name": self.name,
             "labels": dict(self.labels),
             "environment": dict(self.environment),
-            "volumes": {k: dict(v) for k, v in self.volumes.items()},
             "working_dir": self.working_dir,
             "init": True,
             "detach": True,
         }
+        if self.as_mounts:
+            out["mounts"] = [
+                {"Type": "bind", "Source": host, "Target": bind["bind"], "ReadOnly": bind["mode"] == "ro"}
+                for host, bind in self.volumes.items()
+            ]
+        else:
+            out["volumes"] = {k: dict(v) for k, v in self.volumes.items()}
         for key in ("ipc_mode", "shm_size", "network_mode"):
             value = getattr(self, key)
             if value is not None:

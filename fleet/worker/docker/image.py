@@ -18,8 +18,9 @@ Decisions:
   must not need files from it.
 * Environment: ``entry.sh build`` (``extra_docker_shell_script``, the setup
   script, a venv at ``/fleet/venv`` with the image's own Python and the
-  task's requirements) runs once, at build time; the image has the venv
-  first on ``PATH``.  The image needs a Python.
+  task's requirements, as for a docker task) runs once, at build time; the
+  image has the venv first on ``PATH``.  The image needs a Python.  The
+  package manager settings are bind-mounted for the build only.
 * Secrets are never baked into a layer: environment variables whose names
   are secret (the masked ones) are left out of the build container and of
   the image, and named in the output; pass them with ``docker run -e``.
@@ -58,7 +59,15 @@ from fleet.home import Home
 from fleet.models import Task
 from fleet.worker.docker.args import ContainerSpec, choose_image, hidden_key, parse_docker_args
 from fleet.worker.docker.run import DockerRunError, ensure_image, run_container
-from fleet.worker.docker.scripts import ENTRY_POINTS, RUN_DIR, requirements_for, say, write_run_dir
+from fleet.worker.docker.scripts import (
+    BUILD_ENV,
+    ENTRY_POINTS,
+    RUN_DIR,
+    requirements_for,
+    say,
+    write_build_env,
+    write_run_dir,
+)
 from fleet.worker.envs import Log
 from fleet.worker.envs.settings import downloads_dir
 from fleet.worker.prepare import PrepareError, Preparer
@@ -157,7 +166,8 @@ def build_image(
     extra_keys = list(agent.hide_docker_command_env_vars.extra_keys)
     env, left_out = _safe_env({**task.env, **opts.environment}, extra_keys)
     env.update({"FLEET_VENV": VENV_DIR, "PYTHONUNBUFFERED": "1"})
-    volumes = dict(opts.volumes)
+    write_build_env(work / "build.env", config)
+    volumes = {**opts.volumes, str(work / "build.env"): {"bind": BUILD_ENV, "mode": "ro"}}
     caches = downloads_dir(home, agent)
     if caches is not None:
         internal = agent.docker_internal_mounts
@@ -175,6 +185,7 @@ def build_image(
         ipc_mode=opts.ipc_mode,
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
+        as_mounts=True,
     )
     if left_out:
         say(f"not baked into the image (secrets): {', '.join(left_out)}; pass them with docker run -e")

@@ -340,7 +340,9 @@ def with_environment(spec: ContainerSpec, venv: Path) -> ContainerSpec:
 def record_environment(home: Home, task_id: str, environment: DockerEnvironment) -> None:
     store = open_store(home)
     try:
-        store.record_environment(task_id, environment.cached, environment.frozen, "pip", environment.python)
+        store.record_environment(
+            task_id, environment.cached, environment.frozen, environment.manager, environment.python
+        )
     finally:
         store.close()
 

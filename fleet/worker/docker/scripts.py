@@ -7,9 +7,25 @@ container that runs the task prepare the same way:
 
 * ``sh entry.sh build`` — ``extra_docker_shell_script``, the task's setup
   script, then a venv in ``$FLEET_VENV`` from ``requirements.txt`` with the
-  image's own Python; its ``pip freeze`` goes to ``$FLEET_VENV/.fleet-frozen``.
+  image's own Python; its ``pip freeze`` goes to ``$FLEET_VENV/.fleet-frozen``
+  and the installer used to ``.fleet-manager``.
   With ``$FLEET_OWNER`` (``uid:gid``) the venv is handed to that user at the
   end, so a worker that is not root can evict it from its cache later.
+  The package manager settings come from ``/fleet/build.env``
+  (:func:`write_build_env`), a file bind-mounted for the build only, so an
+  index URL with credentials never lands in a committed image.
+
+Decisions for the environment in a container (``agent.package_manager``):
+
+* ``type: uv`` uses the image's ``uv`` when it has one (``uv venv`` + ``uv pip
+  install``), else pip with a note; pip, poetry and conda use pip (a
+  poetry project or a conda environment cannot be made from the image's
+  Python alone).
+* The venv always inherits the image's packages (``--system-site-packages``),
+  as ClearML Agent's docker mode does: a requirement the image already
+  satisfies (the ``torch`` of a PyTorch image) is not installed again.
+* ``pip_version``, ``force_upgrade`` and ``extra_index_url`` are honoured;
+  the priority and post package lists are not (outside docker only).
 * ``sh entry.sh run COMMAND...`` — the extra and setup scripts, then the
   environment in ``$FLEET_VENV`` (when set) is activated and ``exec "$@"``
   runs the task's command: no shell string is ever built from task fields.
@@ -19,7 +35,10 @@ Only POSIX ``sh`` and Python are assumed in the image (no coreutils).
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
+from typing import Any
 
 from fleet.config import Config
 from fleet.models import Task
@@ -27,8 +46,10 @@ from fleet.worker.envs.base import Requirements
 from fleet.worker.envs.requirements import gather
 
 RUN_DIR = "/fleet/run"
+BUILD_ENV = "/fleet/build.env"
 ENTRY_POINTS = ("reuse_task", "clone_task")  # build --docker --entry-point: run the task, or a clone
-FROZEN = ".fleet-frozen"
+FROZEN = ".fleet-frozen"  # in the venv: its pip freeze
+MANAGER = ".fleet-manager"  # in the venv: uv or pip, what built it
 ENTRY = """\
 set -e
 mode="$1"
@@ -42,17 +63,33 @@ if [ -f /fleet/run/setup.sh ]; then
   if command -v bash >/dev/null 2>&1; then bash /fleet/run/setup.sh; else sh /fleet/run/setup.sh; fi
 fi
 if [ "$mode" = build ]; then
+  if [ -f /fleet/build.env ]; then . /fleet/build.env; fi
   PY=$(command -v python3 || command -v python || true)
   if [ -z "$PY" ]; then
     echo "[docker] the image has no python3 or python: cannot build the task's environment" >&2
     exit 1
   fi
-  echo "[docker] building the task's environment in $FLEET_VENV with $PY"
-  "$PY" -m venv "$FLEET_VENV"
-  if [ -f /fleet/run/requirements.txt ]; then
-    "$FLEET_VENV/bin/python" -m pip install --disable-pip-version-check -r /fleet/run/requirements.txt
+  if [ "$FLEET_MANAGER" = uv ] && command -v uv >/dev/null 2>&1; then
+    echo "[docker] building the task's environment in $FLEET_VENV with uv and $PY"
+    uv venv --quiet --system-site-packages --python "$PY" "$FLEET_VENV"
+    if [ -f /fleet/run/requirements.txt ]; then
+      uv pip install --python "$FLEET_VENV/bin/python" $FLEET_UPGRADE -r /fleet/run/requirements.txt
+    fi
+    uv pip freeze --python "$FLEET_VENV/bin/python" > "$FLEET_VENV/.fleet-frozen"
+    echo uv > "$FLEET_VENV/.fleet-manager"
+  else
+    if [ "$FLEET_MANAGER" = uv ]; then echo "[docker] the image has no uv: using pip"; fi
+    echo "[docker] building the task's environment in $FLEET_VENV with $PY"
+    "$PY" -m venv --system-site-packages "$FLEET_VENV"
+    if [ -n "$FLEET_PIP_VERSION" ]; then
+      "$FLEET_VENV/bin/python" -m pip install --disable-pip-version-check "pip$FLEET_PIP_VERSION"
+    fi
+    if [ -f /fleet/run/requirements.txt ]; then
+      "$FLEET_VENV/bin/python" -m pip install --disable-pip-version-check $FLEET_UPGRADE -r /fleet/run/requirements.txt
+    fi
+    "$FLEET_VENV/bin/python" -m pip freeze --disable-pip-version-check > "$FLEET_VENV/.fleet-frozen"
+    echo pip > "$FLEET_VENV/.fleet-manager"
   fi
-  "$FLEET_VENV/bin/python" -m pip freeze --disable-pip-version-check > "$FLEET_VENV/.fleet-frozen"
   if [ -n "$FLEET_OWNER" ]; then
     "$PY" -c 'import os, sys
 uid, gid = (int(x) for x in sys.argv[2].split(":"))
@@ -119,3 +156,32 @@ def scripts_digest(run_dir: Path) -> dict[str, str]:
         path = run_dir / name
         out[name] = path.read_text() if path.is_file() else ""
     return out
+
+
+def build_settings(config: Config) -> dict[str, Any]:
+    """What of ``agent.package_manager`` decides an environment built in a container."""
+    pm = config.agent.package_manager
+    return {
+        "manager": "uv" if pm.type == "uv" else "pip",
+        "pip_version": pm.pip_version,
+        "upgrade": pm.force_upgrade,
+        "extra_index_url": list(pm.extra_index_url),
+    }
+
+
+def write_build_env(path: Path, config: Config) -> None:
+    """``/fleet/build.env`` for ``entry.sh build``: shell assignments, every value quoted."""
+    settings = build_settings(config)
+    extra = " ".join(settings["extra_index_url"])
+    values = {
+        "FLEET_MANAGER": settings["manager"],
+        "FLEET_PIP_VERSION": settings["pip_version"],
+        "FLEET_UPGRADE": "--upgrade" if settings["upgrade"] else "",
+    }
+    lines = [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+    lines.append("export UV_LINK_MODE=copy")  # the uv cache is another mount: no hard links
+    if extra:
+        lines += [f"export PIP_EXTRA_INDEX_URL={shlex.quote(extra)}", f"export UV_EXTRA_INDEX_URL={shlex.quote(extra)}"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")

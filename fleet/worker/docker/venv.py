@@ -17,6 +17,8 @@ Decisions:
 * Requirements that name local paths, a disabled cache, or a cache with no
   room: the environment is built for this task only, in
   ``<venvs_dir>/<task id>``, and removed when the task ends.
+* The package manager settings that decide the build are in the key too
+  (:func:`fleet.worker.docker.scripts.build_settings`).
 * The build container has the task container's volumes, network and
   environment but no GPUs.  On a cache miss the setup script therefore runs
   twice (build, then task): the task's container starts from the image, not
@@ -36,7 +38,16 @@ from typing import Any
 from fleet.config import Config
 from fleet.home import Home
 from fleet.worker.docker.args import ContainerSpec
-from fleet.worker.docker.scripts import FROZEN, RUN_DIR, say, scripts_digest
+from fleet.worker.docker.scripts import (
+    BUILD_ENV,
+    FROZEN,
+    MANAGER,
+    RUN_DIR,
+    build_settings,
+    say,
+    scripts_digest,
+    write_build_env,
+)
 from fleet.worker.envs.base import Log, Requirements
 from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.settings import builds_dir, cache_root
@@ -52,6 +63,7 @@ class DockerEnvironment:
     cached: bool
     frozen: list[str]
     python: str
+    manager: str
     lease: Lease | None = None
 
     def release(self) -> None:
@@ -66,12 +78,16 @@ def owner() -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def build_spec(task_spec: ContainerSpec, target: Path) -> ContainerSpec:
+def build_spec(task_spec: ContainerSpec, target: Path, build_env: Path) -> ContainerSpec:
     """The build container: the task's container without GPUs, running ``entry.sh build``."""
     environment = {**task_spec.environment, "FLEET_VENV": str(target)}
     if os.getuid() != 0:
         environment["FLEET_OWNER"] = owner()
-    volumes = {**task_spec.volumes, str(target): {"bind": str(target), "mode": "rw"}}
+    volumes = {
+        **task_spec.volumes,
+        str(target): {"bind": str(target), "mode": "rw"},
+        str(build_env): {"bind": BUILD_ENV, "mode": "ro"},
+    }
     return dataclasses.replace(
         task_spec,
         command=["sh", f"{RUN_DIR}/entry.sh", "build"],
@@ -119,11 +135,20 @@ def docker_environment(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir(exist_ok=True)
         say(f"building the environment ({len(requirements.lines)} requirement(s)) in a container of {image_id[:19]}")
-        code = run(build_spec(task_spec, path))
+        build_env = run_dir.parent / f"{task_id}.build.env"
+        write_build_env(build_env, config)
+        try:
+            code = run(build_spec(task_spec, path, build_env))
+        finally:
+            build_env.unlink(missing_ok=True)
         if code != 0:
             shutil.rmtree(path, ignore_errors=True)
             raise EnvironmentBuildFailed(f"docker mode: building the task's environment failed (exit code {code})")
-        return stamp_info(frozen=_frozen(path), manager="pip", python=_python_version(path), image=image_id)
+        try:
+            manager = (path / MANAGER).read_text().strip() or "pip"
+        except OSError:
+            manager = "pip"
+        return stamp_info(frozen=_frozen(path), manager=manager, python=_python_version(path), image=image_id)
 
     cache = VenvCache(cache_root(home, agent), agent.venvs_cache.max_entries, agent.venvs_cache.free_space_threshold_gb)
     if cache.enabled and requirements.cacheable:
@@ -132,6 +157,7 @@ def docker_environment(
             "image": image_id,
             "requirements": list(requirements.lines),
             "scripts": scripts_digest(run_dir),
+            "settings": build_settings(config),
             "owner": owner(),
         }
         lease = cache.acquire(cache_key(material), build, Log(lambda text: print(text, flush=True)))
@@ -139,10 +165,11 @@ def docker_environment(
             if lease.cached:
                 say(f"reusing cached environment {lease.key[:12]}")
             info = lease.info
-            return DockerEnvironment(lease.path, lease.cached, list(info.get("frozen", [])), str(info["python"]), lease)
+            frozen, python, manager = list(info.get("frozen", [])), str(info["python"]), str(info["manager"])
+            return DockerEnvironment(lease.path, lease.cached, frozen, python, manager, lease)
     elif not requirements.cacheable:
         say("requirements name local paths; building an environment for this task only")
     path = builds_dir(home, agent) / task_id
     shutil.rmtree(path, ignore_errors=True)
     info = build(path)
-    return DockerEnvironment(path, False, list(info["frozen"]), str(info["python"]))
+    return DockerEnvironment(path, False, list(info["frozen"]), str(info["python"]), str(info["manager"]))
