@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import FleetError
-from fleet.models import Task, TaskStatus
+from fleet.models import Task, TaskStatus, Worker
 from fleet.scheduler.pool import owns
 from fleet.store import Store
 from fleet.supervise import fail_orphaned
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 ACTOR = "manager"
 TASK_LOCKS = 64
+
+
+def unowned(task: Task, workers: list[Worker]) -> bool:
+    """No pid here and no registered worker of ours runs it: a remote executor's."""
+    return task.pid is None and not any(owns(w, task) for w in workers)
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,7 @@ class Leases:
     def remote(self, store: Store, task: Task) -> bool:
         """True when ``task`` (in progress) is run by a remote executor: leased, or
         without a pid and not owned by any registered worker."""
-        if self.get(task.id) is not None:
-            return True
-        return task.pid is None and not any(owns(w, task) for w in store.list_workers())
+        return self.get(task.id) is not None or unowned(task, store.list_workers())
 
     def seed(self, store: Store, now: float | None = None) -> list[str]:
         """At manager start: a full lease for every in-progress task that no
@@ -114,7 +117,7 @@ class Leases:
         workers = store.list_workers()
         seeded = []
         for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
-            if task.pid is None and not any(owns(w, task) for w in workers):
+            if unowned(task, workers):
                 self.grant(task.id, task.attempt, task.worker or "?", now)
                 seeded.append(task.id)
         if seeded:
@@ -139,7 +142,7 @@ class Leases:
                     continue
                 if task.status != TaskStatus.IN_PROGRESS or task.attempt != lease.attempt:
                     continue
-                if task.pid is not None or any(owns(w, task) for w in store.list_workers()):
+                if not unowned(task, store.list_workers()):
                     continue  # a worker runs it now: not ours to end
                 reason = f"remote executor {lease.worker} lost: no word for {self.seconds:g}s"
                 log.warning("manager: task %s: %s", task_id, reason)

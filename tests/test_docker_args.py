@@ -210,7 +210,7 @@ def test_a_worker_without_an_engine_says_so_and_pulls_nothing(fleet: Fleet) -> N
 
 def test_build_settings_reach_the_build_quoted_and_outside_the_environment(tmp_path: Path) -> None:
     from fleet.worker.docker.scripts import write_build_env
-    from fleet.worker.docker.venv import build_spec as env_build_spec
+    from fleet.worker.docker.venv import builder_spec
 
     index = "https://bob:pa'ss w@pypi.example/simple"
     config = parse_config_string(
@@ -228,7 +228,7 @@ def test_build_settings_reach_the_build_quoted_and_outside_the_environment(tmp_p
     assert read == f"pip|<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
     task = make_task(tmp_path, docker={"image": "img:1"})
     spec = build_spec(task, "h:cpu", "", config, Home(tmp_path / "home"), tmp_path, [tmp_path], tmp_path / "run")
-    env_spec = env_build_spec(spec, tmp_path / "venv", path)
+    env_spec = builder_spec(spec, tmp_path / "venv", path)
     assert "pa'ss" not in repr(env_spec.environment)
     assert env_spec.volumes[str(path)] == {"bind": "/fleet/build.env", "mode": "ro"}
     assert env_spec.command == ["sh", "/fleet/run/entry.sh", "build"] and env_spec.gpus == []

@@ -58,7 +58,7 @@ from fleet.errors import UsageError
 from fleet.home import Home
 from fleet.models import Task
 from fleet.worker.docker.args import ContainerSpec, choose_image, hidden_key, parse_docker_args
-from fleet.worker.docker.run import DockerRunError, ensure_image, run_container
+from fleet.worker.docker.run import DockerRunError, cache_volumes, ensure_image, run_container
 from fleet.worker.docker.scripts import (
     BUILD_ENV,
     ENTRY_POINTS,
@@ -69,7 +69,6 @@ from fleet.worker.docker.scripts import (
     write_run_dir,
 )
 from fleet.worker.envs import Log
-from fleet.worker.envs.settings import downloads_dir
 from fleet.worker.prepare import PrepareError, Preparer
 
 log = logging.getLogger(__name__)
@@ -167,13 +166,8 @@ def build_image(
     env, left_out = _safe_env({**task.env, **opts.environment}, extra_keys)
     env.update({"FLEET_VENV": VENV_DIR, "PYTHONUNBUFFERED": "1"})
     write_build_env(work / "build.env", config)
-    volumes = {**opts.volumes, str(work / "build.env"): {"bind": BUILD_ENV, "mode": "ro"}}
-    caches = downloads_dir(home, agent)
-    if caches is not None:
-        internal = agent.docker_internal_mounts
-        for key, sub, default in (("pip_cache", "pip", "/root/.cache/pip"), ("uv_cache", "uv", "/root/.cache/uv")):
-            (caches / sub).mkdir(parents=True, exist_ok=True)
-            volumes[str(caches / sub)] = {"bind": str(internal.get(key) or default), "mode": "rw"}
+    volumes = {**cache_volumes(home, config), **opts.volumes}
+    volumes[str(work / "build.env")] = {"bind": BUILD_ENV, "mode": "ro"}
     spec = ContainerSpec(
         image=image,
         command=["sh", f"{RUN_DIR}/entry.sh", "build"],

@@ -122,13 +122,7 @@ def build_spec(
     )
     volumes: dict[str, dict[str, str]] = {str(p): {"bind": str(p), "mode": "rw"} for p in mounts}
     volumes[str(run_dir)] = {"bind": RUN_DIR, "mode": "ro"}
-    caches = downloads_dir(home, agent)
-    internal = agent.docker_internal_mounts
-    if caches is not None:
-        for key, sub, default in (("pip_cache", "pip", "/root/.cache/pip"), ("uv_cache", "uv", "/root/.cache/uv")):
-            host = caches / sub
-            host.mkdir(parents=True, exist_ok=True)
-            volumes[str(host)] = {"bind": str(internal.get(key) or default), "mode": "rw"}
+    volumes.update(cache_volumes(home, config))
     volumes.update(opts.volumes)
     labels = {
         LABEL_TASK: task.id,
@@ -150,6 +144,20 @@ def build_spec(
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
     )
+
+
+def cache_volumes(home: Home, config: Config) -> dict[str, dict[str, str]]:
+    """The pip and uv download caches of ``FLEET_HOME``, where ``docker_internal_mounts`` says."""
+    agent = config.agent
+    caches = downloads_dir(home, agent)
+    if caches is None:
+        return {}
+    volumes: dict[str, dict[str, str]] = {}
+    for key, sub, default in (("pip_cache", "pip", "/root/.cache/pip"), ("uv_cache", "uv", "/root/.cache/uv")):
+        host = caches / sub
+        host.mkdir(parents=True, exist_ok=True)
+        volumes[str(host)] = {"bind": str(agent.docker_internal_mounts.get(key) or default), "mode": "rw"}
+    return volumes
 
 
 def device_requests(gpus: list[int]) -> list[DeviceRequest]:

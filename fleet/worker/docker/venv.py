@@ -78,7 +78,7 @@ def owner() -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def build_spec(task_spec: ContainerSpec, target: Path, build_env: Path) -> ContainerSpec:
+def builder_spec(task_spec: ContainerSpec, target: Path, build_env: Path) -> ContainerSpec:
     """The build container: the task's container without GPUs, running ``entry.sh build``."""
     environment = {**task_spec.environment, "FLEET_VENV": str(target)}
     if os.getuid() != 0:
@@ -138,7 +138,7 @@ def docker_environment(
         build_env = run_dir.parent / f"{task_id}.build.env"
         write_build_env(build_env, config)
         try:
-            code = run(build_spec(task_spec, path, build_env))
+            code = run(builder_spec(task_spec, path, build_env))
         finally:
             build_env.unlink(missing_ok=True)
         if code != 0:
