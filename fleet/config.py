@@ -44,6 +44,9 @@ class ApiConfig:
     # also accept HTTP basic auth ``access_key:secret_key`` (curl --user).
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
+    # The OS group whose members may use this manager (through its unix socket, or by
+    # reading the token file); "" = only the manager's own user (and root).
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class FleetSection:
     log_max_mb: float = 1024.0
     timezone: str = ""
     poll_interval: float = 2.0  # fallback poll of idle workers
+    # With a manager running as root: a task runs as the OS user who submitted it.
+    run_as_submitter: bool = False
 
 
 @dataclass(frozen=True)

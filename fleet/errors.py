@@ -62,6 +62,14 @@ class Unauthorized(FleetError):
     exit_code = EXIT_USAGE
 
 
+class Forbidden(FleetError):
+    """The caller is known but may not do this (not in ``fleet.api.group``, or
+    naming another user as a task's submitter)."""
+
+    http_status = 403
+    exit_code = EXIT_USAGE
+
+
 class StoreError(FleetError):
     """The store cannot be used (corrupt, newer schema, unreachable)."""
 

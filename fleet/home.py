@@ -40,6 +40,23 @@ class Home:
         return self.root / "manager.lock"
 
     @property
+    def api_token(self) -> Path:
+        """The API token the manager made (or was given); see fleet/api/auth.py."""
+        return self.root / "api.token"
+
+    @property
+    def api_sock(self) -> Path:
+        """The API's unix socket: the caller is who the kernel says it is."""
+        return self.root / "api.sock"
+
+    def read_api_token(self) -> str:
+        """The token in ``api.token``; "" when there is none or it cannot be read."""
+        try:
+            return self.api_token.read_text().strip()
+        except OSError:
+            return ""
+
+    @property
     def manager_log(self) -> Path:
         return self.root / "logs" / "manager.log"
 

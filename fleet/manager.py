@@ -39,6 +39,8 @@ from typing import IO
 import uvicorn
 
 from fleet import __version__, notify
+from fleet.api.auth import Access, ensure_token, group_id, share_home
+from fleet.api.peer import PeerCredProtocol, bind_unix
 from fleet.config import Config
 from fleet.errors import ConfigError, FleetError, NotFound, UsageError
 from fleet.home import Home
@@ -93,8 +95,10 @@ class Manager:
         self.config = config
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
-        self.token = config.fleet.api.token
-        check_bind(self.api_host, self.token)
+        check_bind(self.api_host, config.fleet.api.token)
+        self.api_gid = group_id(config.fleet.api.group)
+        # the real token is settled in serve(), once this manager holds the home
+        self.access = Access(config.fleet.api.token, self.api_gid)
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
         self.store: Store = open_store(self.home)
@@ -137,6 +141,11 @@ class Manager:
         """Run until asked to stop; return the exit code."""
         self.acquire()
         write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
+        share_home(self.home, self.api_gid)
+        # Group members may read the token (it acts as this manager's user) unless tasks run as
+        # their submitters: then the token would be a way around that, and stays owner-only.
+        token_gid = None if self.config.fleet.run_as_submitter else self.api_gid
+        self.access.token = ensure_token(self.home, self.config.fleet.api.token, token_gid)
         if initial is not None:
             self.add_workers(initial, "fleetctl up")
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets created with it, and
@@ -156,10 +165,19 @@ class Manager:
         from fleet.api.app import create_app
 
         app = create_app(self)
+        unix = bind_unix(self.home, self.api_gid)
+        sockets = [sock] if unix is None else [sock, unix]
         self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+            uvicorn.Config(
+                app,
+                http=PeerCredProtocol,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=2,
+            )
         )
-        server_thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+        server_thread = threading.Thread(target=self._server.run, kwargs={"sockets": sockets}, name="api", daemon=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         server_thread.start()
@@ -182,6 +200,9 @@ class Manager:
             self._server.should_exit = True
             server_thread.join(timeout=5)
             sock.close()
+            if unix is not None:
+                unix.close()
+                self.home.api_sock.unlink(missing_ok=True)
             info = self.home.read_manager_info()
             if info and info.get("pid") == os.getpid():
                 self.home.manager_json.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ ran under this home is left running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,8 +102,20 @@ class Fleet:
     def url(self) -> str:
         return str(self.manager_info()["url"])
 
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url + "/api/v1", timeout=30)
+    @property
+    def token(self) -> str:
+        """The API token the manager made (or was given): ``home/api.token``."""
+        return (self.home / "api.token").read_text().strip()
+
+    def headers(self) -> dict[str, str]:
+        """The credentials of the manager's user, for a request over TCP."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def api(self, *, prefix: str = "/api/v1", auth: bool = True) -> httpx.Client:
+        """A client of the manager over TCP, with the token unless ``auth`` is off;
+        ``prefix=""`` for the routes outside /api/v1 (ClearML's, /metrics, the page)."""
+        headers = self.headers() if auth else {}
+        return httpx.Client(base_url=self.url + prefix, headers=headers, timeout=30)
 
     def task(self, task_id: str) -> dict[str, Any]:
         with self.api() as api:
@@ -138,9 +151,9 @@ def _write_config(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    root = tmp_path
+@contextlib.contextmanager
+def fleet_at(root: Path) -> Iterator[Fleet]:
+    """A fleet whose home is ``root/home``; stopped, and checked for leftovers, at the end."""
     config = root / "fleet.conf"
     _write_config(config, CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "CLEARML_"))}
@@ -157,6 +170,12 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         except psutil.NoSuchProcess:
             pass
     assert not leftovers, f"processes left running: {[p.info['cmdline'] for p in leftovers]}"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with fleet_at(tmp_path) as f:
+        yield f
 
 
 def alive(pid: int) -> bool:

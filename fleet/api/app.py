@@ -8,9 +8,6 @@ a JSON 500 (a bug, never an expected outcome of bad input).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,7 +18,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet import __version__
-from fleet.errors import FleetError, UsageError
+from fleet.api.auth import SESSION_COOKIE, Caller, basic_matches
+from fleet.api.peer import PEER_UID
+from fleet.errors import FleetError, Forbidden, Unauthorized, UsageError
 from fleet.validate import queue_name, task_id, worker_id
 
 if TYPE_CHECKING:
@@ -29,9 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The page's files carry no data (the page asks the API, with the token, for everything it
-# shows), so they are served without one; so is health.  Everything else needs the token.
-OPEN_PATHS = frozenset({"/api/v1/health", "/"})
+# The page's files carry no data (the page asks the API, once logged in, for everything it
+# shows), so they are served to anyone; so are a minimal health and the login route.
+# Everything else needs a caller (see fleet/api/auth.py).
+OPEN_PATHS = frozenset({"/api/v1/health", "/api/v1/login", "/"})
 OPEN_PREFIXES = ("/static/",)
 
 
@@ -69,21 +69,10 @@ def _bad_path_id(path: str) -> UsageError | None:
     return None
 
 
-def _basic_matches(header: str, key: str, secret: str) -> bool:
-    """``Authorization: Basic base64(key:secret)`` (ClearML's ``curl --user``),
-    compared in constant time; False when no credentials are configured."""
-    if not (key and secret) or not header[:6].lower() == "basic ":
-        return False
-    try:
-        given = base64.b64decode(header[6:].strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return hmac.compare_digest(given, f"{key}:{secret}".encode())
-
-
 def create_app(manager: Manager) -> FastAPI:
     from fleet.api import (
         routes_clearml,
+        routes_login,
         routes_metrics,
         routes_queues,
         routes_remote,
@@ -129,24 +118,54 @@ def create_app(manager: Manager) -> FastAPI:
     clearml_paths = frozenset(getattr(route, "path", "") for route in routes_clearml.router.routes)
     api_config = manager.config.fleet.api
 
+    def identify(request: Request) -> Caller:
+        """The caller, or ``Unauthorized`` / ``Forbidden`` (fleet/api/auth.py)."""
+        access = manager.access
+        given = request.headers.get("authorization", "")
+        uid = request.scope.get(PEER_UID)
+        if given:
+            basic = request.url.path in clearml_paths and basic_matches(
+                given, api_config.access_key, api_config.secret_key
+            )
+            if not basic and not access.token_matches(given):
+                raise Unauthorized("missing or wrong API token (Authorization: Bearer ...)")
+            if uid is None:
+                return access.owner if not basic else Caller(access.owner.user, access.owner.uid, "basic", True)
+        if uid is not None:
+            return access.from_peer(uid)
+        session = request.cookies.get(SESSION_COOKIE, "")
+        caller = access.from_session(session) if session else None
+        if caller is None:
+            raise Unauthorized(
+                "missing or wrong API token (Authorization: Bearer ...); the page needs a login URL from: fleetctl page"
+                if session
+                else "missing or wrong API token (Authorization: Bearer ...)"
+            )
+        return caller
+
     @app.middleware("http")
-    async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """With a token, every route but the open ones needs ``Bearer <token>``;
-        the ClearML-compatible ones also take ``key:secret`` basic auth."""
-        token = manager.token
+    async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every route but the open ones needs a caller; open ones get one when
+        the request carries valid credentials (health then says more)."""
         path = request.url.path
-        if token and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
-            given = request.headers.get("authorization", "")
-            basic = path in clearml_paths and _basic_matches(given, api_config.access_key, api_config.secret_key)
-            if not basic and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return JSONResponse(
-                    {"error": "missing or wrong API token (Authorization: Bearer ...)"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        try:
+            request.state.caller = identify(request)
+        except (Unauthorized, Forbidden) as exc:
+            request.state.caller = None
+            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+                return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
         return await call_next(request)
 
-    for module in (routes_system, routes_workers, routes_queues, routes_tasks, routes_remote, routes_metrics):
+    for module in (
+        routes_system,
+        routes_login,
+        routes_workers,
+        routes_queues,
+        routes_tasks,
+        routes_remote,
+        routes_metrics,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)
     routes_metrics.mount_root(app, manager)  # /metrics and the page, after every API route

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from fleet import __version__
-from fleet.api.deps import ManagerDep
+from fleet.api.auth import Caller
+from fleet.api.deps import ManagerDep, optional_caller
 from fleet.api.schemas import StopBody
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health")
-def health(manager: ManagerDep) -> dict[str, Any]:
+def health(manager: ManagerDep, caller: Annotated[Caller | None, Depends(optional_caller)]) -> dict[str, Any]:
+    """Status and version to anyone; the rest (pid, home, host, ...) and who
+    you are only to an authenticated caller."""
+    status = {"status": "stopping" if manager.shutdown_requested else "ok", "version": __version__}
+    if caller is None:
+        return status
     return {
-        "status": "stopping" if manager.shutdown_requested else "ok",
-        "version": __version__,
+        **status,
+        "user": caller.user,
         "pid": os.getpid(),
         "host": manager.hostname,
         "home": str(manager.home.root),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -10,15 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
-from fleet.api.deps import MAX_OFFSET, ManagerDep, TaskId
+from fleet.api.auth import Caller
+from fleet.api.deps import MAX_OFFSET, CallerDep, ManagerDep, TaskId
 from fleet.api.routes_workers import workers_json
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json
 from fleet.clone import clone_spec
-from fleet.errors import UsageError
-from fleet.models import Script, TaskSpec, TaskStatus
+from fleet.errors import Forbidden, UsageError
+from fleet.models import Script, Task, TaskSpec, TaskStatus
 from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import queue_name, worker_id
+from fleet.worker.runas import refuse_unrunnable
 
 router = APIRouter(tags=["tasks"])
 
@@ -58,8 +61,20 @@ def list_tasks(
     return {"tasks": [task_json(t) for t in tasks], "total": total, "limit": limit, "offset": offset}
 
 
+def _may_change(caller: Caller, task: Task) -> None:
+    """Only a task's submitter, the manager's user and root change a task."""
+    if not caller.admin and task.user != caller.user:
+        raise Forbidden(f"task {task.id} was submitted by {task.user or 'another user'}, not {caller.user}")
+
+
 @router.post("/tasks", status_code=201)
-def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
+def create_task(body: TaskCreate, manager: ManagerDep, caller: CallerDep) -> dict[str, Any]:
+    """The task's ``user`` is the caller; a ``user`` in the body naming anyone
+    else is refused (403, field ``user``)."""
+    if body.user and body.user != caller.user:
+        raise Forbidden(
+            f"user {body.user!r}: a task's user is who submits it ({caller.user}); leave the field out", field="user"
+        )
     if body.gpus and body.queue is not None:  # a count no pool serving the queue can ever give
         refuse_oversized(workers_json(manager.store, manager.store.list_workers()), body.queue, body.gpus)
     spec = TaskSpec(
@@ -72,9 +87,10 @@ def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
         timeout=body.timeout,
         retries=body.retries,
         gpus=body.gpus,
-        user=body.user,
+        user=caller.user,
     )
-    task = manager.store.create_task(spec, body.queue, f"api:{body.user or 'anonymous'}")
+    refuse_unrunnable(manager.config, spec)
+    task = manager.store.create_task(spec, body.queue, f"api:{caller.user}")
     if task.queue is not None:
         manager.wake_queue(task.queue)
     return task_json(task)
@@ -103,33 +119,38 @@ def task_events(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
 
 
 @router.post("/tasks/{task_id}/enqueue")
-def enqueue(task_id: TaskId, body: EnqueueBody, manager: ManagerDep) -> dict[str, Any]:
-    task = manager.store.enqueue_task(task_id, body.queue, "api", head=body.head)
+def enqueue(task_id: TaskId, body: EnqueueBody, manager: ManagerDep, caller: CallerDep) -> dict[str, Any]:
+    _may_change(caller, manager.store.get_task(task_id))
+    task = manager.store.enqueue_task(task_id, body.queue, f"api:{caller.user}", head=body.head)
     manager.wake_queue(body.queue)
     return task_json(task)
 
 
 @router.post("/tasks/{task_id}/dequeue")
-def dequeue(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
-    return task_json(manager.store.dequeue_task(task_id, "api"))
+def dequeue(task_id: TaskId, manager: ManagerDep, caller: CallerDep) -> dict[str, Any]:
+    _may_change(caller, manager.store.get_task(task_id))
+    return task_json(manager.store.dequeue_task(task_id, f"api:{caller.user}"))
 
 
 @router.post("/tasks/{task_id}/abort")
-def abort(task_id: TaskId, manager: ManagerDep, body: AbortBody | None = None) -> dict[str, Any]:
+def abort(task_id: TaskId, manager: ManagerDep, caller: CallerDep, body: AbortBody | None = None) -> dict[str, Any]:
+    _may_change(caller, manager.store.get_task(task_id))
     reason = (body.reason if body else "") or "aborted"
-    task = manager.store.request_abort(task_id, "api", reason)
+    task = manager.store.request_abort(task_id, f"api:{caller.user}", reason)
     manager.wake_worker(task.worker)
     return task_json(task)
 
 
 @router.post("/tasks/{task_id}/clone", status_code=201)
-def clone(task_id: TaskId, manager: ManagerDep, body: CloneBody | None = None) -> dict[str, Any]:
+def clone(task_id: TaskId, manager: ManagerDep, caller: CallerDep, body: CloneBody | None = None) -> dict[str, Any]:
     """A new task with the same code and settings; ``command`` and ``env`` may be
-    edited (a masked ``********`` env value keeps the original's real value)."""
+    edited (a masked ``********`` env value keeps the original's real value).
+    The clone is the caller's: it runs as them, not as the original's user."""
     body = body or CloneBody(queue=None, name=None, command=None, env=None)
     source = manager.store.get_task(task_id)
-    spec = clone_spec(source, name=body.name, command=body.command, env=body.env)
-    task = manager.store.create_task(spec, body.queue, "api")
+    spec = dataclasses.replace(clone_spec(source, name=body.name, command=body.command, env=body.env), user=caller.user)
+    refuse_unrunnable(manager.config, spec)
+    task = manager.store.create_task(spec, body.queue, f"api:{caller.user}")
     if task.queue is not None:
         manager.wake_queue(task.queue)
     return task_json(task)

@@ -229,6 +229,10 @@ class RuntimePropertyBody(Strict):
     expiry: float | None = Field(None, gt=0, le=10 * 365 * 24 * 3600, allow_inf_nan=False, description="seconds")
 
 
+class LoginBody(Strict):
+    code: str = Field(min_length=1, max_length=256)
+
+
 class StopBody(Strict):
     drain: bool = False
     requeue: bool = False

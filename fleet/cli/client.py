@@ -1,34 +1,67 @@
 """How ``fleetctl`` finds and talks to the manager of its ``FLEET_HOME``.
 
-``FLEET_API_URL`` wins; otherwise ``$FLEET_HOME/manager.json`` names the URL
-and pid of the running manager.  HTTP errors are turned back into fleet's
-exceptions, so the CLI's exit codes follow the API's status codes.
+``FLEET_API_URL`` wins (over TCP, with the token); otherwise, when the
+manager's unix socket ``$FLEET_HOME/api.sock`` answers, fleetctl talks
+through it and the kernel tells the manager who is calling (no token
+needed); else ``$FLEET_HOME/manager.json`` names the URL and pid, and the
+token is ``FLEET_API_TOKEN``, ``fleet.api.token`` or ``$FLEET_HOME/api.token``.
+HTTP errors are turned back into fleet's exceptions, so the CLI's exit
+codes follow the API's status codes.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psutil
 
-from fleet.errors import Conflict, FleetError, ManagerUnavailable, NotFound, Unauthorized, UsageError
+from fleet.errors import Conflict, FleetError, Forbidden, ManagerUnavailable, NotFound, Unauthorized, UsageError
 from fleet.home import Home
 
-_BY_STATUS: dict[int, type[FleetError]] = {401: Unauthorized, 404: NotFound, 409: Conflict}
+_BY_STATUS: dict[int, type[FleetError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict}
+_SOCKET_URL = "http://fleet.sock"
 
 
-def manager_url(home: Home) -> tuple[str, int | None] | None:
-    """(url, pid) of the manager serving ``home``, or None when none runs."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the manager answers: ``uds`` set means through its unix socket
+    (``url`` is then the TCP URL when known, for messages and the page)."""
+
+    url: str
+    pid: int | None
+    uds: str | None = None
+
+
+def manager_url(home: Home) -> Endpoint | None:
+    """Where the manager serving ``home`` answers, or None when none runs."""
     env_url = os.environ.get("FLEET_API_URL")
     if env_url:
-        return env_url.rstrip("/"), None
+        return Endpoint(env_url.rstrip("/"), None)
     info = home.read_manager_info()
-    if not info or not isinstance(info.get("pid"), int) or not _running(info["pid"]):
+    if info and isinstance(info.get("pid"), int) and not _running(info["pid"]):
         return None
-    return str(info["url"]).rstrip("/"), int(info["pid"])
+    url = str(info["url"]).rstrip("/") if info else ""
+    pid = int(info["pid"]) if info else None
+    if _answers(home.api_sock):  # a member of fleet.api.group cannot read manager.json
+        return Endpoint(url or _SOCKET_URL, pid, str(home.api_sock))
+    return Endpoint(url, pid) if info else None
+
+
+def _answers(path: os.PathLike[str]) -> bool:
+    """A manager listens on the unix socket ``path`` (not a file left by a dead one)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _running(pid: int) -> bool:
@@ -40,10 +73,16 @@ def _running(pid: int) -> bool:
 
 
 class Client:
-    def __init__(self, base_url: str, token: str = "", timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str = "", timeout: float = 30.0, uds: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url + "/api/v1", headers=headers, timeout=timeout)
+        if uds is None:
+            self.http = httpx.Client(base_url=base_url + "/api/v1", headers=headers, timeout=timeout)
+        else:
+            transport = httpx.HTTPTransport(uds=uds)
+            self.http = httpx.Client(
+                base_url=_SOCKET_URL + "/api/v1", headers=headers, timeout=timeout, transport=transport
+            )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

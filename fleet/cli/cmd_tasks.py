@@ -140,7 +140,6 @@ def submit(
         "timeout": timeout,
         "retries": retries,
         "gpus": gpus,
-        "user": getpass.getuser(),
     }
     if requirements:
         body["requirements"] = requirements

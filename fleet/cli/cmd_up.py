@@ -12,6 +12,7 @@ import click
 import psutil
 
 from fleet.cli import output
+from fleet.cli.client import Client
 from fleet.cli.context import Context
 from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list, resolve_gpus
@@ -183,7 +184,7 @@ def stop(ctx: Context, workers: tuple[str, ...], drain: bool, requeue: bool, tim
     client = ctx.client()
     if not workers:
         client.post("/shutdown", json={"drain": drain, "requeue": requeue})
-        pid = found[1] or int(client.get("/health")["pid"])
+        pid = found.pid or int(client.get("/health")["pid"])
         if drain:
             output.info("draining: waiting for running tasks to finish")
         if not _wait_gone(pid, timeout):
@@ -229,12 +230,26 @@ def status(ctx: Context, show_all: bool, as_json: bool) -> None:
         output.emit_json({"manager": health, "workers": workers, "queues": queues})
         return
     output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
+    output.info(f"page: {_login_url(client)}  (one-time login link)")
     _workers_table(workers)
     output.table(
         "Queues",
         ["QUEUE", "PENDING", "RUNNING", "TAGS"],
         ([q["name"], q["pending"], q["running"], ",".join(q["tags"])] for q in queues),
     )
+
+
+@click.command()
+@pass_ctx
+def page(ctx: Context) -> None:
+    """Print a one-time login link to the web page (good for 2 minutes, once)."""
+    click.echo(_login_url(ctx.client()))
+
+
+def _login_url(client: Client) -> str:
+    """A URL that logs the page in as you; the code is in the fragment, which the
+    browser never sends to a server, and the page removes it from its history."""
+    return str(client.post("/login/codes")["url"])
 
 
 def _workers_table(workers: list[dict[str, Any]]) -> None:
@@ -321,4 +336,4 @@ def force(ctx: Context, worker: str, action: str, expiry: float | None, as_json:
     output.info(f"{state['id']}: {told}; now {state['state']} ({state['state_reason']})")
 
 
-COMMANDS = [up, stop, status, manager, force]
+COMMANDS = [up, stop, status, page, manager, force]

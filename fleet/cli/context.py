@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from fleet.cli.client import Client, manager_url
+from fleet.cli.client import Client, Endpoint, manager_url
 from fleet.config import Config, load_config
 from fleet.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
 from fleet.home import Home, resolve_home
@@ -34,7 +34,7 @@ class Context:
     def home(self) -> Home:
         return Home(resolve_home(self.config.fleet.home))
 
-    def running(self) -> tuple[str, int | None] | None:
+    def running(self) -> Endpoint | None:
         return manager_url(self.home)
 
     def client(self) -> Client:
@@ -44,7 +44,12 @@ class Context:
                 raise ManagerUnavailable(
                     f"no manager is running for FLEET_HOME={self.home.root}; start one with: fleetctl up --queue NAME"
                 )
-            self._client = Client(found[0], self.config.fleet.api.token)
+            # Over the socket the kernel says who we are: only an explicit token is sent (and
+            # checked); over TCP the token file is the credential of the manager's user.
+            token = self.config.fleet.api.token
+            if found.uds is None and not token:
+                token = self.home.read_api_token()
+            self._client = Client(found.url, token, uds=found.uds)
         return self._client
 
     def start_manager(self, port: int | None) -> int:

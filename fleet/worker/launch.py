@@ -14,6 +14,7 @@ and is the process-group leader in the same way.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from fleet.config import Config
 from fleet.home import Home, resolve_home
 from fleet.models import Task, Worker
 from fleet.worker.prepare import needs_preparation
+from fleet.worker.runas import RunAs, run_as
 from fleet.worker.taskenv import task_environment
 
 
@@ -30,6 +32,7 @@ class Launch:
     argv: list[str]
     cwd: str
     env: dict[str, str]
+    run_as: RunAs | None = None  # fleet.run_as_submitter: whom the task runs as
 
 
 def plan_launch(
@@ -42,6 +45,16 @@ def plan_launch(
     ``FLEET_CONFIG_FILE``)."""
     env = task_environment(task, worker, base_env)
     docker = (worker.options or {}).get("docker")
+    who = run_as(config, task.user) if config is not None else None
+    if who is not None:
+        if isinstance(docker, dict) or needs_preparation(task):
+            what = "in docker" if isinstance(docker, dict) else "with code or an environment to prepare"
+            raise PermissionError(
+                errno.EPERM, f"fleet.run_as_submitter: a task of {task.user} cannot yet run {what} as {task.user}"
+            )
+        if not os.path.isdir(task.script.working_dir):
+            raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
+        return Launch(list(task.script.command), task.script.working_dir, who.env(env), who)
     if isinstance(docker, dict):
         home = home or Home(resolve_home("", base_env))
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)

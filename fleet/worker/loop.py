@@ -361,7 +361,9 @@ class WorkerLoop(LoopBase):
         )
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
-            proc = TaskProcess(launch.argv, launch.cwd, launch.env, task_log, self.grace, contain=True)
+            proc = TaskProcess(
+                launch.argv, launch.cwd, launch.env, task_log, self.grace, contain=True, run_as=launch.run_as
+            )
             proc.start()
         except OSError as exc:
             what = task.script.command[0] if task.script.command else "the command"

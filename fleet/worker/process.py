@@ -29,12 +29,14 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
 from fleet.models import TaskStatus
 from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
 from fleet.worker.logfile import TaskLog
+from fleet.worker.runas import RunAs
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +80,10 @@ class TaskProcess:
         grace: float,
         *,
         contain: bool = False,
+        run_as: RunAs | None = None,
     ) -> None:
         self.contain = contain
+        self.run_as = run_as
         self.argv = argv
         self.cwd = cwd
         self.env = env
@@ -106,6 +110,7 @@ class TaskProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            **_identity(self.run_as),
         )
         self.pid = self.popen.pid
         self.pid_start = start_time(self.pid)
@@ -231,3 +236,10 @@ class TaskProcess:
             self._pidfd = None
         self.log.flush_partial()
         return Outcome(self.returncode, self.cause, self.detail)
+
+
+def _identity(who: RunAs | None) -> dict[str, Any]:
+    """Popen's arguments that make the child ``who`` (groups, then gid, then uid)."""
+    if who is None:
+        return {}
+    return {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}

@@ -12,7 +12,6 @@ const SVG = "http://www.w3.org/2000/svg";
 const ENDED = new Set(["completed", "failed", "stopped"]);
 
 const state = {
-  token: localStorage.getItem("fleet-token") || "",
   view: "overview",
   queues: [],
   selected: null, // task id shown in the panel
@@ -57,16 +56,16 @@ function setStatus(text, bad) {
 class Unauthorized extends Error {}
 
 async function api(path, options = {}) {
+  // The session cookie (HttpOnly, SameSite=Strict) authenticates: no token in this page.
   const headers = Object.assign({}, options.headers || {});
-  if (state.token) headers.Authorization = "Bearer " + state.token;
   if (options.body !== undefined && typeof options.body !== "string") {
     headers["Content-Type"] = "application/json";
     options = Object.assign({}, options, { body: JSON.stringify(options.body) });
   }
   const answer = await fetch(API + path, Object.assign({}, options, { headers }));
   if (answer.status === 401) {
-    document.getElementById("token-bar").hidden = false;
-    throw new Unauthorized("this manager needs an API token");
+    document.getElementById("login-bar").hidden = false;
+    throw new Unauthorized("not logged in: run `fleetctl page` and open the link it prints");
   }
   if (!answer.ok) {
     let message = answer.status + " " + answer.statusText;
@@ -302,7 +301,7 @@ async function refresh() {
       getJSON("/metrics/current"),
       getJSON("/metrics?kind=worker&since=10m"),
     ]);
-    document.getElementById("token-bar").hidden = true;
+    document.getElementById("login-bar").hidden = true;
     state.queues = queues.queues;
     const bySeries = Object.fromEntries(sparks.series.map((s) => [s.id, s]));
     renderWorkers(workers.workers, bySeries);
@@ -463,12 +462,6 @@ function show(view) {
 
 document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => show(b.dataset.view)));
 document.getElementById("report-form").addEventListener("submit", (e) => { e.preventDefault(); refreshReport(); });
-document.getElementById("token-bar").addEventListener("submit", (e) => {
-  e.preventDefault();
-  state.token = document.getElementById("token-input").value.trim();
-  localStorage.setItem("fleet-token", state.token);
-  refresh();
-});
 document.getElementById("tp-abort").addEventListener("click", () => state.selected && abortTask(state.selected));
 document.getElementById("tp-clone").addEventListener("click", () => {
   const queue = document.getElementById("tp-queue").value;
@@ -507,5 +500,20 @@ setInterval(() => {
   if (!document.hidden && state.view === "report") refreshReport();
 }, REPORT_POLL_MS);
 
+// A one-time login link (`fleetctl page`) carries its code in the fragment, which the
+// browser never sends to a server; trade it for the session cookie, then drop it from
+// the address bar and the history so it is not kept or shared.
+async function login() {
+  const code = /^#login=([A-Za-z0-9_-]{1,256})$/.exec(location.hash);
+  if (!code) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  const answer = await fetch(API + "/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: code[1] }),
+  });
+  if (!answer.ok) setStatus("this login link is used or expired: run `fleetctl page` for a new one", true);
+}
+
 const linked = /^#task=([0-9a-f]{4,32})$/.exec(location.hash);
-refresh().then(() => { if (linked) selectTask(linked[1]); });
+login().finally(() => refresh().then(() => { if (linked) selectTask(linked[1]); }));
