@@ -111,11 +111,13 @@ class Fleet:
         """The credentials of the manager's user, for a request over TCP."""
         return {"Authorization": f"Bearer {self.token}"}
 
-    def api(self, *, prefix: str = "/api/v1", auth: bool = True) -> httpx.Client:
+    def api(self, *, prefix: str = "/api/v1", auth: bool = True, **options: Any) -> httpx.Client:
         """A client of the manager over TCP, with the token unless ``auth`` is off;
-        ``prefix=""`` for the routes outside /api/v1 (ClearML's, /metrics, the page)."""
+        ``prefix=""`` for the routes outside /api/v1 (ClearML's, /metrics, the page);
+        ``options`` go to ``httpx.Client``."""
         headers = self.headers() if auth else {}
-        return httpx.Client(base_url=self.url + prefix, headers=headers, timeout=30)
+        options.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url + prefix, headers=headers, **options)
 
     def task(self, task_id: str) -> dict[str, Any]:
         with self.api() as api:

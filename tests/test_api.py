@@ -38,7 +38,7 @@ WORKER_KEYS = (
 def quick_api(fleet: Fleet) -> httpx.Client:
     """A client that opens a connection per request: on a kept-alive connection
     every answer waits ~40 ms (see test_keep_alive_answers_are_quick)."""
-    return httpx.Client(base_url=fleet.url + "/api/v1", timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+    return fleet.api(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def create_task(api: httpx.Client, fleet: Fleet, command: list[str], **body: Any) -> dict[str, Any]:
@@ -117,9 +117,10 @@ def test_workers_queues_and_docs(fleet: Fleet) -> None:
         health = api.get("/health").raise_for_status().json()
         assert health["status"] == "ok" and health["pid"] == fleet.manager_info()["pid"]
 
-    docs = httpx.get(fleet.url + "/docs", timeout=30)
+    with fleet.api(prefix="") as root:
+        docs = root.get("/docs")
+        spec_doc = root.get("/openapi.json")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    spec_doc = httpx.get(fleet.url + "/openapi.json", timeout=30)
     assert spec_doc.status_code == 200
     assert "/api/v1/tasks" in spec_doc.json()["paths"]
 
@@ -302,12 +303,12 @@ class BadRequest:
     raw: bool = False  # send the path exactly as written (no client-side normalisation)
 
 
-def send_raw(base_url: str, method: str, path: str) -> tuple[int, bytes]:
+def send_raw(fleet: Fleet, method: str, path: str) -> tuple[int, bytes]:
     """One request with ``path`` sent verbatim (httpx would resolve ``..``)."""
-    url = urlsplit(base_url)
+    url = urlsplit(fleet.url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     try:
-        conn.request(method, path)
+        conn.request(method, path, headers=fleet.headers())
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -443,7 +444,7 @@ def test_malformed_requests_get_4xx_naming_the_field(fleet: Fleet) -> None:
         failures = []
         for case in cases:
             if case.raw:
-                status, raw_body = send_raw(fleet.url, case.method, case.path)
+                status, raw_body = send_raw(fleet, case.method, case.path)
             else:
                 answer = api.request(
                     case.method,

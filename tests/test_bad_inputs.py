@@ -118,9 +118,7 @@ WORKER_KEYS = ("id", "host", "gpus", "queues", "mode", "state", "pid", "tasks", 
 def snapshot(fleet: Fleet) -> dict[str, Any]:
     """Workers, queues and tasks as the API shows them (less heartbeat times)."""
     # a connection per request: a kept-alive one waits ~40 ms per answer (tests/test_api.py)
-    with httpx.Client(
-        base_url=fleet.url + "/api/v1", timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
-    ) as api:
+    with fleet.api(limits=httpx.Limits(max_keepalive_connections=0)) as api:
         workers = api.get("/workers", params={"all": True}).raise_for_status().json()["workers"]
         queues = api.get("/queues").raise_for_status().json()["queues"]
         tasks = api.get("/tasks", params={"limit": 10_000}).raise_for_status().json()["tasks"]

@@ -127,9 +127,10 @@ def test_reuse_task_image_runs_the_task_and_reports_to_the_manager(
 ) -> None:
     task_id, image, output = _build(fleet, tmp_path, built, "reuse", "--entry-point", "reuse_task")
     assert (
-        f"docker run --rm --init --network host -e FLEET_API_URL={fleet.url} -e AWS_SECRET_ACCESS_KEY {image}" in output
+        f"docker run --rm --init --network host -e FLEET_API_URL={fleet.url} -e AWS_SECRET_ACCESS_KEY"
+        f" -e FLEET_API_TOKEN {image}" in output
     )
-    env = {"FLEET_API_URL": fleet.url, "AWS_SECRET_ACCESS_KEY": "given-at-run"}
+    env = {"FLEET_API_URL": fleet.url, "FLEET_API_TOKEN": fleet.token, "AWS_SECRET_ACCESS_KEY": "given-at-run"}
     out = _run(client, image, network_mode="host", environment=env)
     task = fleet.task(task_id)
     log = fleet.ok("logs", task_id, "--no-timestamps")
@@ -147,7 +148,8 @@ def test_clone_task_image_runs_a_new_clone_each_time(
     task_id, image, _ = _build(
         fleet, tmp_path, built, "clone", "--entry-point", "clone_task", task_opts=("--env", "EXIT=3")
     )
-    container = client.containers.run(image, network_mode="host", environment={"FLEET_API_URL": fleet.url}, detach=True)
+    env = {"FLEET_API_URL": fleet.url, "FLEET_API_TOKEN": fleet.token}
+    container = client.containers.run(image, network_mode="host", environment=env, detach=True)
     try:
         assert container.wait()["StatusCode"] == 3
     finally:

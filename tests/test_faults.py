@@ -133,7 +133,6 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
 
     for gpu in range(8):
         fleet.up("--gpus", str(gpu), "--queue", "q", "--create-queue")
-    url = fleet.url + "/api/v1"
     end = time.monotonic() + 30
     latencies: list[float] = []
     errors: list[str] = []
@@ -143,7 +142,7 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
     def client(n: int) -> None:
         mine: list[float] = []
         ids: list[str] = []
-        with httpx.Client(base_url=url, timeout=30) as api:
+        with fleet.api() as api:
             turn = 0
             while time.monotonic() < end:
                 started = time.monotonic()
@@ -177,7 +176,7 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
         f"\nload: {len(latencies)} requests, {len(submitted)} submissions, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
     )
     assert len(set(submitted)) == len(submitted) > 0
-    with httpx.Client(base_url=url, timeout=30) as api:
+    with fleet.api() as api:
         found: set[str] = set()
         offset = 0
         while True:

@@ -56,7 +56,7 @@ def test_fuzzed_requests_never_get_a_server_error(fleet: Fleet) -> None:
     ``POST /api/v1/workers/{worker_id}/stop``.
     """
     fleet.up("--cpu-only", "--queue", "parking", "--create-queue")
-    base_url = fleet.url
+    base_url, headers = fleet.url, fleet.headers()
     with fleet.api() as api:
         for queue in ("fuzz-a", "fuzz-b"):
             api.post("/queues", json={"name": queue}).raise_for_status()
@@ -82,7 +82,9 @@ def test_fuzzed_requests_never_get_a_server_error(fleet: Fleet) -> None:
         @SETTINGS
         @hypothesis.given(case=strategy)
         def check(case: Any) -> None:
-            response = case.call_and_validate(base_url=base_url, checks=[not_a_server_error], timeout=30)
+            response = case.call_and_validate(
+                base_url=base_url, headers=headers, checks=[not_a_server_error], timeout=30
+            )
             seen[response.status_code] += 1
 
         try:
@@ -93,7 +95,7 @@ def test_fuzzed_requests_never_get_a_server_error(fleet: Fleet) -> None:
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{label}: {exc}")
 
-    schema: BaseSchema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    schema: BaseSchema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", headers=headers)
     for method, path in EXCLUDED:
         schema = schema.exclude(method=method, path=path)
     operations = []

@@ -21,7 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -297,8 +296,8 @@ def test_metrics_api_report_cli_and_prometheus(fleet: Fleet) -> None:
         report = api.get("/report", params={"by": "queue"}).json()
         assert report["totals"]["completed"] == 1 and report["rows"][0]["key"] == "q"
 
-    scrape = fleet.url + "/metrics"
-    families = _families(httpx.get(scrape).raise_for_status().text)
+    with fleet.api(prefix="") as root:
+        families = _families(root.get("/metrics").raise_for_status().text)
     ended = {s.labels["status"]: s.value for s in families["fleet_task_attempts_ended"].samples}
     assert ended == {"completed": 1.0, "failed": 0.0, "stopped": 0.0}
     latency = {s.name: s.value for s in families["fleet_dispatch_latency_seconds"].samples if not s.labels.get("le")}
@@ -324,14 +323,14 @@ def test_metrics_api_report_cli_and_prometheus(fleet: Fleet) -> None:
 
 
 def test_page_files_are_open_but_data_needs_the_token(fleet: Fleet) -> None:
-    """With a token configured, the page's files (no data in them) load without it; the data does not."""
-    (fleet.root / "fleet.conf").write_text(FAST + 'fleet { api { token: "s3cret-token" } }\n')
+    """The page's files (no data in them) load without credentials; the data and
+    the Prometheus text need the token (made by the manager at its first start)."""
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    url = fleet.url
-    assert httpx.get(url + "/").status_code == 200
-    assert httpx.get(url + "/static/app.js").status_code == 200
-    for path in ("/api/v1/workers", "/api/v1/metrics", "/api/v1/report", "/metrics"):
-        assert httpx.get(url + path).status_code == 401, path
-    bearer = {"Authorization": "Bearer s3cret-token"}
-    assert httpx.get(url + "/metrics", headers=bearer).status_code == 200
-    assert httpx.get(url + "/api/v1/report", headers=bearer).status_code == 200
+    with fleet.api(prefix="", auth=False) as anonymous:
+        assert anonymous.get("/").status_code == 200
+        assert anonymous.get("/static/app.js").status_code == 200
+        for path in ("/api/v1/workers", "/api/v1/metrics", "/api/v1/report", "/metrics"):
+            assert anonymous.get(path).status_code == 401, path
+    with fleet.api(prefix="") as root:
+        assert root.get("/metrics").status_code == 200
+        assert root.get("/api/v1/report").status_code == 200

@@ -50,7 +50,31 @@ def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        # not logged in: the page's files load, the data does not, and it says what to do
         page.goto(fleet.url + "/")
+        expect(page.locator("#login-bar")).to_be_visible()
+        expect(page.locator("#login-bar")).to_contain_text("fleetctl page")
+        expect(page.locator(f'#workers tr[data-worker="{WORKER}"]')).to_have_count(0)
+
+        # the one-time link: the code is in the fragment, traded for an HttpOnly cookie,
+        # then gone from the address bar and from history
+        link = fleet.ok("page").strip()
+        assert link.startswith(fleet.url + "/#login=")
+        page.goto(link)
+        expect(page.locator("#login-bar")).to_be_hidden()
+        assert "login=" not in page.url
+        assert "login=" not in str(page.evaluate("location.href + history.length + JSON.stringify(history.state)"))
+        (cookie,) = page.context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""  # the page's script cannot read it
+
+        # the same link a second time, in a fresh browser context: refused
+        other = browser.new_context().new_page()
+        other.goto(link)
+        expect(other.locator("#status")).to_contain_text("used or expired")
+        expect(other.locator("#login-bar")).to_be_visible()
+        other.context.close()
 
         row = page.locator(f'#workers tr[data-worker="{WORKER}"]')
         expect(row.locator(".state")).to_contain_text("busy")

@@ -33,14 +33,14 @@ def _up(fleet: Fleet, config: str = "") -> None:
 
 def _create(fleet: Fleet, **extra: Any) -> str:
     body = {"command": ["true"], "working_dir": str(fleet.root), **extra}
-    headers = {"Authorization": f"Bearer {fleet.env['FLEET_API_TOKEN']}"} if "FLEET_API_TOKEN" in fleet.env else {}
     with fleet.api() as api:
-        task_id: str = api.post("/tasks", json=body, headers=headers).raise_for_status().json()["id"]
+        task_id: str = api.post("/tasks", json=body).raise_for_status().json()["id"]
     return task_id
 
 
 def _env(fleet: Fleet, **extra: str) -> dict[str, str]:
-    return {**fleet.env, "FLEET_API_URL": fleet.url, **extra}
+    """A remote executor's environment: the manager's URL and its token."""
+    return {**fleet.env, "FLEET_API_URL": fleet.url, "FLEET_API_TOKEN": fleet.token, **extra}
 
 
 def _argv(task_id: str, *command: str, clone: bool = False, worker: str | None = WORKER) -> list[str]:

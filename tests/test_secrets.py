@@ -17,8 +17,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import Fleet
 
 HOST = socket.gethostname()
@@ -48,20 +46,19 @@ def _configure(fleet: Fleet) -> None:
 def test_clearml_routes_take_key_secret_basic_auth(fleet: Fleet) -> None:
     _configure(fleet)
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    url = fleet.url
     body = {"worker": f"{HOST}:gpu0", "runtime_properties": [{"key": "owner", "value": "ml-team"}]}
-    # curl -u key:secret, as ClearML's docs write it
-    answer = httpx.post(f"{url}/workers.set_runtime_properties", json=body, auth=(ACCESS_KEY, SECRET_KEY))
-    assert answer.status_code == 200, answer.text
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    worker = httpx.get(f"{url}/api/v1/workers/{HOST}:gpu0", headers=bearer).json()
-    assert worker["runtime_properties"]["owner"]["value"] == "ml-team" or "ml-team" in json.dumps(worker)
-    for auth in ((ACCESS_KEY, "wrong"), ("wrong", SECRET_KEY)):
-        assert httpx.post(f"{url}/workers.set_runtime_properties", json=body, auth=auth).status_code == 401
-    assert httpx.post(f"{url}/workers.set_runtime_properties", json=body).status_code == 401
-    assert httpx.post(f"{url}/workers.set_runtime_properties", json=body, headers=bearer).status_code == 200
-    # basic auth is for the ClearML-compatible routes only
-    assert httpx.get(f"{url}/api/v1/tasks", auth=(ACCESS_KEY, SECRET_KEY)).status_code == 401
+    with fleet.api(prefix="", auth=False) as anonymous, fleet.api(prefix="") as bearer:
+        # curl -u key:secret, as ClearML's docs write it
+        answer = anonymous.post("/workers.set_runtime_properties", json=body, auth=(ACCESS_KEY, SECRET_KEY))
+        assert answer.status_code == 200, answer.text
+        worker = bearer.get(f"/api/v1/workers/{HOST}:gpu0").json()
+        assert worker["runtime_properties"]["owner"]["value"] == "ml-team" or "ml-team" in json.dumps(worker)
+        for auth in ((ACCESS_KEY, "wrong"), ("wrong", SECRET_KEY)):
+            assert anonymous.post("/workers.set_runtime_properties", json=body, auth=auth).status_code == 401
+        assert anonymous.post("/workers.set_runtime_properties", json=body).status_code == 401
+        assert bearer.post("/workers.set_runtime_properties", json=body).status_code == 200
+        # basic auth is for the ClearML-compatible routes only
+        assert anonymous.get("/api/v1/tasks", auth=(ACCESS_KEY, SECRET_KEY)).status_code == 401
 
 
 def _git(cwd: Path, *args: str) -> None:
@@ -96,8 +93,8 @@ def test_planted_secrets_appear_nowhere(fleet: Fleet, tmp_path: Path) -> None:
     assert "hello" in fleet.ok("logs", plain)
     assert "git clone" in fleet.ok("logs", cloned)  # the URL was used (and masked)
 
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.Client(base_url=fleet.url, headers=headers, timeout=30) as api:
+    assert fleet.token == TOKEN  # the configured token is the one in effect
+    with fleet.api(prefix="") as api:
         for path in ("/api/v1/tasks", "/api/v1/workers", "/api/v1/queues", "/api/v1/health", "/openapi.json"):
             outputs.append(api.get(path).text)
         for task_id in ids:

@@ -3,8 +3,6 @@ anywhere else, and the token never handed to tasks or printed."""
 
 from __future__ import annotations
 
-import httpx
-
 from tests.conftest import Fleet
 
 
@@ -24,15 +22,16 @@ def test_token_guards_every_route_but_health(fleet: Fleet) -> None:
     )
     fleet.env["FLEET_API_TOKEN"] = token  # also offered to tasks: they must not get it
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    url = fleet.url
-    assert httpx.get(f"{url}/api/v1/health").status_code == 200
-    for path in ("/api/v1/tasks", "/api/v1/workers", "/api/v1/queues", "/docs"):
-        assert httpx.get(f"{url}{path}").status_code == 401, path
-        wrong = httpx.get(f"{url}{path}", headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401, path
-        assert httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}).status_code == 200, path
-    refused = httpx.post(f"{url}/api/v1/tasks", json={"command": ["true"], "working_dir": "/", "queue": "q"})
-    assert refused.status_code == 401
+    assert fleet.token == token  # the configured token, in the token file for fleetctl
+    with fleet.api(prefix="", auth=False) as anonymous:
+        assert anonymous.get("/api/v1/health").status_code == 200
+        for path in ("/api/v1/tasks", "/api/v1/workers", "/api/v1/queues", "/docs"):
+            assert anonymous.get(path).status_code == 401, path
+            wrong = anonymous.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401, path
+            assert anonymous.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200, path
+        refused = anonymous.post("/api/v1/tasks", json={"command": ["true"], "working_dir": "/", "queue": "q"})
+        assert refused.status_code == 401
     assert fleet.ok("tasks", "--json").count('"id"') == 0  # the refused request created nothing
 
     task_id = fleet.submit("q", "python", "-c", "import os; print('token:', os.environ.get('FLEET_API_TOKEN'))")

@@ -87,8 +87,8 @@ def _manager_pid(fleet: Fleet) -> int | None:
     """The pid of a manager that serves (manager.json written and health answers)."""
     try:
         info = fleet.manager_info()
-        with httpx.Client(timeout=2) as client:
-            client.get(str(info["url"]) + "/api/v1/health").raise_for_status()
+        with fleet.api(auth=False, timeout=2) as client:
+            client.get("/health").raise_for_status()
         pid = int(info["pid"])
         return pid if alive(pid) else None
     except (OSError, ValueError, KeyError, httpx.HTTPError):

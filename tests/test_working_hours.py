@@ -9,9 +9,7 @@ import socket
 import time
 from typing import Any
 
-import httpx
-
-from tests.conftest import Fleet
+from tests.conftest import CONFIG, Fleet
 
 HOST = socket.gethostname()
 WORKER = f"{HOST}:gpu0"
@@ -89,32 +87,33 @@ def test_queue_tag_beats_force(fleet: Fleet) -> None:
 
 
 def test_clearml_calls_work_as_documented(fleet: Fleet) -> None:
+    (fleet.root / "fleet.conf").write_text(CONFIG + 'fleet { api { access_key: "key", secret_key: "secret" } }\n')
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue", "--uptime", "03-04 SUN")
-    url = fleet.url
     body: dict[str, Any] = {"worker": WORKER, "runtime_properties": [{"key": "force", "value": "on", "expiry": 86400}]}
-    # The documented curl sends basic auth; with no token configured it is ignored.
-    answer = httpx.post(f"{url}/workers.set_runtime_properties", json=body, auth=("key", "secret"))
-    assert answer.status_code == 200
-    assert answer.json()["meta"]["result_code"] == 200
-    props = _worker(fleet)["runtime_properties"]
-    assert props["force"]["value"] == "on" and props["force"]["expires_at"] is not None
-    fleet.wait_for(lambda: _worker(fleet)["state"] == "idle", what="forced on")
+    with fleet.api(prefix="", auth=False) as curl, fleet.api(prefix="") as api:
+        # The documented curl sends basic auth: ClearML's key:secret, as configured.
+        answer = curl.post("/workers.set_runtime_properties", json=body, auth=("key", "secret"))
+        assert answer.status_code == 200
+        assert answer.json()["meta"]["result_code"] == 200
+        props = _worker(fleet)["runtime_properties"]
+        assert props["force"]["value"] == "on" and props["force"]["expires_at"] is not None
+        fleet.wait_for(lambda: _worker(fleet)["state"] == "idle", what="forced on")
 
-    body["runtime_properties"][0]["expiry"] = 0  # expiry 0 deletes
-    assert httpx.post(f"{url}/workers.set_runtime_properties", json=body).json()["meta"]["result_code"] == 200
-    assert _worker(fleet)["runtime_properties"] == {}
+        body["runtime_properties"][0]["expiry"] = 0  # expiry 0 deletes
+        assert api.post("/workers.set_runtime_properties", json=body).json()["meta"]["result_code"] == 200
+        assert _worker(fleet)["runtime_properties"] == {}
 
-    queue_id = json.loads(fleet.ok("queues", "--json"))[0]["id"]
-    answer = httpx.post(f"{url}/queues.update", json={"queue": queue_id, "tags": ["force_workers:on"]})
-    assert answer.status_code == 200
-    assert answer.json()["data"] == {"updated": 1, "fields": {"tags": ["force_workers:on"]}}
-    task = fleet.submit("q", "echo", "tagged on")
-    assert fleet.cli("wait", task, "--timeout", "10").returncode == 0
+        queue_id = json.loads(fleet.ok("queues", "--json"))[0]["id"]
+        answer = api.post("/queues.update", json={"queue": queue_id, "tags": ["force_workers:on"]})
+        assert answer.status_code == 200
+        assert answer.json()["data"] == {"updated": 1, "fields": {"tags": ["force_workers:on"]}}
+        task = fleet.submit("q", "echo", "tagged on")
+        assert fleet.cli("wait", task, "--timeout", "10").returncode == 0
 
-    bad = httpx.post(f"{url}/workers.set_runtime_properties", json={"worker": "nobody:gpu9", "runtime_properties": []})
-    assert bad.status_code == 404 and bad.json()["meta"]["result_code"] == 404
-    bad = httpx.post(f"{url}/queues.update", content=b"not json", headers={"content-type": "application/json"})
-    assert bad.status_code == 400 and "JSON" in bad.json()["meta"]["result_msg"]
+        bad = api.post("/workers.set_runtime_properties", json={"worker": "nobody:gpu9", "runtime_properties": []})
+        assert bad.status_code == 404 and bad.json()["meta"]["result_code"] == 404
+        bad = api.post("/queues.update", content=b"not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 400 and "JSON" in bad.json()["meta"]["result_msg"]
 
 
 def test_bad_schedules_are_refused(fleet: Fleet) -> None:

@@ -309,7 +309,7 @@ def _build_image(home: Home, config: Config, task: Task, target: str, entry_poin
     if entry_point is not None:
         info = home.read_manager_info() or {}
         url = shlex.quote(str(info.get("url") or "http://127.0.0.1:8765"))
-        names = [*built.left_out, *(["FLEET_API_TOKEN"] if config.fleet.api.token else [])]
+        names = [*built.left_out, "FLEET_API_TOKEN"]  # the manager's token: $FLEET_HOME/api.token
         secrets = "".join(f" -e {name}" for name in names)
         click.echo(
             f"run it with: docker run --rm --init --network host -e FLEET_API_URL={url}{secrets} {shlex.quote(built.image)}"

@@ -12,6 +12,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const ENDED = new Set(["completed", "failed", "stopped"]);
 
 const state = {
+  loginRefused: false, // the last login link was refused (used, expired or wrong)
   view: "overview",
   queues: [],
   selected: null, // task id shown in the panel
@@ -65,7 +66,9 @@ async function api(path, options = {}) {
   const answer = await fetch(API + path, Object.assign({}, options, { headers }));
   if (answer.status === 401) {
     document.getElementById("login-bar").hidden = false;
-    throw new Unauthorized("not logged in: run `fleetctl page` and open the link it prints");
+    throw new Unauthorized(state.loginRefused
+      ? "this login link is used or expired: run `fleetctl page` for a new one"
+      : "not logged in: run `fleetctl page` and open the link it prints");
   }
   if (!answer.ok) {
     let message = answer.status + " " + answer.statusText;
@@ -512,8 +515,10 @@ async function login() {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ code: code[1] }),
   });
-  if (!answer.ok) setStatus("this login link is used or expired: run `fleetctl page` for a new one", true);
+  state.loginRefused = !answer.ok;
 }
+
+window.addEventListener("hashchange", () => { if (location.hash.startsWith("#login=")) login().finally(refresh); });
 
 const linked = /^#task=([0-9a-f]{4,32})$/.exec(location.hash);
 login().finally(() => refresh().then(() => { if (linked) selectTask(linked[1]); }));
