@@ -40,7 +40,6 @@ import uvicorn
 
 from fleet import __version__, notify
 from fleet.api.auth import Access, ensure_token, group_id, share_home
-from fleet.api.peer import PeerCredProtocol, bind_unix
 from fleet.config import Config
 from fleet.errors import ConfigError, FleetError, NotFound, UsageError
 from fleet.home import Home
@@ -163,6 +162,7 @@ class Manager:
         self.url = f"http://{shown}:{port}"
 
         from fleet.api.app import create_app
+        from fleet.api.peer import PeerCredProtocol, bind_unix
 
         app = create_app(self)
         unix = bind_unix(self.home, self.api_gid)
