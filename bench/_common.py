@@ -51,8 +51,10 @@ class TempFleet:
         self.fleetctl("up", *first, "--gpus", gpus, "--queue", queue, "--create-queue")
 
     def api(self) -> httpx.Client:
+        """A client over TCP with the manager's token (``home/api.token``)."""
         url = str(json.loads((self.home / "manager.json").read_text())["url"])
-        return httpx.Client(base_url=url + "/api/v1", timeout=60)
+        token = (self.home / "api.token").read_text().strip()
+        return httpx.Client(base_url=url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
     def wait_idle(self, api: httpx.Client, count: int, timeout: float = 60) -> None:
         """Until ``count`` workers run and wait for work.

@@ -158,6 +158,7 @@ class Manager:
             raise UsageError(f"cannot listen on {self.api_host}:{self.api_port}: {exc.strerror}", field="port") from exc
         sock.listen(128)
         port = sock.getsockname()[1]
+        self.access.cookie = f"fleet_session_{port}"
         shown = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         self.url = f"http://{shown}:{port}"
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet import __version__
-from fleet.api.auth import SESSION_COOKIE, Caller, basic_matches
+from fleet.api.auth import Caller, basic_matches
 from fleet.api.peer import PEER_UID
 from fleet.errors import FleetError, Forbidden, Unauthorized, UsageError
 from fleet.validate import queue_name, task_id, worker_id
@@ -133,7 +133,7 @@ def create_app(manager: Manager) -> FastAPI:
                 return access.owner if not basic else Caller(access.owner.user, access.owner.uid, "basic", True)
         if uid is not None:
             return access.from_peer(uid)
-        session = request.cookies.get(SESSION_COOKIE, "")
+        session = request.cookies.get(access.cookie, "")
         caller = access.from_session(session) if session else None
         if caller is None:
             raise Unauthorized(

@@ -35,7 +35,6 @@ from fleet.home import Home
 LOGIN_CODE_S = 120.0  # a one-time login code is good this long
 SESSION_S = 12 * 3600.0  # and the page's cookie this long
 MAX_PENDING = 256  # outstanding codes / sessions kept; the oldest go first
-SESSION_COOKIE = "fleet_session"
 _MIN_TOKEN = 16
 
 
@@ -133,6 +132,8 @@ class Access:
         self.gid = gid
         uid = os.geteuid()
         self.owner = Caller(user_name(uid), uid, "token", True)
+        # Browsers keep cookies per host, not per port: each manager on the host names its own.
+        self.cookie = "fleet_session"
         self._lock = threading.Lock()
         self._codes: dict[str, tuple[float, Caller]] = {}
         self._sessions: dict[str, tuple[float, Caller]] = {}

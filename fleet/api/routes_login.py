@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from fleet.api.auth import LOGIN_CODE_S, SESSION_COOKIE, SESSION_S
+from fleet.api.auth import LOGIN_CODE_S, SESSION_S
 from fleet.api.deps import CallerDep, ManagerDep
 from fleet.api.schemas import LoginBody
 
@@ -31,13 +31,15 @@ def mint(caller: CallerDep, manager: ManagerDep) -> dict[str, Any]:
 def login(body: LoginBody, manager: ManagerDep) -> JSONResponse:
     session, caller = manager.access.redeem(body.code)
     response = JSONResponse({"user": caller.user})
-    response.set_cookie(SESSION_COOKIE, session, max_age=int(SESSION_S), httponly=True, samesite="strict", path="/")
+    response.set_cookie(
+        manager.access.cookie, session, max_age=int(SESSION_S), httponly=True, samesite="strict", path="/"
+    )
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, caller: CallerDep, manager: ManagerDep) -> JSONResponse:
-    manager.access.end_session(request.cookies.get(SESSION_COOKIE, ""))
+    manager.access.end_session(request.cookies.get(manager.access.cookie, ""))
     response = JSONResponse({"user": caller.user, "status": "logged out"})
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(manager.access.cookie, path="/", httponly=True, samesite="strict")
     return response
