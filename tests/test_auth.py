@@ -7,6 +7,7 @@ that the manager's own user still needs no set-up at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -19,7 +20,12 @@ from typing import Any
 
 import pytest
 
+from fleet.config import parse_config_string
+from fleet.home import Home
+from fleet.models import Script, Worker, WorkerMode, WorkerState
+from fleet.worker.launch import plan_launch
 from tests.conftest import Fleet, fleet_at
+from tests.factories import running_task
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to act as the user nobody")
 
@@ -206,3 +212,23 @@ def test_an_unknown_group_is_a_config_error(fleet: Fleet) -> None:
     (fleet.root / "fleet.conf").write_text('fleet { api { group: "no-such-group-here" } }')
     result = fleet.cli("up", "--port", "0", "--gpus", "0", "--queue", "q", "--create-queue")
     assert result.returncode == 2 and "no-such-group-here" in result.stderr
+
+
+def test_a_task_that_cannot_run_as_its_submitter_never_runs_as_root(tmp_path: Path) -> None:
+    """The worker's side: a docker-mode worker (or a task with code to prepare)
+    refuses a task of another user under run_as_submitter; plain ones switch."""
+    home = Home(tmp_path / "home")
+    config = parse_config_string("fleet { run_as_submitter: true }", tmp_path / "fleet.conf")
+    plain = running_task(Script(["id", "-u"], str(tmp_path)), user="nobody")
+    here = Worker("h:gpu0", "h", WorkerMode.STATIC, [0], ["q"], False, WorkerState.BUSY, "", 0.0)
+    docker = dataclasses.replace(here, options={"docker": {"image": "img"}})
+    with pytest.raises(PermissionError, match="cannot yet run in docker as nobody"):
+        plan_launch(plain, docker, {}, home=home, config=config)
+    prepared = running_task(Script(["python3", "x.py"], str(tmp_path), setup_script="echo hi"), user="nobody")
+    with pytest.raises(PermissionError, match="code or an environment to prepare"):
+        plan_launch(prepared, here, {}, home=home, config=config)
+    launch = plan_launch(plain, here, {"HOME": "/root"}, home=home, config=config)
+    assert launch.run_as is not None and launch.run_as.uid == NOBODY and launch.env["HOME"] != "/root"
+    assert plan_launch(running_task(plain.script, user="root"), here, {}, config=config).run_as is None
+    with pytest.raises(PermissionError, match="no user"):
+        plan_launch(running_task(plain.script, user="no-such-user-x"), here, {}, config=config)
