@@ -136,6 +136,8 @@ class Manager:
     def serve(self, initial: UpRequest | None = None) -> int:
         """Run until asked to stop; return the exit code."""
         self.acquire()
+        for folder, mode in self.home.tighten():
+            log.warning("manager: %s was mode %04o (writable by others); tightened to 0700", folder, mode)
         write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
         if initial is not None:
             self.add_workers(initial, "fleetctl up")
