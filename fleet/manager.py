@@ -94,6 +94,7 @@ class Manager:
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
         self.token = config.fleet.api.token
+        self.secret_keys = frozenset(config.agent.hide_docker_command_env_vars.extra_keys)  # masked in answers
         check_bind(self.api_host, self.token)
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
