@@ -8,6 +8,7 @@ import json
 import stat
 from pathlib import Path
 
+from fleet.cli.output import printable
 from tests.conftest import Fleet
 
 WRITE = "import os, sys; open(sys.argv[1], 'w').write('x'); os.mkdir(sys.argv[1] + '.d')"
@@ -78,3 +79,9 @@ def test_control_characters_are_printed_escaped(fleet: Fleet) -> None:
         assert r"t\x1b]0;title\x07" in outputs[command], outputs[command]
     # --json keeps the text as it is, for scripts
     assert json.loads(fleet.ok("show", task, "--json"))["name"] == NAME
+
+
+def test_printable_escapes_controls_and_bidi_overrides_only() -> None:
+    assert printable("ok\x1b[31mRED\rfake\t\x7f\x9b\u202eé ✓") == r"ok\x1b[31mRED\rfake\t\x7f\x9b\u202eé ✓"
+    assert printable("two\nlines\x07", keep_newlines=True) == "two\nlines\\x07"
+    assert printable("plain [bold]text[/bold]") == "plain [bold]text[/bold]"
