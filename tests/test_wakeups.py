@@ -67,7 +67,8 @@ def test_another_user_cannot_keep_a_worker_from_starting(fleet: Fleet, squatter:
     assert "ran" in fleet.ok("logs", task, "--no-timestamps")
     assert squatter.poll() is None  # the squatter still holds the old name: it no longer matters
     path = socket_path(fleet.home, f"{HOST}:gpu0")
-    assert stat.S_ISSOCK(path.lstat().st_mode)
+    assert stat.S_ISSOCK(path.lstat().st_mode)  # woken by datagrams, not left to the poll
+    assert "no wake-up socket" not in "".join(p.read_text() for p in (fleet.home / "logs" / "workers").iterdir())
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     # ``nobody`` can neither reach the socket nor put one in its place.
     probe = "import socket,sys; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'!', sys.argv[1])"
