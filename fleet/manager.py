@@ -95,6 +95,7 @@ class Manager:
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
         check_bind(self.api_host, config.fleet.api.token)
+        self.secret_keys = frozenset(config.agent.hide_docker_command_env_vars.extra_keys)  # masked in answers
         self.api_gid = group_id(config.fleet.api.group)
         # the real token is settled in serve(), once this manager holds the home
         self.access = Access(config.fleet.api.token, self.api_gid)
@@ -139,6 +140,8 @@ class Manager:
     def serve(self, initial: UpRequest | None = None) -> int:
         """Run until asked to stop; return the exit code."""
         self.acquire()
+        for folder, mode in self.home.tighten():
+            log.warning("manager: %s was mode %04o (writable by others); tightened to 0700", folder, mode)
         write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
         share_home(self.home, self.api_gid)
         # Group members may read the token (it acts as this manager's user) unless tasks run as

@@ -19,7 +19,6 @@ from fleet.home import Home
 from fleet.leases import Leases
 from fleet.models import Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.store import open_store
-from fleet.worker.remote import HEARTBEAT_S
 from tests.conftest import CONFIG, Fleet
 
 RUNNER = str(Path(__file__).resolve().parent.parent / "fleet" / "worker" / "remote.py")
@@ -141,12 +140,8 @@ def test_abort_stops_the_command(fleet: Fleet) -> None:
         again = _run(fleet, _argv(task_id, "true", worker="other:image"))
         assert again.returncode == 1 and f"task {task_id} is running on {WORKER}" in again.stderr
         assert "HTTP 409" in again.stderr
-        started = time.monotonic()
         fleet.ok("abort", task_id)
-        _out, err = runner.communicate(timeout=20)
-        # the executor hears of the abort at its next post, at most HEARTBEAT_S after the last:
-        # well before the command's 60 s sleep would end, whatever the posts' phase
-        assert time.monotonic() - started < HEARTBEAT_S + 5
+        _out, err = runner.communicate(timeout=30)  # the command sleeps 60 s: only the abort ends it this soon
     finally:
         _reap(runner)
     assert runner.returncode == 128 + signal.SIGTERM, err

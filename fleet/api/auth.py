@@ -102,11 +102,11 @@ def ensure_token(home: Home, configured: str, gid: int | None) -> str:
 
 
 def share_home(home: Home, gid: int | None) -> None:
-    """The home's own folder: 0700, or 0750 and owned by ``fleet.api.group``
-    (so its members reach the socket; everything inside stays owner-only)."""
-    if gid is None:
-        os.chmod(home.root, 0o700)
-    else:
+    """With ``fleet.api.group``, the home's own folder becomes 0750 and owned by the
+    group (so its members reach the socket; everything inside stays owner-only).
+    Without one it is left as it is (one writable by others is tightened: Home.tighten);
+    the socket and token file, 0600, then keep everyone else out."""
+    if gid is not None:
         os.chown(home.root, -1, gid)
         os.chmod(home.root, 0o750)
 

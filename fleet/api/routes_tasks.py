@@ -58,7 +58,12 @@ def list_tasks(
     tasks, total = manager.store.list_tasks(
         queue=queue, status=_statuses(status), worker=worker, limit=limit, offset=offset
     )
-    return {"tasks": [task_json(t) for t in tasks], "total": total, "limit": limit, "offset": offset}
+    return {
+        "tasks": [task_json(t, hidden=manager.secret_keys) for t in tasks],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 def _may_change(caller: Caller, task: Task) -> None:
@@ -93,7 +98,7 @@ def create_task(body: TaskCreate, manager: ManagerDep, caller: CallerDep) -> dic
     task = manager.store.create_task(spec, body.queue, f"api:{caller.user}")
     if task.queue is not None:
         manager.wake_queue(task.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 def _script(body: TaskCreate) -> Script:
@@ -109,7 +114,7 @@ def _script(body: TaskCreate) -> Script:
 @router.get("/tasks/{task_id}")
 def get_task(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.get_task(task_id)
-    return task_json(task, manager.store.attempts(task.id))
+    return task_json(task, manager.store.attempts(task.id), hidden=manager.secret_keys)
 
 
 @router.get("/tasks/{task_id}/events")
@@ -123,13 +128,13 @@ def enqueue(task_id: TaskId, body: EnqueueBody, manager: ManagerDep, caller: Cal
     _may_change(caller, manager.store.get_task(task_id))
     task = manager.store.enqueue_task(task_id, body.queue, f"api:{caller.user}", head=body.head)
     manager.wake_queue(body.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/dequeue")
 def dequeue(task_id: TaskId, manager: ManagerDep, caller: CallerDep) -> dict[str, Any]:
     _may_change(caller, manager.store.get_task(task_id))
-    return task_json(manager.store.dequeue_task(task_id, f"api:{caller.user}"))
+    return task_json(manager.store.dequeue_task(task_id, f"api:{caller.user}"), hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/abort")
@@ -138,22 +143,23 @@ def abort(task_id: TaskId, manager: ManagerDep, caller: CallerDep, body: AbortBo
     reason = (body.reason if body else "") or "aborted"
     task = manager.store.request_abort(task_id, f"api:{caller.user}", reason)
     manager.wake_worker(task.worker)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/clone", status_code=201)
 def clone(task_id: TaskId, manager: ManagerDep, caller: CallerDep, body: CloneBody | None = None) -> dict[str, Any]:
     """A new task with the same code and settings; ``command`` and ``env`` may be
-    edited (a masked ``********`` env value keeps the original's real value).
+    edited (a value still masked as the API shows it keeps the original's real value).
     The clone is the caller's: it runs as them, not as the original's user."""
     body = body or CloneBody(queue=None, name=None, command=None, env=None)
     source = manager.store.get_task(task_id)
-    spec = dataclasses.replace(clone_spec(source, name=body.name, command=body.command, env=body.env), user=caller.user)
+    spec = clone_spec(source, name=body.name, command=body.command, env=body.env, hidden=manager.secret_keys)
+    spec = dataclasses.replace(spec, user=caller.user)
     refuse_unrunnable(manager.config, spec)
     task = manager.store.create_task(spec, body.queue, f"api:{caller.user}")
     if task.queue is not None:
         manager.wake_queue(task.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.get("/tasks/{task_id}/log", response_class=Response)

@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from fleet.home import TASK_UMASK
 from fleet.models import TaskStatus
 from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
 from fleet.worker.logfile import TaskLog
@@ -110,6 +111,7 @@ class TaskProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            umask=TASK_UMASK,
             **_identity(self.run_as),
         )
         self.pid = self.popen.pid

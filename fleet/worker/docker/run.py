@@ -58,6 +58,7 @@ from fleet.errors import FleetError
 from fleet.gpus import format_gpus
 from fleet.home import Home
 from fleet.models import Task
+from fleet.secrets import secret_values
 from fleet.store import open_store
 from fleet.worker.docker.args import (
     LABEL_HOME,
@@ -69,7 +70,6 @@ from fleet.worker.docker.args import (
     choose_image,
     container_name,
     parse_docker_args,
-    secret_values,
 )
 from fleet.worker.docker.cleanup import remove_orphans
 from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_run_dir
