@@ -2,8 +2,10 @@
 
 The main thread runs the supervision loop (signals are only recorded by
 their handlers and acted on here); uvicorn serves the API from a second
-thread.  API handlers call the manager's methods, which are serialised by one
-lock.  ``manager.json`` in the home tells clients the URL and pid;
+thread, on TCP and on the unix socket ``api.sock`` (who may call, and as
+whom: fleet/api/auth.py; the token is kept in ``api.token``).  API handlers
+call the manager's methods, which are serialised by one lock.
+``manager.json`` in the home tells clients the URL and pid;
 ``manager.pid`` (pid and start time, written as soon as the lock is held)
 tells workers that a manager is there.
 
@@ -148,6 +150,8 @@ class Manager:
         # their submitters: then the token would be a way around that, and stays owner-only.
         token_gid = None if self.config.fleet.run_as_submitter else self.api_gid
         self.access.token = ensure_token(self.home, self.config.fleet.api.token, token_gid)
+        if self.config.fleet.run_as_submitter and os.geteuid() != 0:
+            log.warning("manager: fleet.run_as_submitter needs a manager running as root; tasks run as this user")
         if initial is not None:
             self.add_workers(initial, "fleetctl up")
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets created with it, and
