@@ -25,6 +25,7 @@ from fleet.api.bounds import (
     MAX_JSON_DEPTH,
     MAX_LIST_BYTES,
 )
+from fleet.api.guards import too_deep
 from tests.conftest import TASK_KEYS, Fleet
 
 AS_JSON = {"content-type": "application/json"}
@@ -280,3 +281,14 @@ def test_after_an_unexpected_error_the_connection_stays_usable(fleet: Fleet) -> 
         fine = api.get("/health")
         assert fine.status_code == 200
         assert fine.extensions["network_stream"].get_extra_info("client_addr") == first  # the same connection
+
+
+def test_depth_counts_brackets_outside_strings_only() -> None:
+    limit = 3
+    assert not too_deep(b'{"a": [[1]]}', limit)
+    assert too_deep(b'{"a": [[[1]]]}', limit)
+    assert not too_deep(b'{"a": "[[[[[[", "b": "\\"[[[[[[\\\\"}', limit)  # escaped quotes stay in the string
+    assert too_deep(b'{"a": "\\\\", "b": [[[[1]]]]}', limit)  # a string ending in a backslash
+    assert not too_deep(b'[["unterminated [[[[[[', limit)  # not JSON: the parser refuses it
+    assert not too_deep(b"[]" * 100_000, limit)  # many, but shallow
+    assert too_deep(b"[" * 1_000_000, MAX_JSON_DEPTH)

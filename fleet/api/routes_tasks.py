@@ -44,7 +44,7 @@ def _statuses(raw: str | None) -> list[TaskStatus] | None:
 def list_tasks(
     manager: ManagerDep,
     queue: str | None = None,
-    status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
+    status: Annotated[str | None, Query(max_length=1000, description="comma-separated statuses")] = None,
     worker: str | None = None,
     limit: ListLimit = 100,
     offset: Offset = 0,
