@@ -170,7 +170,7 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "agent.venvs_cache.max_entries": cv.int_at_least(0),
     "agent.gpu_busy_memory_mb": cv.int_at_least(0),
     "fleet.api.port": cv.int_between(0, 65535),
-    "fleet.api.max_body_mb": cv.number_above(0),
+    "fleet.api.max_body_mb": cv.number_in(0, 1024),
     "fleet.stop_grace_seconds": cv.number_at_least(0),
     "fleet.handover_seconds": cv.number_at_least(0),
     "fleet.remote_lease_seconds": cv.number_at_least(1),
