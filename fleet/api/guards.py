@@ -70,9 +70,11 @@ class BodyGuard:
         self.max_bytes = max_bytes
         self.max_mb = max_mb
 
-    def _too_large(self, size: int | str) -> PayloadTooLarge:
+    def _too_large(self, declared: str | None) -> PayloadTooLarge:
+        """``declared``: the Content-Length; None for a chunked body (counted as it came)."""
+        size = f"{declared} bytes, " if declared is not None else ""
         return PayloadTooLarge(
-            f"body: {size} bytes is above the limit of {self.max_bytes} bytes (fleet.api.max_body_mb = {self.max_mb:g})",
+            f"body: {size}above the limit of {self.max_bytes} bytes (fleet.api.max_body_mb = {self.max_mb:g})",
             field="body",
         )
 
@@ -94,7 +96,7 @@ class BodyGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _answer(send, self._too_large(f"more than {self.max_bytes}"), close=True)
+                await _answer(send, self._too_large(None), close=True)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
