@@ -134,6 +134,18 @@ def number_above(low: float) -> Converter[float]:
     return convert
 
 
+def number_in(low: float, high: float) -> Converter[float]:
+    """A number above ``low`` and at most ``high`` (NaN and infinities refused)."""
+
+    def convert(value: Any) -> float:
+        number = to_float(value)
+        if not low < number <= high:
+            raise ValueError(f"expected a number > {low:g} and <= {high:g}")
+        return number
+
+    return convert
+
+
 def int_at_least(low: int) -> Converter[int]:
     def convert(value: Any) -> int:
         number = to_int(value)

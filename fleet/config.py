@@ -44,6 +44,7 @@ class ApiConfig:
     # also accept HTTP basic auth ``access_key:secret_key`` (curl --user).
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
+    max_body_mb: float = 2.0  # larger request bodies are refused with 413 (fleet.api.bounds)
     # The OS group whose members may use this manager (through its unix socket, or by
     # reading the token file); "" = only the manager's own user (and root).
     group: str = ""
@@ -174,6 +175,7 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "agent.venvs_cache.max_entries": cv.int_at_least(0),
     "agent.gpu_busy_memory_mb": cv.int_at_least(0),
     "fleet.api.port": cv.int_between(0, 65535),
+    "fleet.api.max_body_mb": cv.number_in(0, 1024),
     "fleet.stop_grace_seconds": cv.number_at_least(0),
     "fleet.handover_seconds": cv.number_at_least(0),
     "fleet.remote_lease_seconds": cv.number_at_least(1),

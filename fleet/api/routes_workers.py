@@ -25,7 +25,7 @@ def _running(store: Store, workers: list[Worker]) -> dict[str, list[str]]:
     """Worker id -> its running task ids; a pool's or services worker's tasks
     run under per-task ids and are counted for it (:func:`owns`)."""
     out: dict[str, list[str]] = {}
-    for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
+    for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000, summary=True)[0]:
         owner = next((w.id for w in workers if owns(w, task)), task.worker)
         if owner:
             out.setdefault(owner, []).append(task.id)

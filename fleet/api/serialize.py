@@ -91,6 +91,18 @@ def task_json(
     return out
 
 
+def task_summary_json(task: Task, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """A task in a list answer (from a summary row, ``Store.list_tasks(summary=True)``):
+    the same keys as :func:`task_json`, with ``env`` giving each name with a
+    null value and ``requirements.file`` only ``true`` when there is one;
+    the full values are in GET one."""
+    out = task_json(task, hidden=hidden)
+    out["env"] = dict.fromkeys(task.env)
+    if "file" in out["requirements"]:
+        out["requirements"]["file"] = True
+    return out
+
+
 def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
     out = dict(requirements)
     if isinstance(out.get("file"), str):

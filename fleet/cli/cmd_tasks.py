@@ -262,8 +262,9 @@ def list_tasks(
     if as_json:
         output.emit_json(answer)
         return
+    more = f"; the rest from --offset {answer['next_offset']}" if answer.get("truncated") else ""
     output.table(
-        f"Tasks ({len(answer['tasks'])} of {answer['total']})",
+        f"Tasks ({len(answer['tasks'])} of {answer['total']}{more})",
         ["ID", "NAME", "QUEUE", "STATUS", "WORKER", "GPUS", "CREATED", "REASON"],
         (
             [
