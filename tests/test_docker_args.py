@@ -90,8 +90,9 @@ def test_supported_docker_arguments_become_sdk_kwargs() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--privileged"], "'--privileged' is not supported in docker mode"),
-        (["--user", "1000"], "'--user' is not supported"),
+        (["--cidfile", "/tmp/x"], "'--cidfile' cannot be expressed through the docker SDK"),
+        (["--pull=always"], "'--pull' cannot be expressed .*docker_force_pull"),
+        (["--no-such-flag"], "'--no-such-flag' is not a docker run option"),
         (["-v", "relative"], "expected HOST:CONTAINER"),
         (["-v", "/a:/b:zz"], "mode must be ro or rw"),
         (["--ipc"], "needs a value"),
@@ -184,9 +185,9 @@ def test_up_docker_goes_into_the_worker_options() -> None:
 
 
 def test_submit_refuses_unsupported_docker_args_before_anything(fleet: Fleet) -> None:
-    result = fleet.cli("submit", "--queue", "q", "--docker", "img", "--docker-args", "--privileged", "--", "true")
+    result = fleet.cli("submit", "--queue", "q", "--docker", "img", "--docker-args", "--sig-proxy", "--", "true")
     assert result.returncode == 2, result.stderr
-    assert "'--privileged' is not supported in docker mode" in result.stderr
+    assert "'--sig-proxy' cannot be expressed through the docker SDK" in result.stderr
     result = fleet.cli("submit", "--queue", "q", "--docker-args", "--ipc=host", "--", "true")
     assert result.returncode == 2 and "only with --docker IMAGE" in result.stderr
 

@@ -56,9 +56,8 @@ def get_worker(worker_id: WorkerId, manager: ManagerDep) -> dict[str, Any]:
     return workers_json(manager.store, [manager.store.get_worker(worker_id)])[0]
 
 
-@router.post("/workers", status_code=201)
-def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
-    request = UpRequest(
+def up_request(body: WorkersCreate) -> UpRequest:
+    return UpRequest(
         queues=body.queues,
         gpus=body.gpus,
         cpu_only=body.cpu_only,
@@ -69,11 +68,24 @@ def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
         services=body.services_mode,
         services_max=body.services_max,
         docker=body.docker,
+        docker_args=body.docker_args,
+        worker_name=body.worker_name,
+        worker_id=body.worker_id,
     )
-    workers, warnings = manager.add_workers(request, "api")
+
+
+@router.post("/workers", status_code=201)
+def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
+    workers, warnings = manager.add_workers(up_request(body), "api")
     for queue in check_queues(body.queues):
         manager.wake_queue(queue)
     return {"workers": workers_json(manager.store, workers), "warnings": warnings}
+
+
+@router.post("/workers/match")
+def match_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
+    """The live worker that this ``up`` body started (``daemon ... --stop``); changes nothing."""
+    return {"workers": workers_json(manager.store, manager.find_workers(up_request(body)))}
 
 
 @router.delete("/workers/{worker_id}", status_code=202)

@@ -14,6 +14,7 @@ and is the process-group leader in the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from fleet.home import Home, resolve_home
 from fleet.models import Task, Worker
 from fleet.worker.prepare import needs_preparation
 from fleet.worker.taskenv import task_environment
+
+WORKER_DOCKER_ARGS = "FLEET_WORKER_DOCKER_ARGS"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def plan_launch(
         argv += ["--worker", worker.id, "--image", str(docker.get("image") or "")]
         if config is not None and config.path is not None:
             argv += ["--config", str(config.path)]
+        if docker.get("args"):  # the worker's docker arguments (daemon --docker IMAGE ARGS): env, not argv (secrets)
+            env[WORKER_DOCKER_ARGS] = json.dumps([str(a) for a in docker["args"]])
         return Launch(argv, str(home.work), env)
     has_repo = bool(task.script.repo)
     if not has_repo and not os.path.isdir(task.script.working_dir):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -76,6 +77,7 @@ from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_ru
 from fleet.worker.docker.venv import DockerEnvironment, EnvironmentBuildFailed, docker_environment
 from fleet.worker.envs import Log
 from fleet.worker.envs.settings import downloads_dir
+from fleet.worker.launch import WORKER_DOCKER_ARGS
 from fleet.worker.prepare import PrepareError, Preparer
 
 log = logging.getLogger(__name__)
@@ -101,11 +103,12 @@ def build_spec(
     mounts: list[Path],
     run_dir: Path,
     rand: str | None = None,
+    worker_args: Sequence[str] = (),
 ) -> ContainerSpec:
     """The container for ``task``; ``mounts`` are host folders bound at the same path (the code)."""
     agent = config.agent
     image, args = choose_image(
-        task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments
+        task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments, worker_args
     )
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
     devices = format_gpus(task.gpus)
@@ -125,6 +128,7 @@ def build_spec(
     volumes.update(cache_volumes(home, config))
     volumes.update(opts.volumes)
     labels = {
+        **opts.labels,
         LABEL_TASK: task.id,
         LABEL_WORKER: worker_id,
         LABEL_HOST: socket.gethostname(),
@@ -134,15 +138,17 @@ def build_spec(
     return ContainerSpec(
         image=image,
         command=["sh", f"{RUN_DIR}/entry.sh", "run", *task.script.command],
-        name=container_name(agent.docker_container_name_format, task.id, worker_id, rand),
+        name=opts.name or container_name(agent.docker_container_name_format, task.id, worker_id, rand),
         labels=labels,
         environment=env,
         volumes=volumes,
-        working_dir=str(folder),
+        working_dir=opts.working_dir or str(folder),
         gpus=list(task.gpus),
         ipc_mode=opts.ipc_mode,
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
+        options=opts.options,
+        shown_args=opts.shown,
     )
 
 
@@ -305,7 +311,10 @@ def run_task(
     run_dir = home.work / f"{task.id}.docker"
     requirements = requirements_for(task, root)
     write_run_dir(run_dir, task, config, requirements)
-    spec = build_spec(task, worker_id, worker_image, config, home, folder, [root or folder], run_dir)
+    worker_args = json.loads(os.environ.get(WORKER_DOCKER_ARGS) or "[]")
+    spec = build_spec(
+        task, worker_id, worker_image, config, home, folder, [root or folder], run_dir, worker_args=worker_args
+    )
     hide = agent.hide_docker_command_env_vars
     secrets = secret_values(
         spec.environment,
