@@ -174,6 +174,7 @@ class Manager:
             {"url": self.url, "pid": os.getpid(), "started_at": self.started_at, "version": __version__}
         )
         log.info("manager: serving %s for FLEET_HOME=%s (pid %d)", self.url, self.home.root, os.getpid())
+        log.info("manager: config %s", self.config.path or "built-in defaults (no config file found)")
         try:
             self._loop()
         finally:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
-from fleet.api.serialize import worker_json
+from fleet.api.serialize import _masked_docker, worker_json
 from fleet.errors import NotFound, UsageError
 from fleet.manager import Manager
 from fleet.models import TaskStatus, Worker, WorkerMode, WorkerState
@@ -40,7 +40,8 @@ def workers_json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
         answer = worker_json(w, running.get(w.id, []), props.get(w.id, {}))
         answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
-        answer["docker"] = (w.options or {}).get("docker")  # {"image": ...} in docker mode, else None
+        # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
+        answer["docker"] = _masked_docker((w.options or {}).get("docker"))
         answer["pool"] = w.pool if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
         out.append(answer)
     return out

@@ -297,6 +297,10 @@ def status(ctx: Context, show_all: bool, as_json: bool) -> None:
         output.emit_json({"manager": health, "workers": workers, "queues": queues})
         return
     output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
+    output.info(f"config: {health.get('config') or 'built-in defaults (no config file found)'}")
+    cuda = [f"{k} {health[k]}" for k in ("cuda_version", "cudnn_version") if health.get(k)]
+    if cuda:
+        output.info(f"agent: {', '.join(cuda)}")
     workers_table(workers)
     output.table(
         "Queues",

@@ -28,6 +28,16 @@ from fleet.worker.taskenv import task_environment
 WORKER_DOCKER_ARGS = "FLEET_WORKER_DOCKER_ARGS"
 
 
+def cuda_environment(config: Config | None) -> dict[str, str]:
+    """``agent.cuda_version`` / ``cudnn_version`` as ClearML exports them (``CUDA_VERSION``,
+    ``CUDNN_VERSION``); a task's own ``--env`` values win."""
+    if config is None:
+        return {}
+    agent = config.agent
+    pairs = (("CUDA_VERSION", agent.cuda_version), ("CUDNN_VERSION", agent.cudnn_version))
+    return {name: value for name, value in pairs if value}
+
+
 @dataclass(frozen=True)
 class Launch:
     argv: list[str]
@@ -44,6 +54,7 @@ def plan_launch(
     finds the home and the config file the way ``fleetctl`` does (``FLEET_HOME``,
     ``FLEET_CONFIG_FILE``)."""
     env = task_environment(task, worker, base_env)
+    env.update({k: v for k, v in cuda_environment(config).items() if k not in task.env})
     docker = (worker.options or {}).get("docker")
     if isinstance(docker, dict):
         home = home or Home(resolve_home("", base_env))

@@ -77,7 +77,7 @@ from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_ru
 from fleet.worker.docker.venv import DockerEnvironment, EnvironmentBuildFailed, docker_environment
 from fleet.worker.envs import Log
 from fleet.worker.envs.settings import downloads_dir
-from fleet.worker.launch import WORKER_DOCKER_ARGS
+from fleet.worker.launch import WORKER_DOCKER_ARGS, cuda_environment
 from fleet.worker.prepare import PrepareError, Preparer
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def build_spec(
     )
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
     devices = format_gpus(task.gpus)
-    env: dict[str, str] = dict(task.env)
+    env: dict[str, str] = {**cuda_environment(config), **task.env}
     env.update(opts.environment)
     env.update(
         {
@@ -153,16 +153,26 @@ def build_spec(
 
 
 def cache_volumes(home: Home, config: Config) -> dict[str, dict[str, str]]:
-    """The pip and uv download caches of ``FLEET_HOME``, where ``docker_internal_mounts`` says."""
+    """The download caches mounted into containers, where ``docker_internal_mounts`` says:
+    pip's (``docker_pip_cache``, else ``$FLEET_HOME/cache/pip``), uv's and poetry's
+    (``$FLEET_HOME/cache/``), and apt's when ``docker_apt_cache`` names a host folder."""
     agent = config.agent
+    inside = agent.docker_internal_mounts
     caches = downloads_dir(home, agent)
-    if caches is None:
-        return {}
+    hosts: list[tuple[str, Path, str]] = []
+    if agent.docker_pip_cache:
+        hosts.append(("pip_cache", Path(agent.docker_pip_cache).expanduser(), "/root/.cache/pip"))
+    elif caches is not None:
+        hosts.append(("pip_cache", caches / "pip", "/root/.cache/pip"))
+    if caches is not None:
+        hosts.append(("uv_cache", caches / "uv", "/root/.cache/uv"))
+        hosts.append(("poetry_cache", caches / "poetry", "/root/.cache/pypoetry"))
+    if agent.docker_apt_cache:
+        hosts.append(("apt_cache", Path(agent.docker_apt_cache).expanduser(), "/var/cache/apt/archives"))
     volumes: dict[str, dict[str, str]] = {}
-    for key, sub, default in (("pip_cache", "pip", "/root/.cache/pip"), ("uv_cache", "uv", "/root/.cache/uv")):
-        host = caches / sub
+    for key, host, default in hosts:
         host.mkdir(parents=True, exist_ok=True)
-        volumes[str(host)] = {"bind": str(agent.docker_internal_mounts.get(key) or default), "mode": "rw"}
+        volumes[str(host)] = {"bind": str(inside.get(key) or default), "mode": "rw"}
     return volumes
 
 
