@@ -270,6 +270,7 @@ def test_status_and_the_manager_log_say_which_clearml_conf_was_read(fleet: Fleet
         "api { api_server: \"http://127.0.0.1:8008\" }\nsdk { }\n"
     )
     del fleet.env["FLEET_CONFIG_FILE"]
+    (fleet.root / "fleet.conf").unlink()  # ~/fleet.conf would come first (HOME is the test's folder)
     fleet.env["CLEARML_CONFIG_FILE"] = str(conf)
     fleet.up("--cpu-only", "--queue", "q", "--create-queue")
     status = " ".join(fleet.ok("status").split())  # long paths wrap
