@@ -52,6 +52,7 @@ from fleet.scheduler.claims import Plan, UpRequest, check_queues, plan_up
 from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
 from fleet.supervise import WorkerSupervisor, manager_pidfile
+from fleet.validate import worker_id as check_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class Manager:
         if request.worker_name is None:
             host = self.hostname
         else:
-            host = request.worker_name or socket.gethostname()
+            host = check_worker_id(request.worker_name, "worker_name") if request.worker_name else socket.gethostname()
         fixed = self.config.agent.worker_id if request.worker_id is None else request.worker_id
         return plan_up(request, live, host, self.nvml, fixed)
 

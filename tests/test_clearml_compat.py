@@ -44,7 +44,10 @@ DOC_LINES = [
     ("fleetctl daemon --dynamic-gpus --gpus 0-7 --queue dual=2 opportunistic=1-4", ""),
     ("fleetctl daemon --queue default --docker fleet-test-python:2", "docker"),
     ("fleetctl daemon --queue default --docker --force-current-version", "docker"),
-    ("fleetctl daemon --services-mode --queue services --create-queue --docker fleet-test-python:2 --cpu-only", "docker"),
+    (
+        "fleetctl daemon --services-mode --queue services --create-queue --docker fleet-test-python:2 --cpu-only",
+        "docker",
+    ),
 ]
 
 
@@ -97,7 +100,8 @@ def test_each_documented_daemon_line_starts_a_worker_and_its_stop_line_stops_exa
     if needs == "docker":
         request.getfixturevalue("engine")
         (fleet.root / "fleet.conf").write_text(
-            CONFIG + 'agent { default_docker { image: "fleet-test-python:2" }, extra_docker_arguments: ["--network=none"] }'
+            CONFIG
+            + 'agent { default_docker { image: "fleet-test-python:2" }, extra_docker_arguments: ["--network=none"] }'
         )
     if needs == "nvml":
         _nvml_stand_in(fleet, 8)
@@ -267,7 +271,7 @@ def test_status_and_the_manager_log_say_which_clearml_conf_was_read(fleet: Fleet
     conf = fleet.root / "clearml.conf"
     conf.write_text(
         CONFIG + 'agent { cuda_version: 12.1, cudnn_version: "9.1", worker_name: "cm" }\n'
-        "api { api_server: \"http://127.0.0.1:8008\" }\nsdk { }\n"
+        'api { api_server: "http://127.0.0.1:8008" }\nsdk { }\n'
     )
     del fleet.env["FLEET_CONFIG_FILE"]
     (fleet.root / "fleet.conf").unlink()  # ~/fleet.conf would come first (HOME is the test's folder)
@@ -278,10 +282,32 @@ def test_status_and_the_manager_log_say_which_clearml_conf_was_read(fleet: Fleet
     assert json.loads(fleet.ok("status", "--json"))["manager"]["config"] == str(conf)
     log = (fleet.home / "logs" / "manager.log").read_text()
     assert f"config {conf}" in log and "unknown key" not in log
-    task = fleet.submit("q", sys.executable, "-c", "import os; print(os.environ['CUDA_VERSION'], os.environ['CUDNN_VERSION'])")
+    task = fleet.submit(
+        "q", sys.executable, "-c", "import os; print(os.environ['CUDA_VERSION'], os.environ['CUDNN_VERSION'])"
+    )
     assert fleet.cli("wait", task, "--timeout", "60").returncode == 0
     assert "12.1 9.1" in fleet.ok("logs", task, "--no-timestamps")
     del fleet.env["CLEARML_CONFIG_FILE"]  # ~/clearml.conf (HOME is the test's folder)
     fleet.ok("stop")
     fleet.up("--cpu-only", "--queue", "q")
     assert json.loads(fleet.ok("status", "--json"))["manager"]["config"] == str(fleet.root / "clearml.conf")
+
+
+def test_a_daemon_docker_workers_arguments_reach_its_containers(fleet: Fleet, engine: Any, tmp_path: Path) -> None:
+    (fleet.root / "fleet.conf").write_text(
+        CONFIG + 'agent { extra_docker_arguments: ["--network=none"], cuda_version: "12.1" }'
+    )
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / "main.py").write_text(
+        "import os, socket\n"
+        "print('seen', socket.gethostname(), os.environ['FROM_WORKER'], os.environ['CUDA_VERSION'])\n"
+    )
+    line = 'fleetctl daemon --queue dq --create-queue --cpu-only --docker fleet-test-python:2 "--hostname fleetbox -e FROM_WORKER=yes --cap-add SYS_PTRACE"'
+    result = _shell(fleet, line.replace("daemon", "daemon --port 0", 1))
+    assert result.returncode == 0, result.stderr
+    task = fleet.submit("dq", "python3", "main.py", cwd=code)
+    assert fleet.cli("wait", task, "--timeout", "120").returncode == 0, fleet.ok("logs", task)
+    log = fleet.ok("logs", task, "--no-timestamps")
+    assert "seen fleetbox yes 12.1" in log
+    assert "--hostname=fleetbox" in log and "--cap-add=SYS_PTRACE" in log  # the docker run line in the log

@@ -22,6 +22,7 @@ from fleet.scheduler.claims import UpRequest, check_pool_size, check_request, no
 from fleet.scheduler.pool import QueueSpec, is_dynamic
 from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
 from fleet.scheduler.schedule import make_schedule
+from fleet.validate import worker_id as check_worker_id
 from fleet.worker.docker.args import parse_docker_args
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -161,6 +162,9 @@ def make_request(
         worker_name=config.agent.worker_name,
         worker_id=config.agent.worker_id,
     )
+    for key, value in (("agent.worker_name", request.worker_name), ("agent.worker_id", request.worker_id)):
+        if value:
+            check_worker_id(value, key)
     specs = check_request(request)
     _check_gpus(gpus, specs)
     make_schedule(request.uptime, request.downtime, request.schedule_field)

@@ -34,7 +34,7 @@ from typing import Any
 
 from fleet.validate import MASK, is_secret_name
 from fleet.worker.docker import runflags
-from fleet.worker.docker.runflags import DockerArgsError
+from fleet.worker.docker.runflags import DockerArgsError as DockerArgsError
 
 log = logging.getLogger(__name__)
 
