@@ -138,11 +138,23 @@ def test_each_docker_run_option_takes_effect_on_the_engine(client: Any, args: li
 def test_options_act_inside_a_running_container(client: Any, tmp_path: Path) -> None:
     env_file = tmp_path / "task.env"
     env_file.write_text("# a comment\nFROM_FILE=yes\n\nSECOND=2\n")
-    args = ["--user", "1234:4321", "-w", "/tmp", "--hostname", "fleet-box", "--env-file", str(env_file)]
+    # uid 0: the test image's files are root's alone; the group shows --user took effect
+    args = [
+        "--user",
+        "0:4321",
+        "--group-add",
+        "777",
+        "-w",
+        "/tmp",
+        "--hostname",
+        "fleet-box",
+        "--env-file",
+        str(env_file),
+    ]
     args += ["--add-host", "db.local:10.9.8.7", "--tmpfs", "/scratch", "--entrypoint", "/usr/bin/python3"]
     spec = _spec(args, "fleet-runflags-live")
     code = (
-        "import os, socket; print(os.getuid()); print(os.getgid()); print(os.getcwd()); "
+        "import os, socket; print(777 in os.getgroups()); print(os.getgid()); print(os.getcwd()); "
         "print(socket.gethostname()); print(os.environ['FROM_FILE'] + os.environ['SECOND']); "
         "print(open('/etc/hosts').read().count('db.local')); open('/scratch/x', 'w').close(); print('tmpfs')"
     )
@@ -156,7 +168,7 @@ def test_options_act_inside_a_running_container(client: Any, tmp_path: Path) -> 
         out = container.logs().decode().split("\n")
     finally:
         container.remove(force=True)
-    assert out[:5] == ["1234", "4321", "/tmp", "fleet-box", "yes2"], out
+    assert out[:5] == ["True", "4321", "/tmp", "fleet-box", "yes2"], out
     assert out[5:7] == ["1", "tmpfs"], out
 
 
