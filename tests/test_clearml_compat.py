@@ -311,3 +311,28 @@ def test_a_daemon_docker_workers_arguments_reach_its_containers(fleet: Fleet, en
     log = fleet.ok("logs", task, "--no-timestamps")
     assert "seen fleetbox yes 12.1" in log
     assert "--hostname=fleetbox" in log and "--cap-add=SYS_PTRACE" in log  # the docker run line in the log
+
+
+def test_cuda_version_picks_the_torch_wheel_variant_with_uv_and_pip_version_follows_the_python(
+    tmp_path: Path,
+) -> None:
+    from fleet.config import PackageManagerConfig
+    from fleet.worker.envs import Log
+    from fleet.worker.envs.base import BuildSettings, Interpreter, Requirements
+    from fleet.worker.envs.uv import UvBuilder
+    from tests.test_envs import Recorder
+
+    runner = Recorder()
+    uv = UvBuilder(runner)
+    uv._uv = lambda: "/bin/uv"  # type: ignore[method-assign]
+    pm = PackageManagerConfig(pip_version=("<20.2 ; python_version < '3.10'", "<22.3 ; python_version >= '3.10'"))
+    settings = BuildSettings(pm=pm, env={"PATH": "/bin"}, cache_dir=None, torch_backend=torch_backend("12.1"))
+    env = tmp_path / "env"
+    env.mkdir()
+    log = Log(lambda text: None)
+    uv.create(env, Interpreter("/usr/bin/python3.11", "3.11.7"), settings, log)
+    assert (env / "fleet-requirements.txt").read_text() == "pip<22.3\n"  # the 3.10+ specifier
+    uv.install(env, Requirements(lines=("six",)), settings, log)
+    assert "--torch-backend" not in runner.calls[-1]  # nothing names torch
+    uv.install(env, Requirements(lines=("torch==2.3.1", "six")), settings, log)
+    assert runner.calls[-1][runner.calls[-1].index("--torch-backend") + 1] == "cu121"

@@ -226,7 +226,7 @@ def test_build_settings_reach_the_build_quoted_and_outside_the_environment(tmp_p
         '. "$1"; printf "%s|%s|%s|%s" "$FLEET_MANAGER" "$FLEET_PIP_VERSION" "$FLEET_UPGRADE" "$PIP_EXTRA_INDEX_URL"'
     )
     read = subprocess.run(["sh", "-c", script, "sh", str(path)], capture_output=True, text=True, check=True).stdout
-    assert read == f"pip|<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
+    assert read == f"pip|pip<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
     task = make_task(tmp_path, docker={"image": "img:1"})
     spec = build_spec(task, "h:cpu", "", config, Home(tmp_path / "home"), tmp_path, [tmp_path], tmp_path / "run")
     env_spec = builder_spec(spec, tmp_path / "venv", path)
