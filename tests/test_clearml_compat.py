@@ -336,3 +336,22 @@ def test_cuda_version_picks_the_torch_wheel_variant_with_uv_and_pip_version_foll
     assert "--torch-backend" not in runner.calls[-1]  # nothing names torch
     uv.install(env, Requirements(lines=("torch==2.3.1", "six")), settings, log)
     assert runner.calls[-1][runner.calls[-1].index("--torch-backend") + 1] == "cu121"
+
+
+def test_docker_caches_follow_docker_pip_cache_apt_cache_and_internal_mounts(tmp_path: Path) -> None:
+    from fleet.config import parse_config_string
+    from fleet.home import Home
+    from fleet.worker.docker.run import cache_volumes
+
+    config = parse_config_string(
+        f'agent {{ docker_pip_cache: "{tmp_path}/pip", docker_apt_cache: "{tmp_path}/apt",'
+        ' docker_internal_mounts { pip_cache: "/home/u/.cache/pip", apt_cache: "/apt", poetry_cache: "/poetry" } }',
+        tmp_path / "c.conf",
+    )
+    volumes = cache_volumes(Home(tmp_path / "home"), config)
+    assert volumes[f"{tmp_path}/pip"] == {"bind": "/home/u/.cache/pip", "mode": "rw"}
+    assert volumes[f"{tmp_path}/apt"] == {"bind": "/apt", "mode": "rw"}
+    assert {"bind": "/poetry", "mode": "rw"} in volumes.values()
+    assert {"bind": "/root/.cache/uv", "mode": "rw"} in volumes.values()
+    plain = cache_volumes(Home(tmp_path / "home2"), parse_config_string("", tmp_path / "d.conf"))
+    assert {v["bind"] for v in plain.values()} == {"/root/.cache/pip", "/root/.cache/uv", "/root/.cache/pypoetry"}
