@@ -50,11 +50,14 @@ class TempFleet:
         first = ("--port", "0") if not (self.home / "manager.json").exists() else ()
         self.fleetctl("up", *first, "--gpus", gpus, "--queue", queue, "--create-queue")
 
+    def headers(self) -> dict[str, str]:
+        """The manager's token (``home/api.token``), for a request over TCP."""
+        return {"Authorization": f"Bearer {(self.home / 'api.token').read_text().strip()}"}
+
     def api(self) -> httpx.Client:
-        """A client over TCP with the manager's token (``home/api.token``)."""
+        """A client over TCP with the manager's token."""
         url = str(json.loads((self.home / "manager.json").read_text())["url"])
-        token = (self.home / "api.token").read_text().strip()
-        return httpx.Client(base_url=url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        return httpx.Client(base_url=url + "/api/v1", headers=self.headers(), timeout=60)
 
     def wait_idle(self, api: httpx.Client, count: int, timeout: float = 60) -> None:
         """Until ``count`` workers run and wait for work.

@@ -30,7 +30,7 @@ def _db_bytes(fleet: TempFleet) -> int:
     return sum(p.stat().st_size for p in fleet.home.glob("fleet.db*"))
 
 
-def _send(url: str, body: bytes, chunked: bool, out: list[str]) -> None:
+def _send(url: str, headers: dict[str, str], body: bytes, chunked: bool, out: list[str]) -> None:
     def pieces() -> Iterator[bytes]:
         for start in range(0, len(body), CHUNK):
             yield body[start : start + CHUNK]
@@ -38,7 +38,7 @@ def _send(url: str, body: bytes, chunked: bool, out: list[str]) -> None:
     try:
         with httpx.Client(timeout=120) as client:
             content = pieces() if chunked else body
-            answer = client.post(url, content=content, headers={"content-type": "application/json"})
+            answer = client.post(url, content=content, headers={"content-type": "application/json", **headers})
             out.append(str(answer.status_code))
     except httpx.HTTPError as exc:  # the manager closed the connection before the client finished sending
         out.append(type(exc).__name__)
@@ -60,7 +60,9 @@ def _round(fleet: TempFleet, manager: psutil.Process, url: str, body: bytes, cli
     watcher.start()
     results: list[str] = []
     started = time.monotonic()
-    threads = [threading.Thread(target=_send, args=(url, body, chunked, results)) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=_send, args=(url, fleet.headers(), body, chunked, results)) for _ in range(clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

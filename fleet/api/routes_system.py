@@ -32,6 +32,9 @@ def health(manager: ManagerDep, caller: Annotated[Caller | None, Depends(optiona
         "url": manager.url,
         "uptime_s": round(time.time() - manager.started_at, 3),
         "nvml": manager.nvml.available,
+        "config": str(manager.config.path) if manager.config.path else None,
+        "cuda_version": manager.config.agent.cuda_version or None,
+        "cudnn_version": manager.config.agent.cudnn_version or None,
     }
 
 

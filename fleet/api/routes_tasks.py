@@ -96,7 +96,9 @@ def create_task(body: TaskCreate, manager: ManagerDep, caller: CallerDep) -> dic
             f"user {body.user!r}: a task's user is who submits it ({caller.user}); leave the field out", field="user"
         )
     if body.gpus and body.queue is not None:  # a count no pool serving the queue can ever give
-        refuse_oversized(workers_json(manager.store, manager.store.list_workers()), body.queue, body.gpus)
+        refuse_oversized(
+            workers_json(manager.store, manager.store.list_workers(), manager.secret_keys), body.queue, body.gpus
+        )
     spec = TaskSpec(
         script=_script(body),
         requirements=body.requirements.to_json() if body.requirements is not None else {},

@@ -253,6 +253,13 @@ class WorkersCreate(Strict):
     uptime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
     downtime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
     docker: str | None = Field(None, max_length=500, description="docker mode; '' uses agent.default_docker.image")
+    docker_args: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        default_factory=list, max_length=200, description="the worker's docker arguments (daemon --docker IMAGE ARGS)"
+    )
+    worker_name: str | None = Field(
+        None, max_length=200, description="replaces the host part of the id; '' is the host name, none the manager's"
+    )
+    worker_id: str | None = Field(None, max_length=200, description="a fixed worker id; '' none, none the manager's")
 
 
 class RuntimePropertyBody(Strict):

@@ -214,7 +214,13 @@ class Preparer:
             "project": requirements.digest,
             "indexes": [index, *pm.extra_index_url],
             "docker": str((task.docker or {}).get("image") or ""),
-            "options": [pm.system_site_packages, pm.force_upgrade, pm.pip_version, list(pm.conda_channels)],
+            "options": [
+                pm.system_site_packages,
+                pm.force_upgrade,
+                list(pm.pip_version),
+                list(pm.conda_channels),
+                self.config.agent.cuda_version,  # picks the PyTorch wheel variant (uv --torch-backend)
+            ],
             "extra": [
                 list(pm.priority_packages),
                 list(pm.priority_optional_packages),

@@ -182,6 +182,8 @@ def build_image(
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
         as_mounts=True,
+        options=opts.options,
+        shown_args=opts.shown,
     )
     if left_out:
         say(f"not baked into the image (secrets): {', '.join(left_out)}; pass them with docker run -e")

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from packaging.markers import InvalidMarker, Marker
+
 from fleet.config import PackageManagerConfig
 from fleet.errors import FleetError
 from fleet.secrets import mask_urls
@@ -135,6 +137,7 @@ class BuildSettings:
     cache_dir: Path | None  # download caches root (<dir>/pip, <dir>/uv, ...); None = no caching
     index_url: str = ""  # the primary index when one is configured for pip; "" = the tool's default
     extra_index_urls: tuple[str, ...] = field(default=())
+    torch_backend: str = ""  # uv's --torch-backend (cu121) from agent.cuda_version, for requirements naming torch
 
 
 Phase = tuple[str, list[str], bool]  # (label, requirement lines, optional)
@@ -163,9 +166,46 @@ def install_phases(requirements: Sequence[str], pm: PackageManagerConfig) -> lis
 
 
 def pip_version_spec(pip_version: str) -> str:
-    """ClearML's ``pip_version`` ("<20", "==19.3.1", "20.2") as a requirement."""
-    spec = pip_version.strip()
-    return f"pip=={spec}" if spec[:1].isdigit() else f"pip{spec}"
+    """ClearML's ``pip_version`` ("<20", "==19.3.1", "20.2", "<22.3 ; python_version >= '3.10'")
+    as a requirement (a marker stays: pip evaluates it against the environment's Python)."""
+    spec, semi, marker = pip_version.partition(";")
+    spec = spec.strip()
+    req = f"pip=={spec}" if spec[:1].isdigit() else f"pip{spec}"
+    return f"{req} ; {marker.strip()}" if semi and marker.strip() else req
+
+
+_TORCH = re.compile(r"\s*(torch|torchvision|torchaudio)\b", re.IGNORECASE)
+
+
+def names_torch(lines: Sequence[str]) -> bool:
+    """Whether a requirement line names PyTorch (torch, torchvision, torchaudio)."""
+    return any(_TORCH.match(line) for line in lines)
+
+
+def torch_backend(cuda_version: str) -> str:
+    """ClearML's ``cuda_version`` (``12.1``, ``121``, ``11.8``) as uv's ``--torch-backend`` (``cu121``)."""
+    digits = "".join(ch for ch in cuda_version.strip() if ch.isdigit() or ch == ".")
+    major, _, minor = digits.partition(".")
+    if not major:
+        return ""
+    return f"cu{major}{minor.split('.')[0] if minor else ''}" if "." in digits else f"cu{digits}"
+
+
+def pip_version_for(specs: Sequence[str], python_version: str) -> str:
+    """The first of ``pip_version``'s specifiers whose PEP 508 marker matches
+    ``python_version`` ("3.11.7"), without its marker; "" when none applies."""
+    minor = ".".join(python_version.split(".")[:2])
+    env = {"python_version": minor, "python_full_version": python_version}
+    for item in specs:
+        spec, _, marker = item.partition(";")
+        if not marker.strip():
+            return spec.strip()
+        try:
+            if Marker(marker.strip()).evaluate(env):
+                return spec.strip()
+        except InvalidMarker:
+            raise EnvBuildError(f"package_manager.pip_version {item!r}: invalid marker") from None
+    return ""
 
 
 class EnvBuilder(abc.ABC):
