@@ -164,7 +164,7 @@ def test_orphan_is_removed_and_live_container_kept(client: Any, tmp_path: Path) 
                 pass
 
 
-def _spec(name: str, command: list[str], gpus: list[int] | None = None) -> Any:
+def _spec(name: str, command: list[str], gpus: list[str] | None = None) -> Any:
     from fleet.worker.docker.args import ContainerSpec
 
     return ContainerSpec(
@@ -216,7 +216,7 @@ def test_gpu_task_without_nvidia_runtime_fails_clearly(client: Any) -> None:
 
     if "nvidia" in json.dumps(client.info().get("Runtimes", {})):
         pytest.skip("this engine has the NVIDIA runtime")
-    spec = _spec(f"fleet-unit-gpu-{os.getpid()}", ["sh", "-c", "true"], gpus=[0, 1])
+    spec = _spec(f"fleet-unit-gpu-{os.getpid()}", ["sh", "-c", "true"], gpus=["0", "1"])
     with pytest.raises(DockerRunError, match="needs GPUs \\[0,1\\] but this docker engine has no NVIDIA runtime"):
         run_container(client, spec, write=print)
     assert _ours(client, spec.name) == []

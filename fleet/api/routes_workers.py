@@ -9,8 +9,9 @@ from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
-from fleet.api.serialize import worker_json
+from fleet.api.serialize import pool_json, worker_json
 from fleet.errors import NotFound, UsageError
+from fleet.gpus import gpu_label, overlap
 from fleet.manager import Manager
 from fleet.models import TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, check_queues
@@ -35,13 +36,17 @@ def _running(store: Store, workers: list[Worker]) -> dict[str, list[str]]:
 def workers_json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
     running = _running(store, workers)
     props = store.runtime_properties()
+    drains = store.drained_gpus()
     out = []
     for w in workers:
         answer = worker_json(w, running.get(w.id, []), props.get(w.id, {}))
         answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
         answer["docker"] = (w.options or {}).get("docker")  # {"image": ...} in docker mode, else None
-        answer["pool"] = w.pool if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        answer["pool"] = pool_json(w.pool) if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        answer["drained"] = {
+            gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus)
+        }
         out.append(answer)
     return out
 

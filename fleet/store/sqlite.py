@@ -37,11 +37,12 @@ from fleet.store import schema
 from fleet.store.base import Store
 from fleet.store.connections import Connections
 from fleet.store.rows import JSON_WORKER_FIELDS, WORKER_FIELDS, dumps, loads, to_task, to_worker
+from fleet.store.sqlite_gpus import SQLiteGpus
 
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteGpus, Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)
@@ -373,6 +374,7 @@ class SQLiteStore(Store):
             pid=None,
             pid_start=None,
             abort_requested=None,
+            gpu_uuids=None,
         )
         conn.execute(
             "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
@@ -461,7 +463,7 @@ class SQLiteStore(Store):
         rows = self.conn.execute(
             "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
         ).fetchall()
-        return [{**dict(r), "gpus": loads(r["gpus"], [])} for r in rows]
+        return [{**dict(r), "gpus": loads(r["gpus"], []), "gpu_uuids": loads(r["gpu_uuids"], [])} for r in rows]
 
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
         with self._tx() as conn:

@@ -38,6 +38,7 @@ from types import FrameType
 
 from fleet.config import Config
 from fleet.errors import FleetError
+from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
@@ -334,10 +335,11 @@ class WorkerLoop(LoopBase):
             self._set_state(WorkerState.IDLE, f"not pulling: {problem}")
             return
         queues = self._pullable()
-        busy = self.admission.busy(self.worker.gpus or []) if queues else {}
+        busy = self.admission.unavailable(self.worker.gpus or []) if queues else {}
         if busy:
-            why = "; ".join(f"GPU {g}: {text}" for g, text in sorted(busy.items()))
-            self._set_state(WorkerState.IDLE, f"not pulling: GPU busy ({why})")
+            why = "; ".join(f"GPU {gpu_label(g)}: {text}" for g, text in sorted(busy.items()))
+            drained = any(text.startswith("drained") for text in busy.values())
+            self._set_state(WorkerState.IDLE, f"not pulling: GPU {'drained' if drained else 'busy'} ({why})")
             return
         self._set_state(*self._waiting_state())
         if not queues:
@@ -350,6 +352,7 @@ class WorkerLoop(LoopBase):
         self._start(task)
 
     def _start(self, task: Task) -> None:
+        task = self._with_uuids(task)
         self.task = task
         if not self.one_task:
             self._set_state(WorkerState.BUSY, f"running task {task.id}")
@@ -357,7 +360,9 @@ class WorkerLoop(LoopBase):
         task_log = TaskLog(self.home.task_log(task.id), self.max_log)
         task_log.note(
             f"attempt {task.attempt} on worker {runner.id} (host {runner.host}, "
-            f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
+            f"GPUs {format_gpus(task.gpus) or 'none'}"
+            + (f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else "")
+            + ")"
         )
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
@@ -375,6 +380,18 @@ class WorkerLoop(LoopBase):
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
         log.info("worker %s: task %s started (pid %d)", runner.id, task.id, proc.pid)
 
+    def _with_uuids(self, task: Task) -> Task:
+        """Record the attempt's GPU UUIDs (what the task's devices are named by
+        to the container runtime); unchanged without NVML."""
+        uuids = self.admission.nvml.uuids(task.gpus) if task.gpus and self.admission.nvml.available else []
+        if not uuids:
+            return task
+        try:
+            self.store.set_attempt_gpu_uuids(task.id, task.attempt, uuids)
+        except FleetError as exc:
+            log.warning("worker %s: task %s: %s", self.run_as, task.id, exc)
+        return dataclasses.replace(task, gpu_uuids=uuids)
+
     def _watch(self, look: bool) -> None:
         assert self.proc is not None and self.task is not None
         proc, task = self.proc, self.task
@@ -384,7 +401,11 @@ class WorkerLoop(LoopBase):
                 proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
             elif look:
                 abort = self.store.get_task(task.id).abort_requested
-                if abort:
+                fault = self.admission.faults(task.gpus)
+                if fault:
+                    proc.log.note(fault)
+                    proc.stop(StopCause.GPU_FAULT, fault)
+                elif abort:
                     proc.stop(StopCause.ABORT, abort)
         proc.tick()
         if proc.done:
