@@ -164,4 +164,25 @@ def _check_against_nvml(spec: str, indices: list[int], nvml: Nvml) -> None:
 
 
 def format_gpus(indices: list[int] | None) -> str:
-    return ",".join(gpu_label(i) for i in indices) if indices else ""
+    """``0,1,2`` for whole GPUs (as CUDA_VISIBLE_DEVICES and worker ids have them);
+    consecutive MIG slices of one GPU as a range (``0:0-6``), as ``--gpus`` takes them."""
+    parts: list[str] = []
+    run: list[int] = []  # consecutive MIG units of one GPU
+
+    def flush() -> None:
+        if run:
+            first, last = gpu_label(run[0]), gpu_label(run[-1]).split(":")[1]
+            parts.append(first if len(run) == 1 else f"{first}-{last}")
+            run.clear()
+
+    for unit in indices or []:
+        if is_mig(unit) and run and unit == run[-1] + 1 and parent_gpu(unit) == parent_gpu(run[0]):
+            run.append(unit)
+            continue
+        flush()
+        if is_mig(unit):
+            run.append(unit)
+        else:
+            parts.append(str(unit))
+    flush()
+    return ",".join(parts)
