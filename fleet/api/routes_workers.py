@@ -45,7 +45,7 @@ def workers_json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
         answer["docker"] = (w.options or {}).get("docker")  # {"image": ...} in docker mode, else None
         answer["pool"] = pool_json(w.pool) if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
         answer["drained"] = {
-            gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus)
+            gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus) is not None
         }
         out.append(answer)
     return out
