@@ -46,7 +46,7 @@ def _reason(fleet: Fleet) -> str:
 
 def _running_on(fleet: Fleet, task_id: str, worker: str, attempt: int = 1) -> bool:
     task = fleet.task(task_id)
-    return task["status"] == "in_progress" and task["worker"] == worker and task["attempt"] == attempt
+    return bool(task["status"] == "in_progress" and task["worker"] == worker and task["attempt"] == attempt)
 
 
 def test_drain_by_hand_undrain_and_bad_names(fleet: Fleet) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from fleet.gpus import gpu_label
+from fleet.gpus import gpu_label, parent_gpu
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.samples import Snapshot
 from fleet.models import WorkerState
@@ -141,7 +141,8 @@ class FleetCollector(Collector):
                 seen.add((snap.host.host, g.index))
         seen.update((d.host, d.gpu) for d in drains)
         for host, gpu in sorted(seen):
-            healthy.add_metric([host, gpu_label(gpu)], 0.0 if (host, gpu) in sick else 1.0)
+            ill = (host, gpu) in sick or (host, parent_gpu(gpu)) in sick  # a MIG slice of a sick card
+            healthy.add_metric([host, gpu_label(gpu)], 0.0 if ill else 1.0)
         for d in drains:
             drained.add_metric([d.host, gpu_label(d.gpu), d.source], 1.0)
         yield healthy
