@@ -6,10 +6,14 @@ uses it says so.  :class:`StandIn` writes the JSON the stand-in reads on every c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import pytest
 
 from tests.conftest import Fleet
 
@@ -42,3 +46,15 @@ def use_standin(fleet: Fleet, **state: Any) -> StandIn:
     fleet.env["PYTHONPATH"] = os.pathsep.join([str(STANDIN_DIR), fleet.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     fleet.env["FAKE_NVML_STATE"] = str(standin.path)
     return standin
+
+
+def load_standin(path: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> tuple[ModuleType, StandIn]:
+    """The stand-in loaded in this process (under another name than ``pynvml``), over
+    ``state`` written to ``path``: pass the module to :class:`fleet.nvml.Nvml`."""
+    standin = StandIn(path, **state)
+    monkeypatch.setenv("FAKE_NVML_STATE", str(path))
+    spec = importlib.util.spec_from_file_location(f"standin_pynvml_{id(standin)}", STANDIN_DIR / "pynvml.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, standin

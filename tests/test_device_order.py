@@ -20,6 +20,7 @@ from fleet.worker.docker.run import build_spec, device_requests
 from tests.conftest import Fleet
 from tests.factories import running_task
 from tests.nvml_standin import use_standin
+from tests.taskview import reported
 
 PRINT_ENV = (
     "import json, os; print('ENV=' + json.dumps({k: os.environ.get(k) for k in "
@@ -28,11 +29,7 @@ PRINT_ENV = (
 
 
 def _env_of(fleet: Fleet, task_id: str) -> dict[str, str]:
-    assert fleet.cli("wait", task_id, "--timeout", "60").returncode == 0, fleet.ok("logs", task_id)
-    log = fleet.ok("logs", task_id, "--no-timestamps")
-    line = next(x for x in log.splitlines() if x.startswith("ENV="))
-    env: dict[str, str] = json.loads(line[4:])
-    return env
+    return {k: str(v) for k, v in reported(fleet, task_id, "ENV=").items()}
 
 
 def test_plain_and_prepared_tasks_get_pci_bus_order_without_nvml(fleet: Fleet, tmp_path: Path) -> None:

@@ -10,19 +10,17 @@ Manual drains need no NVML and run on logical GPUs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from fleet.nvml import Nvml, NvmlEvents
 from tests.conftest import CONFIG, Fleet
-from tests.nvml_standin import STANDIN_DIR, StandIn, use_standin
+from tests.nvml_standin import load_standin, use_standin
 
 HOST = socket.gethostname()
 LONG = (sys.executable, "-c", "import time; print('running', flush=True); time.sleep(300)")
@@ -159,20 +157,10 @@ def test_nvml_events_drain_on_hardware_xids_and_ecc_not_on_program_xids(fleet: F
 # -- NVML's side, in this process ------------------------------------------------------------
 
 
-def _standin_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> tuple[ModuleType, StandIn]:
-    standin = StandIn(tmp_path / "nvml.json", **state)
-    monkeypatch.setenv("FAKE_NVML_STATE", str(standin.path))
-    spec = importlib.util.spec_from_file_location("standin_pynvml_health", STANDIN_DIR / "pynvml.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, standin
-
-
 def test_nvml_health_reads_each_counter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """STAND-IN NVML with five GPUs, each condemned by another counter (or none)."""
-    lib, standin = _standin_lib(
-        tmp_path,
+    lib, standin = load_standin(
+        tmp_path / "nvml.json",
         monkeypatch,
         count=5,
         health={"0": {"retired_pending": 1}, "1": {"remap": [0, 1, 1, 0]}, "2": {"remap": [0, 0, 0, 1]}},
@@ -189,7 +177,7 @@ def test_nvml_health_reads_each_counter(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_nvml_events_are_read_once_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lib, standin = _standin_lib(tmp_path, monkeypatch, count=2)
+    lib, standin = load_standin(tmp_path / "nvml.json", monkeypatch, count=2)
     events = NvmlEvents(Nvml(lib))
     assert events.open()
     assert events.wait(10) is None  # nothing yet: the wait times out

@@ -9,12 +9,9 @@ let alone an A100/H100 in MIG mode.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -24,23 +21,9 @@ from fleet.nvml import Nvml
 from fleet.scheduler.allocate import Head, allocate
 from fleet.scheduler.pool import parse_queue_spec
 from tests.conftest import Fleet
-from tests.nvml_standin import STANDIN_DIR, StandIn, use_standin
+from tests.nvml_standin import load_standin, use_standin
 
 PRINT_ENV = "import os, time; print('CVD=' + os.environ['CUDA_VISIBLE_DEVICES'], flush=True); time.sleep(300)"
-
-
-def _standin_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> ModuleType:
-    """The STAND-IN pynvml loaded in this process (not as ``pynvml``), over ``state``."""
-    StandIn(tmp_path / "nvml.json", **state)
-    monkeypatch.setenv("FAKE_NVML_STATE", str(tmp_path / "nvml.json"))
-    spec = importlib.util.spec_from_file_location("standin_pynvml", STANDIN_DIR / "pynvml.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# -- specs and units -----------------------------------------------------------------------
 
 
 def test_mig_specs_parse_label_and_never_mix_a_gpu_with_its_slices() -> None:
@@ -63,7 +46,7 @@ def test_mig_specs_parse_label_and_never_mix_a_gpu_with_its_slices() -> None:
 
 
 def test_nvml_lists_mig_instances_with_their_uuids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    nvml = Nvml(_standin_lib(tmp_path, monkeypatch, count=2, mig={"0": 3}))
+    nvml = Nvml(load_standin(tmp_path / "nvml.json", monkeypatch, count=2, mig={"0": 3})[0])
     units = nvml.units()
     assert [u.unit for u in units] == [mig_unit(0, 0), mig_unit(0, 1), mig_unit(0, 2), 1]
     assert [u.uuid for u in units] == ["MIG-standin-0-0", "MIG-standin-0-1", "MIG-standin-0-2", "GPU-standin-0001"]

@@ -10,7 +10,6 @@ visible devices is.
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from fleet.gpus import format_gpus, is_mig
 from fleet.nvml import Nvml, NvmlEvents
 from tests.conftest import CONFIG, Fleet
+from tests.taskview import reported
 
 
 def _nvml() -> Nvml:
@@ -61,11 +61,7 @@ def _bus(text: Any) -> str:
 
 
 def _probe(fleet: Fleet, task_id: str) -> dict[str, Any]:
-    assert fleet.cli("wait", task_id, "--timeout", "120").returncode == 0, fleet.ok("logs", task_id)
-    log = fleet.ok("logs", task_id, "--no-timestamps")
-    line = next(x for x in log.splitlines() if x.startswith("PROBE="))
-    data: dict[str, Any] = json.loads(line[6:])
-    return data
+    return reported(fleet, task_id, "PROBE=", timeout=120)
 
 
 def test_nvml_lists_units_with_uuids_and_reads_health() -> None:
