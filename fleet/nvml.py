@@ -399,8 +399,8 @@ class NvmlEvents:
         if not self.nvml.available:
             return False
         lib = self.nvml._lib
-        wanted = int(lib.nvmlEventTypeXidCriticalError) | int(lib.nvmlEventTypeDoubleBitEccError)
-        try:
+        try:  # an old nvidia-ml-py without these names is a driver without events to us
+            wanted = int(lib.nvmlEventTypeXidCriticalError) | int(lib.nvmlEventTypeDoubleBitEccError)
             self._set = lib.nvmlEventSetCreate()
         except Exception as exc:
             log.info("NVML: no GPU events (%s); health comes from the counters only", exc or type(exc).__name__)
