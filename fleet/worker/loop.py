@@ -67,6 +67,8 @@ class LoopBase:
     state the manager's schedule driver computed), signals, state changes and
     heartbeats."""
 
+    admission: GpuAdmission  # set by each kind of loop (busy and drained GPUs, NVML)
+
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         self.home = home
         self.store = store
@@ -175,6 +177,21 @@ class LoopBase:
     def _register(self) -> None:
         pid = os.getpid()
         self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
+
+    def _with_uuids(self, task: Task) -> Task:
+        """Record the attempt's GPU UUIDs (what the task's devices are named by
+        to the container runtime); unchanged without NVML.  A pool records them
+        for its per-task workers, which so never load NVML themselves."""
+        if not task.gpus or task.gpu_uuids or not self.admission.nvml.available:
+            return task
+        uuids = self.admission.nvml.uuids(task.gpus)
+        if not uuids:
+            return task
+        try:
+            self.store.set_attempt_gpu_uuids(task.id, task.attempt, uuids)
+        except FleetError as exc:
+            log.warning("worker %s: task %s: %s", self.worker.id, task.id, exc)
+        return dataclasses.replace(task, gpu_uuids=uuids)
 
     def _admission(self) -> GpuAdmission:
         threshold = self.config.agent.gpu_busy_memory_mb
@@ -352,7 +369,8 @@ class WorkerLoop(LoopBase):
         self._start(task)
 
     def _start(self, task: Task) -> None:
-        task = self._with_uuids(task)
+        if not self.one_task:
+            task = self._with_uuids(task)
         self.task = task
         if not self.one_task:
             self._set_state(WorkerState.BUSY, f"running task {task.id}")
@@ -379,18 +397,6 @@ class WorkerLoop(LoopBase):
         self.proc = proc
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
         log.info("worker %s: task %s started (pid %d)", runner.id, task.id, proc.pid)
-
-    def _with_uuids(self, task: Task) -> Task:
-        """Record the attempt's GPU UUIDs (what the task's devices are named by
-        to the container runtime); unchanged without NVML."""
-        uuids = self.admission.nvml.uuids(task.gpus) if task.gpus and self.admission.nvml.available else []
-        if not uuids:
-            return task
-        try:
-            self.store.set_attempt_gpu_uuids(task.id, task.attempt, uuids)
-        except FleetError as exc:
-            log.warning("worker %s: task %s: %s", self.run_as, task.id, exc)
-        return dataclasses.replace(task, gpu_uuids=uuids)
 
     def _watch(self, look: bool) -> None:
         assert self.proc is not None and self.task is not None

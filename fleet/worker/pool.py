@@ -290,7 +290,7 @@ class PoolLoop(LoopBase):
                 run_as = task_worker_id(self.worker, start.task_id, start.gpus)
                 task = self.store.claim_task(start.task_id, self.worker, list(start.gpus), run_as)
                 if task is not None:  # None: it left the queue since the peek; the next round looks again
-                    self._spawn(task, start.queue, run_as, start.gpus)
+                    self._spawn(self._with_uuids(task), start.queue, run_as, start.gpus)
             if not self.decision.starts:
                 break
         bare = [s.name for s in specs if s.own_count]
