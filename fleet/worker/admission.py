@@ -14,10 +14,12 @@ task running on a GPU drained for its health is failed by its worker
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
+from fleet.errors import FleetError
 from fleet.gpus import gpu_label, parent_gpu
-from fleet.models import GpuDrain, TaskStatus
+from fleet.models import GpuDrain, Task, TaskStatus
 from fleet.nvml import Nvml
 from fleet.store import Store
 
@@ -89,3 +91,19 @@ class GpuAdmission:
                     f"over agent.gpu_busy_memory_mb={self.threshold_mb})"
                 )
         return out
+
+
+def record_gpu_uuids(store: Store, nvml: Nvml, task: Task) -> Task:
+    """Record the attempt's GPU UUIDs (how its devices are named to the container
+    runtime) and return the task with them; unchanged without NVML, or when
+    they are recorded already."""
+    if not task.gpus or task.gpu_uuids or not nvml.available:
+        return task
+    uuids = nvml.uuids(task.gpus)
+    if not uuids:
+        return task
+    try:
+        store.set_attempt_gpu_uuids(task.id, task.attempt, uuids)
+    except FleetError as exc:
+        log.warning("task %s: cannot record its GPU UUIDs: %s", task.id, exc)
+    return dataclasses.replace(task, gpu_uuids=uuids)

@@ -47,7 +47,7 @@ from fleet.procs import become_subreaper, pidfile_alive, start_time
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.supervise import manager_pidfile
-from fleet.worker.admission import GpuAdmission
+from fleet.worker.admission import GpuAdmission, record_gpu_uuids
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
@@ -179,19 +179,9 @@ class LoopBase:
         self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
 
     def _with_uuids(self, task: Task) -> Task:
-        """Record the attempt's GPU UUIDs (what the task's devices are named by
-        to the container runtime); unchanged without NVML.  A pool records them
-        for its per-task workers, which so never load NVML themselves."""
-        if not task.gpus or task.gpu_uuids or not self.admission.nvml.available:
-            return task
-        uuids = self.admission.nvml.uuids(task.gpus)
-        if not uuids:
-            return task
-        try:
-            self.store.set_attempt_gpu_uuids(task.id, task.attempt, uuids)
-        except FleetError as exc:
-            log.warning("worker %s: task %s: %s", self.worker.id, task.id, exc)
-        return dataclasses.replace(task, gpu_uuids=uuids)
+        """The task with its GPU UUIDs recorded.  A pool records them for its
+        per-task workers, which so never load NVML themselves."""
+        return record_gpu_uuids(self.store, self.admission.nvml, task)
 
     def _admission(self) -> GpuAdmission:
         threshold = self.config.agent.gpu_busy_memory_mb
