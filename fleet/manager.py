@@ -95,6 +95,7 @@ class Manager:
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
         self.token = config.fleet.api.token
+        self.secret_keys = frozenset(config.agent.hide_docker_command_env_vars.extra_keys)  # masked in answers
         check_bind(self.api_host, self.token)
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
@@ -144,6 +145,8 @@ class Manager:
     def serve(self, initial: UpRequest | None = None) -> int:
         """Run until asked to stop; return the exit code."""
         self.acquire()
+        for folder, mode in self.home.tighten():
+            log.warning("manager: %s was mode %04o (writable by others); tightened to 0700", folder, mode)
         write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
         if initial is not None:
             self.add_workers(initial, "fleetctl up")

@@ -14,15 +14,14 @@ from fleet.config import parse_config_string
 from fleet.home import Home
 from fleet.models import Script, Task, Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, plan_up
+from fleet.secrets import mask_command, secret_values
 from fleet.worker.docker.args import (
     NAME_RE,
     ContainerSpec,
     DockerArgsError,
     choose_image,
     container_name,
-    mask_command,
     parse_docker_args,
-    secret_values,
 )
 from fleet.worker.docker.run import build_spec, device_requests
 from fleet.worker.launch import plan_launch

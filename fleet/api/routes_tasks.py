@@ -55,7 +55,12 @@ def list_tasks(
     tasks, total = manager.store.list_tasks(
         queue=queue, status=_statuses(status), worker=worker, limit=limit, offset=offset
     )
-    return {"tasks": [task_json(t) for t in tasks], "total": total, "limit": limit, "offset": offset}
+    return {
+        "tasks": [task_json(t, hidden=manager.secret_keys) for t in tasks],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 @router.post("/tasks", status_code=201)
@@ -77,7 +82,7 @@ def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.create_task(spec, body.queue, f"api:{body.user or 'anonymous'}")
     if task.queue is not None:
         manager.wake_queue(task.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 def _script(body: TaskCreate) -> Script:
@@ -93,7 +98,7 @@ def _script(body: TaskCreate) -> Script:
 @router.get("/tasks/{task_id}")
 def get_task(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.get_task(task_id)
-    return task_json(task, manager.store.attempts(task.id))
+    return task_json(task, manager.store.attempts(task.id), hidden=manager.secret_keys)
 
 
 @router.get("/tasks/{task_id}/events")
@@ -106,12 +111,12 @@ def task_events(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
 def enqueue(task_id: TaskId, body: EnqueueBody, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.enqueue_task(task_id, body.queue, "api", head=body.head)
     manager.wake_queue(body.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/dequeue")
 def dequeue(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
-    return task_json(manager.store.dequeue_task(task_id, "api"))
+    return task_json(manager.store.dequeue_task(task_id, "api"), hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/abort")
@@ -119,20 +124,20 @@ def abort(task_id: TaskId, manager: ManagerDep, body: AbortBody | None = None) -
     reason = (body.reason if body else "") or "aborted"
     task = manager.store.request_abort(task_id, "api", reason)
     manager.wake_worker(task.worker)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/clone", status_code=201)
 def clone(task_id: TaskId, manager: ManagerDep, body: CloneBody | None = None) -> dict[str, Any]:
     """A new task with the same code and settings; ``command`` and ``env`` may be
-    edited (a masked ``********`` env value keeps the original's real value)."""
+    edited (a value still masked as the API shows it keeps the original's real value)."""
     body = body or CloneBody(queue=None, name=None, command=None, env=None)
     source = manager.store.get_task(task_id)
-    spec = clone_spec(source, name=body.name, command=body.command, env=body.env)
+    spec = clone_spec(source, name=body.name, command=body.command, env=body.env, hidden=manager.secret_keys)
     task = manager.store.create_task(spec, body.queue, "api")
     if task.queue is not None:
         manager.wake_queue(task.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.get("/tasks/{task_id}/log", response_class=Response)

@@ -1,23 +1,23 @@
 """The JSON shapes of tasks, workers and queues (API answers and ``--json``).
 
-Times are ISO 8601 in UTC; environment values whose names look like secrets
-are masked; the diff and the setup script are not sent, only whether there
-is one; credentials in URLs (the repository, index URLs in requirements) are
-masked.  GPUs are written as :func:`fleet.gpus.gpu_json` writes a unit: the
-index of a whole GPU, ``"0:3"`` for a MIG slice; ``gpu_uuids`` are NVML's
-UUIDs of the attempt's GPUs (empty without NVML).
+Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
+(environment values by name and by value, with the configured extra names in
+``hidden``; ``docker run`` arguments; credentials in URLs: the repository,
+index URLs in requirements); the diff and the setup script are not sent,
+only whether there is one.  GPUs are written as :func:`fleet.gpus.gpu_json` writes a
+unit: the index of a whole GPU, ``"0:3"`` for a MIG slice; ``gpu_uuids`` are
+NVML's UUIDs of the attempt's GPUs (empty without NVML).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from fleet.gpus import gpu_json, gpu_label
 from fleet.models import Event, GpuDrain, Queue, Task, Worker
-from fleet.validate import mask_env
-from fleet.worker.code import mask_url
-from fleet.worker.docker.args import mask_args
+from fleet.secrets import mask_args, mask_env, mask_urls
 
 
 def iso(ts: float | None) -> str | None:
@@ -26,14 +26,17 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _masked_docker(docker: dict[str, Any] | None) -> dict[str, Any] | None:
+def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
     """The task's image and ``docker run`` arguments, secret values masked."""
     if not docker or not isinstance(docker.get("args"), list):
         return docker
-    return {**docker, "args": mask_args([str(a) for a in docker["args"]])}
+    return {**docker, "args": mask_args([str(a) for a in docker["args"]], hidden)}
 
 
-def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def task_json(
+    task: Task, attempts: list[dict[str, Any]] | None = None, *, hidden: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``hidden``: names to mask besides the built-in rules (``extra_keys``)."""
     script = task.script
     out: dict[str, Any] = {
         "id": task.id,
@@ -59,7 +62,7 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
         "script": {
             "command": list(script.command),
             "working_dir": script.working_dir,
-            "repo": mask_url(script.repo) if script.repo else script.repo,
+            "repo": mask_urls(script.repo) if script.repo else script.repo,
             "branch": script.branch,
             "commit": script.commit,
             "diff": bool(script.diff),
@@ -68,8 +71,8 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
             "setup_script": bool(script.setup_script),
         },
         "requirements": _masked_requirements(task.requirements),
-        "docker": _masked_docker(task.docker),
-        "env": mask_env(task.env),
+        "docker": _masked_docker(task.docker, hidden),
+        "env": mask_env(task.env, hidden),
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),
         "parent": task.parent,
@@ -96,9 +99,9 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
 def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
     out = dict(requirements)
     if isinstance(out.get("file"), str):
-        out["file"] = mask_url(out["file"])
+        out["file"] = mask_urls(out["file"])
     if isinstance(out.get("packages"), list):
-        out["packages"] = [mask_url(p) if isinstance(p, str) else p for p in out["packages"]]
+        out["packages"] = [mask_urls(p) if isinstance(p, str) else p for p in out["packages"]]
     return out
 
 

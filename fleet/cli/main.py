@@ -12,6 +12,7 @@ import click
 
 from fleet import __version__
 from fleet.cli.context import Context
+from fleet.cli.output import printable
 from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
 
 # Options that take several values after one flag (``--queue a b c``), per command.
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("fleetctl: aborted", err=True)
         return EXIT_FAILURE
     except FleetError as exc:
-        click.echo(f"fleetctl: {exc.message}", err=True)
+        click.echo(f"fleetctl: {printable(exc.message, keep_newlines=True)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from fleet.home import TASK_UMASK
 from fleet.models import TaskStatus
 from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
 from fleet.worker.logfile import TaskLog
@@ -109,6 +110,7 @@ class TaskProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            umask=TASK_UMASK,
         )
         self.pid = self.popen.pid
         self.pid_start = start_time(self.pid)

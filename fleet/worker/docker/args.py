@@ -19,7 +19,8 @@ Decisions:
   letters; the format can cut it, ``{rand_string:.8}``).  Characters Docker
   refuses become ``-``; the result is checked against Docker's rule.
 * The command line *shown* (log, API) is a ``docker run`` equivalent with the
-  secrets masked; the container itself gets the real values.
+  secrets masked (:mod:`fleet.secrets`); the container itself gets the real
+  values.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.errors import UsageError
-from fleet.validate import MASK, is_secret_name
+from fleet.secrets import mask_command
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,6 @@ LABEL_PID = "fleet.runner_pid"
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
-_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@")
-
-# Always hidden in the shown command line (ClearML Agent's list plus ours).
-HIDDEN_KEYS = frozenset(
-    {
-        "CLEARML_API_SECRET_KEY",
-        "CLEARML_AGENT_GIT_PASS",
-        "AWS_SECRET_ACCESS_KEY",
-        "AZURE_STORAGE_KEY",
-        "FLEET_API_TOKEN",
-        "FLEET_GIT_PASS",
-    }
-)
 SUPPORTED = "-v/--volume, -e/--env, --ipc, --shm-size, --network/--net"
 
 
@@ -238,46 +226,3 @@ class ContainerSpec:
         if not hide:
             return shlex.join(argv)
         return mask_command(argv, extra_keys, secret_values)
-
-
-def hidden_key(key: str, extra_keys: Iterable[str] = ()) -> bool:
-    """Whether an environment variable's value is a secret (never shown, never baked into an image)."""
-    extra = frozenset(extra_keys)
-    return key in HIDDEN_KEYS or is_secret_name(key, extra)
-
-
-def mask_args(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> list[str]:
-    """``argv`` for display: the value of ``-e KEY=value`` (also ``--env KEY=value``,
-    ``--env=KEY=value``, ``-eKEY=value``) of a secret key, known secret values
-    anywhere and passwords inside URLs become ``********``."""
-    extra = frozenset(extra_keys)
-    values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        text = _mask_setting(arg, extra) if i > 0 and argv[i - 1] in ("-e", "--env") else arg
-        for flag in ("--env=", "-e"):
-            if arg.startswith(flag) and len(arg) > len(flag) and arg not in ("-e", "--env"):
-                text = flag + _mask_setting(arg[len(flag) :], extra)
-                break
-        for value in values:
-            text = text.replace(value, MASK)
-        out.append(_URL_PASSWORD.sub(rf"\1{MASK}@", text))
-    return out
-
-
-def _mask_setting(text: str, extra: frozenset[str]) -> str:
-    """``KEY=value`` with the value masked when the key is a secret."""
-    key, eq, _ = text.partition("=")
-    return f"{key}={MASK}" if eq and hidden_key(key, extra) else text
-
-
-def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> str:
-    """:func:`mask_args`, joined as a shell would read it."""
-    return shlex.join(mask_args(argv, extra_keys, secret_values))
-
-
-def secret_values(env: Mapping[str, str], extra_keys: Iterable[str] = (), also: Iterable[str] = ()) -> list[str]:
-    """The values of the hidden keys in ``env`` plus ``also`` (the git password, our token)."""
-    extra = frozenset(extra_keys)
-    found = [v for k, v in env.items() if v and hidden_key(k, extra)]
-    return found + [v for v in also if v]

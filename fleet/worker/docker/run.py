@@ -57,6 +57,7 @@ from fleet.config import Config, load_config
 from fleet.errors import FleetError
 from fleet.home import Home
 from fleet.models import Task
+from fleet.secrets import secret_values
 from fleet.store import open_store
 from fleet.worker.docker.args import (
     LABEL_HOME,
@@ -68,7 +69,6 @@ from fleet.worker.docker.args import (
     choose_image,
     container_name,
     parse_docker_args,
-    secret_values,
 )
 from fleet.worker.docker.cleanup import remove_orphans
 from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_run_dir

@@ -25,8 +25,8 @@ from typing import ClassVar, Protocol
 
 from fleet.config import PackageManagerConfig
 from fleet.errors import FleetError
+from fleet.secrets import mask_urls
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
 _BOX = " \t\u2502\u2570\u2500\u25b6\u00d7|:"  # uv draws its errors in boxes
 
 
@@ -34,14 +34,9 @@ class EnvBuildError(FleetError):
     """Preparing a task's environment failed; the message is the task's reason."""
 
 
-def mask_secrets(text: str) -> str:
-    """``https://user:pw@host`` -> ``https://user:********@host``."""
-    return _URL_PASSWORD.sub(r"\1********@", text)
-
-
 def shown(argv: Sequence[str]) -> str:
     """A command as printed in the log: never run, only read by people."""
-    return mask_secrets(" ".join(argv))
+    return mask_urls(" ".join(argv))
 
 
 class Log:
@@ -51,7 +46,7 @@ class Log:
         self.write = write
 
     def note(self, message: str) -> None:
-        self.write(f"[prepare] {mask_secrets(message)}")
+        self.write(f"[prepare] {mask_urls(message)}")
 
     def line(self, text: str) -> None:
         self.write(text)
@@ -86,7 +81,7 @@ def run_tool(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, l
         for raw in proc.stdout:
             text = raw.rstrip("\n")
             lines.append(text)
-            log.line(mask_secrets(text))
+            log.line(mask_urls(text))
     rc = proc.wait()
     if rc != 0:
         raise EnvBuildError(f"{what} failed: {last_words(lines) or f'exit code {rc}'}")
@@ -98,13 +93,13 @@ _FROZEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*(===?|\s@\s)")
 
 def frozen_lines(lines: Sequence[str]) -> list[str]:
     """The package lines of a freeze (tools also chat on stderr, merged into the same stream)."""
-    return sorted({mask_secrets(line.strip()) for line in lines if _FROZEN.match(line.strip())})
+    return sorted({mask_urls(line.strip()) for line in lines if _FROZEN.match(line.strip())})
 
 
 def last_words(lines: Sequence[str]) -> str:
     """The tool's last meaningful line (uv draws boxes around its errors)."""
     for text in reversed(lines):
-        cleaned = mask_secrets(text.strip().strip(_BOX).strip())
+        cleaned = mask_urls(text.strip().strip(_BOX).strip())
         if cleaned and not cleaned.startswith(("hint", "[notice]")):
             return cleaned[:500]
     return ""
