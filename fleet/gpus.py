@@ -86,7 +86,8 @@ def parse_gpu_list(spec: str) -> list[int]:
             gpu, lo = -1, int(match.group(1))
             hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
-            raise UsageError(f"--gpus {spec!r}: range {part} goes down", field="gpus")
+            better = f"{gpu}:{hi}-{lo}" if mig else f"{hi}-{lo}"
+            raise UsageError(f"--gpus {spec!r}: range {part} goes down; write it as {better}", field="gpus")
         if max(hi, gpu) >= MAX_GPUS or len(out) + hi - lo + 1 > MAX_GPUS:
             raise UsageError(f"--gpus {spec!r}: more than {MAX_GPUS} GPUs", field="gpus")
         for index in range(lo, hi + 1):
