@@ -74,6 +74,7 @@ def _bad_path_id(path: str) -> UsageError | None:
 def create_app(manager: Manager) -> FastAPI:
     from fleet.api import (
         routes_clearml,
+        routes_gpus,
         routes_login,
         routes_metrics,
         routes_queues,
@@ -167,6 +168,7 @@ def create_app(manager: Manager) -> FastAPI:
         routes_tasks,
         routes_remote,
         routes_metrics,
+        routes_gpus,
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)

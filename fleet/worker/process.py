@@ -46,6 +46,7 @@ class StopCause(str, enum.Enum):
     ABORT = "abort"
     TIMEOUT = "timeout"
     WORKER_STOP = "worker_stop"
+    GPU_FAULT = "gpu_fault"  # its GPU was drained for its health: failed, and retried if it may be
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Outcome:
         exit and the log's last lines (``tail``)."""
         if self.cause == StopCause.TIMEOUT:
             return TaskStatus.FAILED, "timeout"
+        if self.cause == StopCause.GPU_FAULT:
+            return TaskStatus.FAILED, self.detail
         if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
             return TaskStatus.STOPPED, self.detail
         if self.returncode == 0:
