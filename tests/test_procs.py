@@ -13,18 +13,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from fleet.contain import MARKER, Attempt, cgroup2_mount
 from fleet.procs import Identity, boot_id, identity, is_same_process, pidfile_alive, write_pidfile
-from tests.conftest import alive
+from tests.conftest import Fleet, alive
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
@@ -232,3 +234,45 @@ def test_the_task_dies_with_a_worker_killed_in_the_middle_of_the_fork(tmp_path: 
     while alive(task) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not alive(task)
+
+
+# -- adoption across a manager restart ----------------------------------------------
+
+
+def _worker_row(fleet: Fleet) -> dict[str, Any]:
+    conn = sqlite3.connect(fleet.home / "fleet.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return dict(conn.execute("SELECT * FROM workers").fetchone())
+    finally:
+        conn.close()
+
+
+def _kill_manager(fleet: Fleet) -> None:
+    manager = int(fleet.manager_info()["pid"])
+    os.kill(manager, signal.SIGKILL)
+    fleet.wait_for(lambda: not alive(manager), what="manager gone")
+
+
+def test_a_restarted_manager_adopts_its_workers_by_kernel_identity(fleet: Fleet) -> None:
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    fleet.wait_for(lambda: bool(_worker_row(fleet)["pid_boot"]), what="worker registered")
+    row = _worker_row(fleet)
+    worker = int(row["pid"])
+    assert (row["pid_start"], row["pid_boot"]) == (_ticks(worker), BOOT_ID)  # ticks, not a wall-clock time
+
+    _kill_manager(fleet)
+    fleet.up("--gpus", "0", "--queue", "q")
+    assert _worker_row(fleet)["pid"] == worker  # adopted, not started again
+    assert fleet.cli("wait", fleet.submit("q", "true"), "--timeout", "60").returncode == 0
+
+    # A row as fleet wrote it before the boot id (an upgrade with workers running): still adopted.
+    _kill_manager(fleet)
+    conn = sqlite3.connect(fleet.home / "fleet.db")
+    with conn:
+        conn.execute("UPDATE workers SET pid_start = ?, pid_boot = NULL", (psutil.Process(worker).create_time(),))
+    conn.close()
+    fleet.up("--gpus", "0", "--queue", "q")
+    assert _worker_row(fleet)["pid"] == worker
+    assert alive(worker)
+    assert fleet.cli("wait", fleet.submit("q", "true"), "--timeout", "60").returncode == 0

@@ -23,9 +23,10 @@ does:
   marker), waits until none is left, then records the task ``failed``
   (``worker died``; queued again if it has retries left) and frees its GPUs,
   all within a turn or two of the loop.
-- of the pool: its per-task workers die with it; the manager sees the pool
-  die, kills the groups of every task it owned and fails them (``worker
-  died``), and restarts the pool, which starts with every GPU free.
+- of the pool: its per-task workers die with it (and their tasks' main
+  processes with them); the manager sees the pool die, kills every process
+  of every task it owned and then fails them (``worker died``), and restarts
+  the pool, which starts with every GPU free.
 - of the manager: nothing; the pool and its tasks go on and record results.
 
 Each turn the pool re-reads its row (stop requests, working hours), reaps
@@ -200,6 +201,7 @@ class PoolLoop(LoopBase):
                     self._kill_left(child)
                 if not child.ending:
                     if child.died and not fail_orphaned(self.home.root, self.store, child.task, child.died, self.actor):
+                        child.ending = True  # something of it would not die: keep its GPUs, kill again next turn
                         continue
                     del self.children[key]
                     log.info("worker %s: GPUs %s free (task %s)", self.worker.id, format_gpus(list(child.gpus)), key)
