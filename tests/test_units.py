@@ -23,7 +23,8 @@ from fleet.nvml import Nvml
 from fleet.procs import describe_exit
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.scheduler.order import QueueOrder
-from fleet.validate import MASK, env_name, mask_env, queue_name, task_id, worker_id
+from fleet.secrets import MASK, mask_env
+from fleet.validate import env_name, queue_name, task_id, worker_id
 from fleet.worker.logfile import MAX_PARTIAL, TaskLog, stamp, strip_stamp
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")

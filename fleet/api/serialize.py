@@ -1,20 +1,20 @@
 """The JSON shapes of tasks, workers and queues (API answers and ``--json``).
 
-Times are ISO 8601 in UTC; environment values whose names look like secrets
-are masked; the diff and the setup script are not sent, only whether there
-is one; credentials in URLs (the repository, index URLs in requirements) are
-masked.
+Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
+(environment values by name and by value, with the configured extra names in
+``hidden``; ``docker run`` arguments; credentials in URLs: the repository,
+index URLs in requirements); the diff and the setup script are not sent,
+only whether there is one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from fleet.models import Event, Queue, Task, Worker
-from fleet.validate import mask_env
-from fleet.worker.code import mask_url
-from fleet.worker.docker.args import mask_args
+from fleet.secrets import mask_args, mask_env, mask_urls
 
 
 def iso(ts: float | None) -> str | None:
@@ -23,14 +23,17 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _masked_docker(docker: dict[str, Any] | None) -> dict[str, Any] | None:
+def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
     """The task's image and ``docker run`` arguments, secret values masked."""
     if not docker or not isinstance(docker.get("args"), list):
         return docker
-    return {**docker, "args": mask_args([str(a) for a in docker["args"]])}
+    return {**docker, "args": mask_args([str(a) for a in docker["args"]], hidden)}
 
 
-def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def task_json(
+    task: Task, attempts: list[dict[str, Any]] | None = None, *, hidden: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``hidden``: names to mask besides the built-in rules (``extra_keys``)."""
     script = task.script
     out: dict[str, Any] = {
         "id": task.id,
@@ -55,7 +58,7 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
         "script": {
             "command": list(script.command),
             "working_dir": script.working_dir,
-            "repo": mask_url(script.repo) if script.repo else script.repo,
+            "repo": mask_urls(script.repo) if script.repo else script.repo,
             "branch": script.branch,
             "commit": script.commit,
             "diff": bool(script.diff),
@@ -64,8 +67,8 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
             "setup_script": bool(script.setup_script),
         },
         "requirements": _masked_requirements(task.requirements),
-        "docker": _masked_docker(task.docker),
-        "env": mask_env(task.env),
+        "docker": _masked_docker(task.docker, hidden),
+        "env": mask_env(task.env, hidden),
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),
         "parent": task.parent,
@@ -88,12 +91,24 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
     return out
 
 
+def task_summary_json(task: Task, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """A task in a list answer (from a summary row, ``Store.list_tasks(summary=True)``):
+    the same keys as :func:`task_json`, with ``env`` giving each name with a
+    null value and ``requirements.file`` only ``true`` when there is one;
+    the full values are in GET one."""
+    out = task_json(task, hidden=hidden)
+    out["env"] = dict.fromkeys(task.env)
+    if "file" in out["requirements"]:
+        out["requirements"]["file"] = True
+    return out
+
+
 def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
     out = dict(requirements)
     if isinstance(out.get("file"), str):
-        out["file"] = mask_url(out["file"])
+        out["file"] = mask_urls(out["file"])
     if isinstance(out.get("packages"), list):
-        out["packages"] = [mask_url(p) if isinstance(p, str) else p for p in out["packages"]]
+        out["packages"] = [mask_urls(p) if isinstance(p, str) else p for p in out["packages"]]
     return out
 
 

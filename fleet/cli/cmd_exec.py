@@ -32,6 +32,7 @@ import click
 
 from fleet.cli.cmd_tasks import TASK
 from fleet.cli.context import Context
+from fleet.cli.output import printable
 from fleet.clone import clone_spec
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
@@ -195,7 +196,7 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
     task = store.start_task(task.id, worker, gpus, actor)
     rc = run_foreground(home, config, store, task, worker)
     ended = store.get_task(task.id)
-    reason = f" ({ended.status_reason})" if ended.status_reason else ""
+    reason = f" ({printable(ended.status_reason)})" if ended.status_reason else ""
     click.echo(f"[fleet] task {ended.id} {ended.status.value}{reason}", err=True)
     store.close()
     raise SystemExit(rc)

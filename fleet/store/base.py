@@ -49,7 +49,14 @@ class Store(abc.ABC):
         worker: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[list[Task], int]: ...
+        summary: bool = False,
+        max_bytes: int | None = None,
+    ) -> tuple[list[Task], int]:
+        """Tasks newest first, and how many match.  ``summary``: the large fields
+        are not read (env values come back empty, the diff, the setup script and
+        the requirements file as markers: see :data:`fleet.store.rows.SUMMARY_MARK`).
+        ``max_bytes``: stop adding rows once their text passes that size (at
+        least one row is given)."""
 
     @abc.abstractmethod
     def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task: ...

@@ -37,7 +37,17 @@ from fleet.procs import Identity
 from fleet.store import schema
 from fleet.store.base import Store
 from fleet.store.connections import Connections
-from fleet.store.rows import JSON_WORKER_FIELDS, WORKER_FIELDS, dumps, loads, to_task, to_worker
+from fleet.store.rows import (
+    JSON_WORKER_FIELDS,
+    WORKER_FIELDS,
+    dumps,
+    loads,
+    row_size,
+    summary_columns,
+    to_task,
+    to_worker,
+    usable_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,7 @@ class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)
+        self._ignored: set[tuple[str, str, str]] = set()  # unusable stored values already logged
         self._migrate()
 
     # -- connections and transactions ------------------------------------------
@@ -290,6 +301,8 @@ class SQLiteStore(Store):
         worker: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        summary: bool = False,
+        max_bytes: int | None = None,
     ) -> tuple[list[Task], int]:
         where, params = [], []  # type: tuple[list[str], list[Any]]
         if queue is not None:
@@ -304,10 +317,23 @@ class SQLiteStore(Store):
             params.extend(values)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
-        rows = self.conn.execute(
-            f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*params, limit, offset)
-        ).fetchall()
-        return [to_task(dict(r)) for r in rows], int(total)
+        columns = summary_columns(self._task_columns()) if summary else "*"
+        cursor = self.conn.execute(
+            f"SELECT {columns} FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        tasks: list[Task] = []
+        size = 0
+        for row in cursor:
+            size += row_size(row)
+            if max_bytes is not None and tasks and size > max_bytes:
+                break
+            tasks.append(to_task(dict(row)))
+        cursor.close()
+        return tasks, int(total)
+
+    def _task_columns(self) -> list[str]:
+        return [r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")]
 
     def _worker_clause(self, worker_id: str) -> tuple[str, list[Any]]:
         """Tasks run by ``worker_id``; for a pool or services worker, also those run
@@ -628,12 +654,23 @@ class SQLiteStore(Store):
         for r in self.conn.execute(
             "SELECT * FROM runtime_properties WHERE expires_at IS NULL OR expires_at > ?", (now,)
         ):
+            if r["expires_at"] is not None and not usable_timestamp(r["expires_at"]):
+                self._ignore(r["worker"], f"runtime property {r['key']}", f"expiry {r['expires_at']!r}")
+                continue
             out.setdefault(r["worker"], {})[r["key"]] = {
                 "value": r["value"],
                 "expires_at": r["expires_at"],
                 "set_at": r["set_at"],
             }
         return out
+
+    def _ignore(self, subject: str, what: str, value: str) -> None:
+        """A stored value this version cannot use (written by another version,
+        or by hand) is left in place and ignored; it is logged once."""
+        key = (subject, what, value)
+        if key not in self._ignored:
+            self._ignored.add(key)
+            log.warning("store: %s: %s: %s cannot be used; ignored", subject, what, value)
 
     def purge_runtime_properties(self, now: float, actor: str) -> list[str]:
         with self._tx() as conn:

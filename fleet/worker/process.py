@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import psutil
 
 from fleet.contain import Attempt, die_with_parent
+from fleet.home import TASK_UMASK
 from fleet.models import TaskStatus
 from fleet.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
 from fleet.worker.logfile import TaskLog
@@ -122,6 +123,7 @@ class TaskProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                umask=TASK_UMASK,
                 preexec_fn=die_with_parent() if attempt is not None else None,
             )
         self.pid = self.popen.pid
