@@ -43,6 +43,7 @@ from fleet.config import Config
 from fleet.errors import ConfigError, Conflict, FleetError, NotFound, UsageError
 from fleet.home import Home
 from fleet.leases import Leases
+from fleet.metrics.health import GpuHealth
 from fleet.metrics.sampler import Sampler
 from fleet.metrics.storage import MetricsStorage
 from fleet.models import Worker, WorkerState
@@ -103,8 +104,15 @@ class Manager:
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
         self.leases = Leases(config.fleet.remote_lease_seconds)  # tasks run by remote executors
         self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self._wake_workers)
+        self.health = GpuHealth(self.store, self.nvml, self.hostname, self._wake_workers)
         self.sampler = Sampler(
-            self.store, MetricsStorage(self.home.db), self.nvml, self.home.root, self.hostname, config.fleet.metrics
+            self.store,
+            MetricsStorage(self.home.db),
+            self.nvml,
+            self.home.root,
+            self.hostname,
+            config.fleet.metrics,
+            health=self.health,
         )
         self.lock = threading.RLock()
         self.wakeup = threading.Event()
@@ -174,6 +182,7 @@ class Manager:
             self.leases.seed(self.store)
         self.schedule.start()
         self.sampler.start()
+        self.health.start()
         self.home.write_manager_info(
             {"url": self.url, "pid": os.getpid(), "started_at": self.started_at, "version": __version__}
         )
@@ -183,6 +192,7 @@ class Manager:
             self._loop()
         finally:
             self.schedule.stop()
+            self.health.stop()
             self.sampler.stop()
             self._server.should_exit = True
             server_thread.join(timeout=5)
@@ -310,6 +320,10 @@ class Manager:
 
     def _wake_workers(self, worker_ids: list[str]) -> None:
         notify.wake(self.home.root, worker_ids)
+
+    def wake_all(self) -> None:
+        """Poke every live worker (a GPU was drained or returned)."""
+        notify.wake(self.home.root, [w.id for w in self.store.list_workers()])
 
     def wake_worker(self, worker_id: str | None) -> None:
         if worker_id:

@@ -19,7 +19,7 @@ from fleet.errors import Conflict, UsageError
 from fleet.gpus import parse_gpu_list, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.notify import Listener, wake
-from fleet.nvml import Nvml
+from fleet.nvml import GpuUnit, Nvml
 from fleet.procs import describe_exit
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.scheduler.order import QueueOrder
@@ -45,6 +45,9 @@ class FakeNvml(Nvml):
 
     def device_count(self) -> int:
         return self.count or 0
+
+    def units(self) -> list[GpuUnit]:
+        return [GpuUnit(i, i, f"GPU-fake-{i}", False) for i in range(self.count or 0)]
 
 
 # -- GPU specs ------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ def _basic_matches(header: str, key: str, secret: str) -> bool:
 def create_app(manager: Manager) -> FastAPI:
     from fleet.api import (
         routes_clearml,
+        routes_gpus,
         routes_metrics,
         routes_queues,
         routes_remote,
@@ -148,7 +149,15 @@ def create_app(manager: Manager) -> FastAPI:
                 )
         return await call_next(request)
 
-    for module in (routes_system, routes_workers, routes_queues, routes_tasks, routes_remote, routes_metrics):
+    for module in (
+        routes_system,
+        routes_workers,
+        routes_queues,
+        routes_tasks,
+        routes_remote,
+        routes_metrics,
+        routes_gpus,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)
     routes_metrics.mount_root(app, manager)  # /metrics and the page, after every API route

@@ -25,6 +25,7 @@ import fleet
 from fleet.api.bounds import GPUS_MAX, MetricsStep
 from fleet.api.deps import ManagerDep, TaskId
 from fleet.errors import NotFound, UsageError
+from fleet.gpus import gpu_json
 from fleet.manager import Manager
 from fleet.metrics import report as reports
 from fleet.metrics.history import HistoryReader
@@ -105,10 +106,14 @@ def _snapshot_json(snap: Snapshot | None) -> dict[str, Any] | None:
         "at": iso(snap.at),
         "host": vars(snap.host),
         "gpus": [
-            {**{k: v for k, v in vars(g).items() if k != "processes"}, "processes": [vars(p) for p in g.processes]}
+            {
+                **{k: v for k, v in vars(g).items() if k != "processes"},
+                "gpu": gpu_json(g.index),
+                "processes": [vars(p) for p in g.processes],
+            }
             for g in snap.gpus
         ],
-        "workers": [{**vars(w), "gpus": list(w.gpus)} for w in snap.workers],
+        "workers": [{**vars(w), "gpus": [gpu_json(g) for g in w.gpus]} for w in snap.workers],
         "tasks": [{**vars(t), "pids": list(t.pids)} for t in snap.tasks],
     }
 

@@ -81,7 +81,9 @@ def list_tasks(
 @router.post("/tasks", status_code=201)
 def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     if body.gpus and body.queue is not None:  # a count no pool serving the queue can ever give
-        refuse_oversized(workers_json(manager.store, manager.store.list_workers(), manager.secret_keys), body.queue, body.gpus)
+        refuse_oversized(
+            workers_json(manager.store, manager.store.list_workers(), manager.secret_keys), body.queue, body.gpus
+        )
     spec = TaskSpec(
         script=_script(body),
         requirements=body.requirements.to_json() if body.requirements is not None else {},

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
-from fleet.api.serialize import _masked_docker, worker_json
+from fleet.api.serialize import _masked_docker, pool_json, worker_json
 from fleet.errors import NotFound, UsageError
+from fleet.gpus import gpu_label, overlap
 from fleet.manager import Manager
 from fleet.models import TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, check_queues
@@ -36,6 +37,7 @@ def _running(store: Store, workers: list[Worker]) -> dict[str, list[str]]:
 def workers_json(store: Store, workers: list[Worker], hidden: Iterable[str] = ()) -> list[dict[str, Any]]:
     running = _running(store, workers)
     props = store.runtime_properties()
+    drains = store.drained_gpus()
     out = []
     for w in workers:
         answer = worker_json(w, running.get(w.id, []), props.get(w.id, {}))
@@ -43,7 +45,10 @@ def workers_json(store: Store, workers: list[Worker], hidden: Iterable[str] = ()
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
         # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
         answer["docker"] = _masked_docker((w.options or {}).get("docker"), hidden)
-        answer["pool"] = w.pool if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        answer["pool"] = pool_json(w.pool) if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        answer["drained"] = {
+            gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus) is not None
+        }
         out.append(answer)
     return out
 

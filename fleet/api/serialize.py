@@ -4,7 +4,9 @@ Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
 (environment values by name and by value, with the configured extra names in
 ``hidden``; ``docker run`` arguments; credentials in URLs: the repository,
 index URLs in requirements); the diff and the setup script are not sent,
-only whether there is one.
+only whether there is one.  GPUs are written as :func:`fleet.gpus.gpu_json` writes a
+unit: the index of a whole GPU, ``"0:3"`` for a MIG slice; ``gpu_uuids`` are
+NVML's UUIDs of the attempt's GPUs (empty without NVML).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from fleet.models import Event, Queue, Task, Worker
+from fleet.gpus import gpu_json, gpu_label
+from fleet.models import Event, GpuDrain, Queue, Task, Worker
 from fleet.secrets import mask_args, mask_env, mask_urls
 
 
@@ -44,7 +47,8 @@ def task_json(
         "priority": task.priority,
         "worker": task.worker,
         "host": task.host,
-        "gpus": list(task.gpus),
+        "gpus": [gpu_json(g) for g in task.gpus],
+        "gpu_uuids": list(task.gpu_uuids),
         "gpus_needed": task.gpus_needed,
         "exit_code": task.exit_code,
         "attempt": task.attempt,
@@ -79,7 +83,8 @@ def task_json(
                 "attempt": a["attempt"],
                 "worker": a["worker"],
                 "host": a["host"],
-                "gpus": a["gpus"],
+                "gpus": [gpu_json(g) for g in a["gpus"]],
+                "gpu_uuids": a.get("gpu_uuids") or [],
                 "status": a["status"],
                 "exit_code": a["exit_code"],
                 "reason": a["reason"] or "",
@@ -119,7 +124,7 @@ def worker_json(
     return {
         "id": worker.id,
         "host": worker.host,
-        "gpus": worker.gpus if worker.gpus is not None else [],
+        "gpus": [gpu_json(g) for g in worker.gpus or []],
         "cpu_only": worker.gpus is None,
         "queues": list(worker.queues),
         "order_fairness": worker.order_fairness,
@@ -138,6 +143,36 @@ def worker_json(
         "last_seen": iso(worker.last_seen),
         "created_at": iso(worker.created_at),
         "restarts": worker.restarts,
+    }
+
+
+def pool_json(pool: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pool's last decision (``Worker.pool``) with its GPUs written as labels."""
+    if not pool:
+        return pool
+
+    def units(values: list[int]) -> list[int | str]:
+        return [gpu_json(int(g)) for g in values]
+
+    return {
+        **pool,
+        "gpus": units(pool.get("gpus") or []),
+        "free": units(pool.get("free") or []),
+        "children": [{**c, "gpus": units(c.get("gpus") or [])} for c in pool.get("children") or []],
+        "reservations": [{**r, "gpus": units(r.get("gpus") or [])} for r in pool.get("reservations") or []],
+        "busy": {gpu_label(int(g)): why for g, why in (pool.get("busy") or {}).items()},
+    }
+
+
+def drain_json(drain: GpuDrain) -> dict[str, Any]:
+    return {
+        "host": drain.host,
+        "gpu": gpu_json(drain.gpu),
+        "name": f"{drain.host}:{gpu_label(drain.gpu)}",
+        "reason": drain.reason,
+        "source": drain.source,
+        "at": iso(drain.at),
+        "actor": drain.actor,
     }
 
 

@@ -311,6 +311,7 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("working dir", script["working_dir"]),
         ("worker", t["worker"]),
         ("gpus", ",".join(map(str, t["gpus"]))),
+        ("gpu uuids", ",".join(t.get("gpu_uuids") or []) or "-"),
         ("exit code", t["exit_code"]),
         ("attempt", f"{t['attempt']} (retries allowed: {t['retries']})"),
         ("timeout", t["timeout"]),
@@ -341,7 +342,7 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
                 [
                     a["attempt"],
                     a["worker"],
-                    ",".join(map(str, a["gpus"])),
+                    ",".join(map(str, a["gpus"])) + (f" ({','.join(a['gpu_uuids'])})" if a.get("gpu_uuids") else ""),
                     a["status"],
                     a["exit_code"],
                     _when(a["started_at"]),

@@ -331,6 +331,8 @@ def workers_table(workers: list[dict[str, Any]]) -> None:
     )
     for w in workers:
         _pool_lines(w)
+        for gpu, why in (w.get("drained") or {}).items():
+            output.info(f"{w['id']}: GPU {gpu} drained: {why}")
 
 
 def _pool_lines(worker: dict[str, Any]) -> None:
@@ -345,7 +347,7 @@ def _pool_lines(worker: dict[str, Any]) -> None:
     for res in pool.get("reservations", []):
         held = ",".join(map(str, res["gpus"])) or "none yet"
         output.info(f"  reserved for {res['queue']} task {res['task'][:12]} (needs {res['need']}): GPUs {held}")
-    for gpu, why in sorted(pool.get("busy", {}).items(), key=lambda kv: int(kv[0])):
+    for gpu, why in sorted(pool.get("busy", {}).items(), key=lambda kv: [int(p) for p in kv[0].split(":")]):
         output.info(f"  GPU {gpu} skipped: {why}")
     for queue, why in pool.get("waiting", {}).items():
         output.info(f"  {queue} waits: {why}")

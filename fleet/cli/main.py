@@ -92,10 +92,10 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 def _register() -> None:
-    from fleet.cli import cmd_daemon, cmd_exec, cmd_queues, cmd_report, cmd_tasks, cmd_up
+    from fleet.cli import cmd_daemon, cmd_exec, cmd_gpus, cmd_queues, cmd_report, cmd_tasks, cmd_up
     from fleet.cli.init_cmd import init
 
-    for module in (cmd_up, cmd_daemon, cmd_tasks, cmd_queues, cmd_exec, cmd_report):
+    for module in (cmd_up, cmd_daemon, cmd_tasks, cmd_queues, cmd_exec, cmd_report, cmd_gpus):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(init)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.errors import Conflict, UsageError
-from fleet.gpus import format_gpus, resolve_gpus
+from fleet.gpus import format_gpus, gpu_label, is_mig, overlap, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.scheduler.pool import QueueSpec, is_dynamic, parse_queue_specs, worker_specs
@@ -132,6 +132,12 @@ def plan_up(
         gpus, plan.warnings = resolve_gpus(request.gpus, nvml)
 
     mode = WorkerMode.SERVICES if request.services else WorkerMode.DYNAMIC if dynamic else WorkerMode.STATIC
+    if mode == WorkerMode.STATIC and gpus and len({is_mig(g) for g in gpus}) > 1:
+        raise UsageError(
+            f"--gpus {request.gpus or 'all'}: whole GPUs and MIG slices together; a static worker gives a task "
+            "its whole group, and a task gets one kind (start a worker for each, or a dynamic pool)",
+            field="gpus",
+        )
     options: dict[str, Any] | None = None
     if mode == WorkerMode.DYNAMIC:
         assert gpus is not None
@@ -191,9 +197,9 @@ def plan_up(
                 field="services_max",
             )
     for other in live:
-        clash = sorted(set(other.gpus or []) & set(gpus or []))
-        if clash:
-            raise Conflict(f"GPU {clash[0]} is already claimed by worker {other.id}", field="gpus")
+        clash = overlap(gpus, other.gpus)  # a GPU and its own MIG slices clash too
+        if clash is not None:
+            raise Conflict(f"GPU {gpu_label(clash)} is already claimed by worker {other.id}", field="gpus")
     plan.new.append(worker)
     return plan
 

@@ -111,6 +111,7 @@ def to_task(row: dict[str, Any]) -> Task:
         docker=loads(row["docker"], {}),
         env_cached=bool(row["env_cached"]),
         parent=row["parent"],
+        gpu_uuids=loads(row["gpu_uuids"], []),
     )
 
 

@@ -150,7 +150,17 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN pool TEXT")
 
 
-def _v5(db: sqlite_utils.Database) -> None:
+def _gpus(db: sqlite_utils.Database) -> None:
+    """Real GPUs (issue 17): each attempt's GPU UUIDs, and drained GPUs (kept across restarts)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN gpu_uuids TEXT")
+    db.execute("ALTER TABLE task_attempts ADD COLUMN gpu_uuids TEXT")
+    db.execute(
+        "CREATE TABLE gpu_drains (host TEXT NOT NULL, gpu INTEGER NOT NULL, reason TEXT NOT NULL,"
+        " source TEXT NOT NULL, at REAL NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (host, gpu))"
+    )
+
+
+def _pid_boot(db: sqlite_utils.Database) -> None:
     """Process identity that survives clock steps (:mod:`fleet.procs`): ``pid_start``
     now holds the start in clock ticks since boot and ``pid_boot`` the boot id.
     Rows from before keep their wall-clock ``pid_start`` and a NULL ``pid_boot``,
@@ -159,5 +169,5 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN pid_boot TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus, _pid_boot]
 LATEST = len(MIGRATIONS)

@@ -48,11 +48,12 @@ from fleet.store.rows import (
     to_worker,
     usable_timestamp,
 )
+from fleet.store.sqlite_gpus import SQLiteGpus
 
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteGpus, Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)
@@ -401,6 +402,7 @@ class SQLiteStore(Store):
             pid_start=None,
             pid_boot=None,
             abort_requested=None,
+            gpu_uuids=None,
         )
         conn.execute(
             "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
@@ -492,7 +494,7 @@ class SQLiteStore(Store):
         rows = self.conn.execute(
             "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
         ).fetchall()
-        return [{**dict(r), "gpus": loads(r["gpus"], [])} for r in rows]
+        return [{**dict(r), "gpus": loads(r["gpus"], []), "gpu_uuids": loads(r["gpu_uuids"], [])} for r in rows]
 
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
         with self._tx() as conn:

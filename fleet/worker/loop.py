@@ -39,6 +39,7 @@ from types import FrameType
 from fleet.config import Config
 from fleet.contain import Attempt
 from fleet.errors import FleetError
+from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
@@ -47,7 +48,7 @@ from fleet.procs import become_subreaper, identity, pidfile_alive
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.supervise import manager_pidfile
-from fleet.worker.admission import GpuAdmission
+from fleet.worker.admission import GpuAdmission, record_gpu_uuids
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import TaskLog
@@ -66,6 +67,8 @@ class LoopBase:
     """What every worker process shares: its row (stop requests, the effective
     state the manager's schedule driver computed), signals, state changes and
     heartbeats."""
+
+    admission: GpuAdmission  # set by each kind of loop (busy and drained GPUs, NVML)
 
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         self.home = home
@@ -177,6 +180,11 @@ class LoopBase:
         me = identity(pid)
         start, boot = (me.ticks, me.boot) if me is not None else (None, None)
         self.store.update_worker(self.worker.id, pid=pid, pid_start=start, pid_boot=boot, last_seen=time.time())
+
+    def _with_uuids(self, task: Task) -> Task:
+        """The task with its GPU UUIDs recorded.  A pool records them for its
+        per-task workers, which so never load NVML themselves."""
+        return record_gpu_uuids(self.store, self.admission.nvml, task)
 
     def _admission(self) -> GpuAdmission:
         threshold = self.config.agent.gpu_busy_memory_mb
@@ -337,10 +345,11 @@ class WorkerLoop(LoopBase):
             self._set_state(WorkerState.IDLE, f"not pulling: {problem}")
             return
         queues = self._pullable()
-        busy = self.admission.busy(self.worker.gpus or []) if queues else {}
+        busy = self.admission.unavailable(self.worker.gpus or []) if queues else {}
         if busy:
-            why = "; ".join(f"GPU {g}: {text}" for g, text in sorted(busy.items()))
-            self._set_state(WorkerState.IDLE, f"not pulling: GPU busy ({why})")
+            why = "; ".join(f"GPU {gpu_label(g)}: {text}" for g, text in sorted(busy.items()))
+            drained = any(text.startswith("drained") for text in busy.values())
+            self._set_state(WorkerState.IDLE, f"not pulling: GPU {'drained' if drained else 'busy'} ({why})")
             return
         self._set_state(*self._waiting_state())
         if not queues:
@@ -353,6 +362,8 @@ class WorkerLoop(LoopBase):
         self._start(task)
 
     def _start(self, task: Task) -> None:
+        if not self.one_task:
+            task = self._with_uuids(task)
         self.task = task
         if not self.one_task:
             self._set_state(WorkerState.BUSY, f"running task {task.id}")
@@ -360,7 +371,9 @@ class WorkerLoop(LoopBase):
         task_log = TaskLog(self.home.task_log(task.id), self.max_log)
         task_log.note(
             f"attempt {task.attempt} on worker {runner.id} (host {runner.host}, "
-            f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
+            f"GPUs {format_gpus(task.gpus) or 'none'}"
+            + (f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else "")
+            + ")"
         )
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
@@ -397,7 +410,11 @@ class WorkerLoop(LoopBase):
                 proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
             elif look:
                 abort = self.store.get_task(task.id).abort_requested
-                if abort:
+                fault = self.admission.faults(task.gpus)
+                if fault:
+                    proc.log.note(fault)
+                    proc.stop(StopCause.GPU_FAULT, fault)
+                elif abort:
                     proc.stop(StopCause.ABORT, abort)
         proc.tick()
         if proc.done:

@@ -53,6 +53,7 @@ class StopCause(str, enum.Enum):
     ABORT = "abort"
     TIMEOUT = "timeout"
     WORKER_STOP = "worker_stop"
+    GPU_FAULT = "gpu_fault"  # its GPU was drained for its health: failed, and retried if it may be
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Outcome:
         exit and the log's last lines (``tail``)."""
         if self.cause == StopCause.TIMEOUT:
             return TaskStatus.FAILED, "timeout"
+        if self.cause == StopCause.GPU_FAULT:
+            return TaskStatus.FAILED, self.detail
         if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
             return TaskStatus.STOPPED, self.detail
         if self.returncode == 0:

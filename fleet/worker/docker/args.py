@@ -144,7 +144,7 @@ class ContainerSpec:
     environment: dict[str, str]
     volumes: dict[str, dict[str, str]]
     working_dir: str
-    gpus: list[int] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # device ids for the DeviceRequest: UUIDs, else indices
     ipc_mode: str | None = None
     shm_size: str | None = None
     network_mode: str | None = None
@@ -187,7 +187,7 @@ class ContainerSpec:
         for key, value in self.labels.items():
             argv += ["--label", f"{key}={value}"]
         if self.gpus:
-            argv += ["--gpus", "device=" + ",".join(str(g) for g in self.gpus)]
+            argv += ["--gpus", "device=" + ",".join(self.gpus)]
         options = (("--ipc", self.ipc_mode), ("--shm-size", self.shm_size), ("--network", self.network_mode))
         for opt, setting in options:
             if setting is not None:

@@ -56,7 +56,6 @@ from docker.types import DeviceRequest
 
 from fleet.config import Config, load_config
 from fleet.errors import FleetError
-from fleet.gpus import format_gpus
 from fleet.home import Home
 from fleet.models import Task
 from fleet.secrets import secret_values
@@ -79,6 +78,7 @@ from fleet.worker.envs import Log
 from fleet.worker.envs.settings import downloads_dir
 from fleet.worker.launch import WORKER_DOCKER_ARGS, cuda_environment
 from fleet.worker.prepare import PrepareError, Preparer
+from fleet.worker.taskenv import device_environment
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +111,10 @@ def build_spec(
         task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments, worker_args
     )
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
-    devices = format_gpus(task.gpus)
     env: dict[str, str] = {**cuda_environment(config), **task.env}
     env.update(opts.environment)
-    env.update(
-        {
-            "CUDA_VISIBLE_DEVICES": devices,
-            "NVIDIA_VISIBLE_DEVICES": devices or "none",
-            "FLEET_TASK_ID": task.id,
-            "FLEET_WORKER_ID": worker_id,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env.update(device_environment(task))
+    env.update({"FLEET_TASK_ID": task.id, "FLEET_WORKER_ID": worker_id, "PYTHONUNBUFFERED": "1"})
     volumes: dict[str, dict[str, str]] = {str(p): {"bind": str(p), "mode": "rw"} for p in mounts}
     volumes[str(run_dir)] = {"bind": RUN_DIR, "mode": "ro"}
     volumes.update(cache_volumes(home, config))
@@ -143,7 +135,7 @@ def build_spec(
         environment=env,
         volumes=volumes,
         working_dir=opts.working_dir or str(folder),
-        gpus=list(task.gpus),
+        gpus=list(task.gpu_uuids) if len(task.gpu_uuids) == len(task.gpus) else [str(g) for g in task.gpus],
         ipc_mode=opts.ipc_mode,
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
@@ -176,11 +168,11 @@ def cache_volumes(home: Home, config: Config) -> dict[str, dict[str, str]]:
     return volumes
 
 
-def device_requests(gpus: list[int]) -> list[DeviceRequest]:
-    """Exactly the task's GPUs (none for a CPU task)."""
+def device_requests(gpus: list[str]) -> list[DeviceRequest]:
+    """Exactly the task's GPUs, by UUID where NVML gave them (none for a CPU task)."""
     if not gpus:
         return []
-    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+    return [DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])]
 
 
 class Stopper:
@@ -264,7 +256,7 @@ def run_container(
         except APIError as exc:
             detail = str(exc.explanation or exc)
             if spec.gpus and ("device driver" in detail or "nvidia" in detail.lower()):
-                raise DockerRunError(NO_GPU_RUNTIME.format(gpus=format_gpus(spec.gpus), detail=detail)) from None
+                raise DockerRunError(NO_GPU_RUNTIME.format(gpus=",".join(spec.gpus), detail=detail)) from None
             raise DockerRunError(f"docker mode: cannot start the container: {detail}") from None
         if stopper.requested:
             stopper._stop()
