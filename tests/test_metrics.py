@@ -35,7 +35,7 @@ from fleet.metrics.samples import KINDS, HostSample, Snapshot, TaskSample
 from fleet.metrics.storage import MetricsStorage
 from fleet.models import Script, TaskSpec, Worker, WorkerMode, WorkerState
 from fleet.nvml import GpuSample, Nvml
-from fleet.procs import start_time
+from fleet.procs import identity
 from fleet.store.sqlite import SQLiteStore
 from tests.conftest import CONFIG, Fleet
 
@@ -127,7 +127,7 @@ def running(tmp_path: Path) -> Iterator[tuple[SQLiteStore, str, list[int]]]:
     try:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
-        store.set_task_process(task.id, proc.pid, start_time(proc.pid))
+        store.set_task_process(task.id, proc.pid, identity(proc.pid))
         yield store, task.id, [proc.pid, child]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
