@@ -68,6 +68,7 @@ class FleetSection:
     log_max_mb: float = 1024.0
     timezone: str = ""
     poll_interval: float = 2.0  # fallback poll of idle workers
+    cgroups: bool = True  # each task in its own cgroup v2 where fleet may create one (fleet.contain)
     # With a manager running as root: a task runs as the OS user who submitted it.
     run_as_submitter: bool = False
 

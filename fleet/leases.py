@@ -32,7 +32,7 @@ from fleet.errors import FleetError
 from fleet.models import Task, TaskStatus, Worker
 from fleet.scheduler.pool import owns
 from fleet.store import Store
-from fleet.supervise import fail_orphaned
+from fleet.supervise import record_orphaned
 from fleet.worker.logfile import TaskLog
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,6 @@ class Leases:
                     continue  # a worker runs it now: not ours to end
                 reason = f"remote executor {lease.worker} lost: no word for {self.seconds:g}s"
                 log.warning("manager: task %s: %s", task_id, reason)
-                fail_orphaned(store, task, reason, ACTOR)
+                record_orphaned(store, task, reason, ACTOR)  # its runner is remote: nothing runs here
                 failed.append(task_id)
         return failed

@@ -169,7 +169,8 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     pid: int | None = None
-    pid_start: float | None = None
+    pid_start: float | None = None  # clock ticks since boot (fleet.procs); wall-clock seconds in old rows
+    pid_boot: str | None = None  # the boot id; None in rows from before it was recorded
     abort_requested: str | None = None
     requirements: dict[str, Any] = field(default_factory=dict)
     docker: dict[str, Any] = field(default_factory=dict)
@@ -190,7 +191,8 @@ class Worker:
     state_reason: str
     created_at: float
     pid: int | None = None
-    pid_start: float | None = None
+    pid_start: float | None = None  # clock ticks since boot (fleet.procs); wall-clock seconds in old rows
+    pid_boot: str | None = None  # the boot id; None in rows from before it was recorded
     last_seen: float | None = None
     stop_request: dict[str, Any] | None = None
     restarts: int = 0

@@ -3,12 +3,18 @@
 Workers are started in their own session, so neither a ``kill -9`` of the
 manager nor a Ctrl-C in its terminal reaches them; they record task results
 in the store themselves.  A restarted manager adopts the workers it finds
-alive (pid *and* start time match) instead of starting them twice.
+alive (pid *and* identity match: :mod:`fleet.procs`) instead of starting them
+twice.
 
-A worker that exits while it was not asked to stop has crashed: its running
-task's process group is killed, the task ends ``failed`` with reason
-``worker died`` (or is queued again if it has retries left) and the worker is
-started again, with backoff if it keeps crashing.  A pool's or services
+A worker that exits while it was not asked to stop has crashed: every process
+of its running task is killed (:mod:`fleet.contain`: the attempt's cgroup or
+marker, so even a task whose pid was never written, or a child that left its
+group), and only once none is left does the task end ``failed`` with reason
+``worker died`` (or go back to its queue if it has retries left) and the
+worker start again (with backoff if it keeps crashing), so a GPU is never
+handed to a new task while a process of the old one lives.  A process that
+will not die (stuck in the kernel) holds the worker back; the manager tries
+again every tick.  A pool's or services
 worker's tasks run under per-task ids; :func:`fleet.scheduler.pool.owns`
 finds them (their per-task workers die with the pool).
 """
@@ -23,10 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.contain import Attempt
 from fleet.errors import FleetError
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
-from fleet.procs import describe_exit, is_same_process, signal_group, start_time
+from fleet.procs import Identity, describe_exit, identity, is_same_process, signal_group
 from fleet.scheduler.pool import owns
 from fleet.store import Store
 
@@ -44,6 +51,7 @@ class Handle:
     worker_id: str
     pid: int
     pid_start: float | None
+    pid_boot: str | None
     popen: subprocess.Popen[bytes] | None = None
     expected_exit: bool = False
 
@@ -52,15 +60,36 @@ class Handle:
         if self.popen is not None:
             rc = self.popen.poll()
             return None if rc is None else describe_exit(rc)
-        return None if is_same_process(self.pid, self.pid_start) else "exited while the manager was away"
+        return None if is_same_process(self.pid, self.pid_start, self.pid_boot) else "exited while the manager was away"
 
 
-def fail_orphaned(store: Store, task: Task, reason: str, actor: str) -> None:
-    """End a running task whose worker is gone: SIGKILL its process group (if
-    it is still the same process) and record it ``failed`` with ``reason``,
-    queued again when it has retries left."""
-    if task.pid and is_same_process(task.pid, task.pid_start):
+def kill_orphaned(home: Path, task: Task, wait: float | None = None) -> bool:
+    """SIGKILL every process of a running task whose worker is gone (its
+    process group if the recorded leader is still the same process, its
+    attempt's cgroup and marked processes) and wait until none is left; False
+    when some remain after the wait."""
+    if task.pid and is_same_process(task.pid, task.pid_start, task.pid_boot):
         signal_group(task.pid, signal.SIGKILL)
+    attempt = Attempt(home, task.id, task.attempt)
+    return attempt.end() if wait is None else attempt.end(wait)
+
+
+def fail_orphaned(home: Path, store: Store, task: Task, reason: str, actor: str) -> bool:
+    """End a running task whose worker is gone: kill all of it
+    (:func:`kill_orphaned`), then record it ``failed`` with ``reason``, queued
+    again when it has retries left.  False, recording nothing, while a process
+    of it remains: the caller tries again later and hands its GPUs to no one
+    meanwhile."""
+    if not kill_orphaned(home, task):
+        log.error("%s: task %s: processes left after SIGKILL; trying again", actor, task.id)
+        return False
+    record_orphaned(store, task, reason, actor)
+    return True
+
+
+def record_orphaned(store: Store, task: Task, reason: str, actor: str) -> None:
+    """Record a running task whose runner is gone ``failed`` with ``reason``,
+    queued again when it has retries left (no process of it runs here)."""
     requeue = "tail" if task.attempt <= task.retries else None
     try:
         store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=actor, requeue=requeue)
@@ -82,8 +111,12 @@ class WorkerSupervisor:
         self.handles: dict[str, Handle] = {}
         self._retry_at: dict[str, float] = {}
         self._crashes: dict[str, list[float]] = {}
+        self._ending: dict[str, str] = {}  # dead workers whose tasks' processes are not all gone yet: why
 
-    def spawn(self, worker: Worker) -> Handle:
+    def spawn(self, worker: Worker) -> Handle | None:
+        if worker.id in self._ending:  # tick() starts it once its last task's processes are gone
+            log.warning("manager: worker %s waits for its last task's processes to die", worker.id)
+            return None
         argv = [sys.executable, "-m", "fleet.worker", "--home", str(self.home.root), "--worker-id", worker.id]
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
@@ -94,23 +127,25 @@ class WorkerSupervisor:
             )
         finally:
             logfile.close()
-        handle = Handle(worker.id, popen.pid, start_time(popen.pid), popen)
+        started: Identity | None = identity(popen.pid)
+        start, boot = (started.ticks, started.boot) if started is not None else (None, None)
+        handle = Handle(worker.id, popen.pid, start, boot, popen)
         self.handles[worker.id] = handle
-        self.store.update_worker(worker.id, pid=handle.pid, pid_start=handle.pid_start)
+        self.store.update_worker(worker.id, pid=handle.pid, pid_start=start, pid_boot=boot)
         log.info("manager: worker %s spawned (pid %d)", worker.id, popen.pid)
         return handle
 
     def adopt_or_recover(self) -> None:
         """At manager start: keep live workers, recover the ones that died unseen."""
         for worker in self.store.list_workers():
-            if is_same_process(worker.pid, worker.pid_start):
+            if is_same_process(worker.pid, worker.pid_start, worker.pid_boot):
                 assert worker.pid is not None
-                self.handles[worker.id] = Handle(worker.id, worker.pid, worker.pid_start)
+                self.handles[worker.id] = Handle(worker.id, worker.pid, worker.pid_start, worker.pid_boot)
                 log.info("manager: adopted running worker %s (pid %d)", worker.id, worker.pid)
             elif worker.state == WorkerState.STOPPING:
                 self._mark_dead(worker.id, "stopped while the manager was away")
-            else:
-                self._crashed(worker.id, "died while the manager was away")
+            elif not self._crashed(worker.id, "died while the manager was away"):
+                self._ending[worker.id] = "died while the manager was away"
 
     def request_stop(self, worker_id: str, drain: bool, requeue: bool, by: str) -> None:
         handle = self.handles.get(worker_id)
@@ -133,6 +168,10 @@ class WorkerSupervisor:
     def tick(self) -> None:
         """Notice exits; restart crashed workers whose backoff has passed."""
         now = time.monotonic()
+        for wid, why in list(self._ending.items()):
+            if self._crashed(wid, why):
+                del self._ending[wid]
+                self._schedule_restart(wid, now)
         for wid, handle in list(self.handles.items()):
             status = handle.exit_status()
             if status is None:
@@ -150,15 +189,21 @@ class WorkerSupervisor:
             log.warning("manager: worker %s died (%s)", wid, status)
             crashes = [t for t in self._crashes.get(wid, []) if now - t < RESTART_WINDOW_S] + [now]
             self._crashes[wid] = crashes
-            self._crashed(wid, f"worker died ({status})")
-            if len(crashes) > MAX_RESTARTS:
-                self._mark_dead(wid, f"crashed {len(crashes)} times in a minute; not restarted (see its log)")
-                continue
-            self._retry_at[wid] = now + min(30.0, 0.25 * 2 ** (len(crashes) - 1))
+            if self._crashed(wid, f"worker died ({status})"):
+                self._schedule_restart(wid, now)
+            else:  # restarted only once no process of its task is left
+                self._ending[wid] = f"worker died ({status})"
         for wid, when in list(self._retry_at.items()):
             if now >= when:
                 del self._retry_at[wid]
                 self._restart(wid)
+
+    def _schedule_restart(self, worker_id: str, now: float) -> None:
+        crashes = [t for t in self._crashes.get(worker_id, []) if now - t < RESTART_WINDOW_S]
+        if len(crashes) > MAX_RESTARTS:
+            self._mark_dead(worker_id, f"crashed {len(crashes)} times in a minute; not restarted (see its log)")
+            return
+        self._retry_at[worker_id] = now + min(30.0, 0.25 * 2 ** (max(1, len(crashes)) - 1))
 
     def _restart(self, worker_id: str) -> None:
         try:
@@ -171,22 +216,28 @@ class WorkerSupervisor:
         except (FleetError, OSError) as exc:
             log.error("manager: cannot restart worker %s: %s", worker_id, exc)
 
-    def _crashed(self, worker_id: str, why: str) -> None:
-        """Kill the dead worker's task groups and record their end: its own
-        task, or every task of a pool or services worker (their per-task
-        workers died with it)."""
+    def _crashed(self, worker_id: str, why: str) -> bool:
+        """Kill every process of the dead worker's tasks and record their end:
+        its own task, or every task of a pool or services worker (their
+        per-task workers died with it).  The worker is marked dead once none
+        is left; False while some remain (see the module docstring)."""
         try:
             worker = self.store.get_worker(worker_id)
         except FleetError as exc:
             log.error("manager: worker %s: %s", worker_id, exc)
-            return
+            return True
+        done = True
         for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
             if owns(worker, task):
-                fail_orphaned(self.store, task, "worker died", ACTOR)
-        self._mark_dead(worker_id, why)
+                done = fail_orphaned(self.home.root, self.store, task, "worker died", ACTOR) and done
+        if done:
+            self._mark_dead(worker_id, why)
+        return done
 
     def _mark_dead(self, worker_id: str, why: str) -> None:
         try:
-            self.store.set_worker_state(worker_id, WorkerState.DEAD, why, ACTOR, pid=None, pid_start=None)
+            self.store.set_worker_state(
+                worker_id, WorkerState.DEAD, why, ACTOR, pid=None, pid_start=None, pid_boot=None
+            )
         except FleetError as exc:
             log.error("manager: worker %s: %s", worker_id, exc)

@@ -13,9 +13,13 @@ HOST = socket.gethostname()
 
 
 def test_services_mode_runs_at_most_max_at_once(fleet: Fleet, tmp_path: Path) -> None:
-    fleet.up("--services-mode", "2", "--queue", "services", "--create-queue")
+    # All five wait in the queue before the services worker starts, so that how long each
+    # `submit` takes on a loaded machine cannot decide whether two of them overlap.
+    fleet.up("--cpu-only", "--queue", "elsewhere", "--create-queue")
+    fleet.ok("queue", "create", "services")
     views = tmp_path / "views"
     tasks = [fleet.submit("services", "python", "-c", VIEW, str(views), "0.8") for _ in range(5)]
+    fleet.up("--services-mode", "2", "--queue", "services")
     assert fleet.cli("wait", *tasks, "--timeout", "60").returncode == 0
     seen = views_of(views)
     assert set(seen) == set(tasks)
@@ -29,7 +33,7 @@ def test_services_mode_runs_at_most_max_at_once(fleet: Fleet, tmp_path: Path) ->
         task = fleet.task(task_id)
         assert task["worker"] == f"{HOST}:service:{task_id}" and task["gpus"] == []
         assert seen[task_id]["gpus"] == []  # CPU-only: CUDA_VISIBLE_DEVICES is empty
-    (worker,) = json.loads(fleet.ok("status", "--json"))["workers"]
+    (worker,) = [w for w in json.loads(fleet.ok("status", "--json"))["workers"] if w["mode"] == "services"]
     assert (worker["id"], worker["mode"], worker["services_max"], worker["gpus"]) == (
         f"{HOST}:services",
         "services",

@@ -164,10 +164,12 @@ def test_supervisord_kill9_restart_and_stop(supervised: Fleet) -> None:
     task_c = fleet.submit("q", "sleep", "300")
     fleet.wait_for(lambda: fleet.task(task_c)["status"] == "in_progress", what="task c started")
     task_pid = int(_task_from_db(fleet, task_c)["pid"])
+    # The window starts when the manager exits, somewhere inside `supervisorctl stop` (which can
+    # take seconds to return on a loaded machine): measure from before the call.
+    stopped_at = time.monotonic()
     out = _ctl(fleet, "stop", "fleet")
     assert "stopped" in out, out
     assert not (fleet.home / "manager.json").exists()
-    stopped_at = time.monotonic()
     # A process in the middle of exiting has no command line left for processes() to match,
     # but still runs: wait for the two known pids as well.
     fleet.wait_for(

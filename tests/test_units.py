@@ -9,7 +9,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from fleet.gpus import parse_gpu_list, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.notify import Listener, wake
 from fleet.nvml import GpuUnit, Nvml
-from fleet.procs import describe_exit, is_same_process, start_time
+from fleet.procs import describe_exit
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.scheduler.order import QueueOrder
 from fleet.secrets import MASK, mask_env
@@ -465,16 +464,3 @@ def test_expand_multi(argv: str, expected: str) -> None:
 )
 def test_describe_exit(code: int, text: str) -> None:
     assert describe_exit(code) == text
-
-
-def test_process_identity() -> None:
-    me = os.getpid()
-    started = start_time(me)
-    assert started is not None and started <= time.time()
-    assert is_same_process(me, started)
-    assert not is_same_process(me, started - 10)
-    assert not is_same_process(None, started)
-    assert not is_same_process(me, None)
-    child = subprocess.Popen(["true"])
-    child.wait()
-    assert start_time(child.pid) is None

@@ -113,7 +113,7 @@ def run_foreground(home: Home, config: Config, store: Store, task: Task, worker:
         task_log.close()
         store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=worker.id)
         return 1
-    store.set_task_process(task.id, proc.pid, proc.pid_start)
+    store.set_task_process(task.id, proc.pid, proc.started)
     signals = _Signals()
     old = {s: signal.signal(s, signals) for s in (signal.SIGINT, signal.SIGTERM)}
     deadline = time.monotonic() + task.timeout if task.timeout else None

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleet.models import Event, GpuDrain, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
+from fleet.procs import Identity
 
 
 class Store(abc.ABC):
@@ -70,7 +71,7 @@ class Store(abc.ABC):
         handed to exactly one."""
 
     @abc.abstractmethod
-    def set_task_process(self, task_id: str, pid: int, pid_start: float | None) -> None: ...
+    def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None: ...
 
     @abc.abstractmethod
     def request_abort(self, task_id: str, actor: str, reason: str) -> Task:

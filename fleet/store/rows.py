@@ -12,6 +12,7 @@ from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerSta
 WORKER_FIELDS = {
     "pid",
     "pid_start",
+    "pid_boot",
     "last_seen",
     "stop_request",
     "restarts",
@@ -104,6 +105,7 @@ def to_task(row: dict[str, Any]) -> Task:
         finished_at=row["finished_at"],
         pid=row["pid"],
         pid_start=row["pid_start"],
+        pid_boot=row["pid_boot"],
         abort_requested=row["abort_requested"],
         requirements=loads(row["requirements"], {}),
         docker=loads(row["docker"], {}),
@@ -126,6 +128,7 @@ def to_worker(row: dict[str, Any]) -> Worker:
         created_at=row["created_at"],
         pid=row["pid"],
         pid_start=row["pid_start"],
+        pid_boot=row["pid_boot"],
         last_seen=row["last_seen"],
         stop_request=loads(row["stop_request"], None),
         restarts=row["restarts"] or 0,

@@ -160,5 +160,14 @@ def _gpus(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus]
+def _pid_boot(db: sqlite_utils.Database) -> None:
+    """Process identity that survives clock steps (:mod:`fleet.procs`): ``pid_start``
+    now holds the start in clock ticks since boot and ``pid_boot`` the boot id.
+    Rows from before keep their wall-clock ``pid_start`` and a NULL ``pid_boot``,
+    which is how they are told apart."""
+    db.execute("ALTER TABLE tasks ADD COLUMN pid_boot TEXT")
+    db.execute("ALTER TABLE workers ADD COLUMN pid_boot TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus, _pid_boot]
 LATEST = len(MIGRATIONS)

@@ -33,6 +33,7 @@ from fleet.models import (
     check_task_move,
     check_worker_move,
 )
+from fleet.procs import Identity
 from fleet.store import schema
 from fleet.store.base import Store
 from fleet.store.connections import Connections
@@ -399,6 +400,7 @@ class SQLiteStore(SQLiteGpus, Store):
             attempt=attempt,
             pid=None,
             pid_start=None,
+            pid_boot=None,
             abort_requested=None,
             gpu_uuids=None,
         )
@@ -431,9 +433,12 @@ class SQLiteStore(SQLiteGpus, Store):
                 return self._start_attempt(conn, dict(found), worker, worker.id, gpus)
         return None
 
-    def set_task_process(self, task_id: str, pid: int, pid_start: float | None) -> None:
+    def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
+        start, boot = (started.ticks, started.boot) if started is not None else (None, None)
         with self._tx() as conn:
-            conn.execute("UPDATE tasks SET pid = ?, pid_start = ? WHERE id = ?", (pid, pid_start, task_id))
+            conn.execute(
+                "UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?", (pid, start, boot, task_id)
+            )
 
     def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
         with self._tx() as conn:
@@ -561,6 +566,7 @@ class SQLiteStore(SQLiteGpus, Store):
                 "stop_request": None,
                 "pid": None,
                 "pid_start": None,
+                "pid_boot": None,
             }
             if row is None:
                 conn.execute(

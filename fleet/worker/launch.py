@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 
 from fleet.config import Config
+from fleet.contain import Attempt
 from fleet.home import Home, resolve_home
 from fleet.models import Task, Worker
 from fleet.worker.prepare import needs_preparation
@@ -56,8 +57,10 @@ def plan_launch(
     ``home`` and ``config`` name what the preparing step loads; without them it
     finds the home and the config file the way ``fleetctl`` does (``FLEET_HOME``,
     ``FLEET_CONFIG_FILE``)."""
+    home = home or Home(resolve_home("", base_env))
     env = task_environment(task, worker, base_env)
     env.update({k: v for k, v in cuda_environment(config).items() if k not in task.env})
+    env.update([Attempt(home.root, task.id, task.attempt).marker])  # how its processes are found (fleet.contain)
     docker = (worker.options or {}).get("docker")
     who = run_as(config, task.user) if config is not None else None
     if who is not None:
@@ -70,7 +73,6 @@ def plan_launch(
             raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
         return Launch(list(task.script.command), task.script.working_dir, who.env(env), who)
     if isinstance(docker, dict):
-        home = home or Home(resolve_home("", base_env))
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv = [sys.executable, "-m", "fleet.worker.docker.run", "--home", str(home.root), "--task", task.id]
         argv += ["--worker", worker.id, "--image", str(docker.get("image") or "")]
@@ -84,7 +86,6 @@ def plan_launch(
         raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
     if not needs_preparation(task):
         return Launch(list(task.script.command), task.script.working_dir, env)
-    home = home or Home(resolve_home("", base_env))
     argv = [sys.executable, "-m", "fleet.worker.prepare", "--home", str(home.root), "--task", task.id]
     if config is not None and config.path is not None:
         argv += ["--config", str(config.path)]

@@ -37,13 +37,14 @@ import time
 from types import FrameType
 
 from fleet.config import Config
+from fleet.contain import Attempt
 from fleet.errors import FleetError
 from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
 from fleet.nvml import Nvml
-from fleet.procs import become_subreaper, pidfile_alive, start_time
+from fleet.procs import become_subreaper, identity, pidfile_alive
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.supervise import manager_pidfile
@@ -176,7 +177,9 @@ class LoopBase:
 
     def _register(self) -> None:
         pid = os.getpid()
-        self.store.update_worker(self.worker.id, pid=pid, pid_start=start_time(pid), last_seen=time.time())
+        me = identity(pid)
+        start, boot = (me.ticks, me.boot) if me is not None else (None, None)
+        self.store.update_worker(self.worker.id, pid=pid, pid_start=start, pid_boot=boot, last_seen=time.time())
 
     def _with_uuids(self, task: Task) -> Task:
         """The task with its GPU UUIDs recorded.  A pool records them for its
@@ -374,8 +377,17 @@ class WorkerLoop(LoopBase):
         )
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
+            attempt = Attempt(self.home.root, task.id, task.attempt)
             proc = TaskProcess(
-                launch.argv, launch.cwd, launch.env, task_log, self.grace, contain=True, run_as=launch.run_as
+                launch.argv,
+                launch.cwd,
+                launch.env,
+                task_log,
+                self.grace,
+                contain=True,
+                attempt=attempt,
+                cgroup=self.config.fleet.cgroups,
+                run_as=launch.run_as,
             )
             proc.start()
         except OSError as exc:
@@ -385,7 +397,7 @@ class WorkerLoop(LoopBase):
             task_log.close()
             self._record(task, TaskStatus.FAILED, None, reason)
             return
-        self.store.set_task_process(task.id, proc.pid, proc.pid_start)
+        self.store.set_task_process(task.id, proc.pid, proc.started)
         self.proc = proc
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
         log.info("worker %s: task %s started (pid %d)", runner.id, task.id, proc.pid)

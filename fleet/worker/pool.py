@@ -17,14 +17,16 @@ a ``pidfd`` per worker, so it hears of an exit at once.  What ``kill -9``
 does:
 
 - of a per-task worker: the pool sees it exit with the task still
-  ``in_progress``; it SIGKILLs the task's process group (and anything the dead
-  worker left behind, now re-parented to the pool, a child subreaper), waits
-  until the group is gone, records the task ``failed`` (``worker died``;
-  queued again if it has retries left) and frees its GPUs, all within a turn
-  of the loop.
-- of the pool: its per-task workers die with it; the manager sees the pool
-  die, kills the groups of every task it owned and fails them (``worker
-  died``), and restarts the pool, which starts with every GPU free.
+  ``in_progress``; it SIGKILLs the task's process group, anything the dead
+  worker left behind (now re-parented to the pool, a child subreaper) and
+  every process of the attempt (:mod:`fleet.contain`: its cgroup, its
+  marker), waits until none is left, then records the task ``failed``
+  (``worker died``; queued again if it has retries left) and frees its GPUs,
+  all within a turn or two of the loop.
+- of the pool: its per-task workers die with it (and their tasks' main
+  processes with them); the manager sees the pool die, kills every process
+  of every task it owned and then fails them (``worker died``), and restarts
+  the pool, which starts with every GPU free.
 - of the manager: nothing; the pool and its tasks go on and record results.
 
 Each turn the pool re-reads its row (stop requests, working hours), reaps
@@ -53,6 +55,7 @@ import psutil
 
 from fleet import notify
 from fleet.config import Config
+from fleet.contain import Attempt
 from fleet.errors import FleetError
 from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
@@ -83,6 +86,7 @@ class Child:
     pidfd: int | None = None
     exited: str | None = None  # how the worker process ended
     kill_groups: tuple[int, ...] = ()  # groups being killed after the worker died
+    ending: bool = False  # the worker died: its task's processes are being killed; GPUs held until none is left
     died: str = ""  # the task's end reason when its worker died
 
     @property
@@ -151,8 +155,8 @@ class PoolLoop(LoopBase):
         fds = [listener.fileno()]
         timeout = self.poll
         for child in self.children.values():
-            if child.kill_groups or (child.exited is None and child.pidfd is None):
-                timeout = min(timeout, 0.02 if child.kill_groups else CHECK_S)
+            if child.ending or (child.exited is None and child.pidfd is None):
+                timeout = min(timeout, 0.02 if child.ending else CHECK_S)
             elif child.pidfd is not None and child.exited is None:
                 fds.append(child.pidfd)
         if self.children:
@@ -193,11 +197,12 @@ class PoolLoop(LoopBase):
                         child.pidfd = None
                     self._worker_exited(child)
             if child.exited is not None:
-                if child.kill_groups:
+                if child.ending:
                     self._kill_left(child)
-                if not child.kill_groups:
-                    if child.died:
-                        fail_orphaned(self.store, child.task, child.died, self.actor)
+                if not child.ending:
+                    if child.died and not fail_orphaned(self.home.root, self.store, child.task, child.died, self.actor):
+                        child.ending = True  # something of it would not die: keep its GPUs, kill again next turn
+                        continue
                     del self.children[key]
                     log.info("worker %s: GPUs %s free (task %s)", self.worker.id, format_gpus(list(child.gpus)), key)
         reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
@@ -229,9 +234,10 @@ class PoolLoop(LoopBase):
         log.warning("worker %s: task worker %s died (%s)", self.worker.id, child.run_as, child.exited)
         child.task = task
         child.died = f"worker died ({child.run_as} {child.exited})"
-        groups = {task.pid} if task.pid and is_same_process(task.pid, task.pid_start) else set()
+        groups = {task.pid} if task.pid and is_same_process(task.pid, task.pid_start, task.pid_boot) else set()
         groups |= set(self._orphans())  # the dead worker's task, re-parented to us, even before it was recorded
         child.kill_groups = tuple(sorted(groups))
+        child.ending = True
         self._kill_left(child)
 
     def _orphans(self) -> list[int]:
@@ -248,21 +254,30 @@ class PoolLoop(LoopBase):
         return out
 
     def _kill_left(self, child: Child) -> None:
+        """One round of killing what is left of a dead worker's task; ``ending``
+        stays set until nothing is (checked again on the next turn, never waited for here)."""
         left = tuple(g for g in child.kill_groups if group_alive(g))
         for group in left:
             signal_group(group, signal.SIGKILL)
+        attempt = Attempt(self.home.root, child.task.id, child.task.attempt)
+        attempt.kill()
         reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
         child.kill_groups = tuple(g for g in left if group_alive(g))
+        child.ending = bool(child.kill_groups) or bool(attempt.members())
 
     def _recover(self) -> None:
         """Tasks still recorded as running for this pool from before it started:
-        their workers died with the previous pool process."""
+        their workers died with the previous pool process.  Their GPUs stay
+        held (as children being ended) until no process of theirs is left."""
         for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
             if owns(self.worker, task):
                 log.warning(
                     "worker %s: task %s was left running by a previous pool; failing it", self.worker.id, task.id
                 )
-                fail_orphaned(self.store, task, "worker died (its pool restarted)", self.actor)
+                child = Child(task, task.queue or "", task.worker or "", tuple(task.gpus), None, exited="lost")
+                child.died = "worker died (its pool restarted)"
+                child.ending = True
+                self.children[task.id] = child
 
     # -- filling free GPUs ----------------------------------------------------------
     def _fill(self) -> None:

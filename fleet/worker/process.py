@@ -18,10 +18,18 @@ group is gone (the main process ended, or was stopped for an abort or a
 timeout) those strays get SIGKILL at once (they already outlived their
 group's grace) and the task is over only when none is left.  ``fleetctl
 exec`` runs a task inside the CLI and leaves ``contain`` off.
+
+With an ``attempt`` (:mod:`fleet.contain`), as the worker gives, the task is
+also born in its own cgroup (where ``cgroup`` is on and fleet may create one)
+and tied to the worker with ``PR_SET_PDEATHSIG``; what is left of the attempt
+(cgroup members, processes carrying its marker) counts as strays too, and
+the cgroup is removed when the task is over.  That is what lets whoever finds
+the worker dead kill the task without knowing its pid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -33,9 +41,10 @@ from typing import Any
 
 import psutil
 
+from fleet.contain import Attempt, die_with_parent
 from fleet.home import TASK_UMASK
 from fleet.models import TaskStatus
-from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
+from fleet.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
 from fleet.worker.logfile import TaskLog
 from fleet.worker.runas import RunAs
 
@@ -84,9 +93,13 @@ class TaskProcess:
         grace: float,
         *,
         contain: bool = False,
+        attempt: Attempt | None = None,
+        cgroup: bool = False,
         run_as: RunAs | None = None,
     ) -> None:
         self.contain = contain
+        self.attempt = attempt
+        self.cgroup = cgroup
         self.run_as = run_as
         self.argv = argv
         self.cwd = cwd
@@ -95,7 +108,7 @@ class TaskProcess:
         self.grace = grace
         self.popen: subprocess.Popen[bytes] | None = None
         self.pid = 0
-        self.pid_start: float | None = None
+        self.started: Identity | None = None
         self.returncode: int | None = None
         self.cause: StopCause | None = None
         self.detail = ""
@@ -105,20 +118,24 @@ class TaskProcess:
 
     def start(self) -> None:
         """Spawn the command; ``OSError`` (no such program, bad folder) propagates."""
-        self.popen = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            umask=TASK_UMASK,
-            **_identity(self.run_as),
-        )
+        attempt = self.attempt
+        cgroup = attempt is not None and self.cgroup and attempt.create_cgroup()
+        with attempt.inside() if attempt is not None and cgroup else contextlib.nullcontext():
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                umask=TASK_UMASK,
+                preexec_fn=die_with_parent() if attempt is not None else None,
+                **_identity(self.run_as),  # preexec_fn runs after the switch
+            )
         self.pid = self.popen.pid
-        self.pid_start = start_time(self.pid)
+        self.started = identity(self.pid)
         assert self.popen.stdout is not None
         self._fd = self.popen.stdout.fileno()
         os.set_blocking(self._fd, False)
@@ -210,17 +227,26 @@ class TaskProcess:
                 continue
         return live
 
+    def _left(self) -> set[int]:
+        """What is left of the attempt outside the worker's descendants (see the module docstring)."""
+        return self.attempt.members() if self.attempt is not None else set()
+
     def _kill_strays(self) -> None:
         strays = self._strays()
-        if not strays:
+        left = self._left() - {p.pid for p in strays}
+        if not strays and not left:
             return
-        pids = ", ".join(str(p.pid) for p in strays)
-        self.log.note(f"killing {len(strays)} process(es) the task left outside its process group: pid {pids}")
+        pids = ", ".join(str(pid) for pid in sorted({p.pid for p in strays} | left))
+        self.log.note(
+            f"killing {len(strays) + len(left)} process(es) the task left outside its process group: pid {pids}"
+        )
         for proc in strays:
             try:
                 proc.kill()
             except psutil.Error:
                 continue
+        if left and self.attempt is not None:
+            self.attempt.kill()
         psutil.wait_procs(strays, timeout=1.0)
         reap_orphans(set())
 
@@ -230,7 +256,7 @@ class TaskProcess:
 
     @property
     def done(self) -> bool:
-        return self.returncode is not None and not group_alive(self.pid) and not self._strays()
+        return self.returncode is not None and not group_alive(self.pid) and not self._strays() and not self._left()
 
     def finish(self) -> Outcome:
         """Read the last output and close the log's partial line."""
@@ -240,6 +266,8 @@ class TaskProcess:
             os.close(self._pidfd)
             self._pidfd = None
         self.log.flush_partial()
+        if self.attempt is not None:
+            self.attempt.remove()
         return Outcome(self.returncode, self.cause, self.detail)
 
 
