@@ -47,13 +47,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psutil
 
 from fleet import notify
 from fleet.config import Config
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
@@ -84,6 +85,7 @@ class Child:
     exited: str | None = None  # how the worker process ended
     kill_groups: tuple[int, ...] = ()  # groups being killed after the worker died
     died: str = ""  # the task's end reason when its worker died
+    checked: bool = False  # after its exit: whether it left its task running (read from the store)
 
     @property
     def pid(self) -> int:
@@ -104,6 +106,7 @@ class PoolLoop(LoopBase):
         self.decision = Decision()
         self.busy: dict[int, str] = {}
         self.published: dict[str, Any] | None = None
+        self.recovered = False  # the previous pool's tasks are recorded failed
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> int:
@@ -112,7 +115,6 @@ class PoolLoop(LoopBase):
         listener = Listener(self.home.root, self.worker.id)
         become_subreaper()
         self._register()
-        self._recover()
         if not self.services and self.admission.on:
             self.topology = self.admission.nvml.topology(self.pool)
         what = f"services (max {self.limit or 'unlimited'})" if self.services else f"GPUs {format_gpus(self.pool)}"
@@ -132,7 +134,7 @@ class PoolLoop(LoopBase):
                 self._reap()
                 if self.stopping is not None and not self.children:
                     break
-                if self.stopping is None:
+                if self.stopping is None and self._recovered():
                     self._fill()
                 self._show()
                 self._wait(listener)
@@ -142,7 +144,7 @@ class PoolLoop(LoopBase):
                 self._heartbeat()
         finally:
             listener.close()
-        self.store.update_worker(self.worker.id, pool=None)
+        self._write(lambda: self.store.update_worker(self.worker.id, pool=None))
         self._set_state(WorkerState.DEAD, "stopped")
         log.info("worker %s: stopped", self.worker.id)
         return 0
@@ -183,6 +185,8 @@ class PoolLoop(LoopBase):
 
     # -- exits ---------------------------------------------------------------------
     def _reap(self) -> None:
+        """Exits of task workers.  A child's GPUs stay held until what it
+        left is recorded: while the store is unavailable, that waits."""
         for key, child in list(self.children.items()):
             if child.exited is None and child.popen is not None:
                 rc = child.popen.poll()
@@ -191,13 +195,18 @@ class PoolLoop(LoopBase):
                     if child.pidfd is not None:
                         os.close(child.pidfd)
                         child.pidfd = None
-                    self._worker_exited(child)
+            if child.exited is not None and not child.checked:
+                if not self._write(partial(self._worker_exited, child)):
+                    continue
+                child.checked = True
             if child.exited is not None:
                 if child.kill_groups:
                     self._kill_left(child)
                 if not child.kill_groups:
-                    if child.died:
-                        fail_orphaned(self.store, child.task, child.died, self.actor)
+                    if child.died and not self._write(
+                        partial(fail_orphaned, self.store, child.task, child.died, self.actor)
+                    ):
+                        continue
                     del self.children[key]
                     log.info("worker %s: GPUs %s free (task %s)", self.worker.id, format_gpus(list(child.gpus)), key)
         reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
@@ -220,6 +229,8 @@ class PoolLoop(LoopBase):
         task is still running under it, the worker died: kill what is left."""
         try:
             task = self.store.get_task(child.task.id)
+        except StoreUnavailable:
+            raise
         except FleetError as exc:
             log.error("worker %s: %s", self.worker.id, exc)
             return
@@ -254,6 +265,13 @@ class PoolLoop(LoopBase):
         reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
         child.kill_groups = tuple(g for g in left if group_alive(g))
 
+    def _recovered(self) -> bool:
+        """True once the previous pool's tasks are recorded (tried again with
+        back-off while the store is unavailable; nothing is claimed before)."""
+        if not self.recovered:
+            self.recovered = self._write(self._recover)
+        return self.recovered
+
     def _recover(self) -> None:
         """Tasks still recorded as running for this pool from before it started:
         their workers died with the previous pool process."""
@@ -266,6 +284,14 @@ class PoolLoop(LoopBase):
 
     # -- filling free GPUs ----------------------------------------------------------
     def _fill(self) -> None:
+        """Claim and start what fits (skipped, with back-off, while the store is unavailable)."""
+        if self.retry.ready():
+            try:
+                self._fill_now()
+            except StoreUnavailable:
+                self.retry.failed()
+
+    def _fill_now(self) -> None:
         queues = [q for q in self._pullable() if q in self.specs]
         self.decision = Decision()
         self.busy = {}
@@ -327,6 +353,7 @@ class PoolLoop(LoopBase):
         except OSError as exc:
             child.exited = "never started"
             child.died = f"could not start its worker: {exc.strerror or exc}"
+            child.checked = True
             return
         try:
             child.pidfd = os.pidfd_open(child.popen.pid)
@@ -359,12 +386,15 @@ class PoolLoop(LoopBase):
             "busy": {str(g): why for g, why in sorted(self.busy.items())},
             "max": self.limit,
         }
-        if state_json != self.published:
-            self.published = state_json
+        if state_json != self.published and self.retry.ready():
             try:
                 self.store.update_worker(self.worker.id, pool=state_json)
+            except StoreUnavailable:
+                self.retry.failed()
             except FleetError as exc:
                 log.warning("worker %s: %s", self.worker.id, exc)
+            else:
+                self.published = state_json
         if self.stopping is not None:
             return
         state, reason = self._waiting_state()

@@ -43,6 +43,7 @@ class StopCause(str, enum.Enum):
     ABORT = "abort"
     TIMEOUT = "timeout"
     WORKER_STOP = "worker_stop"
+    LOG = "log"  # its log cannot be written: failed with that reason
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Outcome:
         exit and the log's last lines (``tail``)."""
         if self.cause == StopCause.TIMEOUT:
             return TaskStatus.FAILED, "timeout"
+        if self.cause == StopCause.LOG:
+            return TaskStatus.FAILED, self.detail
         if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
             return TaskStatus.STOPPED, self.detail
         if self.returncode == 0:
