@@ -31,6 +31,7 @@ from fleet.errors import StoreUnavailable
 from fleet.models import Script, TaskSpec
 from fleet.store.faults import QUIET_S, Backoff, Outage
 from fleet.store.sqlite import SQLiteStore
+from fleet.worker.logfile import TaskLog
 from tests.conftest import Fleet, alive
 
 
@@ -112,6 +113,19 @@ def test_a_read_only_database_opens_and_answers_store_unavailable(tmp_path: Path
     assert store.get_queue("q").pending == 1
     store.close()
     writer.close()
+
+
+def test_a_task_log_on_a_full_disk_keeps_why_and_never_raises(small_disk: Path) -> None:
+    task_log = TaskLog(small_disk / "task.log", max_bytes=1 << 30)
+    fill(small_disk, leave=64 * 1024)
+    for _ in range(200):
+        task_log.feed(b"x" * 1023 + b"\n")
+    assert task_log.error == "log cannot be written: No space left on device"
+    size = task_log.size
+    task_log.feed(b"more\n")
+    task_log.note("a note")
+    task_log.close()
+    assert task_log.size == size == (small_disk / "task.log").stat().st_size  # what is on disk, partial writes included
 
 
 def test_an_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:

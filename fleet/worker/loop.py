@@ -111,6 +111,7 @@ class LoopBase:
         self.manager_gone_at: float | None = None
         self.retry = Backoff()  # store writes after the store was unavailable
         self.registered = False
+        self.unsaved: tuple[WorkerState, str] | None = None  # a state the store did not take yet
 
     def _write(self, write: Callable[[], object]) -> bool:
         """One store write, unless backing off after the store was unavailable;
@@ -202,18 +203,26 @@ class LoopBase:
         return WorkerState.IDLE, reason
 
     def _set_state(self, state: WorkerState, reason: str) -> None:
-        if (state, reason) == (self.worker.state, self.worker.state_reason) or not self.retry.ready():
+        """Record our state; one the store could not take is tried again with the heartbeat."""
+        self.unsaved = None
+        if (state, reason) == (self.worker.state, self.worker.state_reason):
+            return
+        if not self.retry.ready():
+            self.unsaved = (state, reason)
             return
         try:
             self.worker = self.store.set_worker_state(self.worker.id, state, reason, self.actor, last_seen=time.time())
         except StoreUnavailable:
             self.retry.failed()
+            self.unsaved = (state, reason)
         except FleetError as exc:
             log.warning("worker %s: %s", self.worker.id, exc)
         else:
             self.retry.ok()
 
     def _heartbeat(self) -> None:
+        if self.unsaved is not None:
+            self._set_state(*self.unsaved)
         now = time.time()
         if now - self.last_beat < HEARTBEAT_S:
             return
