@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench._common import TempFleet, machine, row, summary, temp_fleet
+from bench._common import TempFleet, machine, row, summary, temp_fleet, wait_drained
 
 CHATTY = "import sys\nline = 'x' * 1023 + '\\n'\nwhile True:\n    sys.stdout.write(line)\n"
 
@@ -51,7 +51,8 @@ def _run(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True)
 
 
-def _fill(folder: Path, leave: int) -> Path:
+def fill(folder: Path, leave: int = 0) -> Path:
+    """A filler file taking all the free space of ``folder``'s file system but ``leave`` bytes."""
     filler = folder / "filler"
     stat = os.statvfs(folder)
     size = max(stat.f_bavail * stat.f_frsize - leave, 0)
@@ -136,7 +137,7 @@ def _first_completion_after(api: httpx.Client, since: float) -> float:
 
 
 def disk_full_episode(fleet: TempFleet, stream: Stream, hold: float, chatty: list[str]) -> float:
-    filler = _fill(fleet.home, leave=512 * 1024)
+    filler = fill(fleet.home, leave=512 * 1024)
     with fleet.api() as api:
         body = {"command": ["python3", "-c", CHATTY], "working_dir": str(fleet.root), "queue": "q"}
         answer = api.post("/tasks", json=body)
@@ -205,11 +206,7 @@ def _measure(fleet: TempFleet, fault: str, tasks: int, episodes: int, hold: floa
             recoveries.append(_first_completion_after(api, ended))
     stream.submit(tasks)
     with fleet.api() as api:
-        deadline = time.monotonic() + 300
-        while api.get("/tasks", params={"status": "queued,in_progress", "limit": 1}).json()["total"]:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        wait_drained(api)
         done = {t["id"]: t for t in api.get("/tasks", params={"limit": 10_000}).json()["tasks"]}
         workers = api.get("/workers").json()["workers"]
     after = _pids(fleet)

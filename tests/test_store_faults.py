@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.disk_faults import CHATTY, fill
 from fleet.errors import StoreUnavailable
 from fleet.models import Script, TaskSpec
 from fleet.store.faults import QUIET_S, Backoff, Outage
@@ -37,9 +38,6 @@ from tests.conftest import Fleet, alive
 
 def make_spec(pad: int = 0) -> TaskSpec:
     return TaskSpec(Script(command=["true"], working_dir="/"), env={"PAD": "x" * pad} if pad else {})
-
-
-CHATTY = "import sys\nline = 'x' * 1023 + '\\n'\nwhile True:\n    sys.stdout.write(line)\n"
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -58,21 +56,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     finally:
         if _run("umount", str(where)).returncode:
             _run("umount", "-l", str(where))
-
-
-def fill(folder: Path, leave: int = 0) -> Path:
-    """A filler file taking all the free space of ``folder``'s file system but ``leave`` bytes."""
-    filler = folder / "filler"
-    stat = os.statvfs(folder)
-    size = max(stat.f_bavail * stat.f_frsize - leave, 0)
-    with open(filler, "wb") as fh:
-        chunk = b"\0" * (1 << 20)
-        try:
-            while size > 0:
-                size -= fh.write(chunk[: min(size, len(chunk))])
-        except OSError:
-            pass
-    return filler
 
 
 # -- the store alone ---------------------------------------------------------------------
