@@ -42,9 +42,15 @@ from typing import Any
 import httpx
 import psutil
 
-from bench._common import TempFleet, machine, row, summary, temp_fleet, wait_drained
+from bench._common import TempFleet, machine, parse_iso, row, summary, temp_fleet, wait_drained
 
-CHATTY = "import sys\nline = 'x' * 1023 + '\\n'\nwhile True:\n    sys.stdout.write(line)\n"
+# Waits for its go file (argv[1]), then writes 3 MB as fast as it can and exits.
+CHATTY = (
+    "import os, sys, time\n"
+    "while not os.path.exists(sys.argv[1]):\n    time.sleep(0.02)\n"
+    "line = 'x' * 1023 + '\\n'\n"
+    "for _ in range(3 * 1024):\n    sys.stdout.write(line)\n"
+)
 
 
 def _run(*argv: str) -> None:
@@ -129,20 +135,25 @@ def _first_completion_after(api: httpx.Client, since: float) -> float:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         tasks = api.get("/tasks", params={"status": "completed", "limit": 20}).json()["tasks"]
-        ends = [t["finished_at"] for t in tasks if t["finished_at"] and t["finished_at"] >= since]
+        ends = [parse_iso(t["finished_at"]) for t in tasks if t["finished_at"]]
+        ends = [end for end in ends if end >= since]
         if ends:
-            return float(min(ends)) - since
+            return min(ends) - since
         time.sleep(0.1)
     raise RuntimeError("no task completed after the episode")
 
 
 def disk_full_episode(fleet: TempFleet, stream: Stream, hold: float, chatty: list[str]) -> float:
-    filler = fill(fleet.home, leave=512 * 1024)
+    """A chatty task starts, the disk is filled but 512 KB, the task's output takes the rest."""
+    go = fleet.root / f"go-{len(chatty)}"
     with fleet.api() as api:
-        body = {"command": ["python3", "-c", CHATTY], "working_dir": str(fleet.root), "queue": "q"}
-        answer = api.post("/tasks", json=body)
-        if answer.status_code == 201:
-            chatty.append(answer.json()["id"])
+        body = {"command": ["python3", "-c", CHATTY, str(go)], "working_dir": str(fleet.root), "queue": "q"}
+        task_id = api.post("/tasks", json=body).raise_for_status().json()["id"]
+        chatty.append(task_id)
+        while api.get(f"/tasks/{task_id}").json()["status"] != "in_progress":
+            time.sleep(0.05)
+    filler = fill(fleet.home, leave=512 * 1024)
+    go.touch()
     stream.hold(hold)
     filler.unlink()
     return time.time()
@@ -150,7 +161,13 @@ def disk_full_episode(fleet: TempFleet, stream: Stream, hold: float, chatty: lis
 
 def read_only_episode(fleet: TempFleet, stream: Stream, hold: float, killed: list[int]) -> float:
     db = fleet.home / "fleet.db"
+    deadline = time.monotonic() + 60
     pids = _pids(fleet)
+    while len(pids) < 3 or not all(_alive(pid) for pid in pids.values()):  # the last episode's worker is back
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not come back: {pids}")
+        time.sleep(0.2)
+        pids = _pids(fleet)
     _run("chattr", "+i", str(db))
     try:
         os.kill(pids["manager"], signal.SIGKILL)

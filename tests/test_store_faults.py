@@ -224,8 +224,11 @@ def test_a_full_disk_is_a_state_not_a_crash(fleet: Fleet, small_home: Path, up: 
     assert fleet.cli("wait", fleet.submit("q", "echo", "before")).returncode == 0
     held = _held_before(fleet)
     pids = _fleet_pids(fleet)
+    go = fleet.root / "go"
+    chatty = fleet.submit("q", "python", "-c", CHATTY, str(go))
+    fleet.wait_for(lambda: _db_pid(fleet, chatty) is not None, what="the chatty task started")
     filler = fill(small_home, leave=1 << 20)
-    chatty = fleet.submit("q", "python", "-c", CHATTY)  # its output takes the last megabyte
+    go.touch()  # its output takes the last megabyte
     body = {"command": ["echo", "x"], "working_dir": str(fleet.root), "queue": "held"}
     created: list[str] = []
     with fleet.api() as api:

@@ -62,9 +62,9 @@ class _Connection(sqlite3.Connection):
 
 
 class Connections:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, name: str = "store") -> None:
         self.path = path
-        self.outage = Outage(path)
+        self.outage = Outage(path, name)
         self._local = threading.local()
 
     def fault(self, exc: BaseException) -> StoreUnavailable | None:

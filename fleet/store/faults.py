@@ -100,8 +100,9 @@ def unavailable(exc: BaseException, path: Path) -> StoreUnavailable | None:
 class Outage:
     """One process's view of whether its store takes writes (thread-safe)."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path, name: str = "store", clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self.name = name  # whose connections: "store", "metrics"
         self.clock = clock
         self._lock = threading.Lock()
         self.since: float | None = None  # when the current episode began
@@ -122,7 +123,7 @@ class Outage:
                 return
             self.since = now
             self.episodes += 1
-        log.warning("store %s: %s; retrying with back-off until it takes writes again", self.path, exc.message)
+        log.warning("%s %s: %s; retrying with back-off until it takes writes again", self.name, self.path, exc.message)
 
     def wrote(self) -> None:
         """A write was committed: the episode ends once no failure came for ``QUIET_S``."""
@@ -135,7 +136,9 @@ class Outage:
             lasted, failures = now - self.since, self.failures
             self.since = None
             self.failures = 0
-        log.warning("store %s: takes writes again after %.1fs (%d operations failed)", self.path, lasted, failures)
+        log.warning(
+            "%s %s: takes writes again after %.1fs (%d operations failed)", self.name, self.path, lasted, failures
+        )
 
 
 class Backoff:
