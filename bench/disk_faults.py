@@ -53,6 +53,9 @@ CHATTY = (
 )
 
 
+ENDED = ("completed", "failed", "stopped")
+
+
 def _run(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True)
 
@@ -211,15 +214,15 @@ def _measure(fleet: TempFleet, fault: str, tasks: int, episodes: int, hold: floa
     chatty: list[str] = []
     killed: list[int] = []
     recoveries: list[float] = []
-    per_round = max(tasks // (episodes + 1), 1)
+    per_round = max(tasks // (episodes + 2), 1)
     for _ in range(episodes):
         stream.submit(per_round)
         if fault == "disk-full":
             ended = disk_full_episode(fleet, stream, hold, chatty)
         else:
             ended = read_only_episode(fleet, stream, hold, killed)
-        stream.submit(1)
         with fleet.api() as api:
+            stream.one(api)  # one more, submitted after the episode
             recoveries.append(_first_completion_after(api, ended))
     stream.submit(tasks)
     with fleet.api() as api:
@@ -240,7 +243,12 @@ def _measure(fleet: TempFleet, fault: str, tasks: int, episodes: int, hold: floa
         "refused": dict(stream.refused),
         "crashes": len(changed) + max(restarts - worker_kills, 0),
         "deliberate": len(killed),
-        "lost": len([t for t in stream.created if done.get(t, {}).get("status") != "completed"]),
+        "lost": len([t for t in stream.created if done.get(t, {}).get("status") not in ENDED]),
+        "outcomes": collections.Counter(
+            f"{done[t]['status']}" + (f" ({done[t]['status_reason'][:60]})" if done[t]["status_reason"] else "")
+            for t in stream.created
+            if t in done
+        ),
         "duplicated": len([t for t, n in counts.items() if n > 1]),
         "chatty": [f"{done[t]['status']}: {done[t]['status_reason']}" for t in chatty if t in done],
         "integrity": integrity,
@@ -268,6 +276,7 @@ def main() -> None:
         )
         for line in result["chatty"]:
             print(f"  chatty task: {line}")
+        print(f"  outcomes: {dict(result['outcomes'])}")
         print(row("  resume", summary(result["recoveries"])))
 
 

@@ -19,6 +19,18 @@ from pathlib import Path
 
 MAX_PARTIAL = 64 * 1024
 LOG_FAILED = "log cannot be written"
+MIN_ROOM = 1024 * 1024  # workers claim no task while the logs' file system has less free
+
+
+def no_room(folder: Path) -> str | None:
+    """Why a new task's log would not fit under ``folder`` (None: it would)."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError as exc:
+        return f"task logs under {folder}: {exc.strerror or exc}"
+    if stat.f_bavail * stat.f_frsize < MIN_ROOM:
+        return f"no space left for task logs under {folder}"
+    return None
 
 
 def stamp(now: float | None = None) -> str:

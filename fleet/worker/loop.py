@@ -61,7 +61,7 @@ from fleet.supervise import manager_pidfile
 from fleet.worker.admission import GpuAdmission
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
-from fleet.worker.logfile import LOG_FAILED, TaskLog
+from fleet.worker.logfile import LOG_FAILED, TaskLog, no_room
 from fleet.worker.prepare import EXIT_NO_SPACE, NO_SPACE
 from fleet.worker.process import StopCause, TaskProcess
 
@@ -241,6 +241,16 @@ class LoopBase:
         )
         return self.registered
 
+    def _room_for_logs(self) -> bool:
+        """False while the task logs' file system is full: nothing is claimed
+        (checked again a second later; the state says why)."""
+        why = no_room(self.home.task_logs)
+        if why is None:
+            return True
+        self.no_space_until = max(self.no_space_until, time.monotonic() + 1.0)
+        self.no_space_reason = why
+        return False
+
     def _admission(self) -> GpuAdmission:
         threshold = self.config.agent.gpu_busy_memory_mb
         return GpuAdmission(Nvml(), self.store, self.worker.host, threshold, self.worker.id)
@@ -400,7 +410,7 @@ class WorkerLoop(LoopBase):
     def _pull(self) -> None:
         if not self.retry.ready():
             return
-        if time.monotonic() < self.no_space_until:
+        if time.monotonic() < self.no_space_until or not self._room_for_logs():
             self._set_state(WorkerState.IDLE, f"not pulling: {self.no_space_reason}")
             return
         problem = self.engine.problem() if self.engine is not None else None
@@ -440,12 +450,16 @@ class WorkerLoop(LoopBase):
         try:
             task_log = TaskLog(self.home.task_log(task.id), self.max_log)
         except OSError as exc:
-            self._record(task, TaskStatus.FAILED, None, f"{LOG_FAILED}: {exc.strerror or exc}")
+            self._record(task, TaskStatus.FAILED, None, f"{LOG_FAILED}: {exc.strerror or exc}", head=True)
             return
         task_log.note(
             f"attempt {task.attempt} on worker {runner.id} (host {runner.host}, "
             f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
         )
+        if task_log.error is not None:  # the disk filled up since the claim: not run, back at the head
+            task_log.close()
+            self._record(task, TaskStatus.FAILED, None, task_log.error, head=True)
+            return
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
             proc = TaskProcess(launch.argv, launch.cwd, launch.env, task_log, self.grace, contain=True)
@@ -507,9 +521,14 @@ class WorkerLoop(LoopBase):
         self.pid_pending = False
         self._record(task, status, rc, reason)
 
-    def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str) -> None:
+    def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str, head: bool = False) -> None:
+        """``head``: the task was never run (no room for its log): back at the head of its queue."""
         requeue: str | None = None
-        if status == TaskStatus.FAILED and rc == EXIT_NO_SPACE and self.prepared:
+        if head:
+            requeue = "head"
+            self.no_space_until = time.monotonic() + CHECK_S
+            self.no_space_reason = reason
+        elif status == TaskStatus.FAILED and rc == EXIT_NO_SPACE and self.prepared:
             # no disk space for its environment: back at the head of its queue, and this
             # worker pulls nothing for a while (the task keeps the reason meanwhile)
             requeue = "head"

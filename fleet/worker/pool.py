@@ -292,6 +292,9 @@ class PoolLoop(LoopBase):
                 self.retry.failed()
 
     def _fill_now(self) -> None:
+        if not self._room_for_logs():
+            self.decision = Decision()
+            return
         queues = [q for q in self._pullable() if q in self.specs]
         self.decision = Decision()
         self.busy = {}
