@@ -134,6 +134,18 @@ def number_above(low: float) -> Converter[float]:
     return convert
 
 
+def number_in(low: float, high: float) -> Converter[float]:
+    """A number above ``low`` and at most ``high`` (NaN and infinities refused)."""
+
+    def convert(value: Any) -> float:
+        number = to_float(value)
+        if not low < number <= high:
+            raise ValueError(f"expected a number > {low:g} and <= {high:g}")
+        return number
+
+    return convert
+
+
 def int_at_least(low: int) -> Converter[int]:
     def convert(value: Any) -> int:
         number = to_int(value)
@@ -142,3 +154,34 @@ def int_at_least(low: int) -> Converter[int]:
         return number
 
     return convert
+
+
+def to_plain_tuple(value: Any) -> tuple[Any, ...]:
+    """A list of anything (objects included), kept as plain Python values."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(item) for item in value)
+    raise ValueError("expected a list")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _plain(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def requirement_specs(value: Any) -> tuple[str, ...]:
+    """ClearML's ``pip_version``: a specifier, or a list of them, each with an optional
+    PEP 508 marker after ``;`` (``"<22.3 ; python_version >= '3.10'"``)."""
+    from packaging.markers import InvalidMarker, Marker
+
+    specs = to_str_tuple(value)
+    for item in specs:
+        _, semi, marker = item.partition(";")
+        if semi:
+            try:
+                Marker(marker.strip())
+            except InvalidMarker:
+                raise ValueError(f"expected a specifier with a PEP 508 marker; {marker.strip()!r} is not one") from None
+    return specs

@@ -1,18 +1,20 @@
 """Cloning a task (ClearML's "clone"): a new task with the same code,
 requirements and settings, optionally with edited arguments and environment.
 
-The API shows secret-looking environment values masked (``********``); an
-edited environment that still carries the mask for a variable keeps that
-variable's real value, so a person can edit a task's environment on the page
-without ever seeing its secrets.
+The API shows secret environment values masked (``********``, or a URL with
+its password masked); an edited environment that still carries a value as
+the API showed it keeps that variable's real value
+(:func:`fleet.secrets.unmask_env`), so a person can edit a task's environment
+on the page without ever seeing its secrets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from fleet.models import Task, TaskSpec
-from fleet.validate import MASK
+from fleet.secrets import unmask_env
 
 
 def clone_spec(
@@ -21,12 +23,9 @@ def clone_spec(
     name: str | None = None,
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
+    hidden: Iterable[str] = (),
 ) -> TaskSpec:
-    new_env = dict(source.env)
-    if env is not None:
-        new_env = {
-            key: (source.env[key] if value == MASK and key in source.env else value) for key, value in env.items()
-        }
+    new_env = dict(source.env) if env is None else unmask_env(env, source.env, hidden)
     script = source.script if command is None else dataclasses.replace(source.script, command=list(command))
     return TaskSpec(
         script=script,

@@ -44,6 +44,7 @@ class ApiConfig:
     # also accept HTTP basic auth ``access_key:secret_key`` (curl --user).
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
+    max_body_mb: float = 2.0  # larger request bodies are refused with 413 (fleet.api.bounds)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,9 @@ class FleetSection:
 @dataclass(frozen=True)
 class PackageManagerConfig:
     type: str = "uv"
-    pip_version: str = ""
+    # A specifier ("<20.2"), or specifiers with PEP 508 markers of which the first
+    # matching the environment's Python applies (fleet.worker.envs.base.pip_version_for).
+    pip_version: tuple[str, ...] = ()
     system_site_packages: bool = False
     force_upgrade: bool = False
     extra_index_url: tuple[str, ...] = ()
@@ -78,6 +81,16 @@ class PackageManagerConfig:
     priority_optional_packages: tuple[str, ...] = ()
     post_packages: tuple[str, ...] = ()
     post_optional_packages: tuple[str, ...] = ()
+    # ClearML keys accepted and not applicable here (README, "Coming from ClearML Agent").
+    poetry_version: str = ""
+    poetry_install_extra_args: tuple[str, ...] = ()
+    extra_pip_install_flags: tuple[str, ...] = ()
+    pytorch_resolve: str = "pip"
+    conda_full_env_update: bool = False
+    conda_env_as_base_docker: bool = False
+    use_conda_base_env: bool = False
+    torch_nightly: bool = False
+    force_repo_requirements_txt: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,12 @@ class VenvsCacheConfig:
 class VcsCacheConfig:
     enabled: bool = True
     path: str = ""
+    clone_on_pull_fail: bool = False  # not applicable: fleet never pulls, it fetches a commit into a bare mirror
+
+
+@dataclass(frozen=True)
+class VenvUpdateConfig:
+    enabled: bool = False  # deprecated in ClearML (use venvs_cache); not applicable
 
 
 @dataclass(frozen=True)
@@ -103,12 +122,14 @@ class PipDownloadCacheConfig:
 class DefaultDockerConfig:
     image: str = ""
     arguments: tuple[str, ...] = ()
+    match_rules: tuple[Any, ...] = field(default=(), hash=False)  # ClearML Enterprise only; not applicable
 
 
 @dataclass(frozen=True)
 class HideDockerEnvConfig:
     enabled: bool = True
     extra_keys: tuple[str, ...] = ()
+    parse_embedded_urls: bool = True  # passwords inside URLs are always masked
 
 
 def _empty_map() -> Mapping[str, str]:
@@ -145,6 +166,23 @@ class AgentConfig:
     cuda_version: str = ""
     cudnn_version: str = ""
     gpu_busy_memory_mb: int = 1024
+    docker_pip_cache: str = ""  # host folder for pip's cache in containers; "" = $FLEET_HOME/cache/pip
+    docker_apt_cache: str = ""  # host folder mounted at docker_internal_mounts.apt_cache; "" = none
+    # ClearML keys accepted and not applicable here (README, "Coming from ClearML Agent").
+    ignore_requested_python_version: bool = False
+    force_git_root_python_path: bool = False
+    enable_git_ask_pass: bool = True
+    docker_use_activated_venv: bool = True
+    disable_ssh_mount: bool = False
+    reload_config: bool = False
+    venv_update: VenvUpdateConfig = field(default_factory=VenvUpdateConfig)
+    docker_args_extra_precedes_task: bool = True
+    protected_docker_extra_args: tuple[str, ...] = ()
+    docker_install_opencv_libs: bool = True
+    docker_allow_host_environ: bool = False
+    docker_init_bash_script: tuple[str, ...] = ()
+    docker_preprocess_bash_script: tuple[str, ...] = ()
+    suppress_carriage_return: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,14 +199,17 @@ _BY_TYPE: Mapping[Any, cv.Converter[Any]] = {
     str: cv.to_str,
     tuple[str, ...]: cv.to_str_tuple,
     Mapping[str, str]: cv.to_str_map,
+    tuple[Any, ...]: cv.to_plain_tuple,
 }
 
 _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "agent.package_manager.type": cv.one_of(*PACKAGE_MANAGERS),
+    "agent.package_manager.pip_version": cv.requirement_specs,
     "agent.force_git_ssh_port": cv.int_between(0, 65535),
     "agent.venvs_cache.max_entries": cv.int_at_least(0),
     "agent.gpu_busy_memory_mb": cv.int_at_least(0),
     "fleet.api.port": cv.int_between(0, 65535),
+    "fleet.api.max_body_mb": cv.number_in(0, 1024),
     "fleet.stop_grace_seconds": cv.number_at_least(0),
     "fleet.handover_seconds": cv.number_at_least(0),
     "fleet.remote_lease_seconds": cv.number_at_least(1),
@@ -183,13 +224,18 @@ T = TypeVar("T")
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
-    """``FLEET_CONFIG_FILE`` if set, else ``~/fleet.conf`` if it exists, else None."""
+    """``FLEET_CONFIG_FILE`` if set, else ``~/fleet.conf`` if it exists, else
+    ``CLEARML_CONFIG_FILE`` if set, else ``~/clearml.conf`` if it exists, else None
+    (a ClearML Agent host's own file works unchanged)."""
     env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     if env.get("FLEET_CONFIG_FILE"):
         return Path(env["FLEET_CONFIG_FILE"]).expanduser()
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    candidate = home / "fleet.conf"
-    return candidate if candidate.is_file() else None
+    if (home / "fleet.conf").is_file():
+        return home / "fleet.conf"
+    if env.get("CLEARML_CONFIG_FILE"):
+        return Path(env["CLEARML_CONFIG_FILE"]).expanduser()
+    return home / "clearml.conf" if (home / "clearml.conf").is_file() else None
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -208,7 +254,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"{source}: cannot parse config: {message}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read config: {exc}") from None
-    log.debug("loading config from %s", source)
+    log.info("config: read %s", source)
     return _apply_env(_from_tree(tree, source), env)
 
 

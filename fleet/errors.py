@@ -57,6 +57,12 @@ class InvalidTransition(Conflict):
     """A state change that the state machine does not allow."""
 
 
+class PayloadTooLarge(UsageError):
+    """A request body above ``fleet.api.max_body_mb``."""
+
+    http_status = 413
+
+
 class Unauthorized(FleetError):
     http_status = 401
     exit_code = EXIT_USAGE

@@ -1,13 +1,17 @@
 """The layout of ``FLEET_HOME``: the database, logs, run files and caches.
 
 Everything fleet writes under the home is created owner-only (0700 folders,
-0600 files): it holds task logs, environments and, in config, secrets.
+0600 files): it holds task logs, environments and, in config, secrets.  A
+home or log folder that already exists writable by group or others is
+tightened to 0700 when a manager starts (:meth:`Home.tighten`).  Tasks are
+not fleet's files: they run with :data:`TASK_UMASK`, as from a login shell.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,13 @@ def resolve_home(configured: str = "", env: Mapping[str, str] | None = None) -> 
     env = os.environ if env is None else env
     raw = env.get("FLEET_HOME") or configured or "~/.fleet"
     return Path(raw).expanduser().absolute()
+
+
+# The umask a task runs with (fleet's own processes keep 0077).  A fixed 0022,
+# the login default of Debian and Ubuntu, rather than the submitter's: a task
+# may be cloned, retried or enqueued from the page by someone else, and the
+# files it leaves should not depend on who clicked.
+TASK_UMASK = 0o022
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,20 @@ class Home:
         for folder in (self.root, self.task_logs, self.worker_logs, self.work):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self
+
+    def tighten(self) -> list[tuple[Path, int]]:
+        """Make the home and its log folders owner-only (0700) where group or
+        others may write to them; return each folder changed with its old mode."""
+        changed: list[tuple[Path, int]] = []
+        for folder in (self.root, self.root / "logs", self.task_logs, self.worker_logs, self.work, self.root / "run"):
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022:
+                os.chmod(folder, 0o700)
+                changed.append((folder, stat.S_IMODE(st.st_mode)))
+        return changed
 
     def read_manager_info(self) -> dict[str, Any] | None:
         try:

@@ -40,19 +40,21 @@ import uvicorn
 
 from fleet import __version__, notify
 from fleet.config import Config
-from fleet.errors import ConfigError, FleetError, NotFound, StoreUnavailable, UsageError
+from fleet.errors import ConfigError, Conflict, FleetError, NotFound, StoreUnavailable, UsageError
 from fleet.home import Home
 from fleet.leases import Leases
+from fleet.metrics.health import GpuHealth
 from fleet.metrics.sampler import Sampler
 from fleet.metrics.storage import MetricsStorage
 from fleet.models import Worker, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import remove_pidfile, write_pidfile
-from fleet.scheduler.claims import UpRequest, check_queues, plan_up
+from fleet.scheduler.claims import Plan, UpRequest, check_queues, plan_up
 from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
 from fleet.store.faults import Backoff
 from fleet.supervise import WorkerSupervisor, manager_pidfile
+from fleet.validate import worker_id as check_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class Manager:
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
         self.token = config.fleet.api.token
+        self.secret_keys = frozenset(config.agent.hide_docker_command_env_vars.extra_keys)  # masked in answers
         check_bind(self.api_host, self.token)
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
@@ -102,8 +105,15 @@ class Manager:
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
         self.leases = Leases(config.fleet.remote_lease_seconds)  # tasks run by remote executors
         self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self._wake_workers)
+        self.health = GpuHealth(self.store, self.nvml, self.hostname, self._wake_workers)
         self.sampler = Sampler(
-            self.store, MetricsStorage(self.home.db), self.nvml, self.home.root, self.hostname, config.fleet.metrics
+            self.store,
+            MetricsStorage(self.home.db),
+            self.nvml,
+            self.home.root,
+            self.hostname,
+            config.fleet.metrics,
+            health=self.health,
         )
         self.lock = threading.RLock()
         self.wakeup = threading.Event()
@@ -138,6 +148,8 @@ class Manager:
     def serve(self, initial: UpRequest | None = None) -> int:
         """Run until asked to stop; return the exit code."""
         self.acquire()
+        for folder, mode in self.home.tighten():
+            log.warning("manager: %s was mode %04o (writable by others); tightened to 0700", folder, mode)
         write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
         if initial is not None:
             self.add_workers(initial, "fleetctl up")
@@ -172,14 +184,17 @@ class Manager:
             self.leases.seed(self.store)
         self.schedule.start()
         self.sampler.start()
+        self.health.start()
         self.home.write_manager_info(
             {"url": self.url, "pid": os.getpid(), "started_at": self.started_at, "version": __version__}
         )
         log.info("manager: serving %s for FLEET_HOME=%s (pid %d)", self.url, self.home.root, os.getpid())
+        log.info("manager: config %s", self.config.path or "built-in defaults (no config file found)")
         try:
             self._loop()
         finally:
             self.schedule.stop()
+            self.health.stop()
             self.sampler.stop()
             self._server.should_exit = True
             server_thread.join(timeout=5)
@@ -231,7 +246,7 @@ class Manager:
             if self.shutdown_requested is not None:
                 raise UsageError("the manager is shutting down")
             live = self.store.list_workers()
-            plan = plan_up(request, live, self.hostname, self.nvml, self.config.agent.worker_id)
+            plan = self._plan(request, live)
             existing = {q.name for q in self.store.list_queues()}
             missing = [q for q in check_queues(request.queues) if q not in existing]
             if missing and not request.create_queue:
@@ -252,6 +267,25 @@ class Manager:
             for warning in plan.warnings:
                 log.warning("manager: %s", warning)
             return started + plan.existing, plan.warnings
+
+    def _plan(self, request: UpRequest, live: list[Worker]) -> Plan:
+        """The workers ``request`` means; the caller's worker name and id win over ours."""
+        if request.worker_name is None:
+            host = self.hostname
+        else:
+            host = check_worker_id(request.worker_name, "worker_name") if request.worker_name else socket.gethostname()
+        fixed = self.config.agent.worker_id if request.worker_id is None else request.worker_id
+        return plan_up(request, live, host, self.nvml, fixed)
+
+    def find_workers(self, request: UpRequest) -> list[Worker]:
+        """The live worker an ``up``/``daemon`` line started (what ``daemon ... --stop`` stops), if any."""
+        with self.lock:
+            live = [w for w in self.store.list_workers() if w.state != WorkerState.DEAD]
+            try:
+                plan = self._plan(request, live)
+            except Conflict:  # the line names a worker that runs with another spec: not the one it started
+                return []
+            return plan.existing
 
     def stop_workers(self, worker_ids: list[str], drain: bool, requeue: bool, by: str) -> list[Worker]:
         with self.lock:
@@ -307,6 +341,10 @@ class Manager:
 
     def _wake_workers(self, worker_ids: list[str]) -> None:
         notify.wake(self.home.root, worker_ids)
+
+    def wake_all(self) -> None:
+        """Poke every live worker (a GPU was drained or returned)."""
+        notify.wake(self.home.root, [w.id for w in self.store.list_workers()])
 
     def wake_worker(self, worker_id: str | None) -> None:
         if worker_id:

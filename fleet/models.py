@@ -175,6 +175,7 @@ class Task:
     docker: dict[str, Any] = field(default_factory=dict)
     env_cached: bool = False
     parent: str | None = None
+    gpu_uuids: list[str] = field(default_factory=list)  # NVML's UUIDs of ``gpus`` this attempt; [] without NVML
 
 
 @dataclass
@@ -219,3 +220,16 @@ class Event:
     new: str
     actor: str
     reason: str
+
+
+@dataclass
+class GpuDrain:
+    """A GPU that gets no new task: drained by a person (``manual``) or by its
+    health (``health``: an Xid, an ECC error, a counter, a lost GPU)."""
+
+    host: str
+    gpu: int  # a unit: see fleet.gpus
+    reason: str
+    source: str  # "manual" | "health"
+    at: float
+    actor: str

@@ -14,8 +14,6 @@ TASK_ID_RE = re.compile(r"^[0-9a-f]{4,32}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 WORKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:,\-]{0,127}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_NAME_RE = re.compile(r"(SECRET|PASS|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE|CREDENTIAL)", re.I)
-MASK = "********"
 
 
 def task_id(value: str, field: str = "task") -> str:
@@ -46,11 +44,3 @@ def env_name(value: str, field: str = "env") -> str:
     if not ENV_NAME_RE.fullmatch(value):
         raise UsageError(f"invalid environment variable name {value!r}: expected [A-Za-z_][A-Za-z0-9_]*", field=field)
     return value
-
-
-def is_secret_name(name: str, extra: frozenset[str] = frozenset()) -> bool:
-    return name in extra or bool(SECRET_NAME_RE.search(name))
-
-
-def mask_env(env: dict[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:
-    return {k: (MASK if is_secret_name(k, extra) else v) for k, v in env.items()}

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import Fleet
+
 # Run as ``python -c VIEW FILE UNTIL``: sleep UNTIL seconds (or, when it is a path, until that
 # file exists), then append {"task", "gpus", "start", "end"} (its CUDA_VISIBLE_DEVICES as ints,
 # wall-clock times) to FILE.
@@ -22,3 +24,12 @@ VIEW = (
 def views_of(path: Path) -> dict[str, dict[str, Any]]:
     """Task id -> what it reported."""
     return {v["task"]: v for v in map(json.loads, path.read_text().splitlines())}
+
+
+def reported(fleet: Fleet, task_id: str, prefix: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait for the task to complete; the JSON it printed on its line starting with ``prefix``."""
+    assert fleet.cli("wait", task_id, "--timeout", str(timeout)).returncode == 0, fleet.ok("logs", task_id)
+    log = fleet.ok("logs", task_id, "--no-timestamps")
+    line = next(x for x in log.splitlines() if x.startswith(prefix))
+    data: dict[str, Any] = json.loads(line[len(prefix) :])
+    return data

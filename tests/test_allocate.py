@@ -92,7 +92,7 @@ def test_reservation_that_outsiders_block_holds_nothing() -> None:
     out = allocate([0, 1, 2, 3], set(), busy, [QUAD, DUAL], heads)
     assert out.reservations == []
     assert [(s.queue, s.gpus) for s in out.starts] == [("dual", (1, 2))]
-    assert "busy with processes fleet did not start (GPU 0: 5000 MiB" in out.waiting["quad"]
+    assert "busy or drained (GPU 0: 5000 MiB" in out.waiting["quad"]
 
 
 def test_busy_gpus_are_skipped_until_free() -> None:

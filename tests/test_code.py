@@ -18,14 +18,13 @@ import pytest
 from fleet.capture import capture
 from fleet.config import AgentConfig, VcsCacheConfig
 from fleet.models import Script
+from fleet.secrets import mask_text, mask_urls
 from fleet.worker.code import (
     CodeError,
     Credentials,
     VcsCache,
     checkout,
     effective_url,
-    mask_text,
-    mask_url,
     normalise,
     strip_credentials,
     to_https,
@@ -118,7 +117,7 @@ def test_normalise_shares_one_key_per_repository() -> None:
     ],
 )
 def test_mask_and_strip(url: str, masked: str, stripped: str) -> None:
-    assert (mask_url(url), strip_credentials(url)) == (masked, stripped)
+    assert (mask_urls(url), strip_credentials(url)) == (masked, stripped)
 
 
 def test_mask_text_finds_urls_and_secrets() -> None:

@@ -82,6 +82,7 @@ def test_cpu_task_in_a_local_image_sees_its_code_env_and_secrets_are_masked(
             print("image var", os.environ.get("FLEET_TEST_IMAGE"))
             print("secret seen", os.environ["AWS_SECRET_ACCESS_KEY"])
             print("task", os.environ["FLEET_TASK_ID"], "gpus", repr(os.environ["CUDA_VISIBLE_DEVICES"]))
+            print("device order", os.environ["CUDA_DEVICE_ORDER"])
             print("data", open("data.txt").read().strip())
             sys.exit(3)
             """
@@ -113,6 +114,7 @@ def test_cpu_task_in_a_local_image_sees_its_code_env_and_secrets_are_masked(
     assert "extra-script-ran" in log and f"setup-ran-in {code}" in log
     assert "image var 1" in log and "data mounted-code" in log
     assert f"task {task_id} gpus ''" in log
+    assert "device order PCI_BUS_ID" in log  # issue 17: every task, docker ones too
     assert "secret seen s3cr3t-value" in log  # the container got the real value
     shown = next(line for line in log.splitlines() if "docker run" in line)
     assert "AWS_SECRET_ACCESS_KEY=********" in shown and "MY_TOKEN_LIKE=********" in shown
@@ -164,7 +166,7 @@ def test_orphan_is_removed_and_live_container_kept(client: Any, tmp_path: Path) 
                 pass
 
 
-def _spec(name: str, command: list[str], gpus: list[int] | None = None) -> Any:
+def _spec(name: str, command: list[str], gpus: list[str] | None = None) -> Any:
     from fleet.worker.docker.args import ContainerSpec
 
     return ContainerSpec(
@@ -216,7 +218,7 @@ def test_gpu_task_without_nvidia_runtime_fails_clearly(client: Any) -> None:
 
     if "nvidia" in json.dumps(client.info().get("Runtimes", {})):
         pytest.skip("this engine has the NVIDIA runtime")
-    spec = _spec(f"fleet-unit-gpu-{os.getpid()}", ["sh", "-c", "true"], gpus=[0, 1])
+    spec = _spec(f"fleet-unit-gpu-{os.getpid()}", ["sh", "-c", "true"], gpus=["0", "1"])
     with pytest.raises(DockerRunError, match="needs GPUs \\[0,1\\] but this docker engine has no NVIDIA runtime"):
         run_container(client, spec, write=print)
     assert _ours(client, spec.name) == []

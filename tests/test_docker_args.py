@@ -14,15 +14,14 @@ from fleet.config import parse_config_string
 from fleet.home import Home
 from fleet.models import Script, Task, Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, plan_up
+from fleet.secrets import mask_command, secret_values
 from fleet.worker.docker.args import (
     NAME_RE,
     ContainerSpec,
     DockerArgsError,
     choose_image,
     container_name,
-    mask_command,
     parse_docker_args,
-    secret_values,
 )
 from fleet.worker.docker.run import build_spec, device_requests
 from fleet.worker.launch import plan_launch
@@ -90,8 +89,9 @@ def test_supported_docker_arguments_become_sdk_kwargs() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--privileged"], "'--privileged' is not supported in docker mode"),
-        (["--user", "1000"], "'--user' is not supported"),
+        (["--cidfile", "/tmp/x"], "'--cidfile' cannot be expressed through the docker SDK"),
+        (["--pull=always"], "'--pull' cannot be expressed .*docker_force_pull"),
+        (["--no-such-flag"], "'--no-such-flag' is not a docker run option"),
         (["-v", "relative"], "expected HOST:CONTAINER"),
         (["-v", "/a:/b:zz"], "mode must be ro or rw"),
         (["--ipc"], "needs a value"),
@@ -184,9 +184,9 @@ def test_up_docker_goes_into_the_worker_options() -> None:
 
 
 def test_submit_refuses_unsupported_docker_args_before_anything(fleet: Fleet) -> None:
-    result = fleet.cli("submit", "--queue", "q", "--docker", "img", "--docker-args", "--privileged", "--", "true")
+    result = fleet.cli("submit", "--queue", "q", "--docker", "img", "--docker-args", "--sig-proxy", "--", "true")
     assert result.returncode == 2, result.stderr
-    assert "'--privileged' is not supported in docker mode" in result.stderr
+    assert "'--sig-proxy' cannot be expressed through the docker SDK" in result.stderr
     result = fleet.cli("submit", "--queue", "q", "--docker-args", "--ipc=host", "--", "true")
     assert result.returncode == 2 and "only with --docker IMAGE" in result.stderr
 
@@ -225,7 +225,7 @@ def test_build_settings_reach_the_build_quoted_and_outside_the_environment(tmp_p
         '. "$1"; printf "%s|%s|%s|%s" "$FLEET_MANAGER" "$FLEET_PIP_VERSION" "$FLEET_UPGRADE" "$PIP_EXTRA_INDEX_URL"'
     )
     read = subprocess.run(["sh", "-c", script, "sh", str(path)], capture_output=True, text=True, check=True).stdout
-    assert read == f"pip|<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
+    assert read == f"pip|pip<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
     task = make_task(tmp_path, docker={"image": "img:1"})
     spec = build_spec(task, "h:cpu", "", config, Home(tmp_path / "home"), tmp_path, [tmp_path], tmp_path / "run")
     env_spec = builder_spec(spec, tmp_path / "venv", path)

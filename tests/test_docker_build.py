@@ -100,8 +100,19 @@ def _run(client: Any, image: str, **kwargs: Any) -> str:
     return bytes(out).decode()
 
 
+@pytest.fixture
+def elsewhere(client: Any) -> Iterator[Any]:
+    """A build container of another fleet on the same engine (another user's, another
+    test run's), as there may be at any moment on a shared engine."""
+    other = client.containers.create(
+        IMAGE, ["true"], name=f"fleet-build-elsewhere-{os.getpid()}", labels={"fleet.build": "f" * 32}
+    )
+    yield other
+    other.remove(force=True)
+
+
 def test_base_image_has_the_code_and_environment_but_no_secret(
-    fleet: Fleet, client: Any, tmp_path: Path, built: list[str]
+    fleet: Fleet, client: Any, tmp_path: Path, built: list[str], elsewhere: Any
 ) -> None:
     task_id, image, output = _build(fleet, tmp_path, built, "base")
     assert "not baked into the image (secrets): AWS_SECRET_ACCESS_KEY" in output
@@ -119,7 +130,11 @@ def test_base_image_has_the_code_and_environment_but_no_secret(
     diff = _run(client, image, command=["python3", "-c", "import pkg; print(pkg.VALUE)"], working_dir="/fleet/code")
     assert diff.strip() == "uncommitted"
     assert fleet.task(task_id)["status"] == "queued"  # building changes nothing about the task
-    assert [c for c in client.containers.list(all=True) if c.name.startswith("fleet-build-")] == []
+    # Our build container is gone; only this build's are looked for (by its label), since
+    # the engine is shared: counting every ``fleet-build-`` container made this test fail
+    # whenever another fleet was building at the same moment.
+    assert client.containers.list(all=True, filters={"label": f"fleet.build={task_id}"}) == []
+    assert elsewhere.id in {c.id for c in client.containers.list(all=True)}  # another's build is left alone
 
 
 def test_reuse_task_image_runs_the_task_and_reports_to_the_manager(

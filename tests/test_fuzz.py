@@ -25,6 +25,43 @@ EXCLUDED = (
     ("POST", "/api/v1/workers/{worker_id}/stop"),
 )
 MAX_EXAMPLES = 25
+MB = 2**20
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def hostile(fleet: Fleet, worker: str, task: str) -> list[tuple[str, str, bytes]]:
+    """Requests that once made a 500, bricked the manager or grew it without
+    limit (issue 12), pinned so that every run sends them: method, path (a
+    path under the root is a ClearML-compatible call) and raw body."""
+    prop = b'{"worker": "%s", "runtime_properties": [{"key": "force", "value": "on", "expiry": %s}]}'
+    task_body = b'{"command": ["true"], "working_dir": "%s", "queue": "fuzz-a", %s}'
+    root = str(fleet.root).encode()
+    out = [
+        ("POST", "/workers.set_runtime_properties", prop % (worker.encode(), value))
+        for value in (b"1e300", b"-1e300", b"NaN", b"Infinity", b"1" + b"0" * 400, b"315360001")
+    ]
+    out += [
+        ("PUT", f"/api/v1/workers/{worker}/runtime-properties/force", b'{"value": "on", "expiry": 1e300}'),
+        ("POST", "/queues.update", b'{"queue": "fuzz-b", "tags": ' + DEEP + b"}"),
+        ("PATCH", "/api/v1/queues/fuzz-b", b'{"tags": ' + DEEP + b"}"),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"env": {"BIG": "' + b"x" * (3 * MB) + b'"}')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"env": {"V": "' + b"x" * (64 * 1024 + 1) + b'"}')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"name": "a\\u0000b"')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"user": "a\\u0000b"')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"priority": 1e300')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"timeout": 1e300')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"retries": 100000000000000000000')),
+        ("POST", "/api/v1/tasks", task_body % (root, b'"gpus": 100000000000000000000')),
+        ("GET", "/api/v1/tasks?limit=100000000000000000000", b""),
+        ("GET", f"/api/v1/tasks/{task}/log?offset=100000000000000000000", b""),
+        ("GET", "/api/v1/metrics?kind=gpu&id=" + "1" * 5000, b""),
+        ("GET", "/api/v1/metrics?step=100000000000000000000", b""),
+        ("GET", "/api/v1/metrics?since=1e300", b""),
+        ("GET", "/api/v1/report?since=-1e300", b""),
+    ]
+    return out
+
+
 NEVER_RAN = {"created", "queued", "stopped"}  # stopped: aborted while it waited
 SETTINGS = hypothesis.settings(
     max_examples=MAX_EXAMPLES,
@@ -45,10 +82,13 @@ def test_fuzzed_requests_never_get_a_server_error(fleet: Fleet) -> None:
     of a task, queue and worker that exist, bodies with an absolute
     ``working_dir`` and a queue no worker serves).  No answer may be 5xx
     (schemathesis's ``not_a_server_error``); 4xx for bad input is fine.
+    Then the :func:`hostile` requests, each pinned, must get a 4xx.
     Afterwards the manager must still be healthy.
 
     The only worker is a CPU-only one on the queue ``parking``; generated
-    tasks go to other queues, so they are created or queued but never run.
+    tasks go to other queues, so they are created or queued but never run
+    by it (the remote-executor routes may mark one started or ended under a
+    made-up executor id; nothing runs here for that).
     Excluded from fuzzing, so that generated requests can neither stop the
     manager nor add (or restart) workers that run tasks:
     ``POST /api/v1/shutdown``, ``POST /api/v1/workers``,
@@ -110,6 +150,15 @@ def test_fuzzed_requests_never_get_a_server_error(fleet: Fleet) -> None:
         fuzz(f"{operation.label} negative", operation.as_strategy(generation_mode=GenerationMode("negative")))
         fuzz(f"{operation.label} pinned", operation.as_strategy(path_parameters=pinned).map(aim))
 
+    with fleet.api() as api:
+        for method, path, raw in hostile(fleet, worker["id"], task["id"]):
+            url = fleet.url + path if not path.startswith("/api/v1/") else path.removeprefix("/api/v1")
+            answer = api.request(method, url, content=raw or None, headers={"content-type": "application/json"})
+            seen = statuses.setdefault(f"{method} {path[:60]} hostile", Counter())
+            seen[answer.status_code] += 1
+            if not 400 <= answer.status_code < 500:
+                failures.append(f"hostile {method} {path[:80]}: HTTP {answer.status_code}, expected 4xx")
+
     log = fleet.home / "logs" / "manager.log"
     assert not failures, "\n\n".join(failures) + f"\n\nmanager log:\n{log.read_text() if log.exists() else ''}"
     assert statuses["POST /api/v1/tasks pinned"][201] > 0, statuses  # the fuzz did reach real objects
@@ -119,5 +168,10 @@ def test_fuzzed_requests_never_get_a_server_error(fleet: Fleet) -> None:
         workers = api.get("/workers").raise_for_status().json()["workers"]
         tasks = api.get("/tasks", params={"limit": 10_000}).raise_for_status().json()["tasks"]
     assert [w["id"] for w in workers] == [worker["id"]]
-    ran = [(t["id"], t["status"], t["queue"]) for t in tasks if t["status"] not in NEVER_RAN or t["queue"] == "parking"]
+    ran = [
+        (t["id"], t["status"], t["queue"], t["status_reason"], t["worker"])
+        for t in tasks
+        # the remote-executor routes (start/finish) move a task without running anything here
+        if (t["status"] not in NEVER_RAN and t["worker"] == worker["id"]) or t["queue"] == "parking"
+    ]
     assert not ran, ran

@@ -28,6 +28,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is not installed")
 
 WORKER = f"{socket.gethostname()}:gpu0"
+GPU = f"{socket.gethostname()}:0"
 TICKER = "import time\nfor i in range(3000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
 
 
@@ -36,6 +37,11 @@ def _force(fleet: Fleet) -> object:
         return (
             api.get(f"/workers/{WORKER}").raise_for_status().json()["runtime_properties"].get("force", {}).get("value")
         )
+
+
+def _drains(fleet: Fleet) -> dict[str, str]:
+    with fleet.api() as api:
+        return {d["name"]: d["reason"] for d in api.get("/gpus").raise_for_status().json()["drained"]}
 
 
 def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path) -> None:
@@ -74,6 +80,15 @@ def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path
             fleet.wait_for(lambda value=value: _force(fleet) == value, timeout=10, what=f"force {value}")  # type: ignore[misc]
             if value is not None:
                 expect(row.locator(f'button[data-action="{action}"]')).to_have_class("on")
+
+        # drain GPU 0 with a reason, then undrain it (issue 17): each checked through the API
+        gpu = page.locator(f'#gpus tr[data-gpu="{GPU}"]')
+        gpu.locator('input[data-field="drain-reason"]').fill("fan noise")
+        gpu.locator('button[data-action="drain"]').click()
+        fleet.wait_for(lambda: _drains(fleet) == {GPU: "fan noise"}, timeout=10, what="GPU 0 drained")
+        expect(gpu.locator(".state")).to_contain_text("by hand: fan noise")
+        gpu.locator('button[data-action="undrain"]').click()
+        fleet.wait_for(lambda: _drains(fleet) == {}, timeout=10, what="GPU 0 undrained")
 
         # tag the queue
         tags = page.locator('#queues input[data-queue="q"]')

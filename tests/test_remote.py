@@ -140,10 +140,8 @@ def test_abort_stops_the_command(fleet: Fleet) -> None:
         again = _run(fleet, _argv(task_id, "true", worker="other:image"))
         assert again.returncode == 1 and f"task {task_id} is running on {WORKER}" in again.stderr
         assert "HTTP 409" in again.stderr
-        started = time.monotonic()
         fleet.ok("abort", task_id)
-        _out, err = runner.communicate(timeout=10)
-        assert time.monotonic() - started < 5
+        _out, err = runner.communicate(timeout=30)  # the command sleeps 60 s: only the abort ends it this soon
     finally:
         _reap(runner)
     assert runner.returncode == 128 + signal.SIGTERM, err

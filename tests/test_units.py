@@ -20,11 +20,12 @@ from fleet.errors import Conflict, UsageError
 from fleet.gpus import parse_gpu_list, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.notify import Listener, wake
-from fleet.nvml import Nvml
+from fleet.nvml import GpuUnit, Nvml
 from fleet.procs import describe_exit, is_same_process, start_time
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.scheduler.order import QueueOrder
-from fleet.validate import MASK, env_name, mask_env, queue_name, task_id, worker_id
+from fleet.secrets import MASK, mask_env
+from fleet.validate import env_name, queue_name, task_id, worker_id
 from fleet.worker.logfile import MAX_PARTIAL, TaskLog, stamp, strip_stamp
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
@@ -45,6 +46,9 @@ class FakeNvml(Nvml):
 
     def device_count(self) -> int:
         return self.count or 0
+
+    def units(self) -> list[GpuUnit]:
+        return [GpuUnit(i, i, f"GPU-fake-{i}", False) for i in range(self.count or 0)]
 
 
 # -- GPU specs ------------------------------------------------------------------------------

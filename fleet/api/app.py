@@ -3,7 +3,8 @@
 Errors are mapped to HTTP here and only here: a :class:`FleetError` becomes
 its ``http_status`` with ``{"error": ..., "field": ...}``; a validation error
 becomes a 422 naming the field; anything unexpected is logged and answered as
-a JSON 500 (a bug, never an expected outcome of bad input).
+a JSON 500 (a bug, never an expected outcome of bad input) by
+:class:`fleet.api.guards.CatchAll`, which keeps the connection open.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet import __version__
+from fleet.api.guards import BodyGuard, CatchAll
 from fleet.errors import FleetError, UsageError
 from fleet.validate import queue_name, task_id, worker_id
 
@@ -84,6 +86,7 @@ def _basic_matches(header: str, key: str, secret: str) -> bool:
 def create_app(manager: Manager) -> FastAPI:
     from fleet.api import (
         routes_clearml,
+        routes_gpus,
         routes_metrics,
         routes_queues,
         routes_remote,
@@ -94,6 +97,11 @@ def create_app(manager: Manager) -> FastAPI:
 
     app = FastAPI(title="fleet", version=__version__, description="Per-host GPU fleet manager")
     app.state.manager = manager
+    # Guards (fleet/api/guards.py), added first so that they sit inside every other
+    # middleware: the catch-all innermost, then the body's bounds.
+    app.add_middleware(CatchAll)
+    max_mb = manager.config.fleet.api.max_body_mb
+    app.add_middleware(BodyGuard, max_bytes=int(max_mb * 2**20), max_mb=max_mb)
 
     @app.exception_handler(FleetError)
     async def fleet_error(request: Request, exc: FleetError) -> JSONResponse:
@@ -121,11 +129,6 @@ def create_app(manager: Manager) -> FastAPI:
             body["field"] = "body"
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("api: unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
-
     clearml_paths = frozenset(getattr(route, "path", "") for route in routes_clearml.router.routes)
     api_config = manager.config.fleet.api
 
@@ -146,7 +149,15 @@ def create_app(manager: Manager) -> FastAPI:
                 )
         return await call_next(request)
 
-    for module in (routes_system, routes_workers, routes_queues, routes_tasks, routes_remote, routes_metrics):
+    for module in (
+        routes_system,
+        routes_workers,
+        routes_queues,
+        routes_tasks,
+        routes_remote,
+        routes_metrics,
+        routes_gpus,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)
     routes_metrics.mount_root(app, manager)  # /metrics and the page, after every API route

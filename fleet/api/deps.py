@@ -11,10 +11,6 @@ from fleet.api.schemas import as_value_error
 from fleet.manager import Manager
 from fleet.validate import queue_name, task_id, worker_id
 
-# Byte offsets into logs and row offsets into lists: large enough for anything
-# real, small enough for SQLite's 64-bit integers and ``seek``.
-MAX_OFFSET = 2**53
-
 
 def get_manager(request: Request) -> Manager:
     manager: Manager = request.app.state.manager

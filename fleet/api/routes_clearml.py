@@ -8,12 +8,13 @@ errors keep the envelope with ``result_code`` set to the HTTP status.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fleet.api.bounds import ExpiryOrZero
 from fleet.api.deps import ManagerDep
 from fleet.api.routes_workers import set_property
 from fleet.errors import FleetError
@@ -27,7 +28,7 @@ class _Prop(BaseModel):
     model_config = ConfigDict(extra="ignore")
     key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
     value: str = Field("", max_length=200)
-    expiry: float | None = Field(None, ge=0, allow_inf_nan=False)
+    expiry: ExpiryOrZero | None = None  # the REST route's range (fleet.api.bounds); 0 deletes
 
 
 class _SetRuntimeProperties(BaseModel):
@@ -39,7 +40,7 @@ class _SetRuntimeProperties(BaseModel):
 class _QueueUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     queue: str = Field(min_length=1, max_length=64)
-    tags: list[str] | None = Field(None, max_length=100)
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(None, max_length=100)
 
 
 def _envelope(endpoint: str, data: dict[str, Any], code: int = 200, msg: str = "OK") -> JSONResponse:

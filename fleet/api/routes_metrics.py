@@ -22,8 +22,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 import fleet
+from fleet.api.bounds import GPUS_MAX, MetricsStep
 from fleet.api.deps import ManagerDep, TaskId
 from fleet.errors import NotFound, UsageError
+from fleet.gpus import gpu_json
 from fleet.manager import Manager
 from fleet.metrics import report as reports
 from fleet.metrics.history import HistoryReader
@@ -61,7 +63,7 @@ def _ids(manager: Manager, kind: str, raw: str | None) -> list[str] | None:
     if len(parts) > MAX_IDS:
         raise UsageError(f"id: at most {MAX_IDS} ids at once, got {len(parts)}", field="id")
     if kind == "gpu":
-        if not all(p.isdigit() and int(p) < 1024 for p in parts):
+        if not all(p.isdigit() and len(p) <= 4 and int(p) < GPUS_MAX for p in parts):
             raise UsageError(f"id {raw!r}: expected GPU indices like 0,1", field="id")
         return [str(int(p)) for p in parts]
     if kind == "worker":
@@ -80,7 +82,7 @@ def metrics(
     id: Annotated[str | None, Query(max_length=10_000, description="comma-separated series ids")] = None,
     since: TimeText = "1h",
     until: TimeText | None = None,
-    step: Annotated[int | None, Query(ge=1, le=31 * 86400, description="seconds per point")] = None,
+    step: MetricsStep = None,
 ) -> dict[str, Any]:
     """Time series of one kind, averaged per ``step`` (default: about 300 points)."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
@@ -104,10 +106,14 @@ def _snapshot_json(snap: Snapshot | None) -> dict[str, Any] | None:
         "at": iso(snap.at),
         "host": vars(snap.host),
         "gpus": [
-            {**{k: v for k, v in vars(g).items() if k != "processes"}, "processes": [vars(p) for p in g.processes]}
+            {
+                **{k: v for k, v in vars(g).items() if k != "processes"},
+                "gpu": gpu_json(g.index),
+                "processes": [vars(p) for p in g.processes],
+            }
             for g in snap.gpus
         ],
-        "workers": [{**vars(w), "gpus": list(w.gpus)} for w in snap.workers],
+        "workers": [{**vars(w), "gpus": [gpu_json(g) for g in w.gpus]} for w in snap.workers],
         "tasks": [{**vars(t), "pids": list(t.pids)} for t in snap.tasks],
     }
 

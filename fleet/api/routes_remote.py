@@ -91,7 +91,7 @@ def start(task_id: TaskId, body: RemoteStartBody, manager: ManagerDep) -> dict[s
             f"attempt {started.attempt} on remote executor {worker.id} (GPUs {gpus}{clone})"
         )
     return {
-        "task": task_json(started),
+        "task": task_json(started, hidden=manager.secret_keys),
         "attempt": started.attempt,
         "timeout": started.timeout,
         "stop_grace_seconds": manager.config.fleet.stop_grace_seconds,
@@ -175,4 +175,4 @@ def finish(task_id: TaskId, body: RemoteFinishBody, manager: ManagerDep) -> dict
     ended = store.get_task(task.id)
     if ended.status == TaskStatus.QUEUED and ended.queue is not None:
         manager.wake_queue(ended.queue)
-    return task_json(ended)
+    return task_json(ended, hidden=manager.secret_keys)

@@ -26,6 +26,9 @@ def health(manager: ManagerDep) -> dict[str, Any]:
         "url": manager.url,
         "uptime_s": round(time.time() - manager.started_at, 3),
         "nvml": manager.nvml.available,
+        "config": str(manager.config.path) if manager.config.path else None,
+        "cuda_version": manager.config.agent.cuda_version or None,
+        "cudnn_version": manager.config.agent.cudnn_version or None,
     }
 
 

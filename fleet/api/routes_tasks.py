@@ -10,12 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
-from fleet.api.deps import MAX_OFFSET, ManagerDep, TaskId
+from fleet.api.bounds import MAX_LIST_BYTES, ListLimit, Offset
+from fleet.api.deps import ManagerDep, TaskId
 from fleet.api.routes_workers import workers_json
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
-from fleet.api.serialize import event_json, task_json
+from fleet.api.serialize import event_json, task_json, task_summary_json
 from fleet.clone import clone_spec
-from fleet.errors import UsageError
+from fleet.errors import Conflict, StoreError, UsageError
 from fleet.models import Script, TaskSpec, TaskStatus
 from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import queue_name, worker_id
@@ -43,25 +44,46 @@ def _statuses(raw: str | None) -> list[TaskStatus] | None:
 def list_tasks(
     manager: ManagerDep,
     queue: str | None = None,
-    status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
+    status: Annotated[str | None, Query(max_length=1000, description="comma-separated statuses")] = None,
     worker: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: ListLimit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """Task summaries, newest first: every key of a task, with ``env`` values,
+    the requirements file and the setup script left out (GET one has them).
+
+    At most ``limit`` rows and about ``MAX_LIST_BYTES`` bytes: when rows were
+    left out for size, ``truncated`` is true and ``next_offset`` continues."""
     if queue is not None:
         queue_name(queue)
     if worker is not None:
         worker_id(worker)
     tasks, total = manager.store.list_tasks(
-        queue=queue, status=_statuses(status), worker=worker, limit=limit, offset=offset
+        queue=queue,
+        status=_statuses(status),
+        worker=worker,
+        limit=limit,
+        offset=offset,
+        summary=True,
+        max_bytes=MAX_LIST_BYTES,
     )
-    return {"tasks": [task_json(t) for t in tasks], "total": total, "limit": limit, "offset": offset}
+    truncated = len(tasks) < min(limit, max(total - offset, 0))
+    return {
+        "tasks": [task_summary_json(t, hidden=manager.secret_keys) for t in tasks],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "truncated": truncated,
+        "next_offset": offset + len(tasks) if truncated else None,
+    }
 
 
 @router.post("/tasks", status_code=201)
 def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     if body.gpus and body.queue is not None:  # a count no pool serving the queue can ever give
-        refuse_oversized(workers_json(manager.store, manager.store.list_workers()), body.queue, body.gpus)
+        refuse_oversized(
+            workers_json(manager.store, manager.store.list_workers(), manager.secret_keys), body.queue, body.gpus
+        )
     spec = TaskSpec(
         script=_script(body),
         requirements=body.requirements.to_json() if body.requirements is not None else {},
@@ -77,7 +99,7 @@ def create_task(body: TaskCreate, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.create_task(spec, body.queue, f"api:{body.user or 'anonymous'}")
     if task.queue is not None:
         manager.wake_queue(task.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 def _script(body: TaskCreate) -> Script:
@@ -93,7 +115,7 @@ def _script(body: TaskCreate) -> Script:
 @router.get("/tasks/{task_id}")
 def get_task(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.get_task(task_id)
-    return task_json(task, manager.store.attempts(task.id))
+    return task_json(task, manager.store.attempts(task.id), hidden=manager.secret_keys)
 
 
 @router.get("/tasks/{task_id}/events")
@@ -106,12 +128,12 @@ def task_events(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
 def enqueue(task_id: TaskId, body: EnqueueBody, manager: ManagerDep) -> dict[str, Any]:
     task = manager.store.enqueue_task(task_id, body.queue, "api", head=body.head)
     manager.wake_queue(body.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/dequeue")
 def dequeue(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
-    return task_json(manager.store.dequeue_task(task_id, "api"))
+    return task_json(manager.store.dequeue_task(task_id, "api"), hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/abort")
@@ -119,27 +141,27 @@ def abort(task_id: TaskId, manager: ManagerDep, body: AbortBody | None = None) -
     reason = (body.reason if body else "") or "aborted"
     task = manager.store.request_abort(task_id, "api", reason)
     manager.wake_worker(task.worker)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.post("/tasks/{task_id}/clone", status_code=201)
 def clone(task_id: TaskId, manager: ManagerDep, body: CloneBody | None = None) -> dict[str, Any]:
     """A new task with the same code and settings; ``command`` and ``env`` may be
-    edited (a masked ``********`` env value keeps the original's real value)."""
+    edited (a value still masked as the API shows it keeps the original's real value)."""
     body = body or CloneBody(queue=None, name=None, command=None, env=None)
     source = manager.store.get_task(task_id)
-    spec = clone_spec(source, name=body.name, command=body.command, env=body.env)
+    spec = clone_spec(source, name=body.name, command=body.command, env=body.env, hidden=manager.secret_keys)
     task = manager.store.create_task(spec, body.queue, "api")
     if task.queue is not None:
         manager.wake_queue(task.queue)
-    return task_json(task)
+    return task_json(task, hidden=manager.secret_keys)
 
 
 @router.get("/tasks/{task_id}/log", response_class=Response)
 async def task_log(
     task_id: TaskId,
     manager: ManagerDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
     follow: bool = False,
 ) -> Response:
     """The task's log from byte ``offset``; ``follow`` streams until the task ends.
@@ -147,16 +169,18 @@ async def task_log(
     Without ``follow`` the answer carries ``X-Next-Offset`` to continue from."""
     task = await asyncio.to_thread(manager.store.get_task, task_id)
     path = manager.home.task_log(task.id)
+    data = _read(path, offset, LOG_CHUNK)  # a log that cannot be read is answered before any byte is sent
     if not follow:
-        data = _read(path, offset, LOG_CHUNK)
         return Response(
             data,
             media_type="text/plain; charset=utf-8",
             headers={"X-Next-Offset": str(offset + len(data)), "X-Task-Status": task.status.value},
         )
 
-    async def stream() -> AsyncIterator[bytes]:
-        position = offset
+    async def stream(first: bytes) -> AsyncIterator[bytes]:
+        position = offset + len(first)
+        if first:
+            yield first
         while True:
             data = _read(path, position, LOG_CHUNK)
             if data:
@@ -173,13 +197,21 @@ async def task_log(
                 return
             await asyncio.sleep(FOLLOW_POLL_S)
 
-    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
+    return StreamingResponse(stream(data), media_type="text/plain; charset=utf-8")
 
 
 def _read(path: os.PathLike[str], offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes of the log from ``offset``; none while there is no log yet.
+
+    A log path that is a folder is a state the task's files are in (409);
+    any other failure to read (permissions, I/O) is the disk's (503)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
             return fh.read(size)
     except FileNotFoundError:
         return b""
+    except IsADirectoryError:
+        raise Conflict(f"cannot read the task's log: {os.fspath(path)} is a folder", field="log") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read the task's log {os.fspath(path)}: {exc.strerror or exc}", field="log") from None

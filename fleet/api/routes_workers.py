@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
-from fleet.api.serialize import worker_json
+from fleet.api.serialize import _masked_docker, pool_json, worker_json
 from fleet.errors import NotFound, UsageError
+from fleet.gpus import gpu_label, overlap
 from fleet.manager import Manager
 from fleet.models import TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, check_queues
@@ -25,40 +27,44 @@ def _running(store: Store, workers: list[Worker]) -> dict[str, list[str]]:
     """Worker id -> its running task ids; a pool's or services worker's tasks
     run under per-task ids and are counted for it (:func:`owns`)."""
     out: dict[str, list[str]] = {}
-    for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
+    for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000, summary=True)[0]:
         owner = next((w.id for w in workers if owns(w, task)), task.worker)
         if owner:
             out.setdefault(owner, []).append(task.id)
     return out
 
 
-def workers_json(store: Store, workers: list[Worker]) -> list[dict[str, Any]]:
+def workers_json(store: Store, workers: list[Worker], hidden: Iterable[str] = ()) -> list[dict[str, Any]]:
     running = _running(store, workers)
     props = store.runtime_properties()
+    drains = store.drained_gpus()
     out = []
     for w in workers:
         answer = worker_json(w, running.get(w.id, []), props.get(w.id, {}))
         answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
-        answer["docker"] = (w.options or {}).get("docker")  # {"image": ...} in docker mode, else None
-        answer["pool"] = w.pool if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
+        answer["docker"] = _masked_docker((w.options or {}).get("docker"), hidden)
+        answer["pool"] = pool_json(w.pool) if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
+        answer["drained"] = {
+            gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus) is not None
+        }
         out.append(answer)
     return out
 
 
 @router.get("/workers")
 def list_workers(manager: ManagerDep, all: bool = False) -> dict[str, Any]:
-    return {"workers": workers_json(manager.store, manager.store.list_workers(include_dead=all))}
+    return {"workers": workers_json(manager.store, manager.store.list_workers(include_dead=all), manager.secret_keys)}
 
 
 @router.get("/workers/{worker_id}")
 def get_worker(worker_id: WorkerId, manager: ManagerDep) -> dict[str, Any]:
-    return workers_json(manager.store, [manager.store.get_worker(worker_id)])[0]
+    return workers_json(manager.store, [manager.store.get_worker(worker_id)], manager.secret_keys)[0]
 
 
-@router.post("/workers", status_code=201)
-def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
-    request = UpRequest(
+def up_request(body: WorkersCreate) -> UpRequest:
+    return UpRequest(
         queues=body.queues,
         gpus=body.gpus,
         cpu_only=body.cpu_only,
@@ -69,17 +75,30 @@ def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
         services=body.services_mode,
         services_max=body.services_max,
         docker=body.docker,
+        docker_args=body.docker_args,
+        worker_name=body.worker_name,
+        worker_id=body.worker_id,
     )
-    workers, warnings = manager.add_workers(request, "api")
+
+
+@router.post("/workers", status_code=201)
+def create_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
+    workers, warnings = manager.add_workers(up_request(body), "api")
     for queue in check_queues(body.queues):
         manager.wake_queue(queue)
-    return {"workers": workers_json(manager.store, workers), "warnings": warnings}
+    return {"workers": workers_json(manager.store, workers, manager.secret_keys), "warnings": warnings}
+
+
+@router.post("/workers/match")
+def match_workers(body: WorkersCreate, manager: ManagerDep) -> dict[str, Any]:
+    """The live worker that this ``up`` body started (``daemon ... --stop``); changes nothing."""
+    return {"workers": workers_json(manager.store, manager.find_workers(up_request(body)), manager.secret_keys)}
 
 
 @router.delete("/workers/{worker_id}", status_code=202)
 def stop_worker(worker_id: WorkerId, manager: ManagerDep, drain: bool = False, requeue: bool = False) -> dict[str, Any]:
     workers = manager.stop_workers([worker_id], drain, requeue, "fleetctl stop")
-    return workers_json(manager.store, [manager.store.get_worker(w.id) for w in workers])[0]
+    return workers_json(manager.store, [manager.store.get_worker(w.id) for w in workers], manager.secret_keys)[0]
 
 
 @router.post("/workers/{worker_id}/stop", status_code=202)
@@ -90,7 +109,10 @@ def stop_worker_post(worker_id: WorkerId, body: StopBody, manager: ManagerDep) -
 @router.get("/workers/{worker_id}/runtime-properties")
 def get_runtime_properties(worker_id: WorkerId, manager: ManagerDep) -> dict[str, Any]:
     worker = manager.store.get_worker(worker_id)
-    return {"worker": worker.id, "runtime_properties": workers_json(manager.store, [worker])[0]["runtime_properties"]}
+    return {
+        "worker": worker.id,
+        "runtime_properties": workers_json(manager.store, [worker], manager.secret_keys)[0]["runtime_properties"],
+    }
 
 
 @router.put("/workers/{worker_id}/runtime-properties/{key}")

@@ -14,6 +14,21 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from fleet.api.bounds import (
+    ENV_MAX_ENTRIES,
+    ENV_NAME_MAX,
+    ENV_VALUE_MAX,
+    NAME_MAX,
+    Attempt,
+    ExitCode,
+    ExpirySeconds,
+    GpuCount,
+    GpuIndex,
+    Priority,
+    Retries,
+    ServicesMax,
+    TimeoutSeconds,
+)
 from fleet.capture import MAX_DIFF_BYTES
 from fleet.errors import UsageError
 from fleet.validate import env_name, queue_name, worker_id
@@ -36,7 +51,8 @@ QueueName = Annotated[str, AfterValidator(as_value_error(queue_name))]
 
 
 def _env_vars(value: dict[str, str] | None) -> dict[str, str] | None:
-    """Environment variables: valid names, no NUL in values."""
+    """Environment variables: valid names, no NUL in values (their number and
+    sizes are bounded by :data:`Env`)."""
     for key, val in (value or {}).items():
         try:
             env_name(key)
@@ -45,6 +61,23 @@ def _env_vars(value: dict[str, str] | None) -> dict[str, str] | None:
         if "\0" in val:
             raise ValueError(f"value of {key} contains a NUL character")
     return value
+
+
+def _no_nul_text(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("cannot contain NUL characters")
+    return value
+
+
+# A task's environment: at most ENV_MAX_ENTRIES variables, names of at most
+# ENV_NAME_MAX characters, values of at most ENV_VALUE_MAX.
+Env = Annotated[
+    dict[Annotated[str, Field(max_length=ENV_NAME_MAX)], Annotated[str, Field(max_length=ENV_VALUE_MAX)]],
+    Field(max_length=ENV_MAX_ENTRIES),
+    AfterValidator(_env_vars),
+]
+# A short text shown to people (a task's name, its user): no NUL.
+Text = Annotated[str, Field(max_length=NAME_MAX), AfterValidator(_no_nul_text)]
 
 
 class Strict(BaseModel):
@@ -142,13 +175,13 @@ class TaskCreate(Strict):
     command: list[Annotated[str, Field(min_length=1, max_length=100_000)]] = Field(min_length=1, max_length=10_000)
     working_dir: str = Field(min_length=1, max_length=4096)
     queue: QueueName | None = None
-    name: str = Field("", max_length=256)
-    env: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(default_factory=dict)
-    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
-    timeout: float | None = Field(None, gt=0, le=365 * 24 * 3600, allow_inf_nan=False)
-    retries: int = Field(0, ge=0, le=1000)
-    gpus: int | None = Field(None, ge=0, le=1024)
-    user: str = Field("", max_length=256)
+    name: Text = ""
+    env: Env = Field(default_factory=dict)
+    priority: Priority = 0
+    timeout: TimeoutSeconds | None = None
+    retries: Retries = 0
+    gpus: GpuCount | None = None
+    user: Text = ""
     script: ScriptBody | None = None
     setup_script: str | None = Field(None, max_length=MAX_SCRIPT_TEXT)
     requirements: RequirementsBody | None = None
@@ -170,8 +203,6 @@ class TaskCreate(Strict):
             raise ValueError("command arguments cannot contain NUL characters")
         return value
 
-    check_env = field_validator("env")(_env_vars)
-
 
 class EnqueueBody(Strict):
     queue: QueueName
@@ -180,9 +211,9 @@ class EnqueueBody(Strict):
 
 class CloneBody(Strict):
     queue: QueueName | None = None
-    name: str | None = Field(None, max_length=256)
+    name: Text | None = None
     command: list[Annotated[str, Field(max_length=100_000)]] | None = Field(None, min_length=1, max_length=10_000)
-    env: dict[str, Annotated[str, Field(max_length=100_000)]] | None = None
+    env: Env | None = None
 
     @field_validator("command")
     @classmethod
@@ -191,11 +222,11 @@ class CloneBody(Strict):
             raise ValueError("expected a non-empty program name and no NUL characters")
         return value
 
-    check_env = field_validator("env")(_env_vars)
-
 
 class AbortBody(Strict):
     reason: str = Field("", max_length=1000)
+
+    check_reason = field_validator("reason")(_no_nul)
 
 
 class QueueCreate(Strict):
@@ -216,17 +247,24 @@ class WorkersCreate(Strict):
     gpus: str | None = Field(None, min_length=1, max_length=200)
     cpu_only: bool = False
     services_mode: bool = False
-    services_max: int | None = Field(None, ge=1, le=100_000)
+    services_max: ServicesMax | None = None
     order_fairness: bool = False
     create_queue: bool = False
     uptime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
     downtime: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
     docker: str | None = Field(None, max_length=500, description="docker mode; '' uses agent.default_docker.image")
+    docker_args: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        default_factory=list, max_length=200, description="the worker's docker arguments (daemon --docker IMAGE ARGS)"
+    )
+    worker_name: str | None = Field(
+        None, max_length=200, description="replaces the host part of the id; '' is the host name, none the manager's"
+    )
+    worker_id: str | None = Field(None, max_length=200, description="a fixed worker id; '' none, none the manager's")
 
 
 class RuntimePropertyBody(Strict):
     value: str = Field(min_length=1, max_length=200)
-    expiry: float | None = Field(None, gt=0, le=10 * 365 * 24 * 3600, allow_inf_nan=False, description="seconds")
+    expiry: ExpirySeconds | None = None
 
 
 class StopBody(Strict):
@@ -242,7 +280,7 @@ class RemoteStartBody(Strict):
     """A remote executor (``fleet/worker/remote.py``) starts a task: itself, or a clone."""
 
     worker: WorkerName = Field(description="the executor's id, shown as the task's worker")
-    gpus: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=list, max_length=1024)
+    gpus: list[GpuIndex] = Field(default_factory=list, max_length=1024)
     clone: bool = False
 
     @field_validator("gpus")
@@ -256,7 +294,7 @@ class RemoteStartBody(Strict):
 class RemoteLogBody(Strict):
     """Output of the running attempt (may be empty: a heartbeat)."""
 
-    attempt: int = Field(ge=1, le=1_000_000)
+    attempt: Attempt
     text: str = Field("", max_length=MAX_LOG_POST)
 
 
@@ -264,8 +302,8 @@ class RemoteFinishBody(Strict):
     """How the attempt ended: ``stopped`` when the executor stopped the command
     (an abort, or its own SIGTERM), ``timed_out`` when the task's timeout did."""
 
-    attempt: int = Field(ge=1, le=1_000_000)
-    exit_code: int | None = Field(None, ge=-255, le=255)
+    attempt: Attempt
+    exit_code: ExitCode | None = None
     stopped: bool = False
     timed_out: bool = False
     reason: str = Field("", max_length=2000)

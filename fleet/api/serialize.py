@@ -1,20 +1,23 @@
 """The JSON shapes of tasks, workers and queues (API answers and ``--json``).
 
-Times are ISO 8601 in UTC; environment values whose names look like secrets
-are masked; the diff and the setup script are not sent, only whether there
-is one; credentials in URLs (the repository, index URLs in requirements) are
-masked.
+Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
+(environment values by name and by value, with the configured extra names in
+``hidden``; ``docker run`` arguments; credentials in URLs: the repository,
+index URLs in requirements); the diff and the setup script are not sent,
+only whether there is one.  GPUs are written as :func:`fleet.gpus.gpu_json` writes a
+unit: the index of a whole GPU, ``"0:3"`` for a MIG slice; ``gpu_uuids`` are
+NVML's UUIDs of the attempt's GPUs (empty without NVML).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
-from fleet.models import Event, Queue, Task, Worker
-from fleet.validate import mask_env
-from fleet.worker.code import mask_url
-from fleet.worker.docker.args import mask_args
+from fleet.gpus import gpu_json, gpu_label
+from fleet.models import Event, GpuDrain, Queue, Task, Worker
+from fleet.secrets import mask_args, mask_env, mask_urls
 
 
 def iso(ts: float | None) -> str | None:
@@ -23,14 +26,17 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _masked_docker(docker: dict[str, Any] | None) -> dict[str, Any] | None:
+def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
     """The task's image and ``docker run`` arguments, secret values masked."""
     if not docker or not isinstance(docker.get("args"), list):
         return docker
-    return {**docker, "args": mask_args([str(a) for a in docker["args"]])}
+    return {**docker, "args": mask_args([str(a) for a in docker["args"]], hidden)}
 
 
-def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def task_json(
+    task: Task, attempts: list[dict[str, Any]] | None = None, *, hidden: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``hidden``: names to mask besides the built-in rules (``extra_keys``)."""
     script = task.script
     out: dict[str, Any] = {
         "id": task.id,
@@ -41,7 +47,8 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
         "priority": task.priority,
         "worker": task.worker,
         "host": task.host,
-        "gpus": list(task.gpus),
+        "gpus": [gpu_json(g) for g in task.gpus],
+        "gpu_uuids": list(task.gpu_uuids),
         "gpus_needed": task.gpus_needed,
         "exit_code": task.exit_code,
         "attempt": task.attempt,
@@ -55,7 +62,7 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
         "script": {
             "command": list(script.command),
             "working_dir": script.working_dir,
-            "repo": mask_url(script.repo) if script.repo else script.repo,
+            "repo": mask_urls(script.repo) if script.repo else script.repo,
             "branch": script.branch,
             "commit": script.commit,
             "diff": bool(script.diff),
@@ -64,8 +71,8 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
             "setup_script": bool(script.setup_script),
         },
         "requirements": _masked_requirements(task.requirements),
-        "docker": _masked_docker(task.docker),
-        "env": mask_env(task.env),
+        "docker": _masked_docker(task.docker, hidden),
+        "env": mask_env(task.env, hidden),
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),
         "parent": task.parent,
@@ -76,7 +83,8 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
                 "attempt": a["attempt"],
                 "worker": a["worker"],
                 "host": a["host"],
-                "gpus": a["gpus"],
+                "gpus": [gpu_json(g) for g in a["gpus"]],
+                "gpu_uuids": a.get("gpu_uuids") or [],
                 "status": a["status"],
                 "exit_code": a["exit_code"],
                 "reason": a["reason"] or "",
@@ -88,12 +96,24 @@ def task_json(task: Task, attempts: list[dict[str, Any]] | None = None) -> dict[
     return out
 
 
+def task_summary_json(task: Task, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """A task in a list answer (from a summary row, ``Store.list_tasks(summary=True)``):
+    the same keys as :func:`task_json`, with ``env`` giving each name with a
+    null value and ``requirements.file`` only ``true`` when there is one;
+    the full values are in GET one."""
+    out = task_json(task, hidden=hidden)
+    out["env"] = dict.fromkeys(task.env)
+    if "file" in out["requirements"]:
+        out["requirements"]["file"] = True
+    return out
+
+
 def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
     out = dict(requirements)
     if isinstance(out.get("file"), str):
-        out["file"] = mask_url(out["file"])
+        out["file"] = mask_urls(out["file"])
     if isinstance(out.get("packages"), list):
-        out["packages"] = [mask_url(p) if isinstance(p, str) else p for p in out["packages"]]
+        out["packages"] = [mask_urls(p) if isinstance(p, str) else p for p in out["packages"]]
     return out
 
 
@@ -104,7 +124,7 @@ def worker_json(
     return {
         "id": worker.id,
         "host": worker.host,
-        "gpus": worker.gpus if worker.gpus is not None else [],
+        "gpus": [gpu_json(g) for g in worker.gpus or []],
         "cpu_only": worker.gpus is None,
         "queues": list(worker.queues),
         "order_fairness": worker.order_fairness,
@@ -123,6 +143,36 @@ def worker_json(
         "last_seen": iso(worker.last_seen),
         "created_at": iso(worker.created_at),
         "restarts": worker.restarts,
+    }
+
+
+def pool_json(pool: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pool's last decision (``Worker.pool``) with its GPUs written as labels."""
+    if not pool:
+        return pool
+
+    def units(values: list[int]) -> list[int | str]:
+        return [gpu_json(int(g)) for g in values]
+
+    return {
+        **pool,
+        "gpus": units(pool.get("gpus") or []),
+        "free": units(pool.get("free") or []),
+        "children": [{**c, "gpus": units(c.get("gpus") or [])} for c in pool.get("children") or []],
+        "reservations": [{**r, "gpus": units(r.get("gpus") or [])} for r in pool.get("reservations") or []],
+        "busy": {gpu_label(int(g)): why for g, why in (pool.get("busy") or {}).items()},
+    }
+
+
+def drain_json(drain: GpuDrain) -> dict[str, Any]:
+    return {
+        "host": drain.host,
+        "gpu": gpu_json(drain.gpu),
+        "name": f"{drain.host}:{gpu_label(drain.gpu)}",
+        "reason": drain.reason,
+        "source": drain.source,
+        "at": iso(drain.at),
+        "actor": drain.actor,
     }
 
 

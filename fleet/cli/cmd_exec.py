@@ -32,6 +32,7 @@ import click
 
 from fleet.cli.cmd_tasks import TASK
 from fleet.cli.context import Context
+from fleet.cli.output import printable
 from fleet.clone import clone_spec
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
@@ -41,6 +42,7 @@ from fleet.models import Task, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
 from fleet.store import Store, open_store
+from fleet.worker.admission import record_gpu_uuids
 from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log
 from fleet.worker.launch import plan_launch
@@ -192,10 +194,10 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         options={"docker": {"image": ""}} if in_docker else None,
     )
     become_subreaper()
-    task = store.start_task(task.id, worker, gpus, actor)
+    task = record_gpu_uuids(store, Nvml(), store.start_task(task.id, worker, gpus, actor))
     rc = run_foreground(home, config, store, task, worker)
     ended = store.get_task(task.id)
-    reason = f" ({ended.status_reason})" if ended.status_reason else ""
+    reason = f" ({printable(ended.status_reason)})" if ended.status_reason else ""
     click.echo(f"[fleet] task {ended.id} {ended.status.value}{reason}", err=True)
     store.close()
     raise SystemExit(rc)

@@ -41,11 +41,19 @@ TASK = TaskIdType()
 
 
 def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``K=V``, or ``K`` alone for this shell's value of ``K``: a secret given
+    that way never appears in the command line (``ps``, shell history)."""
     env: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", ctx, param)
+        if not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE or KEY", ctx, param)
+        if not sep:
+            if key not in os.environ:
+                raise click.BadParameter(
+                    f"{key!r} is not set in this environment (KEY alone passes its value)", ctx, param
+                )
+            value = os.environ[key]
         env[key] = value
     return env
 
@@ -53,7 +61,14 @@ def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--queue", required=True, help="Queue to put the task in.")
 @click.option("--name", default="", help="A name for people (default: the command).")
-@click.option("--env", "env", multiple=True, callback=_env_pair, metavar="K=V [K=V ...]", help="Environment variables.")
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    callback=_env_pair,
+    metavar="K=V|K ...",
+    help="Environment variables; K alone passes K's value from here.",
+)
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first within the queue.")
 @click.option(
     "--timeout",
@@ -248,8 +263,9 @@ def list_tasks(
     if as_json:
         output.emit_json(answer)
         return
+    more = f"; the rest from --offset {answer['next_offset']}" if answer.get("truncated") else ""
     output.table(
-        f"Tasks ({len(answer['tasks'])} of {answer['total']})",
+        f"Tasks ({len(answer['tasks'])} of {answer['total']}{more})",
         ["ID", "NAME", "QUEUE", "STATUS", "WORKER", "GPUS", "CREATED", "REASON"],
         (
             [
@@ -295,6 +311,7 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("working dir", script["working_dir"]),
         ("worker", t["worker"]),
         ("gpus", ",".join(map(str, t["gpus"]))),
+        ("gpu uuids", ",".join(t.get("gpu_uuids") or []) or "-"),
         ("exit code", t["exit_code"]),
         ("attempt", f"{t['attempt']} (retries allowed: {t['retries']})"),
         ("timeout", t["timeout"]),
@@ -325,7 +342,7 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
                 [
                     a["attempt"],
                     a["worker"],
-                    ",".join(map(str, a["gpus"])),
+                    ",".join(map(str, a["gpus"])) + (f" ({','.join(a['gpu_uuids'])})" if a.get("gpu_uuids") else ""),
                     a["status"],
                     a["exit_code"],
                     _when(a["started_at"]),

@@ -22,6 +22,8 @@ from fleet.scheduler.claims import UpRequest, check_pool_size, check_request, no
 from fleet.scheduler.pool import QueueSpec, is_dynamic
 from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
 from fleet.scheduler.schedule import make_schedule
+from fleet.validate import worker_id as check_worker_id
+from fleet.worker.docker.args import parse_docker_args
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -103,12 +105,47 @@ def up(
     fleetctl up --services-mode 10 --queue services
     fleetctl up --gpus 0 --queue night --uptime "20-00,00-08 SUN" "18-08 MON-FRI"
     """
+    request = make_request(
+        ctx,
+        queues=queues,
+        gpus=gpus,
+        cpu_only=cpu_only,
+        order_fairness=order_fairness,
+        create_queue=create_queue,
+        services_mode=services_mode,
+        docker_image=docker_image,
+        uptime=uptime,
+        downtime=downtime,
+    )
+    bring_up(ctx, request, foreground=foreground, port=port, as_json=as_json)
+
+
+def make_request(
+    ctx: Context,
+    *,
+    queues: tuple[str, ...],
+    gpus: str | None,
+    cpu_only: bool,
+    order_fairness: bool,
+    create_queue: bool,
+    services_mode: int | None,
+    docker_image: str | None,
+    uptime: tuple[str, ...],
+    downtime: tuple[str, ...],
+    docker_args: tuple[str, ...] = (),
+) -> UpRequest:
+    """An ``up``/``daemon`` line as a request, checked as far as it can be without a manager.
+
+    The worker's name and id are this command's (its environment and config
+    file), so they apply on every ``up``, not only the one that started the manager."""
     config = ctx.config  # a bad config fails here, before anything starts
     from_config = not uptime and not downtime
     if services_mode is not None and services_mode < 1 and services_mode != NO_LIMIT:
         raise UsageError(
             f"--services-mode {services_mode}: expected at least 1 (or no value: no limit)", field="services_max"
         )
+    if docker_args and docker_image is None:
+        raise UsageError("docker arguments need --docker", field="docker_args")
     request = UpRequest(
         queues=list(queues),
         gpus=gpus,
@@ -121,35 +158,64 @@ def up(
         services=services_mode is not None,
         services_max=services_mode if services_mode is not None and services_mode >= 1 else None,
         docker=docker_image,
+        docker_args=list(docker_args),
+        worker_name=config.agent.worker_name,
+        worker_id=config.agent.worker_id,
     )
+    for key, value in (("agent.worker_name", request.worker_name), ("agent.worker_id", request.worker_id)):
+        if value:
+            check_worker_id(value, key)
     specs = check_request(request)
     _check_gpus(gpus, specs)
     make_schedule(request.uptime, request.downtime, request.schedule_field)
+    if docker_args:
+        parse_docker_args(list(docker_args))  # refuse what docker mode cannot express, before anything starts
+    return request
+
+
+def request_body(request: UpRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "queues": request.queues,
+        "gpus": request.gpus,
+        "cpu_only": request.cpu_only,
+        "services_mode": request.services,
+        "services_max": request.services_max,
+        "order_fairness": request.order_fairness,
+        "create_queue": request.create_queue,
+        "uptime": request.uptime,
+        "downtime": request.downtime,
+        "worker_name": request.worker_name,
+        "worker_id": request.worker_id,
+    }
+    if request.docker is not None:
+        body["docker"] = request.docker
+        body["docker_args"] = request.docker_args
+    return body
+
+
+def bring_up(
+    ctx: Context,
+    request: UpRequest,
+    *,
+    foreground: bool,
+    port: int | None,
+    as_json: bool,
+    log_level: int = logging.INFO,
+) -> None:
+    """Start the manager if none runs for this home (or run it here with ``foreground``) and add the worker."""
+    config = ctx.config
     check_bind(config.fleet.api.host, config.fleet.api.token)
     if foreground:
-        configure_logging(None)
+        configure_logging(None, log_level)
         raise SystemExit(Manager(ctx.home, config, port=port).serve(request))
     started_pid: int | None = None
     if ctx.running() is None:
-        started_pid = ctx.start_manager(port)
+        started_pid = ctx.start_manager(port, log_level)
     elif port is not None:
         output.warn("a manager already runs for this FLEET_HOME; --port is ignored")
     client = ctx.client()
-    body = {
-        "queues": request.queues,
-        "gpus": gpus,
-        "cpu_only": cpu_only,
-        "services_mode": request.services,
-        "services_max": request.services_max,
-        "order_fairness": order_fairness,
-        "create_queue": create_queue,
-        "uptime": request.uptime,
-        "downtime": request.downtime,
-    }
-    if docker_image is not None:
-        body["docker"] = docker_image
     try:
-        answer = client.post("/workers", json=body)
+        answer = client.post("/workers", json=request_body(request))
     except FleetError:
         if started_pid is not None:  # leave nothing behind that this failed `up` started
             client.post("/shutdown", json={})
@@ -160,8 +226,22 @@ def up(
     if as_json:
         output.emit_json(answer["workers"])
         return
-    _workers_table(answer["workers"])
+    workers_table(answer["workers"])
     output.info(f"manager: {client.base_url}")
+
+
+def stop_and_wait(ctx: Context, workers: list[str], drain: bool, requeue: bool, timeout: float | None) -> None:
+    """Stop these workers and wait until each is dead."""
+    client = ctx.client()
+    for wid in workers:
+        client.request("DELETE", f"/workers/{quote(wid, safe='')}", params={"drain": drain, "requeue": requeue})
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for wid in workers:
+        while client.get(f"/workers/{quote(wid, safe='')}")["state"] != "dead":
+            if deadline is not None and time.monotonic() > deadline:
+                raise FleetError(f"worker {wid} is still stopping after {timeout:g}s")
+            time.sleep(0.1)
+        output.info(f"stopped {wid}")
 
 
 @click.command()
@@ -190,15 +270,7 @@ def stop(ctx: Context, workers: tuple[str, ...], drain: bool, requeue: bool, tim
             raise FleetError(f"the manager (pid {pid}) is still stopping after {timeout:g}s")
         output.info("stopped all workers and the manager")
         return
-    for wid in workers:
-        client.request("DELETE", f"/workers/{quote(wid, safe='')}", params={"drain": drain, "requeue": requeue})
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for wid in workers:
-        while client.get(f"/workers/{quote(wid, safe='')}")["state"] != "dead":
-            if deadline is not None and time.monotonic() > deadline:
-                raise FleetError(f"worker {wid} is still stopping after {timeout:g}s")
-            time.sleep(0.1)
-        output.info(f"stopped {wid}")
+    stop_and_wait(ctx, list(workers), drain, requeue, timeout)
 
 
 def _wait_gone(pid: int, timeout: float | None) -> bool:
@@ -229,7 +301,11 @@ def status(ctx: Context, show_all: bool, as_json: bool) -> None:
         output.emit_json({"manager": health, "workers": workers, "queues": queues})
         return
     output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
-    _workers_table(workers)
+    output.info(f"config: {health.get('config') or 'built-in defaults (no config file found)'}")
+    cuda = [f"{k} {health[k]}" for k in ("cuda_version", "cudnn_version") if health.get(k)]
+    if cuda:
+        output.info(f"agent: {', '.join(cuda)}")
+    workers_table(workers)
     output.table(
         "Queues",
         ["QUEUE", "PENDING", "RUNNING", "TAGS"],
@@ -237,7 +313,7 @@ def status(ctx: Context, show_all: bool, as_json: bool) -> None:
     )
 
 
-def _workers_table(workers: list[dict[str, Any]]) -> None:
+def workers_table(workers: list[dict[str, Any]]) -> None:
     output.table(
         "Workers",
         ["WORKER", "GPUS", "QUEUES", "STATE", "TASK", "REASON"],
@@ -255,6 +331,8 @@ def _workers_table(workers: list[dict[str, Any]]) -> None:
     )
     for w in workers:
         _pool_lines(w)
+        for gpu, why in (w.get("drained") or {}).items():
+            output.info(f"{w['id']}: GPU {gpu} drained: {why}")
 
 
 def _pool_lines(worker: dict[str, Any]) -> None:
@@ -269,7 +347,7 @@ def _pool_lines(worker: dict[str, Any]) -> None:
     for res in pool.get("reservations", []):
         held = ",".join(map(str, res["gpus"])) or "none yet"
         output.info(f"  reserved for {res['queue']} task {res['task'][:12]} (needs {res['need']}): GPUs {held}")
-    for gpu, why in sorted(pool.get("busy", {}).items(), key=lambda kv: int(kv[0])):
+    for gpu, why in sorted(pool.get("busy", {}).items(), key=lambda kv: [int(p) for p in kv[0].split(":")]):
         output.info(f"  GPU {gpu} skipped: {why}")
     for queue, why in pool.get("waiting", {}).items():
         output.info(f"  {queue} waits: {why}")
@@ -278,10 +356,11 @@ def _pool_lines(worker: dict[str, Any]) -> None:
 @click.command(hidden=True)
 @click.option("--home", "home_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--port", type=click.IntRange(0, 65535))
+@click.option("--log-level", "log_level", type=int, default=logging.INFO)
 @pass_ctx
-def manager(ctx: Context, home_dir: str, port: int | None) -> None:
+def manager(ctx: Context, home_dir: str, port: int | None, log_level: int) -> None:
     """Run a manager with no initial workers (what `up` starts detached)."""
-    configure_logging(None)
+    configure_logging(None, log_level)
     logging.getLogger(__name__).info("manager starting for %s", home_dir)
     raise SystemExit(Manager(Home(Path(home_dir)), ctx.config, port=port).serve())
 

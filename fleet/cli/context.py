@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ class Context:
             self._client = Client(found[0], self.config.fleet.api.token)
         return self._client
 
-    def start_manager(self, port: int | None) -> int:
+    def start_manager(self, port: int | None, log_level: int = logging.INFO) -> int:
         """Start a detached manager for this home and wait until it answers."""
         home = self.home.ensure()
         argv = [sys.executable, "-m", "fleet.cli"]
@@ -56,6 +57,8 @@ class Context:
         argv += ["manager", "--home", str(home.root)]
         if port is not None:
             argv += ["--port", str(port)]
+        if log_level != logging.INFO:
+            argv += ["--log-level", str(log_level)]
         with open(home.manager_log, "ab") as log:
             child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -12,20 +12,44 @@ import click
 
 from fleet import __version__
 from fleet.cli.context import Context
+from fleet.cli.output import printable
 from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
 
 # Options that take several values after one flag (``--queue a b c``), per command.
 MULTI_VALUE = {
     "up": {"--queue", "--uptime", "--downtime"},
+    "daemon": {"--queue", "--uptime", "--downtime"},
     "submit": {"--env", "--packages"},
 }
 
 
-def expand_multi(argv: list[str]) -> list[str]:
-    """Rewrite ``--queue a b`` as ``--queue a --queue b`` for click, up to ``--``."""
-    command_at = next(
+def _command_at(argv: list[str]) -> int | None:
+    return next(
         (i for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--config")), None
     )
+
+
+def expand_docker(argv: list[str]) -> list[str]:
+    """``daemon --docker [IMAGE] [ARGS ...]`` (ClearML's form) as ``--docker=IMAGE --docker-arg=ARG ...``.
+
+    After ``--docker`` the words that are not options are the image, then its
+    docker arguments; a quoted argument with a space (``"-e A=1"``) counts as
+    one of them even though it starts with ``-``."""
+    at = _command_at(argv)
+    if at is None or argv[at] != "daemon" or "--docker" not in argv[at + 1 :]:
+        return argv
+    i = argv.index("--docker", at + 1)
+    j = i + 1
+    while j < len(argv) and argv[j] != "--" and (not argv[j].startswith("-") or " " in argv[j].strip()):
+        j += 1
+    words = argv[i + 1 : j]
+    image, args = (words[0], words[1:]) if words and not words[0].startswith("-") else ("", words)
+    return [*argv[:i], f"--docker={image}", *(f"--docker-arg={a}" for a in args), *argv[j:]]
+
+
+def expand_multi(argv: list[str]) -> list[str]:
+    """Rewrite ``--queue a b`` as ``--queue a --queue b`` for click, up to ``--``."""
+    command_at = _command_at(argv)
     if command_at is None or argv[command_at] not in MULTI_VALUE:
         return argv
     names = MULTI_VALUE[argv[command_at]]
@@ -68,10 +92,10 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 def _register() -> None:
-    from fleet.cli import cmd_exec, cmd_queues, cmd_report, cmd_tasks, cmd_up
+    from fleet.cli import cmd_daemon, cmd_exec, cmd_gpus, cmd_queues, cmd_report, cmd_tasks, cmd_up
     from fleet.cli.init_cmd import init
 
-    for module in (cmd_up, cmd_tasks, cmd_queues, cmd_exec, cmd_report):
+    for module in (cmd_up, cmd_daemon, cmd_tasks, cmd_queues, cmd_exec, cmd_report, cmd_gpus):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(init)
@@ -81,7 +105,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = expand_multi(list(sys.argv[1:] if argv is None else argv))
+    args = expand_multi(expand_docker(list(sys.argv[1:] if argv is None else argv)))
     try:
         rv = cli.main(args=args, prog_name="fleetctl", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -96,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("fleetctl: aborted", err=True)
         return EXIT_FAILURE
     except FleetError as exc:
-        click.echo(f"fleetctl: {exc.message}", err=True)
+        click.echo(f"fleetctl: {printable(exc.message, keep_newlines=True)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

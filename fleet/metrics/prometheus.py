@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from fleet.gpus import gpu_label, parent_gpu
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.samples import Snapshot
 from fleet.models import WorkerState
@@ -64,6 +65,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         yield from self._snapshot()
+        yield from self._health()
         yield from self._queues_and_workers()
         ended = CounterMetricFamily(
             "fleet_task_attempts_ended", "Task attempts that ended, by status", labels=["status"]
@@ -100,7 +102,7 @@ class FleetCollector(Collector):
             "procs": GaugeMetricFamily("fleet_gpu_processes", "Processes on the GPU", labels=["gpu"]),
         }
         for g in snap.gpus:
-            label = [str(g.index)]
+            label = [gpu_label(g.index)]
             for key, value in (
                 ("utilization", g.utilization_percent),
                 ("used", _scaled(g.memory_used_mb, MB)),
@@ -119,6 +121,32 @@ class FleetCollector(Collector):
             rss.add_metric([t.task], t.rss_mb * MB)
         yield cpu
         yield rss
+
+    def _health(self) -> Iterator[GaugeMetricFamily]:
+        """Per GPU: 1 while in service, 0 while drained for its health; and each drain by source."""
+        snap = self.latest()
+        drains = self.store.drained_gpus()
+        healthy = GaugeMetricFamily(
+            "fleet_gpu_healthy", "1 while the GPU is in service, 0 while drained for its health", labels=["host", "gpu"]
+        )
+        drained = GaugeMetricFamily(
+            "fleet_gpu_drained",
+            "1 for a drained GPU, by who drained it (manual, health)",
+            labels=["host", "gpu", "source"],
+        )
+        sick = {(d.host, d.gpu) for d in drains if d.source == "health"}
+        seen: set[tuple[str, int]] = set()
+        if snap is not None:
+            for g in snap.gpus:
+                seen.add((snap.host.host, g.index))
+        seen.update((d.host, d.gpu) for d in drains)
+        for host, gpu in sorted(seen):
+            ill = (host, gpu) in sick or (host, parent_gpu(gpu)) in sick  # a MIG slice of a sick card
+            healthy.add_metric([host, gpu_label(gpu)], 0.0 if ill else 1.0)
+        for d in drains:
+            drained.add_metric([d.host, gpu_label(d.gpu), d.source], 1.0)
+        yield healthy
+        yield drained
 
     def _queues_and_workers(self) -> Iterator[GaugeMetricFamily]:
         pending = GaugeMetricFamily("fleet_queue_pending_tasks", "Queued tasks", labels=["queue"])

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet.gpus import gpu_label
+
 BY = ("gpu", "worker", "queue", "user")
 LOW_UTIL_PERCENT = 10.0
 LIVE = frozenset({"idle", "busy"})
@@ -192,7 +194,7 @@ def _keys(attempt: Attempt, by: str | None) -> list[str]:
     if by is None:
         return []
     if by == "gpu":
-        return [f"{attempt.host}:gpu{g}" for g in attempt.gpus]
+        return [f"{attempt.host}:gpu{gpu_label(g)}" for g in attempt.gpus]
     if by == "worker":
         return [attempt.worker]
     if by == "queue":
@@ -230,7 +232,7 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
         figures = (length(spans), length(live) - overlap(live, spans), length(paused) - overlap(paused, spans))
         total.add_time(*figures)
         if by == "gpu":
-            group(f"{host}:gpu{gpu}").add_time(*figures)
+            group(f"{host}:gpu{gpu_label(gpu)}").add_time(*figures)
         elif by == "worker":
             group(worker).add_time(*figures)
     if by in ("queue", "user"):

@@ -25,6 +25,7 @@ import psutil
 
 from fleet.config import MetricsConfig
 from fleet.errors import StoreUnavailable
+from fleet.metrics.health import GpuHealth
 from fleet.metrics.procs import ProcessMeter
 from fleet.metrics.samples import HostSample, Snapshot, TaskSample, WorkerSample
 from fleet.metrics.storage import ROLLUP_S, MetricsStorage
@@ -78,8 +79,10 @@ class Sampler:
         hostname: str,
         config: MetricsConfig,
         clock: Callable[[], float] = time.time,
+        health: GpuHealth | None = None,
     ) -> None:
         self.store = store
+        self.health = health  # GPU health counters, read on every tick
         self.storage = storage
         self.nvml = nvml
         self.home = home
@@ -146,6 +149,8 @@ class Sampler:
     def sample(self, now: float) -> Snapshot:
         """Read everything once, without storing it."""
         host = self._host(now)
+        if self.health is not None:
+            self.health.check()
         gpus = tuple(self.nvml.sample())
         running, _ = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=MAX_TASKS)
         tasks = self._tasks([t for t in running if t.pid], gpus, now)

@@ -22,6 +22,10 @@ Rules, decided here once:
   ended (because GPUs are busy with other people's processes) reserves
   nothing: holding GPUs for it would idle them for nothing.  It waits with
   that reason, and the queues after it go on.
+- MIG: a pool's units may be whole GPUs and MIG slices (``--gpus all`` on a
+  host where some GPUs are in MIG mode); a task gets whole GPUs or slices,
+  never both: whole GPUs when enough are free, else slices.
+- Drained GPUs count as busy ones do: never handed out.
 - GPU choice: with topology, the set with the closest worst pair (then the
   closest pairs in sum, then the lowest indices), where distance is NVML's
   common-ancestor level (same board < one PCIe switch < several < host bridge
@@ -40,7 +44,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fleet.gpus import format_gpus
+from fleet.gpus import format_gpus, gpu_label, is_mig
 from fleet.scheduler.pool import QueueSpec
 
 Topology = Mapping[tuple[int, int], int]  # (a, b) with a < b -> distance; lower is closer
@@ -112,14 +116,14 @@ def allocate(
             decision.waiting[spec.name] = f"{who} asks for {low} GPUs; this pool has {len(pool)}"
             continue
         if low > usable:
-            detail = "; ".join(f"GPU {g}: {why}" for g, why in sorted(foreign.items()))
+            detail = "; ".join(f"GPU {gpu_label(g)}: {why}" for g, why in sorted(foreign.items()))
             decision.waiting[spec.name] = (
-                f"{who} needs {low} GPUs; {len(foreign)} of the pool's {len(pool)} are busy with "
-                f"processes fleet did not start ({detail})"
+                f"{who} needs {low} GPUs; {len(foreign)} of the pool's {len(pool)} are busy or drained ({detail})"
             )
             continue
-        if len(free) >= low:
-            chosen = choose(free, min(high, len(free)), topology)
+        kind = _one_kind(free, low)
+        if kind:
+            chosen = choose(kind, min(high, len(kind)), topology)
             decision.starts.append(Start(spec.name, head.task_id, chosen))
             free = [g for g in free if g not in chosen]
             continue
@@ -139,6 +143,15 @@ def allocate(
     taken = {g for s in decision.starts for g in s.gpus}
     decision.free = tuple(g for g in pool if g not in held and g not in foreign and g not in taken)
     return decision
+
+
+def _one_kind(free: Sequence[int], low: int) -> list[int]:
+    """The free whole GPUs if at least ``low`` are, else the free MIG slices if
+    at least ``low`` are, else nothing: a task never gets both kinds."""
+    for kind in ([g for g in free if not is_mig(g)], [g for g in free if is_mig(g)]):
+        if len(kind) >= low:
+            return kind
+    return []
 
 
 def choose(free: Sequence[int], n: int, topology: Topology | None = None) -> tuple[int, ...]:

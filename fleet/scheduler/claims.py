@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.errors import Conflict, UsageError
-from fleet.gpus import format_gpus, resolve_gpus
+from fleet.gpus import format_gpus, gpu_label, is_mig, overlap, resolve_gpus
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.scheduler.pool import QueueSpec, is_dynamic, parse_queue_specs, worker_specs
@@ -46,6 +46,11 @@ class UpRequest:
     services: bool = False  # --services-mode
     services_max: int | None = None  # --services-mode MAX
     docker: str | None = None  # --docker [IMAGE]: None is no docker mode, "" docker mode with the default image
+    docker_args: list[str] = field(default_factory=list)  # daemon --docker IMAGE ARGS...: the worker's docker arguments
+    # The worker's name and id as the *calling* CLI resolved them (FLEET_/CLEARML_ variables,
+    # agent.worker_name / agent.worker_id); None: the manager's own configuration decides.
+    worker_name: str | None = None
+    worker_id: str | None = None
 
 
 @dataclass
@@ -127,6 +132,12 @@ def plan_up(
         gpus, plan.warnings = resolve_gpus(request.gpus, nvml)
 
     mode = WorkerMode.SERVICES if request.services else WorkerMode.DYNAMIC if dynamic else WorkerMode.STATIC
+    if mode == WorkerMode.STATIC and gpus and len({is_mig(g) for g in gpus}) > 1:
+        raise UsageError(
+            f"--gpus {request.gpus or 'all'}: whole GPUs and MIG slices together; a static worker gives a task "
+            "its whole group, and a task gets one kind (start a worker for each, or a dynamic pool)",
+            field="gpus",
+        )
     options: dict[str, Any] | None = None
     if mode == WorkerMode.DYNAMIC:
         assert gpus is not None
@@ -135,10 +146,15 @@ def plan_up(
     elif mode == WorkerMode.SERVICES and request.services_max is not None:
         options = {"max": request.services_max}
     if request.docker is not None:
-        options = {**(options or {}), "docker": {"image": request.docker.strip()}}
+        docker: dict[str, Any] = {"image": request.docker.strip()}
+        if request.docker_args:
+            docker["args"] = list(request.docker_args)
+        options = {**(options or {}), "docker": docker}
 
-    if worker_id_override:
-        wid = check_worker_id(worker_id_override, field="agent.worker_id")
+    fixed = worker_id_override
+    if fixed:
+        check_worker_id(fixed, field="agent.worker_id")
+        wid = fixed
     elif mode == WorkerMode.SERVICES:
         wid = _services_worker_id(host, live)
     elif mode == WorkerMode.DYNAMIC:
@@ -160,6 +176,8 @@ def plan_up(
         schedule={"kind": schedule.kind, "specs": list(schedule.specs)} if schedule else None,
         options=options,
     )
+    if fixed:
+        worker.id = wid = _fixed_worker_id(fixed, worker, live)
     same = next((w for w in live if w.id == wid), None)
     if same is not None:
         if _same_spec(same, worker):
@@ -179,9 +197,9 @@ def plan_up(
                 field="services_max",
             )
     for other in live:
-        clash = sorted(set(other.gpus or []) & set(gpus or []))
-        if clash:
-            raise Conflict(f"GPU {clash[0]} is already claimed by worker {other.id}", field="gpus")
+        clash = overlap(gpus, other.gpus)  # a GPU and its own MIG slices clash too
+        if clash is not None:
+            raise Conflict(f"GPU {gpu_label(clash)} is already claimed by worker {other.id}", field="gpus")
     plan.new.append(worker)
     return plan
 
@@ -229,6 +247,22 @@ def _services_worker_id(host: str, live: list[Worker]) -> str:
         if w.mode == WorkerMode.SERVICES and w.host == host:
             return w.id
     return _first_free(f"{host}:services", {w.id for w in live})
+
+
+def _fixed_worker_id(base: str, worker: Worker, live: list[Worker]) -> str:
+    """A fixed ``agent.worker_id``: the first worker takes it as is, more workers
+    get ClearML's suffixes (``id:1``, ``id:2`` ...); a request matching a live
+    worker's spec names that worker (idempotent up)."""
+    family = [w for w in live if w.id == base or _suffix_of(w.id, base)]
+    for w in family:
+        if _same_spec(w, worker):
+            return w.id
+    return _first_free(base, {w.id for w in live})
+
+
+def _suffix_of(wid: str, base: str) -> bool:
+    head, sep, tail = wid.rpartition(":")
+    return bool(sep) and head == base and tail.isdigit()
 
 
 def _first_free(base: str, taken: set[str]) -> str:

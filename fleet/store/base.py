@@ -16,7 +16,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from fleet.models import Event, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
+from fleet.models import Event, GpuDrain, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
 
 
 class Store(abc.ABC):
@@ -52,7 +52,14 @@ class Store(abc.ABC):
         worker: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[list[Task], int]: ...
+        summary: bool = False,
+        max_bytes: int | None = None,
+    ) -> tuple[list[Task], int]:
+        """Tasks newest first, and how many match.  ``summary``: the large fields
+        are not read (env values come back empty, the diff, the setup script and
+        the requirements file as markers: see :data:`fleet.store.rows.SUMMARY_MARK`).
+        ``max_bytes``: stop adding rows once their text passes that size (at
+        least one row is given)."""
 
     @abc.abstractmethod
     def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task: ...
@@ -158,6 +165,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def purge_runtime_properties(self, now: float, actor: str) -> list[str]:
         """Delete the properties that have expired; return the workers they belonged to."""
+
+    # -- GPUs: UUIDs of an attempt, drained GPUs ---------------------------------
+    @abc.abstractmethod
+    def set_attempt_gpu_uuids(self, task_id: str, attempt: int, uuids: list[str]) -> None:
+        """Record the NVML UUIDs of the GPUs attempt ``attempt`` of the task holds."""
+
+    @abc.abstractmethod
+    def drain_gpu(self, host: str, gpu: int, reason: str, source: str, actor: str) -> GpuDrain:
+        """Drain a GPU (no new task gets it); draining one already drained keeps
+        the first record, except that a health fault replaces a manual drain."""
+
+    @abc.abstractmethod
+    def undrain_gpu(self, host: str, gpu: int, actor: str) -> GpuDrain | None:
+        """Return a GPU to service; the record it had, None if it was not drained."""
+
+    @abc.abstractmethod
+    def drained_gpus(self, host: str | None = None) -> list[GpuDrain]: ...
 
     # -- events -----------------------------------------------------------------
     @abc.abstractmethod

@@ -4,6 +4,7 @@ and the worker columns that may be changed outside a state transition."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
@@ -23,6 +24,51 @@ WORKER_FIELDS = {
     "pool",
 }
 JSON_WORKER_FIELDS = {"stop_request", "queues", "gpus", "schedule", "effective", "options", "pool"}
+
+
+# What a summary row holds in place of a large text it leaves out.
+SUMMARY_MARK = "…"
+_SUMMARY_EXPR = {
+    # diff and setup script: the mark when there is one (the answer says only whether)
+    "script": (
+        "json_set(script,"
+        " '$.diff', CASE WHEN coalesce(json_extract(script, '$.diff'), '') <> '' THEN '{m}' END,"
+        " '$.setup_script', CASE WHEN coalesce(json_extract(script, '$.setup_script'), '') <> '' THEN '{m}' END)"
+    ),
+    # env: the names, each with an empty value
+    "env": "(SELECT json_group_object(key, '') FROM json_each(tasks.env))",
+    # requirements: the file's text replaced by the mark
+    "requirements": (
+        "CASE WHEN json_type(requirements, '$.file') = 'text'"
+        " THEN json_set(requirements, '$.file', '{m}') ELSE requirements END"
+    ),
+}
+
+
+def summary_columns(columns: list[str]) -> str:
+    """The select list of a task summary: every column, the large ones summarized."""
+    return ", ".join(
+        f"{_SUMMARY_EXPR[c].format(m=SUMMARY_MARK)} AS {c}" if c in _SUMMARY_EXPR else f'"{c}"' for c in columns
+    )
+
+
+def row_size(row: Any) -> int:
+    """About how many bytes a row's texts take (what a list answer grows by)."""
+    return sum(len(v) for v in row if isinstance(v, (str, bytes)))
+
+
+# 0001-01-02 .. 9999-12-30 UTC: what ``datetime.fromtimestamp`` takes on every platform
+TIMESTAMP_MIN, TIMESTAMP_MAX = -62135510400.0, 253402128000.0
+
+
+def usable_timestamp(value: Any) -> bool:
+    """Whether a stored time (epoch seconds) is a number Python can turn into a date."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and TIMESTAMP_MIN <= value <= TIMESTAMP_MAX
+    )
 
 
 def dumps(value: Any) -> str:
@@ -63,6 +109,7 @@ def to_task(row: dict[str, Any]) -> Task:
         docker=loads(row["docker"], {}),
         env_cached=bool(row["env_cached"]),
         parent=row["parent"],
+        gpu_uuids=loads(row["gpu_uuids"], []),
     )
 
 

@@ -150,5 +150,15 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN pool TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _gpus(db: sqlite_utils.Database) -> None:
+    """Real GPUs (issue 17): each attempt's GPU UUIDs, and drained GPUs (kept across restarts)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN gpu_uuids TEXT")
+    db.execute("ALTER TABLE task_attempts ADD COLUMN gpu_uuids TEXT")
+    db.execute(
+        "CREATE TABLE gpu_drains (host TEXT NOT NULL, gpu INTEGER NOT NULL, reason TEXT NOT NULL,"
+        " source TEXT NOT NULL, at REAL NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (host, gpu))"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus]
 LATEST = len(MIGRATIONS)

@@ -36,15 +36,27 @@ from fleet.models import (
 from fleet.store import schema
 from fleet.store.base import Store
 from fleet.store.connections import Connections
-from fleet.store.rows import JSON_WORKER_FIELDS, WORKER_FIELDS, dumps, loads, to_task, to_worker
+from fleet.store.rows import (
+    JSON_WORKER_FIELDS,
+    WORKER_FIELDS,
+    dumps,
+    loads,
+    row_size,
+    summary_columns,
+    to_task,
+    to_worker,
+    usable_timestamp,
+)
+from fleet.store.sqlite_gpus import SQLiteGpus
 
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteGpus, Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)
+        self._ignored: set[tuple[str, str, str]] = set()  # unusable stored values already logged
         self._migrate()
 
     # -- connections and transactions ------------------------------------------
@@ -292,6 +304,8 @@ class SQLiteStore(Store):
         worker: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        summary: bool = False,
+        max_bytes: int | None = None,
     ) -> tuple[list[Task], int]:
         where, params = [], []  # type: tuple[list[str], list[Any]]
         if queue is not None:
@@ -306,10 +320,23 @@ class SQLiteStore(Store):
             params.extend(values)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
-        rows = self.conn.execute(
-            f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*params, limit, offset)
-        ).fetchall()
-        return [to_task(dict(r)) for r in rows], int(total)
+        columns = summary_columns(self._task_columns()) if summary else "*"
+        cursor = self.conn.execute(
+            f"SELECT {columns} FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        tasks: list[Task] = []
+        size = 0
+        for row in cursor:
+            size += row_size(row)
+            if max_bytes is not None and tasks and size > max_bytes:
+                break
+            tasks.append(to_task(dict(row)))
+        cursor.close()
+        return tasks, int(total)
+
+    def _task_columns(self) -> list[str]:
+        return [r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")]
 
     def _worker_clause(self, worker_id: str) -> tuple[str, list[Any]]:
         """Tasks run by ``worker_id``; for a pool or services worker, also those run
@@ -376,6 +403,7 @@ class SQLiteStore(Store):
             pid=None,
             pid_start=None,
             abort_requested=None,
+            gpu_uuids=None,
         )
         conn.execute(
             "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
@@ -464,7 +492,7 @@ class SQLiteStore(Store):
         rows = self.conn.execute(
             "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
         ).fetchall()
-        return [{**dict(r), "gpus": loads(r["gpus"], [])} for r in rows]
+        return [{**dict(r), "gpus": loads(r["gpus"], []), "gpu_uuids": loads(r["gpu_uuids"], [])} for r in rows]
 
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
         with self._tx() as conn:
@@ -625,12 +653,23 @@ class SQLiteStore(Store):
         for r in self.conn.execute(
             "SELECT * FROM runtime_properties WHERE expires_at IS NULL OR expires_at > ?", (now,)
         ):
+            if r["expires_at"] is not None and not usable_timestamp(r["expires_at"]):
+                self._ignore(r["worker"], f"runtime property {r['key']}", f"expiry {r['expires_at']!r}")
+                continue
             out.setdefault(r["worker"], {})[r["key"]] = {
                 "value": r["value"],
                 "expires_at": r["expires_at"],
                 "set_at": r["set_at"],
             }
         return out
+
+    def _ignore(self, subject: str, what: str, value: str) -> None:
+        """A stored value this version cannot use (written by another version,
+        or by hand) is left in place and ignored; it is logged once."""
+        key = (subject, what, value)
+        if key not in self._ignored:
+            self._ignored.add(key)
+            log.warning("store: %s: %s: %s cannot be used; ignored", subject, what, value)
 
     def purge_runtime_properties(self, now: float, actor: str) -> list[str]:
         with self._tx() as conn:

@@ -5,13 +5,21 @@ asked which processes use each GPU.  Memory used by processes fleet did not
 start (not a task's session on this host) above ``agent.gpu_busy_memory_mb``
 makes the GPU busy until it drops again.  Without NVML (no driver: logical
 GPUs) the check is off, and the worker says so once in its log.
+
+A drained GPU (``fleetctl gpu drain``, or drained for its health by the
+manager: :mod:`fleet.metrics.health`) is never handed out, NVML or not; a
+task running on a GPU drained for its health is failed by its worker
+(:meth:`GpuAdmission.faults`) and retried elsewhere if it has retries left.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from fleet.models import TaskStatus
+from fleet.errors import FleetError
+from fleet.gpus import gpu_label, parent_gpu
+from fleet.models import GpuDrain, Task, TaskStatus
 from fleet.nvml import Nvml
 from fleet.store import Store
 
@@ -41,6 +49,32 @@ class GpuAdmission:
         running = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]
         return {t.pid for t in running if t.pid and t.host == self.host}
 
+    def drained(self, gpus: list[int]) -> dict[int, GpuDrain]:
+        """Those of ``gpus`` that are drained: a unit, or the GPU a MIG slice is on."""
+        if not gpus:
+            return {}
+        drains = {d.gpu: d for d in self.store.drained_gpus(self.host)}
+        out: dict[int, GpuDrain] = {}
+        for unit in gpus:
+            found = drains.get(unit) or drains.get(parent_gpu(unit))
+            if found is not None:
+                out[unit] = found
+        return out
+
+    def faults(self, gpus: list[int]) -> str:
+        """Why a task on ``gpus`` must end: the health drains among them, in words ("" if none)."""
+        return "; ".join(
+            f"GPU {gpu_label(g)} drained for its health: {d.reason}"
+            for g, d in sorted(self.drained(gpus).items())
+            if d.source == "health"
+        )
+
+    def unavailable(self, gpus: list[int]) -> dict[int, str]:
+        """GPU -> why no new task may have it: drained, else busy."""
+        out = {g: f"drained ({d.reason})" for g, d in self.drained(gpus).items()}
+        out.update({g: why for g, why in self.busy([g for g in gpus if g not in out]).items()})
+        return out
+
     def busy(self, gpus: list[int]) -> dict[int, str]:
         """GPU -> why it is busy, for those of ``gpus`` over the threshold."""
         if not gpus or not self.on:
@@ -57,3 +91,19 @@ class GpuAdmission:
                     f"over agent.gpu_busy_memory_mb={self.threshold_mb})"
                 )
         return out
+
+
+def record_gpu_uuids(store: Store, nvml: Nvml, task: Task) -> Task:
+    """Record the attempt's GPU UUIDs (how its devices are named to the container
+    runtime) and return the task with them; unchanged without NVML, or when
+    they are recorded already."""
+    if not task.gpus or task.gpu_uuids or not nvml.available:
+        return task
+    uuids = nvml.uuids(task.gpus)
+    if not uuids:
+        return task
+    try:
+        store.set_attempt_gpu_uuids(task.id, task.attempt, uuids)
+    except FleetError as exc:
+        log.warning("task %s: cannot record its GPU UUIDs: %s", task.id, exc)
+    return dataclasses.replace(task, gpu_uuids=uuids)

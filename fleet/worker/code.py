@@ -49,13 +49,12 @@ from fleet.config import AgentConfig
 from fleet.errors import FleetError
 from fleet.home import Home, resolve_home
 from fleet.models import Script
-from fleet.validate import MASK
+from fleet.secrets import mask_text, mask_urls
 
 logger = logging.getLogger(__name__)
 
 ERROR_LINES = 8
 _SCP_RE = re.compile(r"^(?:(?P<user>[^@/\s]+)@)?(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<path>(?!//).*)$")
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@\s:]*)(?::(?P<pw>[^/@\s]*))?@")
 _WEB = ("http", "https")
 
 
@@ -65,21 +64,6 @@ class CodeError(FleetError):
 
 
 # -- URLs: small pure functions -----------------------------------------------------
-
-
-def mask_url(url: str) -> str:
-    """``https://user:pw@host/x`` -> ``https://user:********@host/x``; a lone
-    http(s) user (often a token) -> ``********@``.  ssh users are kept."""
-    return _USERINFO_RE.sub(_mask_match, url)
-
-
-def _mask_match(m: re.Match[str]) -> str:
-    scheme, user, pw = m.group("scheme"), m.group("user"), m.group("pw")
-    if pw is not None:
-        return f"{scheme}{user}:{MASK}@"
-    if scheme.lower().rstrip(":/") in _WEB:
-        return f"{scheme}{MASK}@"
-    return m.group(0)
 
 
 def strip_credentials(url: str) -> str:
@@ -189,15 +173,6 @@ class Credentials:
         return cls(config.git_user, config.git_pass)
 
 
-def mask_text(text: str, secrets: Sequence[str] = ()) -> str:
-    """URLs' credentials masked, and every known secret replaced by the mask."""
-    text = mask_url(text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
-
-
 # -- running git ---------------------------------------------------------------------
 
 _ASKPASS = """#!/bin/sh
@@ -300,7 +275,7 @@ class VcsCache:
     def update(self, url: str, commit: str, git: Git, say: Callable[[str], None]) -> Path:
         """The mirror of ``url``, holding ``commit`` (fetched only when missing)."""
         mirror = self.mirror_path(url)
-        shown = mask_url(url)
+        shown = mask_urls(url)
         with self.locked(mirror, say):
             if not (mirror / "HEAD").exists():
                 say(f"vcs cache: cloning {shown}")
@@ -352,8 +327,8 @@ def checkout(
     url = effective_url(clean, config)
     creds = Credentials.for_url(script.repo, config)
     workdir = _inside(dest, script.repo_dir or ".")
-    what = f"{mask_url(url)} @ {commit[:12]}" + (f" ({script.branch})" if script.branch else "")
-    log(f"code: {what}" + (" (translated from " + mask_url(clean) + ")" if url != clean else ""))
+    what = f"{mask_urls(url)} @ {commit[:12]}" + (f" ({script.branch})" if script.branch else "")
+    log(f"code: {what}" + (" (translated from " + mask_urls(clean) + ")" if url != clean else ""))
     with git_for(creds, env) as git:
         if cache is None and config.vcs_cache.enabled:
             cache = VcsCache.from_config(config, Home(resolve_home()))
@@ -362,8 +337,8 @@ def checkout(
             git.run(["clone", "--no-checkout", "--quiet", "--", str(mirror), str(dest)], what="git clone")
             git.run(["remote", "set-url", "origin", clean], cwd=dest)
         else:
-            log(f"code: cloning {mask_url(url)} (vcs cache disabled)")
-            git.run(["clone", "--no-checkout", "--quiet", "--", url, str(dest)], what=f"git clone {mask_url(url)}")
+            log(f"code: cloning {mask_urls(url)} (vcs cache disabled)")
+            git.run(["clone", "--no-checkout", "--quiet", "--", url, str(dest)], what=f"git clone {mask_urls(url)}")
             if not _has_commit(git, dest, commit):
                 git.run(["fetch", "--quiet", "origin", commit], cwd=dest, what=f"git fetch {commit}")
         git.run(

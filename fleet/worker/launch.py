@@ -14,6 +14,7 @@ and is the process-group leader in the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,18 @@ from fleet.home import Home, resolve_home
 from fleet.models import Task, Worker
 from fleet.worker.prepare import needs_preparation
 from fleet.worker.taskenv import task_environment
+
+WORKER_DOCKER_ARGS = "FLEET_WORKER_DOCKER_ARGS"
+
+
+def cuda_environment(config: Config | None) -> dict[str, str]:
+    """``agent.cuda_version`` / ``cudnn_version`` as ClearML exports them (``CUDA_VERSION``,
+    ``CUDNN_VERSION``); a task's own ``--env`` values win."""
+    if config is None:
+        return {}
+    agent = config.agent
+    pairs = (("CUDA_VERSION", agent.cuda_version), ("CUDNN_VERSION", agent.cudnn_version))
+    return {name: value for name, value in pairs if value}
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,7 @@ def plan_launch(
     finds the home and the config file the way ``fleetctl`` does (``FLEET_HOME``,
     ``FLEET_CONFIG_FILE``)."""
     env = task_environment(task, worker, base_env)
+    env.update({k: v for k, v in cuda_environment(config).items() if k not in task.env})
     docker = (worker.options or {}).get("docker")
     if isinstance(docker, dict):
         home = home or Home(resolve_home("", base_env))
@@ -49,6 +63,8 @@ def plan_launch(
         argv += ["--worker", worker.id, "--image", str(docker.get("image") or "")]
         if config is not None and config.path is not None:
             argv += ["--config", str(config.path)]
+        if docker.get("args"):  # the worker's docker arguments (daemon --docker IMAGE ARGS): env, not argv (secrets)
+            env[WORKER_DOCKER_ARGS] = json.dumps([str(a) for a in docker["args"]])
         return Launch(argv, str(home.work), env)
     has_repo = bool(task.script.repo)
     if not has_repo and not os.path.isdir(task.script.working_dir):

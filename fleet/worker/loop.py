@@ -49,6 +49,7 @@ from types import FrameType
 
 from fleet.config import Config
 from fleet.errors import FleetError, StoreUnavailable
+from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
@@ -58,7 +59,7 @@ from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.store.faults import Backoff
 from fleet.supervise import manager_pidfile
-from fleet.worker.admission import GpuAdmission
+from fleet.worker.admission import GpuAdmission, record_gpu_uuids
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
 from fleet.worker.logfile import LOG_FAILED, TaskLog, no_room
@@ -88,6 +89,8 @@ class LoopBase:
     """What every worker process shares: its row (stop requests, the effective
     state the manager's schedule driver computed), signals, state changes and
     heartbeats."""
+
+    admission: GpuAdmission  # set by each kind of loop (busy and drained GPUs, NVML)
 
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         self.home = home
@@ -250,6 +253,11 @@ class LoopBase:
         self.no_space_until = max(self.no_space_until, time.monotonic() + 1.0)
         self.no_space_reason = why
         return False
+
+    def _with_uuids(self, task: Task) -> Task:
+        """The task with its GPU UUIDs recorded.  A pool records them for its
+        per-task workers, which so never load NVML themselves."""
+        return record_gpu_uuids(self.store, self.admission.nvml, task)
 
     def _admission(self) -> GpuAdmission:
         threshold = self.config.agent.gpu_busy_memory_mb
@@ -419,13 +427,14 @@ class WorkerLoop(LoopBase):
             return
         queues = self._pullable()
         try:
-            busy = self.admission.busy(self.worker.gpus or []) if queues else {}
+            busy = self.admission.unavailable(self.worker.gpus or []) if queues else {}
         except StoreUnavailable:
             self.retry.failed()
             return
         if busy:
-            why = "; ".join(f"GPU {g}: {text}" for g, text in sorted(busy.items()))
-            self._set_state(WorkerState.IDLE, f"not pulling: GPU busy ({why})")
+            why = "; ".join(f"GPU {gpu_label(g)}: {text}" for g, text in sorted(busy.items()))
+            drained = any(text.startswith("drained") for text in busy.values())
+            self._set_state(WorkerState.IDLE, f"not pulling: GPU {'drained' if drained else 'busy'} ({why})")
             return
         self._set_state(*self._waiting_state())
         if not queues:
@@ -443,6 +452,8 @@ class WorkerLoop(LoopBase):
         self._start(task)
 
     def _start(self, task: Task) -> None:
+        if not self.one_task:
+            task = self._with_uuids(task)
         self.task = task
         if not self.one_task:
             self._set_state(WorkerState.BUSY, f"running task {task.id}")
@@ -454,7 +465,9 @@ class WorkerLoop(LoopBase):
             return
         task_log.note(
             f"attempt {task.attempt} on worker {runner.id} (host {runner.host}, "
-            f"GPUs {','.join(map(str, task.gpus)) or 'none'})"
+            f"GPUs {format_gpus(task.gpus) or 'none'}"
+            + (f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else "")
+            + ")"
         )
         if task_log.error is not None:  # the disk filled up since the claim: not run, back at the head
             task_log.close()
@@ -502,7 +515,11 @@ class WorkerLoop(LoopBase):
                     abort = self.store.get_task(task.id).abort_requested
                 except StoreUnavailable:
                     abort = None
-                if abort:
+                fault = self.admission.faults(task.gpus)
+                if fault:
+                    proc.log.note(fault)
+                    proc.stop(StopCause.GPU_FAULT, fault)
+                elif abort:
                     proc.stop(StopCause.ABORT, abort)
         proc.tick()
         if proc.done:

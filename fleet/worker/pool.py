@@ -55,7 +55,7 @@ import psutil
 from fleet import notify
 from fleet.config import Config
 from fleet.errors import FleetError, StoreUnavailable
-from fleet.gpus import format_gpus
+from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
 from fleet.notify import Listener
@@ -304,7 +304,7 @@ class PoolLoop(LoopBase):
             self._fill_services(queues)
             return
         in_use = {g for c in self.children.values() for g in c.gpus}
-        self.busy = self.admission.busy([g for g in self.pool if g not in in_use])
+        self.busy = self.admission.unavailable([g for g in self.pool if g not in in_use])
         specs = [self.specs[q] for q in queues]
         limits = {s.name: (len(self.pool) if s.own_count else None) for s in specs}
         for _ in range(MAX_ROUNDS):
@@ -319,7 +319,7 @@ class PoolLoop(LoopBase):
                 run_as = task_worker_id(self.worker, start.task_id, start.gpus)
                 task = self.store.claim_task(start.task_id, self.worker, list(start.gpus), run_as)
                 if task is not None:  # None: it left the queue since the peek; the next round looks again
-                    self._spawn(task, start.queue, run_as, start.gpus)
+                    self._spawn(self._with_uuids(task), start.queue, run_as, start.gpus)
             if not self.decision.starts:
                 break
         bare = [s.name for s in specs if s.own_count]
@@ -411,7 +411,10 @@ class PoolLoop(LoopBase):
             paused = f"; {reason}" if state == WorkerState.PAUSED or backing_off else ""
             state, reason = WorkerState.BUSY, f"running {len(running)} task(s){where}{cap}{paused}"
         notes = [f"reserving for {r.queue} task {r.task_id[:8]} (needs {r.need})" for r in self.decision.reservations]
-        notes += [f"GPU {g} busy" for g in sorted(self.busy)]
+        notes += [
+            f"GPU {gpu_label(g)} {'drained' if why.startswith('drained') else 'busy'}"
+            for g, why in sorted(self.busy.items())
+        ]
         if notes:
             reason += "; " + "; ".join(notes)
         self._set_state(state, reason)

@@ -33,7 +33,7 @@ from typing import Any
 
 from fleet.config import Config, load_config
 from fleet.errors import FleetError
-from fleet.home import Home
+from fleet.home import TASK_UMASK, Home
 from fleet.models import Task, TaskStatus
 from fleet.procs import describe_exit
 from fleet.store import Store, open_store
@@ -214,7 +214,13 @@ class Preparer:
             "project": requirements.digest,
             "indexes": [index, *pm.extra_index_url],
             "docker": str((task.docker or {}).get("image") or ""),
-            "options": [pm.system_site_packages, pm.force_upgrade, pm.pip_version, list(pm.conda_channels)],
+            "options": [
+                pm.system_site_packages,
+                pm.force_upgrade,
+                list(pm.pip_version),
+                list(pm.conda_channels),
+                self.config.agent.cuda_version,  # picks the PyTorch wheel variant (uv --torch-backend)
+            ],
             "extra": [
                 list(pm.priority_packages),
                 list(pm.priority_optional_packages),
@@ -293,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared.environment.lease.keep_across_exec()
     try:
         os.chdir(prepared.cwd)
+        os.umask(TASK_UMASK)  # opening the store made it fleet's owner-only one
         os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
     except OSError as exc:
         print(f"could not start {prepared.argv[0]}: {exc.strerror or exc}", flush=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from fleet.home import TASK_UMASK
 from fleet.models import TaskStatus
 from fleet.procs import describe_exit, group_alive, reap_orphans, signal_group, start_time
 from fleet.worker.logfile import TaskLog
@@ -44,6 +45,7 @@ class StopCause(str, enum.Enum):
     TIMEOUT = "timeout"
     WORKER_STOP = "worker_stop"
     LOG = "log"  # its log cannot be written: failed with that reason
+    GPU_FAULT = "gpu_fault"  # its GPU was drained for its health: failed, and retried if it may be
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Outcome:
         exit and the log's last lines (``tail``)."""
         if self.cause == StopCause.TIMEOUT:
             return TaskStatus.FAILED, "timeout"
-        if self.cause == StopCause.LOG:
+        if self.cause in (StopCause.LOG, StopCause.GPU_FAULT):
             return TaskStatus.FAILED, self.detail
         if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
             return TaskStatus.STOPPED, self.detail
@@ -109,6 +111,7 @@ class TaskProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            umask=TASK_UMASK,
         )
         self.pid = self.popen.pid
         self.pid_start = start_time(self.pid)

@@ -246,6 +246,32 @@ function renderWorkers(workers, sparks) {
   body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colSpan: 7, class: "muted" }, "no workers: start one with fleetctl up"))]));
 }
 
+// GPUs: in service or drained (by a person, or for its health) and why; drain with a reason, undrain
+function renderGpus(gpus) {
+  const body = document.querySelector("#gpus tbody");
+  const rows = gpus.map((g) => {
+    const path = `/gpus/${encodeURIComponent(g.name)}/`;
+    const d = g.drained;
+    const reason = h("input", { type: "text", placeholder: "reason", dataField: "drain-reason", maxlength: "500" });
+    const control = d
+      ? h("button", { type: "button", dataAction: "undrain", onclick: () => act(`undrain ${g.name}`, () => api(path + "undrain", { method: "POST" })) }, "Undrain")
+      : h("span", {}, reason, " ", h("button", {
+        type: "button", dataAction: "drain",
+        onclick: () => act(`drain ${g.name}`, () => api(path + "drain", { method: "POST", body: { reason: reason.value } })),
+      }, "Drain"));
+    const stateCell = d
+      ? [badge("drained"), " ", h("span", { class: "muted reason" }, `${d.source === "health" ? "health" : "by hand"}: ${d.reason}`)]
+      : [badge("in service")];
+    return h("tr", { dataGpu: g.name },
+      h("td", {}, g.parent === null ? g.name : `${g.name} (MIG, on GPU ${g.parent})`),
+      h("td", { class: "muted" }, g.uuid || "–"),
+      h("td", { class: "state" }, stateCell),
+      h("td", { class: "force" }, control),
+    );
+  });
+  body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colSpan: 4, class: "muted" }, "no GPUs"))]));
+}
+
 function renderQueues(queues, waitingSince) {
   const table = document.getElementById("queues");
   if (table.contains(document.activeElement)) return; // someone is typing tags
@@ -295,17 +321,19 @@ function abortTask(id) {
 async function refresh() {
   if (state.view !== "overview") return;
   try {
-    const [workers, queues, tasks, current, sparks] = await Promise.all([
+    const [workers, queues, tasks, current, sparks, gpus] = await Promise.all([
       getJSON("/workers"),
       getJSON("/queues"),
       getJSON("/tasks?limit=20"),
       getJSON("/metrics/current"),
       getJSON("/metrics?kind=worker&since=10m"),
+      getJSON("/gpus"),
     ]);
     document.getElementById("token-bar").hidden = true;
     state.queues = queues.queues;
     const bySeries = Object.fromEntries(sparks.series.map((s) => [s.id, s]));
     renderWorkers(workers.workers, bySeries);
+    renderGpus(gpus.gpus);
     renderQueues(queues.queues, current.queues_waiting_since || {});
     renderTasks(tasks.tasks);
     renderQueueChoices();
@@ -372,6 +400,7 @@ async function refreshPanel() {
       ["peak GPU memory", fig.nvml ? num(fig.peak_gpu_mem_mb, 0, " MB") : "– (no NVML)"],
       ["worker", task.worker || "–"],
       ["GPUs", task.gpus.join(",") || "–"],
+      ["GPU UUIDs", (task.gpu_uuids || []).join(",") || "–"],
       ["attempt", String(task.attempt)],
     ];
     document.getElementById("tp-figures").replaceChildren(...figures.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { dataFigure: k }, v)]));

@@ -9,17 +9,17 @@ Decisions:
   task's ``docker.args`` go with the task's image; ``default_docker.arguments``
   only with the default image; ``agent.extra_docker_arguments`` are always
   appended last.
-* Docker arguments are parsed into SDK keyword arguments for the common flags
-  only (``-v``, ``-e``, ``--ipc``, ``--shm-size``, ``--network``/``--net``);
-  anything else is refused with a clear message instead of being silently
-  dropped, because an ignored ``--privileged`` or ``--user`` changes what the
-  task can do.
+* Docker arguments (the task's, the worker's, ``default_docker.arguments``,
+  ``extra_docker_arguments``) are translated into SDK keyword arguments by
+  :mod:`fleet.worker.docker.runflags`: every ``docker run`` option the SDK can
+  express; the rest is refused, naming it, instead of being silently dropped.
 * The container name follows ``agent.docker_container_name_format`` with
   ``{task_id}``, ``{worker_id}`` and ``{rand_string}`` (32 lower-case
   letters; the format can cut it, ``{rand_string:.8}``).  Characters Docker
   refuses become ``-``; the result is checked against Docker's rule.
 * The command line *shown* (log, API) is a ``docker run`` equivalent with the
-  secrets masked; the container itself gets the real values.
+  secrets masked (:mod:`fleet.secrets`); the container itself gets the real
+  values.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.errors import UsageError
-from fleet.validate import MASK, is_secret_name
+from fleet.secrets import mask_command
+from fleet.worker.docker import runflags
+from fleet.worker.docker.runflags import DockerArgsError as DockerArgsError
 
 log = logging.getLogger(__name__)
 
@@ -46,47 +47,41 @@ LABEL_PID = "fleet.runner_pid"
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
-_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@")
-
-# Always hidden in the shown command line (ClearML Agent's list plus ours).
-HIDDEN_KEYS = frozenset(
-    {
-        "CLEARML_API_SECRET_KEY",
-        "CLEARML_AGENT_GIT_PASS",
-        "AWS_SECRET_ACCESS_KEY",
-        "AZURE_STORAGE_KEY",
-        "FLEET_API_TOKEN",
-        "FLEET_GIT_PASS",
-    }
-)
-SUPPORTED = "-v/--volume, -e/--env, --ipc, --shm-size, --network/--net"
-
-
-class DockerArgsError(UsageError):
-    """A docker argument, image or name format docker mode cannot use."""
 
 
 @dataclass
 class RunOptions:
-    """What the supported ``docker run`` flags mean, as SDK keyword arguments."""
+    """What the ``docker run`` arguments mean, as SDK keyword arguments."""
 
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     ipc_mode: str | None = None
     shm_size: str | None = None
     network_mode: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    working_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # every other create() keyword argument
+    shown: list[str] = field(default_factory=list)  # ``options`` as docker run arguments, for the log
 
 
 def choose_image(
-    task_docker: Mapping[str, Any], worker_image: str, default_image: str, default_args: Sequence[str]
+    task_docker: Mapping[str, Any],
+    worker_image: str,
+    default_image: str,
+    default_args: Sequence[str],
+    worker_args: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
-    """(image, docker arguments) for a task; raise when no image is known anywhere."""
+    """(image, docker arguments) for a task; raise when no image is known anywhere.
+
+    The worker's arguments (``daemon --docker IMAGE ARGS``) go with the
+    worker's image, before the task's, as ClearML's daemon does."""
     image = str(task_docker.get("image") or "").strip()
     if image:
         return image, [str(a) for a in task_docker.get("args") or []]
     task_args = [str(a) for a in task_docker.get("args") or []]
     if worker_image.strip():
-        return worker_image.strip(), task_args
+        return worker_image.strip(), [*worker_args, *task_args]
     if default_image.strip():
         return default_image.strip(), [*default_args, *task_args]
     raise DockerArgsError(
@@ -117,62 +112,25 @@ def container_name(fmt: str, task_id: str, worker_id: str, rand: str | None = No
     return name
 
 
-def _split(args: Sequence[str]) -> list[tuple[str, str]]:
-    """``["-e", "A=1", "--ipc=host"]`` -> ``[("-e", "A=1"), ("--ipc", "host")]``."""
-    flags = {"-v", "--volume", "-e", "--env", "--ipc", "--shm-size", "--network", "--net"}
-    out: list[tuple[str, str]] = []
-    items = [part for arg in args for part in (shlex.split(arg) if " " in arg.strip() else [arg])]
-    i = 0
-    while i < len(items):
-        item = items[i]
-        name, eq, value = item.partition("=") if item.startswith("--") else (item, "", "")
-        if name not in flags:
-            if len(item) > 2 and item[:2] in ("-v", "-e") and not item.startswith("--"):
-                name, value, eq = item[:2], item[2:], "="  # -eA=1, -v/a:/b
-            else:
-                raise DockerArgsError(
-                    f"docker argument {item!r} is not supported in docker mode (supported: {SUPPORTED})",
-                    field="docker_args",
-                )
-        if not eq:
-            if i + 1 >= len(items):
-                raise DockerArgsError(f"docker argument {item!r} needs a value", field="docker_args")
-            i += 1
-            value = items[i]
-        out.append((name, value))
-        i += 1
-    return out
+_OWN_SHOWN = ("--ipc=", "--shm-size=", "--network=")
 
 
 def parse_docker_args(args: Sequence[str], environ: Mapping[str, str] | None = None) -> RunOptions:
-    """Parse the supported ``docker run`` flags; ``-e NAME`` takes NAME's value from ``environ``."""
-    opts = RunOptions()
-    for name, value in _split(args):
-        if name in ("-v", "--volume"):
-            parts = value.split(":")
-            if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
-                raise DockerArgsError(
-                    f"docker argument -v {value!r}: expected HOST:CONTAINER[:ro|rw]", field="docker_args"
-                )
-            mode = parts[2] if len(parts) == 3 else "rw"
-            if mode not in ("ro", "rw"):
-                raise DockerArgsError(f"docker argument -v {value!r}: mode must be ro or rw", field="docker_args")
-            opts.volumes[parts[0]] = {"bind": parts[1], "mode": mode}
-        elif name in ("-e", "--env"):
-            key, eq, val = value.partition("=")
-            if not key:
-                raise DockerArgsError(f"docker argument -e {value!r}: expected NAME=VALUE", field="docker_args")
-            if eq:
-                opts.environment[key] = val
-            elif environ is not None and key in environ:
-                opts.environment[key] = environ[key]
-        elif name == "--ipc":
-            opts.ipc_mode = value
-        elif name == "--shm-size":
-            opts.shm_size = value
-        else:
-            opts.network_mode = value
-    return opts
+    """Translate ``docker run`` arguments; ``-e NAME`` takes NAME's value from ``environ``."""
+    parsed = runflags.parse(args, environ)
+    opts = dict(parsed.options)
+    return RunOptions(
+        volumes=parsed.volumes,
+        environment=parsed.environment,
+        ipc_mode=opts.pop("ipc_mode", None),
+        shm_size=opts.pop("shm_size", None),
+        network_mode=opts.pop("network_mode", None),
+        labels=parsed.labels,
+        name=opts.pop("name", None),
+        working_dir=opts.pop("working_dir", None),
+        options=opts,
+        shown=[s for s in parsed.shown if not s.startswith(_OWN_SHOWN)],
+    )
 
 
 @dataclass
@@ -186,13 +144,15 @@ class ContainerSpec:
     environment: dict[str, str]
     volumes: dict[str, dict[str, str]]
     working_dir: str
-    gpus: list[int] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # device ids for the DeviceRequest: UUIDs, else indices
     ipc_mode: str | None = None
     shm_size: str | None = None
     network_mode: str | None = None
     # Bind through the mounts API: the binds then stay out of the container's
     # config, which a commit would turn into VOLUME declarations of the image.
     as_mounts: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # further create() arguments (RunOptions.options)
+    shown_args: list[str] = field(default_factory=list)  # those as docker run arguments
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``client.containers.create`` (device requests added by the runner)."""
@@ -217,6 +177,8 @@ class ContainerSpec:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        for key, value in self.options.items():
+            out[key] = [*out.get(key, []), *value] if key == "mounts" else value
         return out
 
     def shown(self, extra_keys: Iterable[str] = (), secret_values: Iterable[str] = (), hide: bool = True) -> str:
@@ -225,7 +187,7 @@ class ContainerSpec:
         for key, value in self.labels.items():
             argv += ["--label", f"{key}={value}"]
         if self.gpus:
-            argv += ["--gpus", "device=" + ",".join(str(g) for g in self.gpus)]
+            argv += ["--gpus", "device=" + ",".join(self.gpus)]
         options = (("--ipc", self.ipc_mode), ("--shm-size", self.shm_size), ("--network", self.network_mode))
         for opt, setting in options:
             if setting is not None:
@@ -234,50 +196,7 @@ class ContainerSpec:
             argv += ["-v", f"{host}:{bind['bind']}:{bind['mode']}"]
         for key, value in self.environment.items():
             argv += ["-e", f"{key}={value}"]
-        argv += ["-w", self.working_dir, self.image, *self.command]
+        argv += [*self.shown_args, "-w", self.working_dir, self.image, *self.command]
         if not hide:
             return shlex.join(argv)
         return mask_command(argv, extra_keys, secret_values)
-
-
-def hidden_key(key: str, extra_keys: Iterable[str] = ()) -> bool:
-    """Whether an environment variable's value is a secret (never shown, never baked into an image)."""
-    extra = frozenset(extra_keys)
-    return key in HIDDEN_KEYS or is_secret_name(key, extra)
-
-
-def mask_args(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> list[str]:
-    """``argv`` for display: the value of ``-e KEY=value`` (also ``--env KEY=value``,
-    ``--env=KEY=value``, ``-eKEY=value``) of a secret key, known secret values
-    anywhere and passwords inside URLs become ``********``."""
-    extra = frozenset(extra_keys)
-    values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        text = _mask_setting(arg, extra) if i > 0 and argv[i - 1] in ("-e", "--env") else arg
-        for flag in ("--env=", "-e"):
-            if arg.startswith(flag) and len(arg) > len(flag) and arg not in ("-e", "--env"):
-                text = flag + _mask_setting(arg[len(flag) :], extra)
-                break
-        for value in values:
-            text = text.replace(value, MASK)
-        out.append(_URL_PASSWORD.sub(rf"\1{MASK}@", text))
-    return out
-
-
-def _mask_setting(text: str, extra: frozenset[str]) -> str:
-    """``KEY=value`` with the value masked when the key is a secret."""
-    key, eq, _ = text.partition("=")
-    return f"{key}={MASK}" if eq and hidden_key(key, extra) else text
-
-
-def mask_command(argv: Sequence[str], extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> str:
-    """:func:`mask_args`, joined as a shell would read it."""
-    return shlex.join(mask_args(argv, extra_keys, secret_values))
-
-
-def secret_values(env: Mapping[str, str], extra_keys: Iterable[str] = (), also: Iterable[str] = ()) -> list[str]:
-    """The values of the hidden keys in ``env`` plus ``also`` (the git password, our token)."""
-    extra = frozenset(extra_keys)
-    found = [v for k, v in env.items() if v and hidden_key(k, extra)]
-    return found + [v for v in also if v]

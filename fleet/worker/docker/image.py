@@ -21,9 +21,10 @@ Decisions:
   task's requirements, as for a docker task) runs once, at build time; the
   image has the venv first on ``PATH``.  The image needs a Python.  The
   package manager settings are bind-mounted for the build only.
-* Secrets are never baked into a layer: environment variables whose names
-  are secret (the masked ones) are left out of the build container and of
-  the image, and named in the output; pass them with ``docker run -e``.
+* Secrets are never baked into a layer: environment variables that are
+  secret by name or by value (the masked ones, :mod:`fleet.secrets`) are
+  left out of the build container and of the image, and named in the
+  output; pass them with ``docker run -e``.
 * Entry point: none — the image is the task's environment, a base image;
   its ``CMD`` is the task's command, which runs on its own, reporting to no
   one.  ``reuse_task`` / ``clone_task`` — the entry point is fleet's
@@ -57,7 +58,8 @@ from fleet.config import Config
 from fleet.errors import UsageError
 from fleet.home import Home
 from fleet.models import Task
-from fleet.worker.docker.args import ContainerSpec, choose_image, hidden_key, parse_docker_args
+from fleet.secrets import is_secret
+from fleet.worker.docker.args import ContainerSpec, choose_image, parse_docker_args
 from fleet.worker.docker.run import DockerRunError, cache_volumes, ensure_image, run_container
 from fleet.worker.docker.scripts import (
     BUILD_ENV,
@@ -106,7 +108,7 @@ def parse_target(target: str) -> tuple[str, str]:
 
 
 def _safe_env(env: dict[str, str], extra_keys: list[str]) -> tuple[dict[str, str], list[str]]:
-    kept = {k: v for k, v in env.items() if not hidden_key(k, extra_keys)}
+    kept = {k: v for k, v in env.items() if not is_secret(k, v, extra_keys)}
     return kept, sorted(set(env) - set(kept))
 
 
@@ -180,6 +182,8 @@ def build_image(
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
         as_mounts=True,
+        options=opts.options,
+        shown_args=opts.shown,
     )
     if left_out:
         say(f"not baked into the image (secrets): {', '.join(left_out)}; pass them with docker run -e")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -55,9 +56,9 @@ from docker.types import DeviceRequest
 
 from fleet.config import Config, load_config
 from fleet.errors import FleetError
-from fleet.gpus import format_gpus
 from fleet.home import Home
 from fleet.models import Task
+from fleet.secrets import secret_values
 from fleet.store import open_store
 from fleet.worker.docker.args import (
     LABEL_HOME,
@@ -69,14 +70,15 @@ from fleet.worker.docker.args import (
     choose_image,
     container_name,
     parse_docker_args,
-    secret_values,
 )
 from fleet.worker.docker.cleanup import remove_orphans
 from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_run_dir
 from fleet.worker.docker.venv import DockerEnvironment, EnvironmentBuildFailed, docker_environment
 from fleet.worker.envs import Log
 from fleet.worker.envs.settings import downloads_dir
+from fleet.worker.launch import WORKER_DOCKER_ARGS, cuda_environment
 from fleet.worker.prepare import PrepareError, Preparer
+from fleet.worker.taskenv import device_environment
 
 log = logging.getLogger(__name__)
 
@@ -101,30 +103,24 @@ def build_spec(
     mounts: list[Path],
     run_dir: Path,
     rand: str | None = None,
+    worker_args: Sequence[str] = (),
 ) -> ContainerSpec:
     """The container for ``task``; ``mounts`` are host folders bound at the same path (the code)."""
     agent = config.agent
     image, args = choose_image(
-        task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments
+        task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments, worker_args
     )
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
-    devices = format_gpus(task.gpus)
-    env: dict[str, str] = dict(task.env)
+    env: dict[str, str] = {**cuda_environment(config), **task.env}
     env.update(opts.environment)
-    env.update(
-        {
-            "CUDA_VISIBLE_DEVICES": devices,
-            "NVIDIA_VISIBLE_DEVICES": devices or "none",
-            "FLEET_TASK_ID": task.id,
-            "FLEET_WORKER_ID": worker_id,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env.update(device_environment(task))
+    env.update({"FLEET_TASK_ID": task.id, "FLEET_WORKER_ID": worker_id, "PYTHONUNBUFFERED": "1"})
     volumes: dict[str, dict[str, str]] = {str(p): {"bind": str(p), "mode": "rw"} for p in mounts}
     volumes[str(run_dir)] = {"bind": RUN_DIR, "mode": "ro"}
     volumes.update(cache_volumes(home, config))
     volumes.update(opts.volumes)
     labels = {
+        **opts.labels,
         LABEL_TASK: task.id,
         LABEL_WORKER: worker_id,
         LABEL_HOST: socket.gethostname(),
@@ -134,37 +130,49 @@ def build_spec(
     return ContainerSpec(
         image=image,
         command=["sh", f"{RUN_DIR}/entry.sh", "run", *task.script.command],
-        name=container_name(agent.docker_container_name_format, task.id, worker_id, rand),
+        name=opts.name or container_name(agent.docker_container_name_format, task.id, worker_id, rand),
         labels=labels,
         environment=env,
         volumes=volumes,
-        working_dir=str(folder),
-        gpus=list(task.gpus),
+        working_dir=opts.working_dir or str(folder),
+        gpus=list(task.gpu_uuids) if len(task.gpu_uuids) == len(task.gpus) else [str(g) for g in task.gpus],
         ipc_mode=opts.ipc_mode,
         shm_size=opts.shm_size,
         network_mode=opts.network_mode,
+        options=opts.options,
+        shown_args=opts.shown,
     )
 
 
 def cache_volumes(home: Home, config: Config) -> dict[str, dict[str, str]]:
-    """The pip and uv download caches of ``FLEET_HOME``, where ``docker_internal_mounts`` says."""
+    """The download caches mounted into containers, where ``docker_internal_mounts`` says:
+    pip's (``docker_pip_cache``, else ``$FLEET_HOME/cache/pip``), uv's and poetry's
+    (``$FLEET_HOME/cache/``), and apt's when ``docker_apt_cache`` names a host folder."""
     agent = config.agent
+    inside = agent.docker_internal_mounts
     caches = downloads_dir(home, agent)
-    if caches is None:
-        return {}
+    hosts: list[tuple[str, Path, str]] = []
+    if agent.docker_pip_cache:
+        hosts.append(("pip_cache", Path(agent.docker_pip_cache).expanduser(), "/root/.cache/pip"))
+    elif caches is not None:
+        hosts.append(("pip_cache", caches / "pip", "/root/.cache/pip"))
+    if caches is not None:
+        hosts.append(("uv_cache", caches / "uv", "/root/.cache/uv"))
+        hosts.append(("poetry_cache", caches / "poetry", "/root/.cache/pypoetry"))
+    if agent.docker_apt_cache:
+        hosts.append(("apt_cache", Path(agent.docker_apt_cache).expanduser(), "/var/cache/apt/archives"))
     volumes: dict[str, dict[str, str]] = {}
-    for key, sub, default in (("pip_cache", "pip", "/root/.cache/pip"), ("uv_cache", "uv", "/root/.cache/uv")):
-        host = caches / sub
+    for key, host, default in hosts:
         host.mkdir(parents=True, exist_ok=True)
-        volumes[str(host)] = {"bind": str(agent.docker_internal_mounts.get(key) or default), "mode": "rw"}
+        volumes[str(host)] = {"bind": str(inside.get(key) or default), "mode": "rw"}
     return volumes
 
 
-def device_requests(gpus: list[int]) -> list[DeviceRequest]:
-    """Exactly the task's GPUs (none for a CPU task)."""
+def device_requests(gpus: list[str]) -> list[DeviceRequest]:
+    """Exactly the task's GPUs, by UUID where NVML gave them (none for a CPU task)."""
     if not gpus:
         return []
-    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+    return [DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])]
 
 
 class Stopper:
@@ -248,7 +256,7 @@ def run_container(
         except APIError as exc:
             detail = str(exc.explanation or exc)
             if spec.gpus and ("device driver" in detail or "nvidia" in detail.lower()):
-                raise DockerRunError(NO_GPU_RUNTIME.format(gpus=format_gpus(spec.gpus), detail=detail)) from None
+                raise DockerRunError(NO_GPU_RUNTIME.format(gpus=",".join(spec.gpus), detail=detail)) from None
             raise DockerRunError(f"docker mode: cannot start the container: {detail}") from None
         if stopper.requested:
             stopper._stop()
@@ -305,7 +313,10 @@ def run_task(
     run_dir = home.work / f"{task.id}.docker"
     requirements = requirements_for(task, root)
     write_run_dir(run_dir, task, config, requirements)
-    spec = build_spec(task, worker_id, worker_image, config, home, folder, [root or folder], run_dir)
+    worker_args = json.loads(os.environ.get(WORKER_DOCKER_ARGS) or "[]")
+    spec = build_spec(
+        task, worker_id, worker_image, config, home, folder, [root or folder], run_dir, worker_args=worker_args
+    )
     hide = agent.hide_docker_command_env_vars
     secrets = secret_values(
         spec.environment,

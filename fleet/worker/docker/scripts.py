@@ -42,7 +42,7 @@ from typing import Any
 
 from fleet.config import Config
 from fleet.models import Task
-from fleet.worker.envs.base import Requirements
+from fleet.worker.envs.base import Requirements, pip_version_spec
 from fleet.worker.envs.requirements import gather
 
 RUN_DIR = "/fleet/run"
@@ -82,7 +82,8 @@ if [ "$mode" = build ]; then
     echo "[docker] building the task's environment in $FLEET_VENV with $PY"
     "$PY" -m venv --system-site-packages "$FLEET_VENV"
     if [ -n "$FLEET_PIP_VERSION" ]; then
-      "$FLEET_VENV/bin/python" -m pip install --disable-pip-version-check "pip$FLEET_PIP_VERSION"
+      printf '%s\n' "$FLEET_PIP_VERSION" > /tmp/fleet-pip-version.txt
+      "$FLEET_VENV/bin/python" -m pip install --disable-pip-version-check -r /tmp/fleet-pip-version.txt
     fi
     if [ -f /fleet/run/requirements.txt ]; then
       "$FLEET_VENV/bin/python" -m pip install --disable-pip-version-check $FLEET_UPGRADE -r /fleet/run/requirements.txt
@@ -163,7 +164,7 @@ def build_settings(config: Config) -> dict[str, Any]:
     pm = config.agent.package_manager
     return {
         "manager": "uv" if pm.type == "uv" else "pip",
-        "pip_version": pm.pip_version,
+        "pip_version": list(pm.pip_version),
         "upgrade": pm.force_upgrade,
         "extra_index_url": list(pm.extra_index_url),
     }
@@ -175,7 +176,8 @@ def write_build_env(path: Path, config: Config) -> None:
     extra = " ".join(settings["extra_index_url"])
     values = {
         "FLEET_MANAGER": settings["manager"],
-        "FLEET_PIP_VERSION": settings["pip_version"],
+        # one requirement line per specifier; pip evaluates their markers with the image's Python
+        "FLEET_PIP_VERSION": "\n".join(pip_version_spec(spec) for spec in settings["pip_version"]),
         "FLEET_UPGRADE": "--upgrade" if settings["upgrade"] else "",
     }
     lines = [f"{key}={shlex.quote(value)}" for key, value in values.items()]

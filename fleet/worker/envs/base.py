@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from packaging.markers import InvalidMarker, Marker
+
 from fleet.config import PackageManagerConfig
 from fleet.errors import FleetError
+from fleet.secrets import mask_urls
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
 _BOX = " \t\u2502\u2570\u2500\u25b6\u00d7|:"  # uv draws its errors in boxes
 
 
@@ -34,14 +36,9 @@ class EnvBuildError(FleetError):
     """Preparing a task's environment failed; the message is the task's reason."""
 
 
-def mask_secrets(text: str) -> str:
-    """``https://user:pw@host`` -> ``https://user:********@host``."""
-    return _URL_PASSWORD.sub(r"\1********@", text)
-
-
 def shown(argv: Sequence[str]) -> str:
     """A command as printed in the log: never run, only read by people."""
-    return mask_secrets(" ".join(argv))
+    return mask_urls(" ".join(argv))
 
 
 class Log:
@@ -51,7 +48,7 @@ class Log:
         self.write = write
 
     def note(self, message: str) -> None:
-        self.write(f"[prepare] {mask_secrets(message)}")
+        self.write(f"[prepare] {mask_urls(message)}")
 
     def line(self, text: str) -> None:
         self.write(text)
@@ -86,7 +83,7 @@ def run_tool(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, l
         for raw in proc.stdout:
             text = raw.rstrip("\n")
             lines.append(text)
-            log.line(mask_secrets(text))
+            log.line(mask_urls(text))
     rc = proc.wait()
     if rc != 0:
         raise EnvBuildError(f"{what} failed: {last_words(lines) or f'exit code {rc}'}")
@@ -98,13 +95,13 @@ _FROZEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*(===?|\s@\s)")
 
 def frozen_lines(lines: Sequence[str]) -> list[str]:
     """The package lines of a freeze (tools also chat on stderr, merged into the same stream)."""
-    return sorted({mask_secrets(line.strip()) for line in lines if _FROZEN.match(line.strip())})
+    return sorted({mask_urls(line.strip()) for line in lines if _FROZEN.match(line.strip())})
 
 
 def last_words(lines: Sequence[str]) -> str:
     """The tool's last meaningful line (uv draws boxes around its errors)."""
     for text in reversed(lines):
-        cleaned = mask_secrets(text.strip().strip(_BOX).strip())
+        cleaned = mask_urls(text.strip().strip(_BOX).strip())
         if cleaned and not cleaned.startswith(("hint", "[notice]")):
             return cleaned[:500]
     return ""
@@ -140,6 +137,7 @@ class BuildSettings:
     cache_dir: Path | None  # download caches root (<dir>/pip, <dir>/uv, ...); None = no caching
     index_url: str = ""  # the primary index when one is configured for pip; "" = the tool's default
     extra_index_urls: tuple[str, ...] = field(default=())
+    torch_backend: str = ""  # uv's --torch-backend (cu121) from agent.cuda_version, for requirements naming torch
 
 
 Phase = tuple[str, list[str], bool]  # (label, requirement lines, optional)
@@ -168,9 +166,46 @@ def install_phases(requirements: Sequence[str], pm: PackageManagerConfig) -> lis
 
 
 def pip_version_spec(pip_version: str) -> str:
-    """ClearML's ``pip_version`` ("<20", "==19.3.1", "20.2") as a requirement."""
-    spec = pip_version.strip()
-    return f"pip=={spec}" if spec[:1].isdigit() else f"pip{spec}"
+    """ClearML's ``pip_version`` ("<20", "==19.3.1", "20.2", "<22.3 ; python_version >= '3.10'")
+    as a requirement (a marker stays: pip evaluates it against the environment's Python)."""
+    spec, semi, marker = pip_version.partition(";")
+    spec = spec.strip()
+    req = f"pip=={spec}" if spec[:1].isdigit() else f"pip{spec}"
+    return f"{req} ; {marker.strip()}" if semi and marker.strip() else req
+
+
+_TORCH = re.compile(r"\s*(torch|torchvision|torchaudio)\b", re.IGNORECASE)
+
+
+def names_torch(lines: Sequence[str]) -> bool:
+    """Whether a requirement line names PyTorch (torch, torchvision, torchaudio)."""
+    return any(_TORCH.match(line) for line in lines)
+
+
+def torch_backend(cuda_version: str) -> str:
+    """ClearML's ``cuda_version`` (``12.1``, ``121``, ``11.8``) as uv's ``--torch-backend`` (``cu121``)."""
+    digits = "".join(ch for ch in cuda_version.strip() if ch.isdigit() or ch == ".")
+    major, _, minor = digits.partition(".")
+    if not major:
+        return ""
+    return f"cu{major}{minor.split('.')[0] if minor else ''}" if "." in digits else f"cu{digits}"
+
+
+def pip_version_for(specs: Sequence[str], python_version: str) -> str:
+    """The first of ``pip_version``'s specifiers whose PEP 508 marker matches
+    ``python_version`` ("3.11.7"), without its marker; "" when none applies."""
+    minor = ".".join(python_version.split(".")[:2])
+    env = {"python_version": minor, "python_full_version": python_version}
+    for item in specs:
+        spec, _, marker = item.partition(";")
+        if not marker.strip():
+            return spec.strip()
+        try:
+            if Marker(marker.strip()).evaluate(env):
+                return spec.strip()
+        except InvalidMarker:
+            raise EnvBuildError(f"package_manager.pip_version {item!r}: invalid marker") from None
+    return ""
 
 
 class EnvBuilder(abc.ABC):

@@ -22,6 +22,7 @@ from fleet.worker.envs.base import (
     Requirements,
     frozen_lines,
     install_phases,
+    pip_version_for,
     pip_version_spec,
 )
 
@@ -41,8 +42,9 @@ class PipBuilder(EnvBuilder):
         if settings.pm.system_site_packages:
             argv.append("--system-site-packages")
         self.run([*argv, str(path)], env=settings.env, cwd=path.parent, log=log, what="python -m venv")
-        if settings.pm.pip_version:
-            self._install(path, [pip_version_spec(settings.pm.pip_version)], settings, log, "pip install")
+        pip_version = pip_version_for(settings.pm.pip_version, python.version)
+        if pip_version:
+            self._install(path, [pip_version_spec(pip_version)], settings, log, "pip install")
 
     # -- what uv overrides -----------------------------------------------------
     def install_argv(self, path: Path, settings: BuildSettings) -> list[str]:
@@ -50,6 +52,10 @@ class PipBuilder(EnvBuilder):
         if settings.cache_dir is None:
             argv.append("--no-cache-dir")
         return argv
+
+    def extra_install_args(self, lines: Sequence[str], settings: BuildSettings) -> list[str]:
+        """Options for one install of ``lines`` (pip has none; uv picks the PyTorch wheel variant)."""
+        return []
 
     def tool_env(self, path: Path, settings: BuildSettings) -> dict[str, str]:
         env = dict(settings.env)
@@ -80,6 +86,7 @@ class PipBuilder(EnvBuilder):
             argv += ["--index-url", settings.index_url]
         for url in settings.extra_index_urls:
             argv += ["--extra-index-url", url]
+        argv += self.extra_install_args(lines, settings)
         req_file = path / REQUIREMENTS_FILE
         req_file.write_text("".join(f"{line}\n" for line in lines))
         argv += ["-r", str(req_file)]

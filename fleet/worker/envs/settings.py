@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fleet.config import AgentConfig, Config
 from fleet.home import Home
-from fleet.worker.envs.base import BuildSettings
+from fleet.worker.envs.base import BuildSettings, torch_backend
 
 KEEP = frozenset({"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR"})
 DROP = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "CONDA_PREFIX", "PIP_REQUIRE_VIRTUALENV")
@@ -101,4 +101,5 @@ def build_settings(home: Home, config: Config, env: Mapping[str, str], task_env:
         cache_dir=downloads_dir(home, agent),
         index_url=pip_index_url(tools),
         extra_index_urls=agent.package_manager.extra_index_url,
+        torch_backend=torch_backend(agent.cuda_version) if agent.cuda_version else "",
     )

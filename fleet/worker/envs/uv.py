@@ -12,9 +12,18 @@ and faster) unless ``package_manager.pip_version`` asks for one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from fleet.worker.envs.base import BuildSettings, Interpreter, Log, frozen_lines, pip_version_spec
+from fleet.worker.envs.base import (
+    BuildSettings,
+    Interpreter,
+    Log,
+    frozen_lines,
+    names_torch,
+    pip_version_for,
+    pip_version_spec,
+)
 from fleet.worker.envs.pip import PipBuilder, _quiet
 
 log = logging.getLogger(__name__)
@@ -59,14 +68,19 @@ class UvBuilder(PipBuilder):
         if settings.cache_dir is None:
             argv.append("--no-cache")
         self.run([*argv, str(path)], env=self.tool_env(path, settings), cwd=path.parent, log=log, what="uv venv")
-        if settings.pm.pip_version:
-            self._install(path, [pip_version_spec(settings.pm.pip_version)], settings, log, "uv pip install")
+        pip_version = pip_version_for(settings.pm.pip_version, python.version)
+        if pip_version:
+            self._install(path, [pip_version_spec(pip_version)], settings, log, "uv pip install")
 
     def install_argv(self, path: Path, settings: BuildSettings) -> list[str]:
         argv = [self._uv(), "pip", "install", "--no-config", "--python", str(self.python_of(path))]
         if settings.cache_dir is None:
             argv.append("--no-cache")
         return argv
+
+    def extra_install_args(self, lines: Sequence[str], settings: BuildSettings) -> list[str]:
+        """``agent.cuda_version`` picks the PyTorch wheel variant, as ClearML's resolver does."""
+        return ["--torch-backend", settings.torch_backend] if settings.torch_backend and names_torch(lines) else []
 
     def freeze(self, path: Path, settings: BuildSettings, log: Log) -> list[str]:
         argv = [self._uv(), "pip", "freeze", "--no-config", "--python", str(self.python_of(path))]
