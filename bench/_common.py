@@ -109,6 +109,15 @@ def temp_fleet() -> Iterator[TempFleet]:
                 proc.send_signal(signal.SIGKILL)
 
 
+def wait_drained(api: httpx.Client, timeout: float = 300) -> None:
+    """Until no task is queued or running (or ``timeout`` has passed)."""
+    deadline = time.monotonic() + timeout
+    while api.get("/tasks", params={"status": "queued,in_progress", "limit": 1}).json()["total"]:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100), interpolating between closest ranks."""
     ordered = sorted(values)

@@ -21,7 +21,7 @@ import time
 
 import psutil
 
-from bench._common import machine, row, summary, temp_fleet
+from bench._common import machine, row, summary, temp_fleet, wait_drained
 
 
 def main() -> None:
@@ -55,11 +55,7 @@ def main() -> None:
                 assert len(api.get("/workers").json()["workers"]) == 2
             recoveries.append(time.monotonic() - killed)
         with fleet.api() as api:
-            deadline = time.monotonic() + 300
-            while api.get("/tasks", params={"status": "queued,in_progress", "limit": 1}).json()["total"]:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+            wait_drained(api)
             done = api.get("/tasks", params={"limit": 10_000}).json()["tasks"]
         completed = {t["id"] for t in done if t["status"] == "completed"}
         counts = collections.Counter(runs.read_text().split()) if runs.exists() else collections.Counter()

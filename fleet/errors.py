@@ -82,6 +82,17 @@ class StoreError(FleetError):
     http_status = 503
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be used *right now*: the disk is full, the database is
+    read-only, an I/O error, a lock held too long.  A state that passes, not a
+    bug: the API answers 503 naming the cause, workers and the manager back off
+    and retry (see :mod:`fleet.store.faults`)."""
+
+    def __init__(self, cause: str, detail: str = "") -> None:
+        super().__init__(f"store unavailable: {cause}" + (f" ({detail})" if detail and detail != cause else ""))
+        self.cause = cause
+
+
 class ManagerUnavailable(FleetError):
     """No manager answers for this FLEET_HOME."""
 

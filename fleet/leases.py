@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StoreUnavailable
 from fleet.models import Task, TaskStatus, Worker
 from fleet.scheduler.pool import owns
 from fleet.store import Store
@@ -134,18 +134,25 @@ class Leases:
             with self.hold(task_id):
                 if self.get(task_id) != lease:  # renewed or dropped meanwhile
                     continue
-                self.drop(task_id)
-                try:
-                    task = store.get_task(task_id)
-                except FleetError as exc:  # gone from the store: nothing to end
-                    log.error("manager: lease of task %s: %s", task_id, exc)
-                    continue
-                if task.status != TaskStatus.IN_PROGRESS or task.attempt != lease.attempt:
-                    continue
-                if not unowned(task, store.list_workers()):
-                    continue  # a worker runs it now: not ours to end
-                reason = f"remote executor {lease.worker} lost: no word for {self.seconds:g}s"
-                log.warning("manager: task %s: %s", task_id, reason)
-                record_orphaned(store, task, reason, ACTOR)  # its runner is remote: nothing runs here
-                failed.append(task_id)
+                if self._expire(store, task_id, lease):
+                    failed.append(task_id)
+                self.drop(task_id)  # not reached when the store is unavailable: the next sweep tries again
         return failed
+
+    def _expire(self, store: Store, task_id: str, lease: Lease) -> bool:
+        """Fail a task whose lease ran out, if it is still the remote executor's."""
+        try:
+            task = store.get_task(task_id)
+        except StoreUnavailable:
+            raise
+        except FleetError as exc:  # gone from the store: nothing to end
+            log.error("manager: lease of task %s: %s", task_id, exc)
+            return False
+        if task.status != TaskStatus.IN_PROGRESS or task.attempt != lease.attempt:
+            return False
+        if not unowned(task, store.list_workers()):
+            return False  # a worker runs it now: not ours to end
+        reason = f"remote executor {lease.worker} lost: no word for {self.seconds:g}s"
+        log.warning("manager: task %s: %s", task_id, reason)
+        record_orphaned(store, task, reason, ACTOR)  # its runner is remote: nothing runs here
+        return True

@@ -43,7 +43,7 @@ import uvicorn
 from fleet import __version__, notify
 from fleet.api.auth import Access, ensure_token, group_id, share_home
 from fleet.config import Config
-from fleet.errors import ConfigError, Conflict, FleetError, NotFound, UsageError
+from fleet.errors import ConfigError, Conflict, FleetError, NotFound, StoreUnavailable, UsageError
 from fleet.home import Home
 from fleet.leases import Leases
 from fleet.metrics.health import GpuHealth
@@ -55,6 +55,7 @@ from fleet.procs import remove_pidfile, write_pidfile
 from fleet.scheduler.claims import Plan, UpRequest, check_queues, plan_up
 from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
+from fleet.store.faults import Backoff
 from fleet.supervise import WorkerSupervisor, manager_pidfile
 from fleet.validate import worker_id as check_worker_id
 
@@ -129,6 +130,7 @@ class Manager:
         self.started_at = time.time()
         self._lockfile: IO[str] | None = None
         self._server: uvicorn.Server | None = None
+        self.retry = Backoff()  # supervision's store writes while the store is unavailable
 
     # -- lifecycle ----------------------------------------------------------------
     def acquire(self) -> None:
@@ -241,11 +243,27 @@ class Manager:
                     if self.last_signal == signal.SIGTERM and self.shutdown_requested is None:
                         self.hand_over()
                         return
-                    self.shutdown(drain=False, requeue=False, by="signal")
-                self.supervisor.tick()
-                self.leases.sweep(self.store)
+                    try:
+                        self.shutdown(drain=False, requeue=False, by="signal")
+                    except StoreUnavailable:
+                        pass  # the workers were signalled instead (see WorkerSupervisor.request_stop)
+                self._supervise()
                 if self.shutdown_requested is not None and not self.supervisor.alive():
                     return
+
+    def _supervise(self) -> None:
+        """One round of supervision; while the store is unavailable it is tried
+        again with back-off (the store logs the outage once), and what it found
+        is kept for the next round (see :meth:`WorkerSupervisor.tick`)."""
+        if not self.retry.ready():
+            return
+        try:
+            self.supervisor.tick()
+            self.leases.sweep(self.store)
+        except StoreUnavailable:
+            self.retry.failed()
+        else:
+            self.retry.ok()
 
     # -- what the API calls -----------------------------------------------------------
     def add_workers(self, request: UpRequest, actor: str) -> tuple[list[Worker], list[str]]:
@@ -303,7 +321,10 @@ class Manager:
                     continue
                 self.supervisor.request_stop(worker.id, drain, requeue, by)
                 if worker.id not in self.supervisor.handles:
-                    self.store.set_worker_state(worker.id, WorkerState.DEAD, "stopped", "manager")
+                    try:
+                        self.store.set_worker_state(worker.id, WorkerState.DEAD, "stopped", "manager")
+                    except StoreUnavailable:
+                        pass  # no process to stop; its row says so once the store takes writes
             notify.wake(self.home.root, [w.id for w in workers])
             return workers
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.contain import Attempt
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StoreUnavailable
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
 from fleet.procs import Identity, describe_exit, identity, is_same_process, signal_group
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 ACTOR = "manager"
 RESTART_WINDOW_S = 60.0
 MAX_RESTARTS = 5
+RESTART_RETRY_S = 1.0  # a restart the store could not take is tried again this much later
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Handle:
     pid_boot: str | None
     popen: subprocess.Popen[bytes] | None = None
     expected_exit: bool = False
+    crash_counted: bool = False  # its exit is counted as a crash (once, however often recording it is tried)
 
     def exit_status(self) -> str | None:
         """None while running, else a sentence describing the exit."""
@@ -93,6 +95,8 @@ def record_orphaned(store: Store, task: Task, reason: str, actor: str) -> None:
     requeue = "tail" if task.attempt <= task.retries else None
     try:
         store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=actor, requeue=requeue)
+    except StoreUnavailable:
+        raise  # the caller tries again later
     except FleetError as exc:
         log.error("%s: task %s of a dead worker: %s", actor, task.id, exc)
 
@@ -112,6 +116,7 @@ class WorkerSupervisor:
         self._retry_at: dict[str, float] = {}
         self._crashes: dict[str, list[float]] = {}
         self._ending: dict[str, str] = {}  # dead workers whose tasks' processes are not all gone yet: why
+        self._unrecorded: dict[str, tuple[bool, str]] = {}  # dead at start, not recorded yet: (stopping, why)
 
     def spawn(self, worker: Worker) -> Handle | None:
         if worker.id in self._ending:  # tick() starts it once its last task's processes are gone
@@ -131,27 +136,43 @@ class WorkerSupervisor:
         start, boot = (started.ticks, started.boot) if started is not None else (None, None)
         handle = Handle(worker.id, popen.pid, start, boot, popen)
         self.handles[worker.id] = handle
-        self.store.update_worker(worker.id, pid=handle.pid, pid_start=start, pid_boot=boot)
+        try:
+            self.store.update_worker(worker.id, pid=handle.pid, pid_start=start, pid_boot=boot)
+        except StoreUnavailable:
+            pass  # the worker writes its pid itself once the store takes it
         log.info("manager: worker %s spawned (pid %d)", worker.id, popen.pid)
         return handle
 
     def adopt_or_recover(self) -> None:
-        """At manager start: keep live workers, recover the ones that died unseen."""
+        """At manager start: keep live workers, recover the ones that died unseen
+        (while the store is unavailable, that is left to :meth:`tick`)."""
         for worker in self.store.list_workers():
             if is_same_process(worker.pid, worker.pid_start, worker.pid_boot):
                 assert worker.pid is not None
                 self.handles[worker.id] = Handle(worker.id, worker.pid, worker.pid_start, worker.pid_boot)
                 log.info("manager: adopted running worker %s (pid %d)", worker.id, worker.pid)
-            elif worker.state == WorkerState.STOPPING:
-                self._mark_dead(worker.id, "stopped while the manager was away")
-            elif not self._crashed(worker.id, "died while the manager was away"):
-                self._ending[worker.id] = "died while the manager was away"
+                continue
+            try:
+                if worker.state == WorkerState.STOPPING:
+                    self._mark_dead(worker.id, "stopped while the manager was away")
+                elif not self._crashed(worker.id, "died while the manager was away"):
+                    self._ending[worker.id] = "died while the manager was away"
+            except StoreUnavailable:
+                self._unrecorded[worker.id] = (worker.state == WorkerState.STOPPING, "while the manager was away")
 
     def request_stop(self, worker_id: str, drain: bool, requeue: bool, by: str) -> None:
+        """Through the worker's row; while the store is unavailable a plain
+        stop is sent as SIGTERM instead (a drain or requeue needs the row)."""
         handle = self.handles.get(worker_id)
         if handle is not None:
             handle.expected_exit = True
-        self.store.update_worker(worker_id, stop_request={"drain": drain, "requeue": requeue, "by": by})
+        try:
+            self.store.update_worker(worker_id, stop_request={"drain": drain, "requeue": requeue, "by": by})
+        except StoreUnavailable:
+            if handle is None or drain or requeue:
+                raise
+            log.info("manager: store unavailable: stopping worker %s by SIGTERM", worker_id)
+            signal_group(handle.pid, signal.SIGTERM)
 
     def force_kill(self, worker_id: str) -> None:
         """Second stop: SIGTERM again makes the worker kill its task at once."""
@@ -166,8 +187,18 @@ class WorkerSupervisor:
         return [wid for wid, h in self.handles.items() if h.exit_status() is None]
 
     def tick(self) -> None:
-        """Notice exits; restart crashed workers whose backoff has passed."""
+        """Notice exits; restart crashed workers whose backoff has passed.
+
+        Raises StoreUnavailable when what it found cannot be recorded; nothing
+        is lost: an exit stays noticed (its handle is kept, its crash counted
+        once) and the next tick records it."""
         now = time.monotonic()
+        for wid, (stopping, why) in list(self._unrecorded.items()):
+            if stopping:
+                self._mark_dead(wid, f"stopped {why}")
+            elif not self._crashed(wid, f"died {why}"):
+                self._ending[wid] = f"died {why}"
+            del self._unrecorded[wid]
         for wid, why in list(self._ending.items()):
             if self._crashed(wid, why):
                 del self._ending[wid]
@@ -176,27 +207,35 @@ class WorkerSupervisor:
             status = handle.exit_status()
             if status is None:
                 continue
+            self._exited(handle, status, now)
             del self.handles[wid]
-            try:
-                worker = self.store.get_worker(wid)
-            except FleetError:
-                continue
-            if handle.expected_exit or worker.state in (WorkerState.STOPPING, WorkerState.DEAD):
-                if worker.state != WorkerState.DEAD:
-                    self._mark_dead(wid, f"stopped ({status})")
-                log.info("manager: worker %s exited (%s)", wid, status)
-                continue
-            log.warning("manager: worker %s died (%s)", wid, status)
-            crashes = [t for t in self._crashes.get(wid, []) if now - t < RESTART_WINDOW_S] + [now]
-            self._crashes[wid] = crashes
-            if self._crashed(wid, f"worker died ({status})"):
-                self._schedule_restart(wid, now)
-            else:  # restarted only once no process of its task is left
-                self._ending[wid] = f"worker died ({status})"
         for wid, when in list(self._retry_at.items()):
             if now >= when:
-                del self._retry_at[wid]
+                self._retry_at[wid] = now + RESTART_RETRY_S  # if the store cannot take it now
                 self._restart(wid)
+                del self._retry_at[wid]
+
+    def _exited(self, handle: Handle, status: str, now: float) -> None:
+        wid = handle.worker_id
+        try:
+            worker = self.store.get_worker(wid)
+        except StoreUnavailable:
+            raise
+        except FleetError:
+            return
+        if handle.expected_exit or worker.state in (WorkerState.STOPPING, WorkerState.DEAD):
+            if worker.state != WorkerState.DEAD:
+                self._mark_dead(wid, f"stopped ({status})")
+            log.info("manager: worker %s exited (%s)", wid, status)
+            return
+        if not handle.crash_counted:
+            log.warning("manager: worker %s died (%s)", wid, status)
+            handle.crash_counted = True
+            self._crashes[wid] = [t for t in self._crashes.get(wid, []) if now - t < RESTART_WINDOW_S] + [now]
+        if self._crashed(wid, f"worker died ({status})"):
+            self._schedule_restart(wid, now)
+        else:  # restarted only once no process of its task is left
+            self._ending[wid] = f"worker died ({status})"
 
     def _schedule_restart(self, worker_id: str, now: float) -> None:
         crashes = [t for t in self._crashes.get(worker_id, []) if now - t < RESTART_WINDOW_S]
@@ -212,8 +251,14 @@ class WorkerSupervisor:
                 return
             worker = self.store.register_worker(worker, ACTOR)
             self.store.update_worker(worker_id, restarts=worker.restarts + 1)
+        except StoreUnavailable:
+            raise
+        except FleetError as exc:
+            log.error("manager: cannot restart worker %s: %s", worker_id, exc)
+            return
+        try:
             self.spawn(worker)
-        except (FleetError, OSError) as exc:
+        except OSError as exc:
             log.error("manager: cannot restart worker %s: %s", worker_id, exc)
 
     def _crashed(self, worker_id: str, why: str) -> bool:
@@ -223,6 +268,8 @@ class WorkerSupervisor:
         is left; False while some remain (see the module docstring)."""
         try:
             worker = self.store.get_worker(worker_id)
+        except StoreUnavailable:
+            raise
         except FleetError as exc:
             log.error("manager: worker %s: %s", worker_id, exc)
             return True
@@ -239,5 +286,7 @@ class WorkerSupervisor:
             self.store.set_worker_state(
                 worker_id, WorkerState.DEAD, why, ACTOR, pid=None, pid_start=None, pid_boot=None
             )
+        except StoreUnavailable:
+            raise
         except FleetError as exc:
             log.error("manager: worker %s: %s", worker_id, exc)

@@ -113,14 +113,16 @@ def _running(manager: Manager, task_id: str, attempt: int) -> Task:
 def append_log(task_id: TaskId, body: RemoteLogBody, manager: ManagerDep) -> dict[str, Any]:
     """Append output (empty: a heartbeat); renews the lease; answers the abort asked, if any."""
     task = manager.store.get_task(task_id)
+    broken = None
     with manager.leases.hold(task.id):
         task = _running(manager, task.id, body.attempt)
         if body.text:
             task_log = _task_log(manager, task)
             task_log.feed(body.text.encode("utf-8", "replace"))
             task_log.flush_partial()
+            broken = task_log.error  # "log cannot be written: ...": the executor stops it, as a worker does
         manager.leases.renew(task.id, task.attempt, task.worker)
-    return {"abort": task.abort_requested}
+    return {"abort": task.abort_requested or broken}
 
 
 def _tail(manager: Manager, task: Task) -> list[str]:

@@ -9,6 +9,7 @@ tables.  The store creates and migrates the schema.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from fleet.errors import StoreError
 from fleet.store.connections import Connections
@@ -17,6 +18,9 @@ SCHEMA_VERSION = 3  # the migration that made the metrics tables
 
 
 class Database(Connections):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "metrics")
+
     def _connect(self) -> sqlite3.Connection:
         conn = super()._connect()
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from fleet.config import MetricsConfig
+from fleet.errors import StoreUnavailable
 from fleet.metrics.health import GpuHealth
 from fleet.metrics.procs import ProcessMeter
 from fleet.metrics.samples import HostSample, Snapshot, TaskSample, WorkerSample
@@ -31,6 +32,7 @@ from fleet.metrics.storage import ROLLUP_S, MetricsStorage
 from fleet.models import Task, TaskStatus, Worker
 from fleet.nvml import GpuSample, Nvml
 from fleet.store import Store
+from fleet.store.faults import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +113,19 @@ class Sampler:
         self.storage.close()
 
     def _run(self) -> None:
+        retry = Backoff(first=self.config.interval, cap=max(self.config.interval, 60.0))
         while not self._stop.is_set():
             started = time.monotonic()
+            wait = self.config.interval
             try:
                 self.tick()
-            except Exception:  # one bad tick (a locked disk, a vanished file) must not end sampling
+            except StoreUnavailable:  # a full disk: the store logs it once; samples are skipped meanwhile
+                wait = retry.failed()
+            except Exception:  # one bad tick (a vanished file) must not end sampling
                 log.exception("metrics: sampling failed")
-            self._stop.wait(max(self.config.interval - (time.monotonic() - started), 0.01))
+            else:
+                retry.ok()
+            self._stop.wait(max(wait - (time.monotonic() - started), 0.01))
         self.storage.close()
 
     # -- one tick -------------------------------------------------------------------

@@ -10,6 +10,10 @@ is due, not at the next poll.  A changed tag or property recomputes at once;
 a 30-second interval job recomputes too, which covers clock jumps.
 
 Times are in the host's local time zone, or ``fleet.timezone``.
+
+While the store is unavailable (a full disk: :mod:`fleet.store.faults`) a
+recompute that fails is tried again with back-off (one ``retry`` job), and the
+workers go on with the effective states they last read.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from fleet.errors import ConfigError, FleetError
+from fleet.errors import ConfigError, FleetError, StoreUnavailable
 from fleet.models import Worker
 from fleet.scheduler.effective import Effective, Force, effective_state
 from fleet.scheduler.schedule import Schedule, make_schedule
 from fleet.store import Store
+from fleet.store.faults import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,7 @@ class ScheduleDriver:
         self.clock = clock  # injectable for tests; the manager uses the real clock
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(timezone=tz)
+        self._retry = Backoff()
 
     def start(self) -> None:
         self._scheduler.start()
@@ -102,8 +108,16 @@ class ScheduleDriver:
         with self._lock:
             try:
                 self._recompute()
+            except StoreUnavailable:  # the store logs the outage once
+                delay = self._retry.failed()
+                when = self.clock(self.tz) + dt.timedelta(seconds=delay)
+                self._scheduler.add_job(
+                    self.recompute, DateTrigger(run_date=when, timezone=self.tz), id="retry", replace_existing=True
+                )
             except FleetError as exc:
                 log.error("schedule: %s", exc)
+            else:
+                self._retry.ok()
 
     def _recompute(self) -> None:
         now = self.clock(self.tz)

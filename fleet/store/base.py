@@ -4,6 +4,10 @@ SQLite (:mod:`fleet.store.sqlite`) is the implementation today; a shared
 PostgreSQL store for many hosts is a second implementation of this class
 (``claim_next_task`` becomes ``SELECT ... FOR UPDATE SKIP LOCKED``), not a
 change to its callers.
+
+Any method may raise :class:`~fleet.errors.StoreUnavailable` when the store
+cannot be used right now (disk full, read-only, I/O error): nothing was
+changed, and the same call can be made again later.
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ class SQLiteStore(SQLiteGpus, Store):
             with open(self.path, "rb") as fh:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not an SQLite database; refusing to open or overwrite it")
-            self._refuse_newer()
+            if self._refuse_newer() == schema.LATEST:
+                self.conn  # noqa: B018 - open it now: a file that cannot be opened fails here, at start
+                return  # nothing to write, so a full disk or a read-only file does not stop a start
         try:
             with self._tx() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -91,7 +93,7 @@ class SQLiteStore(SQLiteGpus, Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
 
-    def _refuse_newer(self) -> None:
+    def _refuse_newer(self) -> int:
         """Read the schema version read-only, before anything (WAL included) can change the file."""
         try:
             probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
@@ -106,6 +108,7 @@ class SQLiteStore(SQLiteGpus, Store):
                 f"{self.path} has schema version {version}, newer than this fleet knows "
                 f"({schema.LATEST}); upgrade fleet. The database was left untouched"
             )
+        return int(version)
 
     def close(self) -> None:
         self._db.close()

@@ -4,6 +4,11 @@ A line is ``<ISO-8601 UTC time> <text>``; lines that fleet itself writes
 (attempt headers, exit notes) carry ``[fleet]`` after the time.  The file
 grows across attempts.  Output past ``fleet.log_max_mb`` is dropped with one
 note, so a runaway task cannot fill the disk.
+
+A log that cannot be written (``ENOSPC``, ``EIO``, a read-only file system)
+never raises into the worker: the first failure is kept in :attr:`TaskLog.error`
+(``log cannot be written: No space left on device``), nothing more is written,
+and the worker stops the task with that reason.
 """
 
 from __future__ import annotations
@@ -13,6 +18,19 @@ import time
 from pathlib import Path
 
 MAX_PARTIAL = 64 * 1024
+LOG_FAILED = "log cannot be written"
+MIN_ROOM = 1024 * 1024  # workers claim no task while the logs' file system has less free
+
+
+def no_room(folder: Path) -> str | None:
+    """Why a new task's log would not fit under ``folder`` (None: it would)."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError as exc:
+        return f"task logs under {folder}: {exc.strerror or exc}"
+    if stat.f_bavail * stat.f_frsize < MIN_ROOM:
+        return f"no space left for task logs under {folder}"
+    return None
 
 
 def stamp(now: float | None = None) -> str:
@@ -30,6 +48,7 @@ class TaskLog:
         self._partial = b""
         self._capped = False
         self.tail: list[str] = []
+        self.error: str | None = None  # why the log cannot be written (nothing is, from then on)
 
     def note(self, text: str) -> None:
         """A line written by fleet itself; never capped."""
@@ -58,18 +77,29 @@ class TaskLog:
         del self.tail[:-10]
 
     def _write(self, lines: list[bytes], force: bool = False) -> None:
+        if self.error is not None:
+            return
         blob = b"\n".join(lines) + b"\n"
         if not force and self.size + len(blob) > self.max_bytes:
             if self._capped:
                 return
             self._capped = True
             blob = f"{stamp()} [fleet] log limit of {self.max_bytes / 2**20:g} MB reached; further output is dropped (fleet.log_max_mb)\n".encode()
-        self._fh.write(blob)
-        self.size += len(blob)
+        view = memoryview(blob)
+        try:
+            while view:  # an unbuffered write may take part of it (a disk filling up)
+                done = self._fh.write(view) or 0
+                self.size += done
+                view = view[done:]
+        except OSError as exc:
+            self.error = f"{LOG_FAILED}: {exc.strerror or exc}"
 
     def close(self) -> None:
         self.flush_partial()
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:
+            self.error = self.error or f"{LOG_FAILED}: {exc.strerror or exc}"
 
 
 def strip_stamp(line: str) -> str:

@@ -22,6 +22,16 @@ is there (its parent, the manager that spawned it, is gone and
 ``fleet.handover_seconds`` it writes a stop request into its own row (so a
 pool's per-task workers get it too) and stops exactly as on ``fleetctl
 stop``: tasks are stopped as a group and end ``stopped``.
+
+The store may be unavailable for a while (a full disk, a read-only file:
+:mod:`fleet.store.faults`).  A worker then stays up: writes that can wait
+(state, heartbeat, claims) are skipped and tried again with back-off
+(:class:`~fleet.store.faults.Backoff`); the writes that must land (a task's
+pid, a task's end) are kept and retried until the store takes them, and
+until then the worker claims nothing, so nothing finished is lost and nothing
+runs twice.  A task whose log cannot be written (``ENOSPC``, ``EIO``) is
+stopped as an abort is (its group gets SIGTERM, then SIGKILL after the grace)
+and ends ``failed`` with ``log cannot be written: <why>``.
 """
 
 from __future__ import annotations
@@ -34,11 +44,12 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from fleet.config import Config
 from fleet.contain import Attempt
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, Worker, WorkerState
@@ -47,11 +58,12 @@ from fleet.nvml import Nvml
 from fleet.procs import become_subreaper, identity, pidfile_alive
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
+from fleet.store.faults import Backoff
 from fleet.supervise import manager_pidfile
 from fleet.worker.admission import GpuAdmission, record_gpu_uuids
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
-from fleet.worker.logfile import TaskLog
+from fleet.worker.logfile import LOG_FAILED, TaskLog, no_room
 from fleet.worker.prepare import EXIT_NO_SPACE, NO_SPACE
 from fleet.worker.process import StopCause, TaskProcess
 
@@ -61,6 +73,17 @@ HEARTBEAT_S = 5.0
 CHECK_S = 0.5  # re-read stop/abort requests at least this often, wake-up or not
 NO_SPACE_BACKOFF_S = 30.0  # how long a worker pulls nothing after a task found no disk space
 PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass
+class Ending:
+    """A task's end, kept until the store has recorded it."""
+
+    task: Task
+    status: TaskStatus
+    returncode: int | None
+    reason: str
+    requeue: str | None
 
 
 class LoopBase:
@@ -90,6 +113,28 @@ class LoopBase:
         self.no_space_until = 0.0  # no disk space for environments: pull nothing until then
         self.no_space_reason = ""
         self.manager_gone_at: float | None = None
+        self.retry = Backoff()  # store writes after the store was unavailable
+        self.registered = False
+        self.unsaved: tuple[WorkerState, str] | None = None  # a state the store did not take yet
+
+    def _write(self, write: Callable[[], object]) -> bool:
+        """One store write, unless backing off after the store was unavailable;
+        True when it landed (the store itself logs an outage, once)."""
+        if not self.retry.ready():
+            return False
+        try:
+            write()
+        except StoreUnavailable:
+            self.retry.failed()
+            return False
+        self.retry.ok()
+        return True
+
+    def _warn(self, exc: FleetError) -> None:
+        """A store call that failed: an unavailable store is logged once per
+        outage by the store, anything else here."""
+        if not isinstance(exc, StoreUnavailable):
+            log.warning("worker %s: %s", self.worker.id, exc)
 
     # -- signals only record -----------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -105,7 +150,7 @@ class LoopBase:
             try:  # in the row, so a pool's per-task workers and a later manager see it
                 self.store.update_worker(self.worker.id, stop_request=request)
             except FleetError as exc:
-                log.warning("worker %s: %s", self.worker.id, exc)
+                self._warn(exc)
         if request is None:
             return None
         self.stop_by = str(request.get("by") or "fleetctl stop")
@@ -140,7 +185,7 @@ class LoopBase:
         try:
             self.worker = self.store.get_worker(self.worker.id)
         except FleetError as exc:
-            log.warning("worker %s: %s", self.worker.id, exc)
+            self._warn(exc)
 
     def _pullable(self) -> list[str]:
         effective = self.worker.effective
@@ -162,24 +207,57 @@ class LoopBase:
         return WorkerState.IDLE, reason
 
     def _set_state(self, state: WorkerState, reason: str) -> None:
+        """Record our state; one the store could not take is tried again with the heartbeat."""
+        self.unsaved = None
         if (state, reason) == (self.worker.state, self.worker.state_reason):
+            return
+        if not self.retry.ready():
+            self.unsaved = (state, reason)
             return
         try:
             self.worker = self.store.set_worker_state(self.worker.id, state, reason, self.actor, last_seen=time.time())
+        except StoreUnavailable:
+            self.retry.failed()
+            self.unsaved = (state, reason)
         except FleetError as exc:
             log.warning("worker %s: %s", self.worker.id, exc)
+        else:
+            self.retry.ok()
 
     def _heartbeat(self) -> None:
+        if self.unsaved is not None:
+            self._set_state(*self.unsaved)
         now = time.time()
-        if now - self.last_beat >= HEARTBEAT_S:
+        if now - self.last_beat < HEARTBEAT_S:
+            return
+        if self.registered:
+            landed = self._write(lambda: self.store.update_worker(self.worker.id, last_seen=now))
+        else:
+            landed = self._register()
+        if landed:
             self.last_beat = now
-            self.store.update_worker(self.worker.id, last_seen=now)
 
-    def _register(self) -> None:
+    def _register(self) -> bool:
+        """Our pid in our row (tried again with the heartbeat until it lands)."""
         pid = os.getpid()
         me = identity(pid)
         start, boot = (me.ticks, me.boot) if me is not None else (None, None)
-        self.store.update_worker(self.worker.id, pid=pid, pid_start=start, pid_boot=boot, last_seen=time.time())
+        self.registered = self._write(
+            lambda: self.store.update_worker(
+                self.worker.id, pid=pid, pid_start=start, pid_boot=boot, last_seen=time.time()
+            )
+        )
+        return self.registered
+
+    def _room_for_logs(self) -> bool:
+        """False while the task logs' file system is full: nothing is claimed
+        (checked again a second later; the state says why)."""
+        why = no_room(self.home.task_logs)
+        if why is None:
+            return True
+        self.no_space_until = max(self.no_space_until, time.monotonic() + 1.0)
+        self.no_space_reason = why
+        return False
 
     def _with_uuids(self, task: Task) -> Task:
         """The task with its GPU UUIDs recorded.  A pool records them for its
@@ -212,6 +290,8 @@ class WorkerLoop(LoopBase):
         self.parent = parent
         self.task: Task | None = None
         self.proc: TaskProcess | None = None
+        self.pid_pending = False  # the running task's pid is not in the store yet
+        self.ending: Ending | None = None  # the last task's end, until the store has it
         self.deadline: float | None = None
         self.admission = self._admission()
         self.prepared = False  # the last task went through fleet.worker.prepare
@@ -252,9 +332,11 @@ class WorkerLoop(LoopBase):
                 if look or self.signals:
                     self._refresh()
                     self._check_stop()
-                if self.proc is None and (self.stopping is not None or self.one_task):
+                self._flush()
+                free = self.proc is None and self.ending is None
+                if free and (self.stopping is not None or self.one_task):
                     break
-                if self.proc is None and self.stopping is None:
+                if free and self.stopping is None:
                     self._pull()
                 self._wait(listener)
                 look = listener.drain() > 0 or time.monotonic() - self.last_look >= CHECK_S
@@ -301,6 +383,8 @@ class WorkerLoop(LoopBase):
     def _wait(self, listener: Listener) -> None:
         fds: list[int] = [listener.fileno()]
         timeout = self.poll
+        if self.pid_pending or self.ending is not None:  # writes that must land: try again when due
+            timeout = min(timeout, max(self.retry.remaining(), 0.05))
         if self.proc is not None:
             fds.extend(self.proc.waitables())
             if self.proc.returncode is not None or not self.proc.exit_is_signalled:
@@ -337,7 +421,9 @@ class WorkerLoop(LoopBase):
             self.proc.kill_now()
 
     def _pull(self) -> None:
-        if time.monotonic() < self.no_space_until:
+        if not self.retry.ready():
+            return
+        if time.monotonic() < self.no_space_until or not self._room_for_logs():
             self._set_state(WorkerState.IDLE, f"not pulling: {self.no_space_reason}")
             return
         problem = self.engine.problem() if self.engine is not None else None
@@ -345,7 +431,11 @@ class WorkerLoop(LoopBase):
             self._set_state(WorkerState.IDLE, f"not pulling: {problem}")
             return
         queues = self._pullable()
-        busy = self.admission.unavailable(self.worker.gpus or []) if queues else {}
+        try:
+            busy = self.admission.unavailable(self.worker.gpus or []) if queues else {}
+        except StoreUnavailable:
+            self.retry.failed()
+            return
         if busy:
             why = "; ".join(f"GPU {gpu_label(g)}: {text}" for g, text in sorted(busy.items()))
             drained = any(text.startswith("drained") for text in busy.values())
@@ -354,9 +444,14 @@ class WorkerLoop(LoopBase):
         self._set_state(*self._waiting_state())
         if not queues:
             return
-        task = self.store.claim_next_task(self.worker, queues, self.worker.gpus or [])
+        try:
+            task = self.store.claim_next_task(self.worker, queues, self.worker.gpus or [])
+        except StoreUnavailable:
+            self.retry.failed()
+            return
         if task is None:
             return
+        self.retry.ok()
         if task.queue is not None:
             self.order.served(task.queue)
         self._start(task)
@@ -368,13 +463,21 @@ class WorkerLoop(LoopBase):
         if not self.one_task:
             self._set_state(WorkerState.BUSY, f"running task {task.id}")
         runner = dataclasses.replace(self.worker, id=self.run_as, gpus=task.gpus) if self.one_task else self.worker
-        task_log = TaskLog(self.home.task_log(task.id), self.max_log)
+        try:
+            task_log = TaskLog(self.home.task_log(task.id), self.max_log)
+        except OSError as exc:
+            self._record(task, TaskStatus.FAILED, None, f"{LOG_FAILED}: {exc.strerror or exc}", head=True)
+            return
         task_log.note(
             f"attempt {task.attempt} on worker {runner.id} (host {runner.host}, "
             f"GPUs {format_gpus(task.gpus) or 'none'}"
             + (f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else "")
             + ")"
         )
+        if task_log.error is not None:  # the disk filled up since the claim: not run, back at the head
+            task_log.close()
+            self._record(task, TaskStatus.FAILED, None, task_log.error, head=True)
+            return
         try:
             launch = plan_launch(task, runner, dict(os.environ), home=self.home, config=self.config)
             attempt = Attempt(self.home.root, task.id, task.attempt)
@@ -397,20 +500,37 @@ class WorkerLoop(LoopBase):
             task_log.close()
             self._record(task, TaskStatus.FAILED, None, reason)
             return
-        self.store.set_task_process(task.id, proc.pid, proc.started)
         self.proc = proc
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
+        self.pid_pending = True
+        self._flush()
         log.info("worker %s: task %s started (pid %d)", runner.id, task.id, proc.pid)
+
+    def _flush(self) -> None:
+        """The writes that must land, tried again (with back-off) until they do:
+        the running task's pid, then the last task's end."""
+        proc, task = self.proc, self.task
+        if self.pid_pending and proc is not None and task is not None:
+            if self._write(lambda: self.store.set_task_process(task.id, proc.pid, proc.started)):
+                self.pid_pending = False
+        if self.ending is not None:
+            self._land(self.ending)
 
     def _watch(self, look: bool) -> None:
         assert self.proc is not None and self.task is not None
         proc, task = self.proc, self.task
         proc.pump()
         if proc.cause is None:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            if proc.log.error is not None:
+                log.warning("worker %s: task %s: %s; stopping it", self.run_as, task.id, proc.log.error)
+                proc.stop(StopCause.LOG, proc.log.error)
+            elif self.deadline is not None and time.monotonic() >= self.deadline:
                 proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
             elif look:
-                abort = self.store.get_task(task.id).abort_requested
+                try:
+                    abort = self.store.get_task(task.id).abort_requested
+                except StoreUnavailable:
+                    abort = None
                 fault = self.admission.faults(task.gpus)
                 if fault:
                     proc.log.note(fault)
@@ -431,11 +551,17 @@ class WorkerLoop(LoopBase):
         proc.log.close()
         self.proc = None
         self.deadline = None
+        self.pid_pending = False
         self._record(task, status, rc, reason)
 
-    def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str) -> None:
+    def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str, head: bool = False) -> None:
+        """``head``: the task was never run (no room for its log): back at the head of its queue."""
         requeue: str | None = None
-        if status == TaskStatus.FAILED and rc == EXIT_NO_SPACE and self.prepared:
+        if head:
+            requeue = "head"
+            self.no_space_until = time.monotonic() + CHECK_S
+            self.no_space_reason = reason
+        elif status == TaskStatus.FAILED and rc == EXIT_NO_SPACE and self.prepared:
             # no disk space for its environment: back at the head of its queue, and this
             # worker pulls nothing for a while (the task keeps the reason meanwhile)
             requeue = "head"
@@ -446,14 +572,43 @@ class WorkerLoop(LoopBase):
             requeue = "tail"
         elif status == TaskStatus.STOPPED and self.stopping is not None and self.stopping["requeue"]:
             requeue = "head"
+        self.ending = Ending(task, status, rc, reason, requeue)
+        if not self._land(self.ending):
+            log.warning(
+                "worker %s: task %s ended %s; keeping its end until the store takes it",
+                self.run_as,
+                task.id,
+                status.value,
+            )
+
+    def _land(self, ending: Ending) -> bool:
+        """Record a task's end; while the store is unavailable it is kept (and
+        the worker claims nothing) and False is returned."""
+        task = ending.task
+        if not self.retry.ready():
+            return False
         try:
-            self.store.finish_task(task.id, status, exit_code=rc, reason=reason, actor=self.actor, requeue=requeue)
+            self.store.finish_task(
+                task.id,
+                ending.status,
+                exit_code=ending.returncode,
+                reason=ending.reason,
+                actor=self.actor,
+                requeue=ending.requeue,
+            )
+        except StoreUnavailable:
+            self.retry.failed()
+            return False
         except FleetError as exc:  # the task was changed behind our back; keep the worker alive
             log.error("worker %s: could not record task %s: %s", self.run_as, task.id, exc)
-        log.info("worker %s: task %s %s %s", self.run_as, task.id, status.value, reason[:200])
+        else:
+            self.retry.ok()
+        log.info("worker %s: task %s %s %s", self.run_as, task.id, ending.status.value, ending.reason[:200])
+        self.ending = None
         self.task = None
         if self.stopping is None and not self.one_task:
             self._set_state(*self._waiting_state())
+        return True
 
     def _heartbeat(self) -> None:
         if not self.one_task:

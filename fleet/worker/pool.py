@@ -49,6 +49,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psutil
@@ -56,7 +57,7 @@ import psutil
 from fleet import notify
 from fleet.config import Config
 from fleet.contain import Attempt
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
@@ -88,6 +89,7 @@ class Child:
     kill_groups: tuple[int, ...] = ()  # groups being killed after the worker died
     ending: bool = False  # the worker died: its task's processes are being killed; GPUs held until none is left
     died: str = ""  # the task's end reason when its worker died
+    checked: bool = False  # after its exit: whether it left its task running (read from the store)
 
     @property
     def pid(self) -> int:
@@ -108,6 +110,7 @@ class PoolLoop(LoopBase):
         self.decision = Decision()
         self.busy: dict[int, str] = {}
         self.published: dict[str, Any] | None = None
+        self.recovered = False  # the previous pool's tasks are recorded failed
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> int:
@@ -116,7 +119,6 @@ class PoolLoop(LoopBase):
         listener = Listener(self.home.root, self.worker.id)
         become_subreaper()
         self._register()
-        self._recover()
         if not self.services and self.admission.on:
             self.topology = self.admission.nvml.topology(self.pool)
         what = f"services (max {self.limit or 'unlimited'})" if self.services else f"GPUs {format_gpus(self.pool)}"
@@ -136,7 +138,7 @@ class PoolLoop(LoopBase):
                 self._reap()
                 if self.stopping is not None and not self.children:
                     break
-                if self.stopping is None:
+                if self.stopping is None and self._recovered():
                     self._fill()
                 self._show()
                 self._wait(listener)
@@ -146,7 +148,7 @@ class PoolLoop(LoopBase):
                 self._heartbeat()
         finally:
             listener.close()
-        self.store.update_worker(self.worker.id, pool=None)
+        self._write(lambda: self.store.update_worker(self.worker.id, pool=None))
         self._set_state(WorkerState.DEAD, "stopped")
         log.info("worker %s: stopped", self.worker.id)
         return 0
@@ -187,6 +189,8 @@ class PoolLoop(LoopBase):
 
     # -- exits ---------------------------------------------------------------------
     def _reap(self) -> None:
+        """Exits of task workers.  A child's GPUs stay held until what it
+        left is recorded: while the store is unavailable, that waits."""
         for key, child in list(self.children.items()):
             if child.exited is None and child.popen is not None:
                 rc = child.popen.poll()
@@ -195,17 +199,29 @@ class PoolLoop(LoopBase):
                     if child.pidfd is not None:
                         os.close(child.pidfd)
                         child.pidfd = None
-                    self._worker_exited(child)
+            if child.exited is not None and not child.checked:
+                if not self._write(partial(self._worker_exited, child)):
+                    continue
+                child.checked = True
             if child.exited is not None:
                 if child.ending:
                     self._kill_left(child)
                 if not child.ending:
-                    if child.died and not fail_orphaned(self.home.root, self.store, child.task, child.died, self.actor):
-                        child.ending = True  # something of it would not die: keep its GPUs, kill again next turn
-                        continue
+                    if child.died:
+                        killed: list[bool] = []
+                        if not self._write(partial(self._fail_dead, child, killed)):
+                            continue  # the store cannot take it yet: its GPUs stay held, tried again next turn
+                        if not killed[0]:
+                            child.ending = True  # something of it would not die: keep its GPUs, kill again next turn
+                            continue
                     del self.children[key]
                     log.info("worker %s: GPUs %s free (task %s)", self.worker.id, format_gpus(list(child.gpus)), key)
         reap_orphans({c.pid for c in self.children.values() if c.exited is None and c.pid})
+
+    def _fail_dead(self, child: Child, killed: list[bool]) -> None:
+        """Kill what is left of a dead per-task worker's task and record it
+        (:func:`fleet.supervise.fail_orphaned`); appends whether none is left."""
+        killed.append(fail_orphaned(self.home.root, self.store, child.task, child.died, self.actor))
 
     def _backing_off(self, heads: list[Task]) -> bool:
         """A head task its per-task worker just put back for lack of disk space for
@@ -225,6 +241,8 @@ class PoolLoop(LoopBase):
         task is still running under it, the worker died: kill what is left."""
         try:
             task = self.store.get_task(child.task.id)
+        except StoreUnavailable:
+            raise
         except FleetError as exc:
             log.error("worker %s: %s", self.worker.id, exc)
             return
@@ -265,6 +283,13 @@ class PoolLoop(LoopBase):
         child.kill_groups = tuple(g for g in left if group_alive(g))
         child.ending = bool(child.kill_groups) or bool(attempt.members())
 
+    def _recovered(self) -> bool:
+        """True once the previous pool's tasks are recorded (tried again with
+        back-off while the store is unavailable; nothing is claimed before)."""
+        if not self.recovered:
+            self.recovered = self._write(self._recover)
+        return self.recovered
+
     def _recover(self) -> None:
         """Tasks still recorded as running for this pool from before it started:
         their workers died with the previous pool process.  Their GPUs stay
@@ -281,6 +306,17 @@ class PoolLoop(LoopBase):
 
     # -- filling free GPUs ----------------------------------------------------------
     def _fill(self) -> None:
+        """Claim and start what fits (skipped, with back-off, while the store is unavailable)."""
+        if self.retry.ready():
+            try:
+                self._fill_now()
+            except StoreUnavailable:
+                self.retry.failed()
+
+    def _fill_now(self) -> None:
+        if not self._room_for_logs():
+            self.decision = Decision()
+            return
         queues = [q for q in self._pullable() if q in self.specs]
         self.decision = Decision()
         self.busy = {}
@@ -342,6 +378,7 @@ class PoolLoop(LoopBase):
         except OSError as exc:
             child.exited = "never started"
             child.died = f"could not start its worker: {exc.strerror or exc}"
+            child.checked = True
             return
         try:
             child.pidfd = os.pidfd_open(child.popen.pid)
@@ -374,12 +411,15 @@ class PoolLoop(LoopBase):
             "busy": {str(g): why for g, why in sorted(self.busy.items())},
             "max": self.limit,
         }
-        if state_json != self.published:
-            self.published = state_json
+        if state_json != self.published and self.retry.ready():
             try:
                 self.store.update_worker(self.worker.id, pool=state_json)
+            except StoreUnavailable:
+                self.retry.failed()
             except FleetError as exc:
                 log.warning("worker %s: %s", self.worker.id, exc)
+            else:
+                self.published = state_json
         if self.stopping is not None:
             return
         state, reason = self._waiting_state()

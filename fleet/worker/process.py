@@ -55,6 +55,7 @@ class StopCause(str, enum.Enum):
     ABORT = "abort"
     TIMEOUT = "timeout"
     WORKER_STOP = "worker_stop"
+    LOG = "log"  # its log cannot be written: failed with that reason
     GPU_FAULT = "gpu_fault"  # its GPU was drained for its health: failed, and retried if it may be
 
 
@@ -73,7 +74,7 @@ class Outcome:
         exit and the log's last lines (``tail``)."""
         if self.cause == StopCause.TIMEOUT:
             return TaskStatus.FAILED, "timeout"
-        if self.cause == StopCause.GPU_FAULT:
+        if self.cause in (StopCause.LOG, StopCause.GPU_FAULT):
             return TaskStatus.FAILED, self.detail
         if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
             return TaskStatus.STOPPED, self.detail
