@@ -8,6 +8,8 @@ need_apt=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v git >/dev/null || need_apt+=(git)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the page test's browser (tests/test_page.py)
+command -v curl >/dev/null || need_apt+=(curl)  # tests/test_auth.py speaks HTTP as another user
+command -v chattr >/dev/null || need_apt+=(e2fsprogs)  # tests/test_store_faults.py: a read-only database
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
