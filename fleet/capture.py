@@ -92,7 +92,9 @@ def capture(cwd: Path, command: Sequence[str], push: bool = False) -> GitInfo | 
         return None
     root = Path(_out(git, ["rev-parse", "--show-toplevel"], cwd)).resolve()
     if not git.ok(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], cwd=root):
-        raise UsageError(f"the git repository {root} has no commit yet: commit and push your code first")
+        raise UsageError(
+            f"the git repository {root} has no commit yet: commit and push your code first, or submit with --no-code"
+        )
     commit = _out(git, ["rev-parse", "HEAD"], root)
     branch = _out(git, ["symbolic-ref", "--quiet", "--short", "HEAD"], root, check=False) or None
     remote = _pick_remote(git, root, branch)
@@ -101,7 +103,7 @@ def capture(cwd: Path, command: Sequence[str], push: bool = False) -> GitInfo | 
         if not push:
             raise UsageError(
                 f"commit {commit[:12]} is not on remote {remote!r}: a worker could not fetch it; "
-                f"run git push (or submit with --push)"
+                f"run git push (or submit with --push, or --no-code to run this folder as it is)"
             )
         _push(git, root, remote, branch)
         if not _pushed(git, root, remote, commit):
@@ -138,7 +140,9 @@ def _pick_remote(git: Git, root: Path, branch: str | None) -> str:
     if len(remotes) == 1:
         return remotes[0]
     if not remotes:
-        raise UsageError(f"the git repository {root} has no remote: add one and push, so workers can fetch the code")
+        raise UsageError(
+            f"the git repository {root} has no remote: add one and push, so workers can fetch the code, or submit with --no-code to run this folder as it is"
+        )
     raise UsageError(
         f"the git repository {root} has several remotes ({', '.join(remotes)}) and none is 'origin' or "
         f"the branch's upstream: set one with git branch --set-upstream-to"

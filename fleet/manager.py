@@ -26,6 +26,7 @@ What the signals mean (decided for supervisord and systemd, whose
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import logging
@@ -173,7 +174,15 @@ class Manager:
         try:
             sock.bind((self.api_host, self.api_port))
         except OSError as exc:
-            raise UsageError(f"cannot listen on {self.api_host}:{self.api_port}: {exc.strerror}", field="port") from exc
+            hint = (
+                "; another manager or program uses that port: choose another with --port PORT or "
+                "fleet.api.port in the config (--port 0 takes any free port)"
+                if exc.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise UsageError(
+                f"cannot listen on {self.api_host}:{self.api_port}: {exc.strerror}{hint}", field="port"
+            ) from exc
         sock.listen(128)
         port = sock.getsockname()[1]
         self.access.cookie = f"fleet_session_{port}"

@@ -210,5 +210,10 @@ def test_submit_refuses_only_requests_no_server_can_ever_take() -> None:
     assert oversized("any", 6, [pool]) is not None and "has 4 GPUs" in str(oversized("any", 6, [pool]))
     assert oversized("any", 4, [pool]) is None
     assert oversized("any", 6, [pool, static]) is None
-    assert oversized("any", 6, [counted]) is None  # the queue's count decides, not the task's
+    refused = str(oversized("any", 6, [counted]))  # a fixed count that is not the task's: refused
+    assert "box:dgpu gives 2" in refused and "--gpus 6" in refused
+    assert oversized("any", 2, [counted]) is None and oversized("any", 1, [counted]) is not None
+    ranged = Server("box:dgpu", "dynamic", 4, QueueSpec("any", 1, 3))
+    assert oversized("any", 3, [ranged]) is None and "gives 1-3" in str(oversized("any", 4, [ranged]))
+    assert oversized("any", 6, [counted, static]) is None  # the static worker can give 6
     assert oversized("any", 6, []) is None  # nobody serves it yet: it waits

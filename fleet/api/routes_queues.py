@@ -9,6 +9,8 @@ from fastapi import APIRouter
 from fleet.api.deps import ManagerDep, QueueRef
 from fleet.api.schemas import QueueCreate, QueueUpdate
 from fleet.api.serialize import queue_json
+from fleet.errors import Conflict
+from fleet.models import WorkerState
 
 router = APIRouter(tags=["queues"])
 
@@ -38,6 +40,15 @@ def update_queue(queue: QueueRef, body: QueueUpdate, manager: ManagerDep) -> dic
 
 @router.delete("/queues/{queue}")
 def delete_queue(queue: QueueRef, manager: ManagerDep, force: bool = False) -> dict[str, Any]:
+    """Refused (409) while a live worker pulls from the queue, naming the
+    workers, unless ``force``: the workers would poll a queue that is gone."""
     name = manager.store.get_queue(queue).name
+    serving = [w.id for w in manager.store.list_workers() if w.state != WorkerState.DEAD and name in w.queues]
+    if serving and not force:
+        raise Conflict(
+            f"queue {name!r} is served by live worker(s) {', '.join(sorted(serving))}; "
+            "stop them first or delete with --force (API: force=true)",
+            field="queue",
+        )
     manager.store.delete_queue(queue, "api", force=force)
     return {"deleted": name}

@@ -56,7 +56,8 @@ def list_tasks(
     the requirements file and the setup script left out (GET one has them).
 
     At most ``limit`` rows and about ``MAX_LIST_BYTES`` bytes: when rows were
-    left out for size, ``truncated`` is true and ``next_offset`` continues."""
+    left out for size, ``truncated`` is true and ``next_offset`` continues.
+    A ``queue`` that does not exist and that no task names is a 404."""
     if queue is not None:
         queue_name(queue)
     if worker is not None:
@@ -70,6 +71,8 @@ def list_tasks(
         summary=True,
         max_bytes=MAX_LIST_BYTES,
     )
+    if queue is not None and total == 0:  # a queue nobody knows (a typo) is an error, not an empty list
+        manager.store.get_queue(queue)
     truncated = len(tasks) < min(limit, max(total - offset, 0))
     return {
         "tasks": [task_summary_json(t, hidden=manager.secret_keys) for t in tasks],

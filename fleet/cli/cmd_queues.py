@@ -43,10 +43,12 @@ def create(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
 
 @queue.command("delete")
 @click.argument("name")
-@click.option("--force", is_flag=True, help="Also when tasks are queued (they go back to created).")
+@click.option(
+    "--force", is_flag=True, help="Also when tasks are queued (they go back to created) or live workers serve it."
+)
 @pass_ctx
 def delete(ctx: Context, name: str, force: bool) -> None:
-    """Delete a queue."""
+    """Delete a queue (refused while tasks wait in it or a live worker serves it, unless --force)."""
     ctx.client().request("DELETE", f"/queues/{name}", params={"force": force})
     output.info(f"deleted queue {name}")
 

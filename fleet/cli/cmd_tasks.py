@@ -15,7 +15,7 @@ import click
 from fleet.capture import capture
 from fleet.cli import output
 from fleet.cli.context import Context
-from fleet.errors import EXIT_FAILURE, FleetError, UsageError
+from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
 from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
 from fleet.worker.docker.args import parse_docker_args
@@ -100,6 +100,12 @@ def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     help="docker run arguments for the task's container (-v, -e, --ipc, --shm-size, --network).",
 )
 @click.option("--push", is_flag=True, help="Push the current branch to its remote first if the commit is not there.")
+@click.option(
+    "--no-code",
+    "no_code",
+    is_flag=True,
+    help="Inside a git checkout too: run the command as a plain task in this folder (no repo, commit or diff).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @click.argument("command", nargs=-1, required=True)
 @pass_ctx
@@ -119,6 +125,7 @@ def submit(
     docker_image: str | None,
     docker_args: tuple[str, ...],
     push: bool,
+    no_code: bool,
     as_json: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -130,8 +137,11 @@ def submit(
     Inside a git checkout the task records the remote, branch, commit and
     the uncommitted changes (untracked files too), and the worker runs the
     code exactly as it stands here.  The commit must be on the remote:
-    push it first, or pass --push.
+    push it first, or pass --push.  --no-code skips all that and runs the
+    command in this folder as it is when the task starts, like outside git.
     """
+    if no_code and push:
+        raise UsageError("--push: not with --no-code (no code is recorded, so nothing is pushed)", field="push")
     requirements: dict[str, Any] = {}
     if requirements_file is not None:
         requirements["file"] = _read_text("--requirements", requirements_file)
@@ -162,7 +172,7 @@ def submit(
         body["setup_script"] = setup
     if docker is not None:
         body["docker"] = docker
-    git = capture(Path(cwd), command, push=push)
+    git = None if no_code else capture(Path(cwd), command, push=push)
     if git is not None:
         body["script"] = {
             "repo": git.repo,
@@ -359,12 +369,19 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
 @click.option("--no-timestamps", is_flag=True, help="Print the lines without their arrival time.")
 @pass_ctx
 def logs(ctx: Context, task: str, follow: bool, no_timestamps: bool) -> None:
-    """Print a task's log (stdout and stderr, line by line)."""
+    """Print a task's log (stdout and stderr, line by line).
+
+    A task that has not started has no log yet: without --follow that is said
+    on stderr and the exit is 0 (nothing is wrong; run it again later or
+    --follow); a task that ended without ever running says so the same way."""
     client = ctx.client()
     if follow:
         chunks = client.stream(f"/tasks/{task}/log", {"follow": True})
     else:
-        chunks = iter([client.get(f"/tasks/{task}/log").content])
+        content = client.get(f"/tasks/{task}/log").content
+        if not content:
+            _no_log_yet(client.get(f"/tasks/{task}"))
+        chunks = iter([content])
     partial = b""
     for chunk in chunks:
         data = partial + chunk
@@ -372,6 +389,19 @@ def logs(ctx: Context, task: str, follow: bool, no_timestamps: bool) -> None:
         _print_lines(lines, no_timestamps)
     if partial:
         _print_lines([partial], no_timestamps)
+
+
+def _no_log_yet(t: dict[str, Any]) -> None:
+    """Say why an empty log is empty when the task never started."""
+    if t["started_at"] is not None:
+        return
+    reason = f": {t['status_reason']}" if t["status_reason"] else ""
+    where = f" in queue {t['queue']}" if t["status"] == "queued" and t["queue"] else ""
+    if t["status"] in ENDED:
+        note = f"{t['id']} never ran ({t['status']}{reason}): it has no log"
+    else:
+        note = f"{t['id']} has not started yet ({t['status']}{where}{reason}): no log yet; --follow waits for it"
+    click.echo(f"fleetctl: {output.printable(note)}", err=True)
 
 
 def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
@@ -387,8 +417,14 @@ def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @pass_ctx
 def abort(ctx: Context, task: str, as_json: bool) -> None:
-    """Stop a task: a queued one at once, a running one via its worker."""
-    t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
+    """Stop a task: a queued one at once, a running one via its worker.
+
+    A task that is not queued or running (it ended, or was never queued) is
+    a failure (exit 1) naming its state, not bad usage: the command was right."""
+    try:
+        t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
+    except Conflict as exc:
+        raise FleetError(exc.message, field=exc.field) from None
     if as_json:
         output.emit_json(t)
     else:

@@ -13,6 +13,7 @@ import click
 from fleet import __version__
 from fleet.cli.context import Context
 from fleet.cli.output import printable
+from fleet.cli.wording import message, reword
 from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
 
 # Options that take several values after one flag (``--queue a b c``), per command.
@@ -99,6 +100,7 @@ def _register() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(init)
+    reword(cli)
 
 
 _register()
@@ -111,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return EXIT_OK_OR_USAGE
+    except click.exceptions.MissingParameter as exc:
+        click.echo(f"fleetctl: error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except click.BadParameter as exc:
+        click.echo(f"fleetctl: error: {printable(message(exc))}", err=True)
+        return EXIT_USAGE
     except click.UsageError as exc:
         click.echo(f"fleetctl: error: {exc.format_message()}", err=True)
         return EXIT_USAGE

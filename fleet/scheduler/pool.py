@@ -163,21 +163,42 @@ def servers_from_json(workers: Iterable[dict[str, Any]], queue: str) -> list[Ser
     return out
 
 
+def _gives(server: Server, need: int) -> bool:
+    """``server`` can run a task asking ``need`` GPUs with exactly that many:
+    a static or services worker (the fit rule decides later), a pool queue
+    taking the task's own count when the pool is large enough, or a pool
+    queue whose fixed count or range includes ``need``."""
+    if server.mode != WorkerMode.DYNAMIC.value:
+        return True
+    if server.spec.own_count:
+        return server.size >= need
+    low, high = server.spec.wants(need)
+    return low <= need <= high
+
+
 def oversized(queue: str, need: int, servers: Sequence[Server]) -> str | None:
-    """Why a task asking ``need`` GPUs on ``queue`` can never run, when the
-    queue is served only by dynamic pools that hand out the task's own count
-    and are all smaller than that; None when some worker could run it (or no
-    worker serves the queue yet: the task waits for one)."""
-    if not servers or need <= 0:
+    """Why a task asking ``need`` GPUs on ``queue`` can never get that count,
+    when every live worker serving the queue is a dynamic pool that gives a
+    different one (too small for the task's own count, or a fixed ``NAME=N`` /
+    ``NAME=MIN-MAX`` that leaves ``need`` out); None when some worker could
+    give it (or no worker serves the queue yet: the task waits for one)."""
+    if not servers or need <= 0 or any(_gives(s, need) for s in servers):
         return None
-    for server in servers:
-        if server.mode != WorkerMode.DYNAMIC.value or not server.spec.own_count or server.size >= need:
-            return None
-    largest = max(servers, key=lambda s: s.size)
-    return (
-        f"--gpus {need}: queue {queue!r} is served only by dynamic GPU pools smaller than that "
-        f"(the largest, {largest.id}, has {largest.size} GPUs)"
-    )
+    if all(s.spec.own_count for s in servers):
+        largest = max(servers, key=lambda s: s.size)
+        return (
+            f"--gpus {need}: queue {queue!r} is served only by dynamic GPU pools smaller than that "
+            f"(the largest, {largest.id}, has {largest.size} GPUs)"
+        )
+    gives = ", ".join(f"{s.id} gives {_count_text(s)}" for s in servers)
+    return f"--gpus {need}: no worker serving queue {queue!r} gives that many GPUs ({gives}); ask for one of those"
+
+
+def _count_text(server: Server) -> str:
+    if server.spec.own_count:
+        return f"up to {server.size}"
+    low, high = server.spec.wants(None)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def refuse_oversized(workers: Iterable[dict[str, Any]], queue: str, need: int) -> None:

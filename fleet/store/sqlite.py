@@ -193,7 +193,7 @@ class SQLiteStore(SQLiteGpus, Store):
             ).fetchone()[0]
             if queued and not force:
                 raise Conflict(
-                    f"queue {row['name']!r} has {queued} queued task(s); dequeue them first or delete with force",
+                    f"queue {row['name']!r} has {queued} queued task(s); dequeue them first or delete with --force (API: force=true)",
                     field="queue",
                 )
             for task in conn.execute(
