@@ -202,6 +202,16 @@ class Worker:
     pool: dict[str, Any] | None = None  # a pool's last decision: children, reservations, waiting (fleet.worker.pool)
 
 
+@dataclass(frozen=True)
+class ExitUsage:
+    """What the kernel reports for a task's main process when it is reaped
+    (``wait4``): peak RSS and CPU seconds over its whole life, its waited-for
+    children included.  A task too short for the sampler's tick has figures."""
+
+    peak_rss_mb: float
+    cpu_s: float
+
+
 @dataclass
 class Queue:
     id: str

@@ -3,6 +3,7 @@ naming what to change, with the right exit code, against a real manager."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -138,3 +139,20 @@ def test_no_code_runs_a_checkout_without_a_remote_as_a_plain_task(fleet: Fleet, 
     assert "from the folder" in fleet.ok("logs", task, "--no-timestamps")
     both = fleet.cli("submit", "--queue", "q", "--no-code", "--push", "--", "true", cwd=repo)
     assert both.returncode == 2 and "--no-code" in _one_line(both.stderr), both
+
+
+SHORT_TASK = "b = bytearray(160 * 2**20); b[::4096] = b'x' * len(b[::4096]); sum(range(3_000_000))"
+
+
+def test_show_of_a_task_shorter_than_the_sampler_tick_has_peak_rss_and_cpu(fleet: Fleet) -> None:
+    config = fleet.root / "fleet.conf"
+    config.write_text(config.read_text() + "fleet { metrics { interval: 3600 } }\n")  # no tick during the task
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    task = fleet.submit("q", "python", "-c", SHORT_TASK)
+    assert fleet.cli("wait", task, "--timeout", "60").returncode == 0
+    usage = json.loads(fleet.ok("show", task, "--json"))["usage"]
+    assert usage["samples"] == 0, usage  # the sampler never saw it: the figures are the kernel's at its exit
+    assert usage["peak_rss_mb"] is not None and usage["peak_rss_mb"] >= 160, usage
+    assert usage["mean_cpu_percent"] is not None and usage["mean_cpu_percent"] > 0, usage
+    table = fleet.ok("show", task)
+    assert "peak RSS" in table and " MB" in table.split("peak RSS", 1)[1].splitlines()[0]

@@ -131,6 +131,20 @@ def current(manager: ManagerDep) -> dict[str, Any]:
     }
 
 
+def _peak(sampled: float | None, at_exit: float | None) -> float | None:
+    """The larger of the sampled peak and the kernel's at the task's exit."""
+    known = [v for v in (sampled, at_exit) if v is not None]
+    return round(max(known), 3) if known else None
+
+
+def _mean_cpu(sampled: float | None, cpu_s: float | None, runtime: float | None) -> float | None:
+    """Mean CPU % over the attempt: from the kernel's CPU seconds at exit when
+    there are any (the whole life, however short), else the samples' mean."""
+    if cpu_s is not None and runtime:
+        return round(cpu_s / runtime * 100, 3)
+    return sampled
+
+
 @router.get("/metrics/tasks/{task_id}")
 def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     """A task's figures: runtime, peak RSS, mean CPU, peak GPU memory (latest attempt first-class, all listed)."""
@@ -141,14 +155,15 @@ def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     for a in manager.store.attempts(task.id):
         end = a["finished_at"] if a["finished_at"] is not None else now
         figures = usage.get(a["attempt"], {})
+        runtime = end - a["started_at"] if a["started_at"] is not None else None
         attempts.append(
             {
                 "attempt": a["attempt"],
                 "status": a["status"],
-                "runtime_s": round(end - a["started_at"], 3) if a["started_at"] is not None else None,
+                "runtime_s": round(runtime, 3) if runtime is not None else None,
                 "samples": figures.get("samples", 0),
-                "peak_rss_mb": figures.get("peak_rss_mb"),
-                "mean_cpu_percent": figures.get("mean_cpu_percent"),
+                "peak_rss_mb": _peak(figures.get("peak_rss_mb"), a.get("peak_rss_mb")),
+                "mean_cpu_percent": _mean_cpu(figures.get("mean_cpu_percent"), a.get("cpu_s"), runtime),
                 "max_cpu_percent": figures.get("max_cpu_percent"),
                 "peak_gpu_mem_mb": figures.get("peak_gpu_mem_mb"),
             }

@@ -16,7 +16,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from fleet.models import Event, GpuDrain, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
+from fleet.models import Event, ExitUsage, GpuDrain, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
 from fleet.procs import Identity
 
 
@@ -91,9 +91,11 @@ class Store(abc.ABC):
         reason: str,
         actor: str,
         requeue: str | None = None,
+        usage: ExitUsage | None = None,
     ) -> Task:
         """End the current attempt with ``status``; ``requeue`` ("head"/"tail")
-        then puts the task back in its queue (retries, ``stop --requeue``)."""
+        then puts the task back in its queue (retries, ``stop --requeue``);
+        ``usage`` is the attempt's figures from the kernel, when reaped."""
 
     @abc.abstractmethod
     def attempts(self, task_id: str) -> list[dict[str, Any]]: ...

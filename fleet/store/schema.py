@@ -169,5 +169,12 @@ def _pid_boot(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN pid_boot TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus, _pid_boot]
+def _exit_usage(db: sqlite_utils.Database) -> None:
+    """Each attempt's peak RSS and CPU seconds as the kernel reported them when
+    the task's main process was reaped (issue 16: ``show`` of a short task)."""
+    db.execute("ALTER TABLE task_attempts ADD COLUMN peak_rss_mb REAL")
+    db.execute("ALTER TABLE task_attempts ADD COLUMN cpu_s REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus, _pid_boot, _exit_usage]
 LATEST = len(MIGRATIONS)

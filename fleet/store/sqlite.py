@@ -23,6 +23,7 @@ import sqlite_utils
 from fleet.errors import Conflict, NotFound, StoreError, UsageError
 from fleet.models import (
     Event,
+    ExitUsage,
     Queue,
     Task,
     TaskSpec,
@@ -468,15 +469,25 @@ class SQLiteStore(SQLiteGpus, Store):
         reason: str,
         actor: str,
         requeue: str | None = None,
+        usage: ExitUsage | None = None,
     ) -> Task:
         now = time.time()
         with self._tx() as conn:
             row = self._task_row(conn, task_id)
             self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
             conn.execute(
-                "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?"
-                " WHERE task_id = ? AND attempt = ?",
-                (now, status.value, exit_code, reason, task_id, row["attempt"]),
+                "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"
+                " peak_rss_mb = ?, cpu_s = ? WHERE task_id = ? AND attempt = ?",
+                (
+                    now,
+                    status.value,
+                    exit_code,
+                    reason,
+                    usage.peak_rss_mb if usage else None,
+                    usage.cpu_s if usage else None,
+                    task_id,
+                    row["attempt"],
+                ),
             )
             if requeue is not None and row["queue"] is not None:
                 if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():

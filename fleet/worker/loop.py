@@ -52,7 +52,7 @@ from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
-from fleet.models import Task, TaskStatus, Worker, WorkerState
+from fleet.models import ExitUsage, Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper, identity, pidfile_alive
@@ -84,6 +84,7 @@ class Ending:
     returncode: int | None
     reason: str
     requeue: str | None
+    usage: ExitUsage | None = None
 
 
 class LoopBase:
@@ -552,9 +553,17 @@ class WorkerLoop(LoopBase):
         self.proc = None
         self.deadline = None
         self.pid_pending = False
-        self._record(task, status, rc, reason)
+        self._record(task, status, rc, reason, usage=outcome.usage)
 
-    def _record(self, task: Task, status: TaskStatus, rc: int | None, reason: str, head: bool = False) -> None:
+    def _record(
+        self,
+        task: Task,
+        status: TaskStatus,
+        rc: int | None,
+        reason: str,
+        head: bool = False,
+        usage: ExitUsage | None = None,
+    ) -> None:
         """``head``: the task was never run (no room for its log): back at the head of its queue."""
         requeue: str | None = None
         if head:
@@ -572,7 +581,7 @@ class WorkerLoop(LoopBase):
             requeue = "tail"
         elif status == TaskStatus.STOPPED and self.stopping is not None and self.stopping["requeue"]:
             requeue = "head"
-        self.ending = Ending(task, status, rc, reason, requeue)
+        self.ending = Ending(task, status, rc, reason, requeue, usage)
         if not self._land(self.ending):
             log.warning(
                 "worker %s: task %s ended %s; keeping its end until the store takes it",
@@ -595,6 +604,7 @@ class WorkerLoop(LoopBase):
                 reason=ending.reason,
                 actor=self.actor,
                 requeue=ending.requeue,
+                usage=ending.usage,
             )
         except StoreUnavailable:
             self.retry.failed()

@@ -43,7 +43,7 @@ import psutil
 
 from fleet.contain import Attempt, die_with_parent
 from fleet.home import TASK_UMASK
-from fleet.models import TaskStatus
+from fleet.models import ExitUsage, TaskStatus
 from fleet.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
 from fleet.worker.logfile import TaskLog
 from fleet.worker.runas import RunAs
@@ -64,6 +64,7 @@ class Outcome:
     returncode: int | None
     cause: StopCause | None
     detail: str
+    usage: ExitUsage | None = None
 
     @property
     def description(self) -> str:
@@ -116,6 +117,7 @@ class TaskProcess:
         self._kill_at: float | None = None
         self._fd: int | None = None
         self._pidfd: int | None = None
+        self.usage: ExitUsage | None = None
 
     def start(self) -> None:
         """Spawn the command; ``OSError`` (no such program, bad folder) propagates."""
@@ -194,7 +196,7 @@ class TaskProcess:
             return
         if self.returncode is None:
             reap_orphans({self.pid})
-            rc = self.popen.poll()
+            rc = self._reap()
             if rc is not None:
                 self.returncode = rc
                 if group_alive(self.pid) and self._kill_at is None:
@@ -209,6 +211,24 @@ class TaskProcess:
             self._kill_at = time.monotonic() + self.grace
         if self.returncode is not None and not group_alive(self.pid):
             self._kill_strays()
+
+    def _reap(self) -> int | None:
+        """The main process's exit code once it ended, else None.  Reaped with
+        ``wait4`` so the kernel's figures for its whole life (peak RSS, CPU
+        time, its waited-for children included) are kept in :attr:`usage`:
+        a task shorter than the sampler's tick still has them."""
+        assert self.popen is not None
+        if self.popen.returncode is not None:
+            return self.popen.returncode
+        try:
+            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: Popen knows the code, or says 0
+            return self.popen.poll()
+        if pid == 0:
+            return None
+        self.usage = ExitUsage(peak_rss_mb=ru.ru_maxrss / 1024, cpu_s=ru.ru_utime + ru.ru_stime)
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        return self.popen.returncode
 
     def _strays(self) -> list[psutil.Process]:
         """Live descendants of this (worker) process: with ``contain``, what
@@ -269,7 +289,7 @@ class TaskProcess:
         self.log.flush_partial()
         if self.attempt is not None:
             self.attempt.remove()
-        return Outcome(self.returncode, self.cause, self.detail)
+        return Outcome(self.returncode, self.cause, self.detail, self.usage)
 
 
 def _identity(who: RunAs | None) -> dict[str, Any]:
