@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install fleet for this user: a virtual environment under ~/.local/share/fleet
 # and `fleetctl` on ~/.local/bin.  Needs python3 (3.10+); installs python3-venv
-# and git with apt when they are missing (as root, or through sudo).
+# and git with apt when they are missing (as root, or through sudo).  Ends by
+# saying whether the bin folder is on PATH and how to add it (path-note.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prefix="${FLEET_PREFIX:-$HOME/.local/share/fleet}"
