@@ -151,15 +151,14 @@ def test_bad_usage_with_a_manager_changes_nothing(fleet: Fleet) -> None:
         Bad(("submit", "--queue", "q", "--env", "NOEQUALS", "--", "true"), ("NOEQUALS", "not set")),
         Bad(("submit", "--queue", "q", "--env", "1BAD=x", "--", "true"), ("1BAD", "expected")),
         Bad(("submit", "--queue", "q", "--priority", "x", "--", "true"), ("'x'", "integer")),
-        Bad(("submit", "--queue", "q", "--timeout", "-1", "--", "true"), ("-1", "range")),
-        Bad(("submit", "--queue", "q", "--retries", "-1", "--", "true"), ("-1", "range")),
+        Bad(("submit", "--queue", "q", "--timeout", "-1", "--", "true"), ("--timeout", "'-1'", "a number over 0")),
+        Bad(("submit", "--queue", "q", "--retries", "-1", "--", "true"), ("--retries", "'-1'", "from 0 to 1000")),
         *(Bad((command, "xyz!"), ("xyz!", "hex")) for command in ("wait", "show", "logs", "abort")),
         *(Bad((command, unknown), (unknown, "does not exist")) for command in ("wait", "show", "logs", "abort")),
         Bad(("logs", "--follow", unknown), (unknown, "does not exist")),
         Bad(("enqueue", done, "--queue", "nosuch"), ("nosuch", "does not exist")),
         Bad(("enqueue", held, "--queue", "bad name!"), ("bad name!", "letters")),
         Bad(("dequeue", done), (done, "not queued")),
-        Bad(("abort", done), (done, "only queued or running")),
         Bad(("queue", "delete", "held"), ("held", "queued", "force")),
         Bad(("queue", "delete", "nosuch"), ("nosuch", "does not exist")),
         Bad(("queue", "create", "q"), ("'q'", "already exists")),
@@ -193,6 +192,11 @@ def test_bad_usage_with_a_manager_changes_nothing(fleet: Fleet) -> None:
         if problem is not None:
             failures.append(f"fleetctl {' '.join(bad.args)}: {problem}")
     assert not failures, "\n".join(failures)
+
+    # abort of a task that ended is a failure (1), not bad usage, and names its state
+    ended = fleet.cli("abort", done)
+    assert ended.returncode == 1 and done in ended.stderr and "is completed" in ended.stderr, ended
+    assert snapshot(fleet) == before
 
     assert fleet.task(done)["status"] == "completed"
     assert fleet.task(held)["status"] == "queued" and fleet.task(held)["queue"] == "held"

@@ -74,8 +74,8 @@ def test_abort_of_a_task_that_ended_is_a_failure_naming_its_state(fleet: Fleet) 
 def test_bad_option_values_are_in_fleets_wording(fleet: Fleet) -> None:
     for args, words in (
         (("submit", "--queue", "q", "--timeout", "1x", "--", "true"), ("--timeout", "'1x'", "a number over 0")),
-        (("tasks", "--limit", "0"), ("--limit", "'0'", "whole number from 1 to 10000")),
-        (("submit", "--queue", "q", "--gpus", "two", "--", "true"), ("--gpus", "'two'", "whole number")),
+        (("tasks", "--limit", "0"), ("--limit", "'0'", "an integer from 1 to 10000")),
+        (("submit", "--queue", "q", "--gpus", "two", "--", "true"), ("--gpus", "'two'", "an integer")),
     ):
         result = fleet.cli(*args)
         assert result.returncode == 2, result

@@ -22,10 +22,10 @@ def expected(kind: click.ParamType[Any]) -> str:
     if isinstance(kind, click.Choice):
         return "one of " + ", ".join(str(c) for c in kind.choices)
     if isinstance(kind, (click.IntRange, click.FloatRange)):
-        noun = "a whole number" if isinstance(kind, click.IntRange) else "a number"
+        noun = "an integer" if isinstance(kind, click.IntRange) else "a number"
         return noun + _bounds(kind)
     if isinstance(kind, click.types.IntParamType):
-        return "a whole number"
+        return "an integer"
     if isinstance(kind, click.types.FloatParamType):
         return "a number"
     if isinstance(kind, click.types.BoolParamType):
