@@ -164,7 +164,10 @@ def test_tasks_lists_logs_clone_and_round_trips(fleet: Fleet) -> None:
         assert ids(api.get("/tasks", params={"status": "created"})) == [draft["id"]]
         assert set(ids(api.get("/tasks", params={"worker": worker["id"]}))) == {ok["id"], bad["id"]}
         assert ids(api.get("/tasks", params={"queue": "q", "status": "failed"})) == [bad["id"]]
-        assert api.get("/tasks", params={"queue": "cpuq"}).json() == {
+        nosuch = api.get("/tasks", params={"queue": "cpuq"})  # no such queue here: a typo is an error
+        assert nosuch.status_code == 404 and nosuch.json()["field"] == "queue", nosuch.text
+        assert api.post("/queues", json={"name": "empty"}).status_code == 201
+        assert api.get("/tasks", params={"queue": "empty"}).json() == {
             "tasks": [],
             "total": 0,
             "limit": 100,
