@@ -180,7 +180,10 @@ def test_clone_task_image_runs_a_new_clone_each_time(
     ("args", "message"),
     [
         (("--target", "Bad Name"), "--target 'Bad Name': expected an image name"),
-        (("--target", "img:tag", "--entry-point", "reuse"), "'reuse' is not one of 'reuse_task', 'clone_task'"),
+        (
+            ("--target", "img:tag", "--entry-point", "reuse"),
+            "--entry-point: expected one of reuse_task, clone_task, got 'reuse'",
+        ),
     ],
 )
 def test_bad_build_arguments_are_refused(fleet: Fleet, client: Any, args: tuple[str, ...], message: str) -> None:
