@@ -25,6 +25,7 @@ from fleet.worker.docker.args import (
 )
 from fleet.worker.docker.run import build_spec, device_requests
 from fleet.worker.launch import plan_launch
+from fleet.worker.launch_outcome import LaunchKind
 from tests.conftest import Fleet
 from tests.factories import running_task
 
@@ -166,6 +167,7 @@ def test_docker_worker_launches_the_runner(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     config = parse_config_string("", tmp_path / "fleet.conf")
     launch = plan_launch(make_task(tmp_path), worker({"docker": {"image": "w/img"}}), {}, home=home, config=config)
+    assert launch.kind == LaunchKind.DOCKER
     assert launch.argv[1:3] == ["-m", "fleet.worker.docker.run"]
     assert launch.argv[launch.argv.index("--image") + 1] == "w/img"
     assert launch.argv[launch.argv.index("--worker") + 1] == "h:gpu0,1"

@@ -35,6 +35,7 @@ from fleet.worker.envs.python import PythonFinder, fleet_python
 from fleet.worker.envs.requirements import gather, normalize
 from fleet.worker.envs.settings import installer_env_digest, pip_index_url, tool_environment
 from fleet.worker.launch import plan_launch
+from fleet.worker.launch_outcome import LaunchKind
 from tests.factories import running_task
 
 
@@ -361,9 +362,10 @@ def test_only_tasks_that_need_it_are_prepared(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     config = parse_config_string("", tmp_path / "fleet.conf")
     plain = plan_launch(make_task(tmp_path), worker, {"PATH": "/bin"}, home=home, config=config)
-    assert plain.argv == ["python", "x.py"]
+    assert plain.argv == ["python", "x.py"] and plain.kind == LaunchKind.PLAIN
     for fields in ({"requirements": {"packages": ["six"]}}, {"setup_script": "echo hi"}):
         launch = plan_launch(make_task(tmp_path, **fields), worker, {"PATH": "/bin"}, home=home, config=config)
+        assert launch.kind == LaunchKind.PREPARED  # decided once: the runner reads the kind, never the argv
         assert launch.argv[1:3] == ["-m", "fleet.worker.prepare"]
         assert launch.argv[-2:] == ["--config", str(tmp_path / "fleet.conf")] and str(home.root) in launch.argv
         assert launch.env["FLEET_TASK_ID"] == "ab" * 16

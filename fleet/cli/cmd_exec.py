@@ -4,11 +4,15 @@ environment into a folder, with a ``run`` script).
 Decision: both work on the store of this ``FLEET_HOME`` directly, whether a
 manager runs or not — exactly as a worker does (workers record their results
 in the store themselves).  ``execute`` is a worker of one task with its own id,
-``<host>:execute``: the task goes through the same launch plan and the same
-preparation as on a worker (:mod:`fleet.worker.launch`), its log is the task
-log (and this terminal), and its result is recorded as an attempt.  The
-task is started with the store's ``start_task``, as the remote executor API
-starts one.  Exit code: the task's (128 + N when killed by
+``<host>:execute``, on the same task runner as every worker
+(:mod:`fleet.worker.runner`): the task goes through the same launch plan and
+the same preparation as on a worker, its log is the task log (and this
+terminal), and its result is recorded as an attempt, with the runner's actor
+``worker:<host>:execute``.  What differs is data (its
+:data:`~fleet.worker.runner.RunnerProfile`): no containment beyond the
+process group (a terminal's job), and the task is never put back in a queue.
+The task is started with the store's ``start_task``, as the remote executor
+API starts one.  Exit code: the task's (128 + N when killed by
 signal N).  GPUs: those in this shell's ``CUDA_VISIBLE_DEVICES``, else every
 NVML GPU, else none.
 """
@@ -17,12 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import shlex
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,37 +40,20 @@ from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
-from fleet.models import Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Task, Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
-from fleet.store import Store, open_store
+from fleet.store import open_store
 from fleet.worker.admission import record_gpu_uuids
 from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log
-from fleet.worker.launch import plan_launch
-from fleet.worker.logfile import TaskLog
 from fleet.worker.prepare import PrepareError, Preparer
-from fleet.worker.process import StopCause, TaskProcess
+from fleet.worker.process import StopCause
+from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
 from fleet.worker.taskenv import task_environment
 
 log = logging.getLogger(__name__)
 pass_ctx = click.make_pass_decorator(Context)
-
-CHECK_S = 0.5
-
-
-class TerminalLog(TaskLog):
-    """The task log, also copied to this terminal as it comes (without stamps)."""
-
-    def feed(self, data: bytes) -> None:
-        super().feed(data)
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-
-    def note(self, text: str) -> None:
-        super().note(text)
-        sys.stdout.write(f"[fleet] {text}\n")
-        sys.stdout.flush()
 
 
 def _host(config: Config) -> str:
@@ -86,10 +71,6 @@ def _visible_gpus() -> list[int]:
     return list(range(nvml.device_count())) if nvml.available else []
 
 
-def _clone(store: Store, source: Task, actor: str) -> Task:
-    return store.create_task(clone_spec(source), None, actor)
-
-
 class _Signals:
     def __init__(self) -> None:
         self.count = 0
@@ -98,57 +79,34 @@ class _Signals:
         self.count += 1
 
 
-def run_foreground(home: Home, config: Config, store: Store, task: Task, worker: Worker) -> int:
-    """Run a started task in this process's care; record its end; return its exit code."""
-    task_log = TerminalLog(home.task_log(task.id), int(config.fleet.log_max_mb * 2**20))
-    task_log.note(f"attempt {task.attempt} on {worker.id} (fleetctl execute, pid {os.getpid()})")
-    launch = plan_launch(task, worker, dict(os.environ), home=home, config=config)
-    env = dict(launch.env)
-    proc = TaskProcess(launch.argv, launch.cwd, env, task_log, config.fleet.stop_grace_seconds)
-    try:
-        proc.start()
-    except OSError as exc:
-        reason = f"could not start {task.script.command[0]}: {exc.strerror or exc}"
-        task_log.note(reason)
-        task_log.close()
-        store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=worker.id)
-        return 1
-    store.set_task_process(task.id, proc.pid, proc.started)
+def run_foreground(runner: TaskRunner, task: Task, worker: Worker) -> int:
+    """Run a started task in this process's care (the task runner, as a worker
+    runs it); a first Ctrl-C stops it, a second kills it now.  Return its
+    exit code (1 when it never ran, 128 + N when killed by signal N)."""
     signals = _Signals()
     old = {s: signal.signal(s, signals) for s in (signal.SIGINT, signal.SIGTERM)}
-    deadline = time.monotonic() + task.timeout if task.timeout else None
     last_look = time.monotonic()
     seen = 0
     try:
-        while not proc.done:
-            timeout = CHECK_S if proc.exit_is_signalled and proc.returncode is None else 0.02
-            try:
-                select.select(proc.waitables(), [], [], timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries select
-                pass
-            proc.pump()
+        runner.start(task, worker)
+        while runner.proc is not None:
+            runner.wait((), CHECK_S)
             if signals.count > seen:
                 seen = signals.count
-                proc.stop(StopCause.ABORT, "interrupted (fleetctl execute)")
+                runner.stop(StopCause.ABORT, "interrupted (fleetctl execute)")
                 if seen > 1:
-                    proc.kill_now()
-            if proc.cause is None and deadline is not None and time.monotonic() >= deadline:
-                proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
-            if proc.cause is None and time.monotonic() - last_look >= CHECK_S:
+                    runner.kill_now()
+            look = time.monotonic() - last_look >= CHECK_S
+            if look:
                 last_look = time.monotonic()
-                abort = store.get_task(task.id).abort_requested
-                if abort:
-                    proc.stop(StopCause.ABORT, abort)
-            proc.tick()
+            runner.watch(look)
     finally:
         for signum, handler in old.items():
             signal.signal(signum, handler)
-    outcome = proc.finish()
-    rc = outcome.returncode
-    status, reason = outcome.verdict(proc.log.tail)
-    task_log.note(f"attempt {task.attempt} ended: {status.value} ({outcome.description})")
-    task_log.close()
-    store.finish_task(task.id, status, exit_code=rc, reason=reason, actor=f"worker:{worker.id}")
+    while runner.ending is not None:  # the store is unavailable: keep the end until it takes it (Ctrl-C gives up)
+        runner.wait((), CHECK_S)
+        runner.flush()
+    rc = runner.last.returncode if runner.last is not None else None
     if rc is None:
         return 1
     return rc if rc >= 0 else 128 - rc
@@ -175,10 +133,9 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
     store = open_store(home)
     host = _host(config)
     worker_id = f"{host}:execute"
-    actor = f"fleetctl:{worker_id}"
     task = store.get_task(task_id)
     if clone:
-        task = _clone(store, task, actor)
+        task = store.create_task(clone_spec(task), None, f"fleetctl:{worker_id}")
         click.echo(f"[fleet] running clone {task.id} of task {task.parent}", err=True)
     gpus = _visible_gpus()
     worker = Worker(
@@ -194,8 +151,10 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         options={"docker": {"image": ""}} if in_docker else None,
     )
     become_subreaper()
-    task = record_gpu_uuids(store, Nvml(), store.start_task(task.id, worker, gpus, actor))
-    rc = run_foreground(home, config, store, task, worker)
+    profile = RunnerProfile(worker_id, contain=False, requeue=False, echo=True)
+    runner = TaskRunner(home, store, config, profile)
+    task = record_gpu_uuids(store, Nvml(), runner.start_here(task.id, worker, gpus))
+    rc = run_foreground(runner, task, worker)
     ended = store.get_task(task.id)
     reason = f" ({printable(ended.status_reason)})" if ended.status_reason else ""
     click.echo(f"[fleet] task {ended.id} {ended.status.value}{reason}", err=True)

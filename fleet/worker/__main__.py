@@ -16,7 +16,7 @@ from fleet.errors import FleetError
 from fleet.home import Home
 from fleet.models import WorkerMode
 from fleet.store import open_store
-from fleet.worker.loop import WorkerLoop
+from fleet.worker.loop import TaskWorker, WorkerLoop
 from fleet.worker.pool import PoolLoop
 
 
@@ -35,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         home = Home(Path(args.home))
         store = open_store(home)
         if args.task is not None:
-            loop = WorkerLoop(
-                home, store, config, args.worker_id, task_id=args.task, run_as=args.run_as, parent=args.parent
-            )
-            return loop.run()
+            task_worker = TaskWorker(home, store, config, args.worker_id, args.task, args.run_as or args.worker_id)
+            return task_worker.run(args.parent)
         if store.get_worker(args.worker_id).mode != WorkerMode.STATIC:
             return PoolLoop(home, store, config, args.worker_id).run()
         return WorkerLoop(home, store, config, args.worker_id).run()

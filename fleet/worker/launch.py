@@ -24,6 +24,7 @@ from fleet.config import Config
 from fleet.contain import Attempt
 from fleet.home import Home, resolve_home
 from fleet.models import Task, Worker
+from fleet.worker.launch_outcome import LaunchKind
 from fleet.worker.prepare import needs_preparation
 from fleet.worker.runas import RunAs, run_as
 from fleet.worker.taskenv import task_environment
@@ -46,6 +47,7 @@ class Launch:
     argv: list[str]
     cwd: str
     env: dict[str, str]
+    kind: LaunchKind = LaunchKind.PLAIN  # decided here, once: the runner reads it, never the argv
     run_as: RunAs | None = None  # fleet.run_as_submitter: whom the task runs as
 
 
@@ -71,7 +73,7 @@ def plan_launch(
             )
         if not os.path.isdir(task.script.working_dir):
             raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
-        return Launch(list(task.script.command), task.script.working_dir, who.env(env), who)
+        return Launch(list(task.script.command), task.script.working_dir, who.env(env), run_as=who)
     if isinstance(docker, dict):
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv = [sys.executable, "-m", "fleet.worker.docker.run", "--home", str(home.root), "--task", task.id]
@@ -80,7 +82,7 @@ def plan_launch(
             argv += ["--config", str(config.path)]
         if docker.get("args"):  # the worker's docker arguments (daemon --docker IMAGE ARGS): env, not argv (secrets)
             env[WORKER_DOCKER_ARGS] = json.dumps([str(a) for a in docker["args"]])
-        return Launch(argv, str(home.work), env)
+        return Launch(argv, str(home.work), env, LaunchKind.DOCKER)
     has_repo = bool(task.script.repo)
     if not has_repo and not os.path.isdir(task.script.working_dir):
         raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
@@ -92,4 +94,4 @@ def plan_launch(
     cwd = str(home.work) if has_repo else task.script.working_dir
     if has_repo:
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Launch(argv, cwd, env)
+    return Launch(argv, cwd, env, LaunchKind.PREPARED)

@@ -67,8 +67,9 @@ from fleet.scheduler.allocate import Decision, Head, allocate
 from fleet.scheduler.pool import owns, services_max, task_worker_id, too_large_reason, worker_specs
 from fleet.store import Store
 from fleet.supervise import fail_orphaned
-from fleet.worker.loop import CHECK_S, NO_SPACE_BACKOFF_S, LoopBase
-from fleet.worker.prepare import NO_SPACE
+from fleet.worker.launch_outcome import outcome_path, read_outcome
+from fleet.worker.loop_base import LoopBase
+from fleet.worker.runner import CHECK_S, NO_SPACE_BACKOFF_S
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +227,16 @@ class PoolLoop(LoopBase):
     def _backing_off(self, heads: list[Task]) -> bool:
         """A head task its per-task worker just put back for lack of disk space for
         its environment: pull nothing for a while (from any queue: the disk is
-        shared) rather than claim it again at once.  Read from the task itself,
-        so it holds however the worker's exit and the requeue interleave."""
+        shared) rather than claim it again at once.  Read from the launch record
+        its last attempt left (:mod:`fleet.worker.launch_outcome`), so it holds however
+        the worker's exit and the requeue interleave."""
         now = time.time()
         for task in heads:
-            reason = task.status_reason or ""
-            if NO_SPACE in reason and task.queued_at is not None and now - task.queued_at < NO_SPACE_BACKOFF_S:
-                self.no_space_until = time.monotonic() + NO_SPACE_BACKOFF_S - (now - task.queued_at)
-                self.no_space_reason = reason[reason.index(NO_SPACE) :]
+            if not task.attempt or task.queued_at is None or now - task.queued_at >= NO_SPACE_BACKOFF_S:
+                continue  # only a task put back within the back-off can hold the pool off
+            launched = read_outcome(outcome_path(self.home.root, task.id, task.attempt))
+            if launched is not None and launched.no_space:
+                self.hold_off(NO_SPACE_BACKOFF_S - (now - task.queued_at), launched.message)
         return time.monotonic() < self.no_space_until
 
     def _worker_exited(self, child: Child) -> None:

@@ -15,6 +15,11 @@ list on the task, then ``exec`` the command with the environment's ``bin``
 first on PATH and ``VIRTUAL_ENV`` set.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
+
+How it went reaches the worker as a typed record (:mod:`fleet.worker.launch_outcome`:
+the phase reached, and for a failure its kind, e.g. no disk space for the
+environment), written just before the ``exec`` or the exit; the worker acts
+on the kind, never on this process's exit code or its output.
 """
 
 from __future__ import annotations
@@ -44,12 +49,12 @@ from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.python import PythonFinder
 from fleet.worker.envs.requirements import gather
 from fleet.worker.envs.settings import build_settings, builds_dir, cache_root, installer_env_digest, tool_environment
+from fleet.worker.launch_outcome import Failure, LaunchOutcome, Phase, outcome_path, write_outcome
 
 log = logging.getLogger(__name__)
 
 EXIT_PREPARE_FAILED = 1
-EXIT_NO_SPACE = 75  # EX_TEMPFAIL: the worker puts the task back at the head of its queue and waits
-NO_SPACE = "waiting for disk space"  # how such a task's reason starts
+NO_SPACE = "waiting for disk space"  # how such a task's reason starts (words for people; nothing matches on it)
 EXIT_CANNOT_EXEC = 127
 TASK_DIR = re.compile(r"[0-9a-f]{32}")
 
@@ -113,6 +118,7 @@ class Preparer:
         self.config = config
         self.out = out
         self.env = dict(os.environ if env is None else env)
+        self.phase = Phase.CODE  # the step under way, for the launch record
 
     # -- steps -------------------------------------------------------------------
     def code(self, task: Task, dest: Path) -> tuple[Path | None, Path]:
@@ -233,8 +239,11 @@ class Preparer:
     # -- all of it -----------------------------------------------------------------
     def prepare(self, task: Task, work: Path | None = None, env_target: Path | None = None) -> Prepared:
         started = time.monotonic()
+        self.phase = Phase.CODE
         root, folder = self.code(task, work or self.home.work / task.id)
+        self.phase = Phase.SETUP
         self.setup_script(task, folder)
+        self.phase = Phase.ENVIRONMENT
         try:
             environment = self.environment(task, root, env_target)
         except EnvBuildError as exc:
@@ -244,6 +253,7 @@ class Preparer:
             env.update(environment.builder.activation(environment.path))
             env["PATH"] = f"{environment.builder.bin_dir(environment.path)}{os.pathsep}{env.get('PATH', '')}"
             env.pop("PYTHONHOME", None)
+        self.phase = Phase.TASK
         return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
 
 
@@ -276,33 +286,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None)
     args = parser.parse_args(argv)
     out = Log(lambda text: print(text, flush=True))
+    home = Home(Path(args.home))
+    report: Path | None = None  # the launch record's file, once the attempt is known
+    preparer: Preparer | None = None
+
+    def failed(message: str, exc: BaseException | None = None, failure: Failure | None = None) -> int:
+        print(message, flush=True)
+        if report is not None:
+            phase = preparer.phase if preparer is not None else Phase.START
+            write_outcome(report, LaunchOutcome.failed(phase, message, exc, failure))
+        return EXIT_PREPARE_FAILED
+
     try:
         config = load_config(args.config)
-        home = Home(Path(args.home))
         store = open_store(home)
         task = store.get_task(args.task)
+        report = outcome_path(home.root, task.id, task.attempt)
         prune_one_off_builds(builds_dir(home, config.agent), store, task.id)
-        prepared = Preparer(home, config, out).prepare(task)
+        preparer = Preparer(home, config, out)
+        prepared = preparer.prepare(task)
         record(store, task, prepared.environment)
         store.close()
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
-        print(exc.message, flush=True)
-        return EXIT_NO_SPACE
+        return failed(exc.message, failure=Failure.NO_SPACE)
     except FleetError as exc:
-        print(exc.message, flush=True)
-        return EXIT_PREPARE_FAILED
+        return failed(exc.message)
     except OSError as exc:
-        print(f"preparation failed: {exc}", flush=True)
-        return EXIT_PREPARE_FAILED
+        return failed(f"preparation failed: {exc}", exc)
     if prepared.environment is not None and prepared.environment.lease is not None:
         prepared.environment.lease.keep_across_exec()
+    write_outcome(report, LaunchOutcome(Phase.TASK, True))
     try:
         os.chdir(prepared.cwd)
         os.umask(TASK_UMASK)  # opening the store made it fleet's owner-only one
         os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
     except OSError as exc:
-        print(f"could not start {prepared.argv[0]}: {exc.strerror or exc}", flush=True)
+        message = f"could not start {prepared.argv[0]}: {exc.strerror or exc}"
+        print(message, flush=True)
+        write_outcome(report, LaunchOutcome.failed(Phase.TASK, message, exc))
         return EXIT_CANNOT_EXEC
 
 

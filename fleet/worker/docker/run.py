@@ -30,6 +30,11 @@ Decisions:
 * GPUs: a ``DeviceRequest`` for exactly the task's GPUs plus
   ``NVIDIA_VISIBLE_DEVICES``; an engine without the NVIDIA runtime refuses
   the request and the task fails with that reason.
+* How it went reaches the worker as a typed record
+  (:mod:`fleet.worker.launch_outcome`), as from ``fleet.worker.prepare``: the phase
+  reached and, for a failure, its kind.  No disk space for the task's
+  environment is :attr:`~fleet.worker.launch_outcome.Failure.NO_SPACE`, so a docker
+  task is put back and its worker backs off exactly as for a prepared one.
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ from fleet.worker.docker.venv import DockerEnvironment, EnvironmentBuildFailed, 
 from fleet.worker.envs import Log
 from fleet.worker.envs.settings import downloads_dir
 from fleet.worker.launch import WORKER_DOCKER_ARGS, cuda_environment
-from fleet.worker.prepare import PrepareError, Preparer
+from fleet.worker.launch_outcome import Failure, LaunchOutcome, Phase, outcome_path, write_outcome
+from fleet.worker.prepare import NoSpaceForEnvironment, PrepareError, Preparer
 from fleet.worker.taskenv import device_environment
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,13 @@ NO_GPU_RUNTIME = (
 
 class DockerRunError(FleetError):
     """The container could not be created or started; the message is the task's reason."""
+
+
+class Progress:
+    """The phase a docker launch has reached (for its launch record)."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.START
 
 
 def build_spec(
@@ -288,10 +301,18 @@ def run_container(
 
 
 def run_task(
-    home: Home, config: Config, task: Task, worker_id: str, worker_image: str, stopper: Stopper | None = None
+    home: Home,
+    config: Config,
+    task: Task,
+    worker_id: str,
+    worker_image: str,
+    stopper: Stopper | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """The whole docker path for one task (worker and ``execute --docker``)."""
     agent = config.agent
+    progress = progress or Progress()
+    progress.phase = Phase.IMAGE
     try:
         client = docker.from_env()
         client.ping()
@@ -306,6 +327,7 @@ def run_task(
         say(f"removed {len(removed)} orphan container(s): {', '.join(removed)}")
     out = Log(lambda text: print(text, flush=True))
     preparer = Preparer(home, config, out)
+    progress.phase = Phase.CODE
     try:
         root, folder = preparer.code(task, home.work / task.id)
     except PrepareError as exc:
@@ -330,8 +352,10 @@ def run_task(
     stopper.timeout = timeout
     environment: DockerEnvironment | None = None
     try:
+        progress.phase = Phase.IMAGE
         ensure_image(client, spec.image, agent.docker_force_pull)
         if requirements is not None:
+            progress.phase = Phase.ENVIRONMENT
 
             def run(build: ContainerSpec) -> int:
                 return run_container(client, build, stop_timeout=timeout, stopper=stopper)
@@ -343,6 +367,7 @@ def run_task(
                 raise DockerRunError(str(exc)) from None
             record_environment(home, task.id, environment)
             spec = with_environment(spec, environment.path)
+        progress.phase = Phase.TASK
         return run_container(client, spec, stop_timeout=timeout, stopper=stopper)
     finally:
         if environment is not None:
@@ -377,19 +402,31 @@ def main(argv: list[str] | None = None) -> int:
     stopper = Stopper(5.0)
     signal.signal(signal.SIGTERM, stopper)
     signal.signal(signal.SIGINT, stopper)
+    progress = Progress()
+    report: Path | None = None
+
+    def failed(message: str, exc: BaseException | None = None, failure: Failure | None = None) -> int:
+        print(message, flush=True)
+        if report is not None:
+            write_outcome(report, LaunchOutcome.failed(progress.phase, message, exc, failure))
+        return EXIT_FAILED
+
     try:
         config = load_config(args.config)
         home = Home(Path(args.home))
         store = open_store(home)
         task = store.get_task(args.task)
         store.close()
-        return run_task(home, config, task, args.worker, args.image, stopper)
+        report = outcome_path(home.root, task.id, task.attempt)
+        code = run_task(home, config, task, args.worker, args.image, stopper, progress)
+    except NoSpaceForEnvironment as exc:
+        return failed(exc.message, failure=Failure.NO_SPACE)
     except FleetError as exc:
-        print(exc.message, flush=True)
-        return EXIT_FAILED
+        return failed(exc.message)
     except (OSError, DockerException) as exc:
-        print(f"docker mode failed: {exc}", flush=True)
-        return EXIT_FAILED
+        return failed(f"docker mode failed: {exc}", exc)
+    write_outcome(report, LaunchOutcome(Phase.TASK, True))  # the container ran: its exit code is the task's
+    return code
 
 
 if __name__ == "__main__":

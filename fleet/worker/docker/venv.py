@@ -14,9 +14,11 @@ Decisions:
   moved to another image is another environment), the requirement lines,
   and the extra and setup scripts, which run before the build and may
   install what pip compiles against.
-* Requirements that name local paths, a disabled cache, or a cache with no
-  room: the environment is built for this task only, in
-  ``<venvs_dir>/<task id>``, and removed when the task ends.
+* Requirements that name local paths, or a disabled cache: the environment
+  is built for this task only, in ``<venvs_dir>/<task id>``, and removed
+  when the task ends.  Below ``free_space_threshold_gb`` (a cache miss with
+  no room even after evicting, or a one-off build) none is built:
+  :class:`~fleet.worker.prepare.NoSpaceForEnvironment`, as outside docker.
 * The package manager settings that decide the build are in the key too
   (:func:`fleet.worker.docker.scripts.build_settings`).
 * The build container has the task container's volumes, network and
@@ -51,6 +53,7 @@ from fleet.worker.docker.scripts import (
 from fleet.worker.envs.base import Log, Requirements
 from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.settings import builds_dir, cache_root
+from fleet.worker.prepare import check_space
 
 
 class EnvironmentBuildFailed(Exception):
@@ -167,9 +170,11 @@ def docker_environment(
             info = lease.info
             frozen, python, manager = list(info.get("frozen", [])), str(info["python"]), str(info["manager"])
             return DockerEnvironment(lease.path, lease.cached, frozen, python, manager, lease)
+        check_space(cache.root, agent.venvs_cache.free_space_threshold_gb)  # a miss and no room even after evicting
     elif not requirements.cacheable:
         say("requirements name local paths; building an environment for this task only")
     path = builds_dir(home, agent) / task_id
+    check_space(path.parent, agent.venvs_cache.free_space_threshold_gb)
     shutil.rmtree(path, ignore_errors=True)
     info = build(path)
     return DockerEnvironment(path, False, list(info["frozen"]), str(info["python"]), str(info["manager"]))

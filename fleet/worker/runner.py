@@ -1,0 +1,397 @@
+"""The task runner: one task from its claim to its recorded end.
+
+Every way fleet runs a task on this host goes through :class:`TaskRunner`:
+a static worker (:class:`fleet.worker.loop.WorkerLoop`), the per-task worker
+of a dynamic pool or a services worker (:class:`fleet.worker.loop.TaskWorker`)
+and ``fleetctl execute`` (:mod:`fleet.cli.cmd_exec`).  The steps, in order:
+
+1. **claim**: take the next task from the queues (:meth:`TaskRunner.claim_next`),
+   take the one a pool claimed for us (:meth:`TaskRunner.take_claimed`), or
+   start one directly (:meth:`TaskRunner.start_here`);
+2. **launch** (:meth:`TaskRunner.start`): its log's first line, then its
+   process, as :func:`fleet.worker.launch.plan_launch` decides (plain,
+   prepared or docker: a :class:`~fleet.worker.launch_outcome.LaunchKind`, decided
+   once);
+3. **capture and supervise** (:meth:`TaskRunner.watch`, each turn of the
+   caller's loop): output into the log; abort, timeout, a GPU drained for its
+   health, a log that cannot be written, the caller's stop (:meth:`TaskRunner.stop`);
+4. **one verdict** (:func:`verdict`): the exit, the stop's cause and the
+   launcher's typed record (:mod:`fleet.worker.launch_outcome`) make the status,
+   the reason and whether the task goes back into its queue;
+5. **record** (:meth:`TaskRunner.flush`): its pid, then its end; while the
+   store is unavailable both are kept and tried again with back-off.
+
+The callers differ only in the data of a :class:`RunnerProfile`, never in
+branches on who is calling.  The caller owns the loop (its wake-up socket,
+its signals, its stop requests, its heartbeat); the runner never blocks
+except in :meth:`TaskRunner.wait`, for at most the time the caller allows.
+Every store call the runner makes is a method of :class:`TaskRunner`
+(the claims, ``set_task_process``, the abort check, ``finish_task``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fleet.config import Config
+from fleet.contain import Attempt
+from fleet.errors import FleetError, StoreUnavailable
+from fleet.gpus import format_gpus
+from fleet.home import Home
+from fleet.models import ExitUsage, Task, TaskStatus, Worker
+from fleet.store import Store
+from fleet.store.faults import Backoff
+from fleet.worker.admission import GpuAdmission
+from fleet.worker.launch import plan_launch
+from fleet.worker.launch_outcome import LaunchKind, LaunchOutcome, outcome_path, read_outcome, remove_outcome
+from fleet.worker.logfile import LOG_FAILED, TaskLog
+from fleet.worker.process import Outcome, StopCause, TaskProcess
+
+log = logging.getLogger(__name__)
+
+CHECK_S = 0.5  # re-read abort requests (and the caller its stop requests) at least this often
+NO_SPACE_BACKOFF_S = 30.0  # how long a worker pulls nothing after a task found no disk space
+LOG_RETRY_S = CHECK_S  # how long a worker pulls nothing after a task's first log line failed
+
+
+@dataclass(frozen=True)
+class RunnerProfile:
+    """What differs between the callers of the runner; nothing else does."""
+
+    worker_id: str  # the worker row the task's events are recorded under (actor ``worker:<id>``)
+    contain: bool = True  # the attempt's cgroup, marker and strays are the task's (off: a terminal's job)
+    requeue: bool = True  # retries, ``stop --requeue`` and no disk space put the task back in its queue
+    echo: bool = False  # its output also goes to this terminal (``fleetctl execute``)
+
+    @property
+    def actor(self) -> str:
+        return f"worker:{self.worker_id}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: TaskStatus
+    reason: str
+    requeue: str | None = None  # "head" or "tail" of its queue
+    hold_off_s: float = 0.0  # the worker pulls nothing for this long (no disk space)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A task's end, kept until the store has recorded it."""
+
+    task: Task
+    verdict: Verdict
+    returncode: int | None
+    usage: ExitUsage | None = None
+
+
+def verdict(
+    task: Task,
+    ended: Outcome,
+    tail: list[str],
+    launched: LaunchOutcome | None,
+    *,
+    requeue: bool,
+    stop_requeue: bool,
+) -> Verdict:
+    """How an attempt ends: from its exit, the stop's cause and the launcher's
+    record (``launched``: None for a plain launch, or when the launcher left none)."""
+    status, reason = ended.verdict(tail)
+    if not requeue:
+        return Verdict(status, reason)
+    if status == TaskStatus.FAILED and ended.cause is None and launched is not None and launched.no_space:
+        # no disk space for its environment: back at the head of its queue, and its
+        # worker pulls nothing for a while (the task keeps the reason meanwhile)
+        return Verdict(status, launched.message, "head", NO_SPACE_BACKOFF_S)
+    if status == TaskStatus.FAILED and task.attempt <= task.retries:
+        return Verdict(status, reason, "tail")
+    if status == TaskStatus.STOPPED and ended.cause == StopCause.WORKER_STOP and stop_requeue:
+        return Verdict(status, reason, "head")
+    return Verdict(status, reason)
+
+
+class EchoLog(TaskLog):
+    """The task log, also copied to this terminal as it comes (without stamps): ``fleetctl execute``."""
+
+    def feed(self, data: bytes) -> None:
+        super().feed(data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        super().note(text)
+        sys.stdout.write(f"[fleet] {text}\n")
+        sys.stdout.flush()
+
+
+def write_through(retry: Backoff, write: Callable[[], object]) -> bool:
+    """One store write, unless backing off after the store was unavailable;
+    True when it landed (the store itself logs an outage, once)."""
+    if not retry.ready():
+        return False
+    try:
+        write()
+    except StoreUnavailable:
+        retry.failed()
+        return False
+    retry.ok()
+    return True
+
+
+def _no_hold(seconds: float, reason: str) -> None:
+    """A caller that pulls nothing more (``execute``) has nothing to hold off."""
+
+
+class TaskRunner:
+    """One task at a time, from its claim to its recorded end (see the module docstring)."""
+
+    def __init__(
+        self,
+        home: Home,
+        store: Store,
+        config: Config,
+        profile: RunnerProfile,
+        *,
+        retry: Backoff | None = None,
+        admission: GpuAdmission | None = None,
+        hold_off: Callable[[float, str], None] = _no_hold,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.config = config
+        self.profile = profile
+        self.retry = retry or Backoff()  # shared with the caller's own writes
+        self.admission = admission  # None: GPU health is not watched
+        self.hold_off = hold_off  # told when the caller should pull nothing for a while, and why
+        self.grace = config.fleet.stop_grace_seconds
+        self.max_log = int(config.fleet.log_max_mb * 1024 * 1024)
+        self.task: Task | None = None
+        self.proc: TaskProcess | None = None
+        self.kind = LaunchKind.PLAIN
+        self.deadline: float | None = None
+        self.pid_pending = False  # the running task's pid is not in the store yet
+        self.stop_requeue = False  # the caller's stop asked for the task back in its queue
+        self.ending: Ending | None = None  # the last task's end, until the store has it
+        self.last: Ending | None = None  # the last task's end, once recorded
+
+    @property
+    def free(self) -> bool:
+        """No task running and no end waiting for the store."""
+        return self.proc is None and self.ending is None
+
+    # -- claim ---------------------------------------------------------------------
+    def claim_next(self, worker: Worker, queues: list[str]) -> Task | None:
+        """The next task of ``queues`` for ``worker`` (a static worker); None
+        when there is none or the store is unavailable (backing off)."""
+        try:
+            task = self.store.claim_next_task(worker, queues, worker.gpus or [])
+        except StoreUnavailable:
+            self.retry.failed()
+            return None
+        self.retry.ok()
+        return task
+
+    def take_claimed(self, task_id: str, run_as: str) -> Task | None:
+        """The task a pool claimed for its per-task worker ``run_as``; None if it is not ours."""
+        try:
+            task = self.store.get_task(task_id)
+        except FleetError as exc:
+            log.error("worker %s: %s", run_as, exc)
+            return None
+        if task.status != TaskStatus.IN_PROGRESS or task.worker != run_as:
+            log.error("worker %s: task %s is %s on %s, not ours", run_as, task.id, task.status.value, task.worker)
+            return None
+        return task
+
+    def start_here(self, task_id: str, worker: Worker, gpus: list[int]) -> Task:
+        """Start ``task_id`` directly on ``worker`` (``execute``), outside any queue pull."""
+        return self.store.start_task(task_id, worker, gpus, self.profile.actor)
+
+    # -- launch --------------------------------------------------------------------
+    def start(self, task: Task, worker: Worker) -> None:
+        """Launch ``task`` as ``worker`` (the id and GPUs it runs under).  A
+        task that cannot be started, or whose log cannot be written, ends here."""
+        self.task = task
+        self.stop_requeue = False
+        try:
+            task_log = (EchoLog if self.profile.echo else TaskLog)(self.home.task_log(task.id), self.max_log)
+        except OSError as exc:
+            self._record(task, Verdict(TaskStatus.FAILED, f"{LOG_FAILED}: {exc.strerror or exc}", "head", LOG_RETRY_S))
+            return
+        uuids = f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else ""
+        gpus = format_gpus(task.gpus) or "none"
+        task_log.note(f"attempt {task.attempt} on worker {worker.id} (host {worker.host}, GPUs {gpus}{uuids})")
+        if task_log.error is not None:  # the disk filled up since the claim: not run, back at the head
+            task_log.close()
+            self._record(task, Verdict(TaskStatus.FAILED, task_log.error, "head", LOG_RETRY_S))
+            return
+        if task.attempt > 1:  # a record the last attempt left for the next claimer (no disk space)
+            remove_outcome(outcome_path(self.home.root, task.id, task.attempt - 1))
+        contain = self.profile.contain
+        try:
+            launch = plan_launch(task, worker, dict(os.environ), home=self.home, config=self.config)
+            proc = TaskProcess(
+                launch.argv,
+                launch.cwd,
+                launch.env,
+                task_log,
+                self.grace,
+                contain=contain,
+                attempt=Attempt(self.home.root, task.id, task.attempt) if contain else None,
+                cgroup=contain and self.config.fleet.cgroups,
+                run_as=launch.run_as,
+            )
+            proc.start()
+        except OSError as exc:
+            what = task.script.command[0] if task.script.command else "the command"
+            reason = f"could not start {what}: {exc.strerror or exc}"
+            task_log.note(reason)
+            task_log.close()
+            self._record(task, Verdict(TaskStatus.FAILED, reason))
+            return
+        self.proc = proc
+        self.kind = launch.kind
+        self.deadline = time.monotonic() + task.timeout if task.timeout else None
+        self.pid_pending = True
+        self.flush()
+        log.info("worker %s: task %s started (pid %d)", worker.id, task.id, proc.pid)
+
+    # -- supervise -----------------------------------------------------------------
+    def wait(self, fds: Sequence[int], limit: float) -> None:
+        """Wait for the task (or ``fds``, the caller's) for at most ``limit`` seconds."""
+        waitables = list(fds)
+        timeout = limit
+        if self.pid_pending or self.ending is not None:  # writes that must land: try again when due
+            timeout = min(timeout, max(self.retry.remaining(), 0.05))
+        proc = self.proc
+        if proc is not None:
+            waitables.extend(proc.waitables())
+            if proc.returncode is not None or not proc.exit_is_signalled:
+                timeout = min(timeout, 0.02)  # waiting for the rest of the group to go
+            else:
+                timeout = min(timeout, CHECK_S)
+            for when in (proc.next_deadline(), self.deadline):
+                if when is not None:
+                    timeout = min(timeout, max(0.0, when - time.monotonic()))
+        try:
+            select.select(waitables, [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            pass
+
+    def stop(self, cause: StopCause, detail: str, *, requeue: bool = False) -> None:
+        """Stop the running task (SIGTERM to its group, SIGKILL after the grace)."""
+        if self.proc is not None:
+            self.stop_requeue = self.stop_requeue or requeue
+            self.proc.stop(cause, detail)
+
+    def kill_now(self) -> None:
+        if self.proc is not None:
+            self.proc.kill_now()
+
+    def watch(self, look: bool) -> None:
+        """Capture the task's output and enforce its limits; ``look``: also
+        read its abort request and its GPUs' health (the store)."""
+        proc, task = self.proc, self.task
+        if proc is None or task is None:
+            return
+        proc.pump()
+        if proc.cause is None:
+            if proc.log.error is not None:
+                log.warning("worker %s: task %s: %s; stopping it", task.worker, task.id, proc.log.error)
+                proc.stop(StopCause.LOG, proc.log.error)
+            elif self.deadline is not None and time.monotonic() >= self.deadline:
+                proc.stop(StopCause.TIMEOUT, f"timeout after {task.timeout:g}s")
+            elif look:
+                self._look(proc, task)
+        proc.tick()
+        if proc.done:
+            self._finish(proc, task)
+
+    def _look(self, proc: TaskProcess, task: Task) -> None:
+        try:
+            abort = self.store.get_task(task.id).abort_requested
+        except StoreUnavailable:
+            abort = None
+        fault = self.admission.faults(task.gpus) if self.admission is not None else ""
+        if fault:
+            proc.log.note(fault)
+            proc.stop(StopCause.GPU_FAULT, fault)
+        elif abort:
+            proc.stop(StopCause.ABORT, abort)
+
+    # -- verdict and record ----------------------------------------------------------
+    def _finish(self, proc: TaskProcess, task: Task) -> None:
+        ended = proc.finish()
+        record = outcome_path(self.home.root, task.id, task.attempt)
+        launched = read_outcome(record) if self.kind != LaunchKind.PLAIN else None
+        judged = verdict(
+            task, ended, proc.log.tail, launched, requeue=self.profile.requeue, stop_requeue=self.stop_requeue
+        )
+        proc.log.note(f"attempt {task.attempt} ended: {judged.status.value} ({ended.description})")
+        proc.log.close()
+        if launched is not None and not judged.hold_off_s:
+            remove_outcome(record)
+        self.proc = None
+        self.deadline = None
+        self.pid_pending = False
+        self._record(task, judged, ended.returncode, ended.usage)
+
+    def _record(
+        self, task: Task, judged: Verdict, returncode: int | None = None, usage: ExitUsage | None = None
+    ) -> None:
+        if judged.hold_off_s:
+            self.hold_off(judged.hold_off_s, judged.reason)
+        self.ending = Ending(task, judged, returncode, usage)
+        if not self._land(self.ending):
+            log.warning(
+                "worker %s: task %s ended %s; keeping its end until the store takes it",
+                task.worker,
+                task.id,
+                judged.status.value,
+            )
+
+    def flush(self) -> None:
+        """The writes that must land, tried again (with back-off) until they do:
+        the running task's pid, then the last task's end."""
+        proc, task = self.proc, self.task
+        if self.pid_pending and proc is not None and task is not None:
+            if write_through(self.retry, lambda: self.store.set_task_process(task.id, proc.pid, proc.started)):
+                self.pid_pending = False
+        if self.ending is not None:
+            self._land(self.ending)
+
+    def _land(self, ending: Ending) -> bool:
+        """Record a task's end; while the store is unavailable it is kept (and
+        the caller claims nothing) and False is returned."""
+        task, judged = ending.task, ending.verdict
+        if not self.retry.ready():
+            return False
+        try:
+            self.store.finish_task(
+                task.id,
+                judged.status,
+                exit_code=ending.returncode,
+                reason=judged.reason,
+                actor=self.profile.actor,
+                requeue=judged.requeue,
+                usage=ending.usage,
+            )
+        except StoreUnavailable:
+            self.retry.failed()
+            return False
+        except FleetError as exc:  # the task was changed behind our back; keep the worker alive
+            log.error("worker %s: could not record task %s: %s", task.worker, task.id, exc)
+        else:
+            self.retry.ok()
+        log.info("worker %s: task %s %s %s", task.worker, task.id, judged.status.value, judged.reason[:200])
+        self.last = ending
+        self.ending = None
+        self.task = None
+        return True
