@@ -27,6 +27,7 @@ import pytest
 from fleet.home import Home
 from tests.conftest import CONFIG, Fleet
 from tests.dockerimage import IMAGE, extra_image, make_wheel, python_image
+from tests.test_store_faults import small_disk  # noqa: F401 - a small tmpfs for the venvs cache
 
 docker = pytest.importorskip("docker")
 
@@ -336,6 +337,41 @@ def test_requirements_are_installed_in_the_tasks_image_and_cached(fleet: Fleet, 
     assert prefix is not None and prefix.group(1).startswith(str(fleet.home / "venvs-cache")), log_one
     assert f"in {prefix.group(1)}" in log_two  # the same environment, mounted again
     assert (one["env_cached"], two["env_cached"]) == (False, True)
+    assert [c for c in client.containers.list(all=True) if c.name.endswith("-env")] == []
+
+
+def test_no_disk_space_for_the_environment_puts_a_docker_task_back_and_backs_off(
+    fleet: Fleet,
+    client: Any,
+    small_disk: Path,  # noqa: F811 - the fixture, imported
+    tmp_path: Path,
+) -> None:
+    """The venvs cache on a 20 MB tmpfs, below ``free_space_threshold_gb``: a docker
+    task needing an environment gets none built, goes back to the head of its queue
+    with the reason, and its worker pulls nothing for a while (one attempt, not a
+    claim loop), exactly as for a prepared task (tests/test_faults.py).  The docker
+    launcher reports it through its launch record, never an exit code or log text."""
+    _docker_config(fleet, f'venvs_cache {{ path: "{small_disk}", free_space_threshold_gb: 0.05 }}')
+    fleet.up("--cpu-only", "--queue", "dq", "--create-queue", "--docker", IMAGE)
+    task_id = fleet.submit("dq", "python3", "-c", "print(1)", opts=("--packages", "pip"), cwd=tmp_path)
+
+    def requeued() -> bool:
+        task = fleet.task(task_id)
+        return bool(task["status"] == "queued" and task["attempt"] >= 1)
+
+    fleet.wait_for(requeued, timeout=120, what="requeued for lack of space")
+    task = fleet.task(task_id)
+    assert "disk space" in task["status_reason"] and "free_space_threshold_gb" in task["status_reason"], task
+    with fleet.api() as api:
+
+        def backing_off() -> bool:
+            worker = api.get("/workers").json()["workers"][0]
+            return bool(worker["state_reason"] == "not pulling: " + task["status_reason"].split(": ", 1)[1])
+
+        fleet.wait_for(backing_off, timeout=10, what="the worker to say why it does not pull")
+    time.sleep(2)  # backing off: the task is not claimed again meanwhile
+    assert fleet.task(task_id)["attempt"] == 1
+    assert not any(small_disk.glob("*.ready"))  # nothing was built
     assert [c for c in client.containers.list(all=True) if c.name.endswith("-env")] == []
 
 
