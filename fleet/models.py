@@ -68,6 +68,21 @@ class WorkerMode(str, enum.Enum):
     SERVICES = "services"
 
 
+class Runner(str, enum.Enum):
+    """What runs an attempt, recorded with its owner when the attempt starts
+    (the store's ``owner`` and ``runner`` columns).  The owner is the
+    registered worker the attempt belongs to: the static worker itself, the
+    pool or services worker whose per-task child runs it; for a remote
+    executor or ``fleetctl execute`` the id it runs under (no registered
+    worker)."""
+
+    STATIC = "static"  # a static worker's own loop
+    POOL = "pool"  # a per-task child of a dynamic GPU pool
+    SERVICE = "service"  # a per-task child of a services worker
+    REMOTE = "remote"  # a remote executor (fleet/worker/remote.py), kept alive by a lease
+    EXECUTE = "execute"  # ``fleetctl execute`` in a terminal
+
+
 def check_task_move(task_id: str, old: TaskStatus, new: TaskStatus) -> None:
     if new not in TASK_MOVES[old]:
         raise InvalidTransition(f"task {task_id} is {old.value}; it cannot become {new.value}", field="task")
@@ -177,6 +192,8 @@ class Task:
     env_cached: bool = False
     parent: str | None = None
     gpu_uuids: list[str] = field(default_factory=list)  # NVML's UUIDs of ``gpus`` this attempt; [] without NVML
+    owner: str | None = None  # the worker the attempt belongs to (see Runner); None before the first attempt
+    runner: Runner | None = None  # what runs the attempt; None before the first attempt
 
 
 @dataclass

@@ -38,7 +38,7 @@ from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
-from fleet.models import Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Runner, Task, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
 from fleet.store import Store, open_store
@@ -194,7 +194,7 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         options={"docker": {"image": ""}} if in_docker else None,
     )
     become_subreaper()
-    task = record_gpu_uuids(store, Nvml(), store.start_task(task.id, worker, gpus, actor))
+    task = record_gpu_uuids(store, Nvml(), store.start_task(task.id, worker, gpus, actor, Runner.EXECUTE))
     rc = run_foreground(home, config, store, task, worker)
     ended = store.get_task(task.id)
     reason = f" ({printable(ended.status_reason)})" if ended.status_reason else ""

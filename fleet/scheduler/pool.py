@@ -10,8 +10,9 @@ wake-ups and queue tags work as for any worker) and the specs in ``options``.
 Each task a pool or services worker runs gets its own worker subprocess with
 its own id: ``<host>:gpu<list>`` for a pool task (GPU sets in a pool never
 overlap, so the id is unique while it runs) and ``<host>:service:<task id>``
-for a service.  :func:`owns` is the one rule that maps such a task back to its
-pool, for crash recovery and for ``status``.
+for a service.  The store records the pool as the task's owner when it
+claims the task (``Task.owner``); :func:`id_taken` keeps remote executors off
+these ids.
 
 Pure: no store, no processes.
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 from fleet.errors import UsageError
 from fleet.gpus import MAX_GPUS, format_gpus
-from fleet.models import Task, Worker, WorkerMode
+from fleet.models import Worker, WorkerMode
 from fleet.validate import queue_name
 
 _COUNT = re.compile(r"^(\d*)(?:-(\d+))?$")
@@ -123,21 +124,20 @@ def task_worker_id(worker: Worker, task_id: str, gpus: Sequence[int]) -> str:
     return f"{worker.host}:gpu{format_gpus(list(gpus))}"
 
 
-def owns(worker: Worker, task: Task) -> bool:
-    """True when ``task`` runs (or ran) on behalf of ``worker``.
-
-    A static worker runs its task under its own id.  A pool's task runs as
-    ``<host>:gpu<list>`` with GPUs inside the pool's set (the GPU sets of a
-    host's workers never overlap); a service as ``<host>:service:<task id>``
-    (one services worker per host)."""
-    if task.worker == worker.id:
+def id_taken(worker: Worker, run_as: str, host: str, task_id: str, gpus: Sequence[int]) -> bool:
+    """Whether ``run_as`` is an id ``worker`` runs tasks under: its own, or the
+    one its per-task worker would get for task ``task_id`` on ``host`` with
+    ``gpus`` (a pool's GPUs are inside its set; one services worker per host).
+    A remote executor may not take such an id.  Who owns a running task is
+    not read from ids: it is recorded (``Task.owner``, :class:`fleet.models.Runner`)."""
+    if run_as == worker.id:
         return True
-    if worker.mode == WorkerMode.STATIC or task.host != worker.host or task.worker is None:
+    if worker.mode == WorkerMode.STATIC or host != worker.host:
         return False
     if worker.mode == WorkerMode.DYNAMIC:
-        inside = bool(task.gpus) and set(task.gpus) <= set(worker.gpus or [])
-        return inside and task.worker == task_worker_id(worker, task.id, task.gpus)
-    return task.worker == task_worker_id(worker, task.id, [])
+        inside = bool(gpus) and set(gpus) <= set(worker.gpus or [])
+        return inside and run_as == task_worker_id(worker, task_id, gpus)
+    return run_as == task_worker_id(worker, task_id, [])
 
 
 # -- requests that can never fit ---------------------------------------------------

@@ -16,7 +16,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from fleet.models import Event, ExitUsage, GpuDrain, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
+from fleet.models import Event, ExitUsage, GpuDrain, Queue, Runner, Task, TaskSpec, TaskStatus, Worker, WorkerState
 from fleet.procs import Identity
 
 
@@ -114,17 +114,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
         """Atomically hand one given task, if it is still queued, to ``worker``
-        with ``gpus``; it runs under the id ``run_as`` (a pool's per-task
-        worker).  None when someone else took it or it left the queue."""
+        with ``gpus``; it runs under the id ``run_as`` (a pool's or services
+        worker's per-task child: runner ``pool`` or ``service``, owner ``worker``).  None when someone else took it or it left the queue."""
 
     @abc.abstractmethod
-    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str) -> Task:
+    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str, runner: Runner) -> Task:
         """Start a task that is not running on ``worker`` with ``gpus``, outside
-        any queue pull (``fleetctl execute``, a remote executor), in one
+        any queue pull (``runner``: ``fleetctl execute``, a remote executor), in one
         transaction: a created or ended task passes through queued (its queue
         unchanged, so a failed attempt can still be retried there).  Raises
         :class:`~fleet.errors.Conflict` when it is running, or when it needs
         more GPUs than ``gpus`` holds."""
+
+    @abc.abstractmethod
+    def running_tasks(
+        self, *, owner: str | None = None, runner: Runner | None = None, host: str | None = None
+    ) -> list[Task]:
+        """The tasks in progress, oldest attempt first, of the given owner (a
+        registered worker, or the id a remote executor or ``execute`` runs
+        under), runner kind and host (None: any).  An indexed read: ownership
+        is recorded when an attempt starts (see :class:`fleet.models.Runner`)."""
+
+    @abc.abstractmethod
+    def running_by_owner(self) -> dict[str, list[str]]:
+        """Owner -> the ids of its tasks in progress (newest first)."""
 
     @abc.abstractmethod
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:

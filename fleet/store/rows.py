@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Runner, Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
 
 WORKER_FIELDS = {
     "pid",
@@ -112,6 +112,8 @@ def to_task(row: dict[str, Any]) -> Task:
         env_cached=bool(row["env_cached"]),
         parent=row["parent"],
         gpu_uuids=loads(row["gpu_uuids"], []),
+        owner=row["owner"],
+        runner=Runner(row["runner"]) if row["runner"] else None,
     )
 
 

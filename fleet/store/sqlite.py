@@ -25,6 +25,7 @@ from fleet.models import (
     Event,
     ExitUsage,
     Queue,
+    Runner,
     Task,
     TaskSpec,
     TaskStatus,
@@ -340,23 +341,29 @@ class SQLiteStore(SQLiteGpus, Store):
     def _task_columns(self) -> list[str]:
         return [r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")]
 
-    def _worker_clause(self, worker_id: str) -> tuple[str, list[Any]]:
-        """Tasks run by ``worker_id``; for a pool or services worker, also those run
-        under its per-task ids (:func:`fleet.scheduler.pool.owns`, in SQL)."""
-        row = self.conn.execute("SELECT host, mode, gpus FROM workers WHERE id = ?", (worker_id,)).fetchone()
-        mode = WorkerMode(row["mode"]) if row is not None else WorkerMode.STATIC
-        if mode == WorkerMode.STATIC:
-            return "worker = ?", [worker_id]
-        host = row["host"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        if mode == WorkerMode.SERVICES:
-            return "(worker = ? OR worker LIKE ? ESCAPE '\\')", [worker_id, f"{host}:service:%"]
-        pool = [int(g) for g in loads(row["gpus"], [])]
-        outside = f"SELECT 1 FROM json_each(tasks.gpus) WHERE value NOT IN ({','.join('?' * len(pool)) or 'NULL'})"
-        clause = (
-            "(worker = ? OR (host = ? AND worker LIKE ? ESCAPE '\\'"
-            f" AND json_array_length(tasks.gpus) > 0 AND NOT EXISTS ({outside})))"
-        )
-        return clause, [worker_id, row["host"], f"{host}:gpu%", *pool]
+    @staticmethod
+    def _worker_clause(worker_id: str) -> tuple[str, list[Any]]:
+        """Tasks run by ``worker_id`` or owned by it (a pool's or services worker's per-task children)."""
+        return "(worker = ? OR owner = ?)", [worker_id, worker_id]
+
+    def running_tasks(
+        self, *, owner: str | None = None, runner: Runner | None = None, host: str | None = None
+    ) -> list[Task]:
+        where, params = ["status = ?"], [TaskStatus.IN_PROGRESS.value]
+        for column, value in (("owner", owner), ("runner", runner.value if runner else None), ("host", host)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY started_at, id"
+        return [to_task(dict(r)) for r in self.conn.execute(sql, params)]
+
+    def running_by_owner(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        sql = "SELECT coalesce(owner, worker), id FROM tasks WHERE status = ? ORDER BY created_at DESC, id"
+        for owner, task_id in self.conn.execute(sql, (TaskStatus.IN_PROGRESS.value,)):
+            if owner:
+                out.setdefault(owner, []).append(task_id)
+        return out
 
     def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task:
         with self._tx() as conn:
@@ -384,9 +391,16 @@ class SQLiteStore(SQLiteGpus, Store):
         return to_task(row)
 
     def _start_attempt(
-        self, conn: sqlite3.Connection, row: dict[str, Any], worker: Worker, run_as: str, gpus: list[int]
+        self,
+        conn: sqlite3.Connection,
+        row: dict[str, Any],
+        worker: Worker,
+        run_as: str,
+        gpus: list[int],
+        runner: Runner,
     ) -> Task:
-        """queued -> in_progress for ``run_as`` (the claiming worker, or a pool's per-task id): a new attempt."""
+        """queued -> in_progress for ``run_as`` (the claiming worker, or a pool's per-task id): a new
+        attempt, owned by ``worker`` and run by ``runner``."""
         now = time.time()
         attempt = row["attempt"] + 1
         self._move_task(
@@ -407,11 +421,23 @@ class SQLiteStore(SQLiteGpus, Store):
             pid_boot=None,
             abort_requested=None,
             gpu_uuids=None,
+            owner=worker.id,
+            runner=runner.value,
         )
         conn.execute(
-            "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (row["id"], attempt, run_as, worker.host, dumps(gpus), now, TaskStatus.IN_PROGRESS.value),
+            "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status, owner, runner)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                row["id"],
+                attempt,
+                run_as,
+                worker.host,
+                dumps(gpus),
+                now,
+                TaskStatus.IN_PROGRESS.value,
+                worker.id,
+                runner.value,
+            ),
         )
         return to_task(row)
 
@@ -434,7 +460,7 @@ class SQLiteStore(SQLiteGpus, Store):
                 ).fetchone()
                 if found is None:
                     continue
-                return self._start_attempt(conn, dict(found), worker, worker.id, gpus)
+                return self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
         return None
 
     def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
@@ -537,9 +563,10 @@ class SQLiteStore(SQLiteGpus, Store):
             found = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'queued'", (task_id,)).fetchone()
             if found is None:
                 return None
-            return self._start_attempt(conn, dict(found), worker, run_as, gpus)
+            runner = Runner.SERVICE if worker.mode == WorkerMode.SERVICES else Runner.POOL
+            return self._start_attempt(conn, dict(found), worker, run_as, gpus, runner)
 
-    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str) -> Task:
+    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str, runner: Runner) -> Task:
         with self._tx() as conn:
             row = self._task_row(conn, self._resolve(conn, task_id))
             if row["status"] == TaskStatus.IN_PROGRESS.value:
@@ -551,7 +578,7 @@ class SQLiteStore(SQLiteGpus, Store):
                 raise Conflict(f"task {row['id']} needs {need} GPU(s); {len(gpus)} given", field="gpus")
             if row["status"] != TaskStatus.QUEUED.value:
                 self._move_task(conn, row, TaskStatus.QUEUED, actor, f"started directly on {worker.id}")
-            return self._start_attempt(conn, row, worker, worker.id, gpus)
+            return self._start_attempt(conn, row, worker, worker.id, gpus, runner)
 
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
         if not queues:

@@ -64,7 +64,7 @@ from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
 from fleet.notify import Listener
 from fleet.procs import become_subreaper, describe_exit, group_alive, is_same_process, reap_orphans, signal_group
 from fleet.scheduler.allocate import Decision, Head, allocate
-from fleet.scheduler.pool import owns, services_max, task_worker_id, too_large_reason, worker_specs
+from fleet.scheduler.pool import services_max, task_worker_id, too_large_reason, worker_specs
 from fleet.store import Store
 from fleet.supervise import fail_orphaned
 from fleet.worker.loop import CHECK_S, NO_SPACE_BACKOFF_S, LoopBase
@@ -294,15 +294,12 @@ class PoolLoop(LoopBase):
         """Tasks still recorded as running for this pool from before it started:
         their workers died with the previous pool process.  Their GPUs stay
         held (as children being ended) until no process of theirs is left."""
-        for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
-            if owns(self.worker, task):
-                log.warning(
-                    "worker %s: task %s was left running by a previous pool; failing it", self.worker.id, task.id
-                )
-                child = Child(task, task.queue or "", task.worker or "", tuple(task.gpus), None, exited="lost")
-                child.died = "worker died (its pool restarted)"
-                child.ending = True
-                self.children[task.id] = child
+        for task in self.store.running_tasks(owner=self.worker.id):
+            log.warning("worker %s: task %s was left running by a previous pool; failing it", self.worker.id, task.id)
+            child = Child(task, task.queue or "", task.worker or "", tuple(task.gpus), None, exited="lost")
+            child.died = "worker died (its pool restarted)"
+            child.ending = True
+            self.children[task.id] = child
 
     # -- filling free GPUs ----------------------------------------------------------
     def _fill(self) -> None:
