@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.errors import InvalidTransition
+
+if TYPE_CHECKING:  # typed twins in the pure policy modules (which import this one)
+    from fleet.scheduler.allocate import PoolState
+    from fleet.scheduler.effective import Effective
+    from fleet.scheduler.pool import QueueSpec
+    from fleet.scheduler.schedule import Schedule
 
 
 class TaskStatus(str, enum.Enum):
@@ -196,6 +202,37 @@ class Task:
     runner: Runner | None = None  # what runs the attempt; None before the first attempt
 
 
+@dataclass(frozen=True)
+class StopRequest:
+    """A stop asked of a worker (in its row, so its per-task workers and a later
+    manager see it): ``drain`` lets the running tasks finish, ``requeue`` puts
+    a stopped task back at the head of its queue; ``by`` says who asked."""
+
+    drain: bool = False
+    requeue: bool = False
+    by: str = "fleetctl stop"
+
+
+@dataclass(frozen=True)
+class DockerMode:
+    """A worker in docker mode (``up --docker IMAGE ARGS``): every task runs in a
+    container of ``image`` ("": the task's own image, else the configured
+    default) with these extra ``docker run`` arguments."""
+
+    image: str = ""
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """A worker's mode options from ``up``: a dynamic pool's queue specs, a
+    services worker's limit of services at once (None: no limit), docker mode."""
+
+    specs: tuple[QueueSpec, ...] = ()
+    max: int | None = None
+    docker: DockerMode | None = None
+
+
 @dataclass
 class Worker:
     id: str
@@ -211,12 +248,12 @@ class Worker:
     pid_start: float | None = None  # clock ticks since boot (fleet.procs); wall-clock seconds in old rows
     pid_boot: str | None = None  # the boot id; None in rows from before it was recorded
     last_seen: float | None = None
-    stop_request: dict[str, Any] | None = None
+    stop_request: StopRequest | None = None
     restarts: int = 0
-    schedule: dict[str, Any] | None = None  # {"kind": "uptime"|"downtime", "specs": [...]}
-    effective: dict[str, Any] | None = None  # computed by the manager: active, reason, pullable, next_change
-    options: dict[str, Any] | None = None  # mode options from `up`: {"specs": [...]} (dynamic), {"max": N} (services)
-    pool: dict[str, Any] | None = None  # a pool's last decision: children, reservations, waiting (fleet.worker.pool)
+    schedule: Schedule | None = None  # working hours from `up --uptime/--downtime`
+    effective: Effective | None = None  # computed by the manager's schedule driver; None until it has
+    options: WorkerOptions = field(default_factory=WorkerOptions)  # mode options from `up`
+    pool: PoolState | None = None  # a pool's last decision (fleet.worker.pool)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.home import Home
-from fleet.models import Task, TaskStatus, Worker, WorkerState
+from fleet.models import StopRequest, Task, TaskStatus, Worker, WorkerState
 from fleet.procs import Identity, describe_exit, identity, is_same_process, signal_group
 from fleet.store import Store
 
@@ -166,7 +166,7 @@ class WorkerSupervisor:
         if handle is not None:
             handle.expected_exit = True
         try:
-            self.store.update_worker(worker_id, stop_request={"drain": drain, "requeue": requeue, "by": by})
+            self.store.update_worker(worker_id, stop_request=StopRequest(drain, requeue, by))
         except StoreUnavailable:
             if handle is None or drain or requeue:
                 raise

@@ -38,7 +38,7 @@ from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
-from fleet.models import Runner, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import DockerMode, Runner, Task, TaskStatus, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
 from fleet.store import Store, open_store
@@ -191,7 +191,7 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         state=WorkerState.BUSY,
         state_reason="fleetctl execute",
         created_at=time.time(),
-        options={"docker": {"image": ""}} if in_docker else None,
+        options=WorkerOptions(docker=DockerMode()) if in_docker else WorkerOptions(),
     )
     become_subreaper()
     task = record_gpu_uuids(store, Nvml(), store.start_task(task.id, worker, gpus, actor, Runner.EXECUTE))

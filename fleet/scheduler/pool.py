@@ -5,7 +5,8 @@ which running task belongs to which worker, and which requests can never fit.
 ``NAME=N`` (exactly N), ``NAME=MIN-MAX`` (at least MIN, as many as are free up
 to MAX), ``NAME=-MAX`` (1 to MAX) or a bare ``NAME`` (each task's own
 ``--gpus``, default 1).  A worker row keeps the plain names in ``queues`` (so
-wake-ups and queue tags work as for any worker) and the specs in ``options``.
+wake-ups and queue tags work as for any worker) and the specs in its
+options (:class:`fleet.models.WorkerOptions`, decoded once by the store).
 
 Each task a pool or services worker runs gets its own worker subprocess with
 its own id: ``<host>:gpu<list>`` for a pool task (GPU sets in a pool never
@@ -104,16 +105,14 @@ def is_dynamic(specs: Iterable[QueueSpec]) -> bool:
 
 def worker_specs(worker: Worker) -> list[QueueSpec]:
     """The queue specs of a worker (bare names for static and services workers)."""
-    texts = (worker.options or {}).get("specs")
-    if worker.mode == WorkerMode.DYNAMIC and isinstance(texts, list):
-        return [parse_queue_spec(str(t)) for t in texts]
+    if worker.mode == WorkerMode.DYNAMIC and worker.options.specs:
+        return list(worker.options.specs)
     return [QueueSpec(q) for q in worker.queues]
 
 
 def services_max(worker: Worker) -> int | None:
     """How many services may run at once (None: no limit)."""
-    value = (worker.options or {}).get("max")
-    return int(value) if isinstance(value, int) and value > 0 else None
+    return worker.options.max
 
 
 # -- per-task worker ids and ownership -------------------------------------------

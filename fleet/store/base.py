@@ -163,7 +163,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def update_worker(self, worker_id: str, **fields: Any) -> None:
-        """Change non-state fields (pid, last_seen, stop_request, restarts)."""
+        """Change non-state fields (:data:`fleet.store.rows.WORKER_FIELDS`: pid,
+        last_seen, restarts, and the typed ``stop_request``, ``effective``, ``pool``)."""
 
     # -- runtime properties (ClearML's "force" and friends) ---------------------
     @abc.abstractmethod

@@ -40,8 +40,6 @@ from fleet.store import schema
 from fleet.store.base import Store
 from fleet.store.connections import Connections
 from fleet.store.rows import (
-    JSON_WORKER_FIELDS,
-    WORKER_FIELDS,
     dumps,
     loads,
     row_size,
@@ -49,6 +47,8 @@ from fleet.store.rows import (
     to_task,
     to_worker,
     usable_timestamp,
+    worker_columns,
+    worker_updates,
 )
 from fleet.store.sqlite_gpus import SQLiteGpus
 
@@ -596,13 +596,7 @@ class SQLiteStore(SQLiteGpus, Store):
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM workers WHERE id = ?", (worker.id,)).fetchone()
             values = {
-                "host": worker.host,
-                "mode": worker.mode.value,
-                "gpus": dumps(worker.gpus),
-                "queues": dumps(worker.queues),
-                "order_fairness": int(worker.order_fairness),
-                "schedule": dumps(worker.schedule) if worker.schedule else None,
-                "options": dumps(worker.options) if worker.options else None,
+                **worker_columns(worker),
                 "pool": None,
                 "stop_request": None,
                 "pid": None,
@@ -648,22 +642,15 @@ class SQLiteStore(SQLiteGpus, Store):
                 raise NotFound(f"worker {worker_id} does not exist", field="worker")
             old = WorkerState(row["state"])
             check_worker_move(worker_id, old, state)
-            updates = {**self._worker_fields(fields), "state": state.value, "state_reason": reason}
+            updates = {**worker_updates(fields), "state": state.value, "state_reason": reason}
             columns = ", ".join(f"{k} = ?" for k in updates)
             conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
             if old != state or row["state_reason"] != reason:
                 self._event(conn, "worker", worker_id, old.value, state.value, actor, reason)
         return self.get_worker(worker_id)
 
-    @staticmethod
-    def _worker_fields(fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(fields) - WORKER_FIELDS
-        if unknown:
-            raise ValueError(f"unknown worker fields {sorted(unknown)}")
-        return {k: (dumps(v) if k in JSON_WORKER_FIELDS and v is not None else v) for k, v in fields.items()}
-
     def update_worker(self, worker_id: str, **fields: Any) -> None:
-        updates = self._worker_fields(fields)
+        updates = worker_updates(fields)
         if not updates:
             return
         with self._tx() as conn:

@@ -52,7 +52,7 @@ from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
-from fleet.models import ExitUsage, Task, TaskStatus, Worker, WorkerState
+from fleet.models import ExitUsage, StopRequest, Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper, identity, pidfile_alive
@@ -104,7 +104,7 @@ class LoopBase:
         self.grace = config.fleet.stop_grace_seconds
         self.poll = config.fleet.poll_interval
         self.signals = 0
-        self.stopping: dict[str, bool] | None = None
+        self.stopping: StopRequest | None = None
         self.signals_at_stop = 0
         self.stop_by = ""
         self.last_beat = 0.0
@@ -141,21 +141,21 @@ class LoopBase:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
 
-    def _stop_request(self) -> dict[str, bool] | None:
+    def _stop_request(self) -> StopRequest | None:
         """The stop asked for in the store, else one asked for by a signal."""
         request = self.worker.stop_request
         if request is None and self.signals:
-            request = {"drain": False, "requeue": False, "by": "signal"}
+            request = StopRequest(by="signal")
         if request is None and self._handover_expired():
-            request = {"drain": False, "requeue": False, "by": f"no manager for {self.handover_s:g}s after a hand-over"}
+            request = StopRequest(by=f"no manager for {self.handover_s:g}s after a hand-over")
             try:  # in the row, so a pool's per-task workers and a later manager see it
                 self.store.update_worker(self.worker.id, stop_request=request)
             except FleetError as exc:
                 self._warn(exc)
         if request is None:
             return None
-        self.stop_by = str(request.get("by") or "fleetctl stop")
-        return {k: bool(request.get(k)) for k in ("drain", "requeue")}
+        self.stop_by = request.by
+        return request
 
     def _watches_manager(self) -> bool:
         return True
@@ -192,19 +192,21 @@ class LoopBase:
         effective = self.worker.effective
         if effective is None:  # not computed yet: wait for it only if a schedule could say no
             return [] if self.worker.schedule else self.order.current()
-        allowed = set(effective.get("pullable") or [])
+        allowed = set(effective.pullable)
         return [q for q in self.order.current() if q in allowed]
 
     def _waiting_state(self) -> tuple[WorkerState, str]:
         """idle (with the queues it waits on) or paused (with why and until when)."""
-        effective = self.worker.effective or {}
+        effective = self.worker.effective
         pullable = self._pullable()
-        until = f" until {effective['next_change']}" if effective.get("next_change") else ""
+        when = effective.next_change if effective is not None else None
+        until = f" until {when.isoformat(timespec='seconds')}" if when is not None else ""
+        why = effective.reason if effective is not None else ""
         if not pullable:
-            return WorkerState.PAUSED, (effective.get("reason") or "waiting for its schedule") + until
+            return WorkerState.PAUSED, (why or "waiting for its schedule") + until
         reason = "waiting for tasks on " + ", ".join(pullable)
-        if effective.get("reason") and effective["reason"] != "no schedule":
-            reason += f" ({effective['reason']}{until})"
+        if why and why != "no schedule":
+            reason += f" ({why}{until})"
         return WorkerState.IDLE, reason
 
     def _set_state(self, state: WorkerState, reason: str) -> None:
@@ -297,7 +299,7 @@ class WorkerLoop(LoopBase):
         self.admission = self._admission()
         self.prepared = False  # the last task went through fleet.worker.prepare
         self._last_tail: list[str] = []
-        self.engine = EngineProbe(self.worker.id) if (self.worker.options or {}).get("docker") else None
+        self.engine = EngineProbe(self.worker.id) if self.worker.options.docker is not None else None
 
     @property
     def one_task(self) -> bool:
@@ -313,7 +315,7 @@ class WorkerLoop(LoopBase):
             return 1
         listener = Listener(self.home.root, self.run_as)
         become_subreaper()
-        if not self.one_task and (self.worker.options or {}).get("docker"):
+        if not self.one_task and self.worker.options.docker is not None:
             from fleet.worker.docker.cleanup import sweep  # the docker SDK only where docker mode is used
 
             for name in sweep(socket.gethostname(), str(self.home.root), self.store):
@@ -412,10 +414,10 @@ class WorkerLoop(LoopBase):
                 return
             self.stopping = request
             self.signals_at_stop = self.signals
-            how = "draining: no new tasks, waiting for the running one" if request["drain"] else "stopping"
+            how = "draining: no new tasks, waiting for the running one" if request.drain else "stopping"
             if not self.one_task:
                 self._set_state(WorkerState.STOPPING, f"{how} ({self.stop_by})")
-            if self.proc is not None and not request["drain"]:
+            if self.proc is not None and not request.drain:
                 self.proc.stop(StopCause.WORKER_STOP, f"worker stopped by {self.stop_by}")
         if self.signals > self.signals_at_stop and self.proc is not None:
             self.proc.stop(StopCause.WORKER_STOP, "worker stop forced")
@@ -579,7 +581,7 @@ class WorkerLoop(LoopBase):
             self.no_space_reason = reason
         elif status == TaskStatus.FAILED and task.attempt <= task.retries:
             requeue = "tail"
-        elif status == TaskStatus.STOPPED and self.stopping is not None and self.stopping["requeue"]:
+        elif status == TaskStatus.STOPPED and self.stopping is not None and self.stopping.requeue:
             requeue = "head"
         self.ending = Ending(task, status, rc, reason, requeue, usage)
         if not self._land(self.ending):
