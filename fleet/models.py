@@ -257,6 +257,36 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class TaskAttempt:
+    """One attempt of a task, as the store keeps it (``task_attempts``)."""
+
+    task_id: str
+    attempt: int
+    worker: str | None  # the id it ran under
+    host: str | None
+    gpus: list[int]
+    started_at: float | None
+    finished_at: float | None = None
+    status: TaskStatus = TaskStatus.IN_PROGRESS
+    exit_code: int | None = None
+    reason: str = ""
+    gpu_uuids: list[str] = field(default_factory=list)
+    peak_rss_mb: float | None = None  # from wait4 when its main process was reaped (ExitUsage)
+    cpu_s: float | None = None
+    owner: str | None = None  # see Runner
+    runner: Runner | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeProperty:
+    """A worker's runtime property (ClearML's ``force`` and friends)."""
+
+    value: str
+    expires_at: float | None  # epoch seconds; None: never expires
+    set_at: float
+
+
+@dataclass(frozen=True)
 class ExitUsage:
     """What the kernel reports for a task's main process when it is reaped
     (``wait4``): peak RSS and CPU seconds over its whole life, its waited-for

@@ -306,7 +306,7 @@ def test_finish_requeue_tail_keeps_attempts(store: SQLiteStore) -> None:
     assert _claim_order(store, worker, ["q"], []) == [t2, t1]
     assert store.get_task(t1).attempt == 2
     store.finish_task(t1, TaskStatus.COMPLETED, exit_code=0, reason="", actor="w")
-    rows = [(r["attempt"], r["status"], r["exit_code"], r["reason"], r["worker"]) for r in store.attempts(t1)]
+    rows = [(r.attempt, r.status.value, r.exit_code, r.reason, r.worker) for r in store.attempts(t1)]
     assert rows == [(1, "failed", 1, "boom", "w1"), (2, "completed", 0, "", "w1")]
     moves = [(e.old, e.new, e.reason) for e in store.events("task", t1)][-4:]
     assert moves == [
@@ -323,7 +323,7 @@ def test_finish_requeue_head_goes_first(store: SQLiteStore) -> None:
     assert store.claim_next_task(worker, ["q"], []) is not None
     store.finish_task(t1, TaskStatus.STOPPED, exit_code=None, reason="worker stop", actor="w", requeue="head")
     assert _claim_order(store, worker, ["q"], []) == [t1, t2, t3]
-    assert [r["status"] for r in store.attempts(t1)] == ["stopped", "in_progress"]
+    assert [r.status.value for r in store.attempts(t1)] == ["stopped", "in_progress"]
 
 
 def test_request_abort_queued_stops_at_once(store: SQLiteStore) -> None:

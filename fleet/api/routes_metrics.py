@@ -153,17 +153,17 @@ def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     now = time.time()
     attempts = []
     for a in manager.store.attempts(task.id):
-        end = a["finished_at"] if a["finished_at"] is not None else now
-        figures = usage.get(a["attempt"], {})
-        runtime = end - a["started_at"] if a["started_at"] is not None else None
+        end = a.finished_at if a.finished_at is not None else now
+        figures = usage.get(a.attempt, {})
+        runtime = end - a.started_at if a.started_at is not None else None
         attempts.append(
             {
-                "attempt": a["attempt"],
-                "status": a["status"],
+                "attempt": a.attempt,
+                "status": a.status.value,
                 "runtime_s": round(runtime, 3) if runtime is not None else None,
                 "samples": figures.get("samples", 0),
-                "peak_rss_mb": _peak(figures.get("peak_rss_mb"), a.get("peak_rss_mb")),
-                "mean_cpu_percent": _mean_cpu(figures.get("mean_cpu_percent"), a.get("cpu_s"), runtime),
+                "peak_rss_mb": _peak(figures.get("peak_rss_mb"), a.peak_rss_mb),
+                "mean_cpu_percent": _mean_cpu(figures.get("mean_cpu_percent"), a.cpu_s, runtime),
                 "max_cpu_percent": figures.get("max_cpu_percent"),
                 "peak_gpu_mem_mb": figures.get("peak_gpu_mem_mb"),
             }

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fleet.gpus import gpu_json, gpu_label
-from fleet.models import DockerMode, Event, GpuDrain, Queue, Task, Worker
+from fleet.models import DockerMode, Event, GpuDrain, Queue, RuntimeProperty, Task, TaskAttempt, Worker
 from fleet.scheduler.allocate import PoolState
 from fleet.secrets import mask_args, mask_env, mask_urls
 
@@ -34,9 +34,7 @@ def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict
     return {**docker, "args": mask_args([str(a) for a in docker["args"]], hidden)}
 
 
-def task_json(
-    task: Task, attempts: list[dict[str, Any]] | None = None, *, hidden: Iterable[str] = ()
-) -> dict[str, Any]:
+def task_json(task: Task, attempts: list[TaskAttempt] | None = None, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
     """``hidden``: names to mask besides the built-in rules (``extra_keys``)."""
     script = task.script
     out: dict[str, Any] = {
@@ -81,16 +79,16 @@ def task_json(
     if attempts is not None:
         out["attempts"] = [
             {
-                "attempt": a["attempt"],
-                "worker": a["worker"],
-                "host": a["host"],
-                "gpus": [gpu_json(g) for g in a["gpus"]],
-                "gpu_uuids": a.get("gpu_uuids") or [],
-                "status": a["status"],
-                "exit_code": a["exit_code"],
-                "reason": a["reason"] or "",
-                "started_at": iso(a["started_at"]),
-                "finished_at": iso(a["finished_at"]),
+                "attempt": a.attempt,
+                "worker": a.worker,
+                "host": a.host,
+                "gpus": [gpu_json(g) for g in a.gpus],
+                "gpu_uuids": list(a.gpu_uuids),
+                "status": a.status.value,
+                "exit_code": a.exit_code,
+                "reason": a.reason,
+                "started_at": iso(a.started_at),
+                "finished_at": iso(a.finished_at),
             }
             for a in attempts
         ]
@@ -119,7 +117,7 @@ def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_json(
-    worker: Worker, running: list[str], properties: dict[str, dict[str, Any]] | None = None
+    worker: Worker, running: list[str], properties: dict[str, RuntimeProperty] | None = None
 ) -> dict[str, Any]:
     effective = worker.effective
     when = effective.next_change if effective is not None else None
@@ -140,7 +138,7 @@ def worker_json(
         "paused_queues": dict(effective.paused_queues) if effective is not None else {},
         "next_change": when.isoformat(timespec="seconds") if when is not None else None,
         "runtime_properties": {
-            key: {"value": p["value"], "expires_at": iso(p["expires_at"])} for key, p in (properties or {}).items()
+            key: {"value": p.value, "expires_at": iso(p.expires_at)} for key, p in (properties or {}).items()
         },
         "pid": worker.pid,
         "last_seen": iso(worker.last_seen),

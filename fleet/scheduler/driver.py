@@ -22,14 +22,14 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from fleet.errors import ConfigError, FleetError, StoreUnavailable
+from fleet.models import RuntimeProperty
 from fleet.scheduler.effective import Effective, Force, effective_state
 from fleet.store import Store
 from fleet.store.faults import Backoff
@@ -52,12 +52,14 @@ def zone(name: str) -> dt.tzinfo:
     return get_localzone()
 
 
-def _force(props: dict[str, dict[str, Any]], tz: dt.tzinfo) -> Force | None:
+def _force(props: Mapping[str, RuntimeProperty], tz: dt.tzinfo) -> Force | None:
     prop = props.get("force")
-    if prop is None or prop["value"] not in ("on", "off"):
+    if prop is None or prop.value not in ("on", "off"):
         return None
-    expires = prop["expires_at"]
-    return Force(prop["value"], dt.datetime.fromtimestamp(expires, tz) if expires is not None else None)
+    expires = prop.expires_at
+    return Force(
+        "on" if prop.value == "on" else "off", dt.datetime.fromtimestamp(expires, tz) if expires is not None else None
+    )
 
 
 def _stored(eff: Effective) -> Effective:
@@ -122,7 +124,7 @@ class ScheduleDriver:
                 log.info("schedule: worker %s %s (%s)", worker.id, "active" if eff.active else "paused", eff.reason)
             if eff.next_change is not None:
                 upcoming.append(eff.next_change)
-            upcoming += [dt.datetime.fromtimestamp(p["expires_at"], self.tz) for p in mine.values() if p["expires_at"]]
+            upcoming += [dt.datetime.fromtimestamp(p.expires_at, self.tz) for p in mine.values() if p.expires_at]
         self._plan(min(upcoming) if upcoming else None)
         if changed:
             self.wake(changed)

@@ -16,7 +16,20 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from fleet.models import Event, ExitUsage, GpuDrain, Queue, Runner, Task, TaskSpec, TaskStatus, Worker, WorkerState
+from fleet.models import (
+    Event,
+    ExitUsage,
+    GpuDrain,
+    Queue,
+    Runner,
+    RuntimeProperty,
+    Task,
+    TaskAttempt,
+    TaskSpec,
+    TaskStatus,
+    Worker,
+    WorkerState,
+)
 from fleet.procs import Identity
 
 
@@ -98,7 +111,7 @@ class Store(abc.ABC):
         ``usage`` is the attempt's figures from the kernel, when reaped."""
 
     @abc.abstractmethod
-    def attempts(self, task_id: str) -> list[dict[str, Any]]: ...
+    def attempts(self, task_id: str) -> list[TaskAttempt]: ...
 
     @abc.abstractmethod
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
@@ -176,8 +189,8 @@ class Store(abc.ABC):
     def delete_runtime_property(self, worker_id: str, key: str, actor: str) -> bool: ...
 
     @abc.abstractmethod
-    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-        """worker -> key -> {value, expires_at, set_at}; expired ones are left out."""
+    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, RuntimeProperty]]:
+        """worker -> key -> its property; expired ones are left out."""
 
     @abc.abstractmethod
     def purge_runtime_properties(self, now: float, actor: str) -> list[str]:

@@ -24,6 +24,7 @@ from fleet.models import (
     Script,
     StopRequest,
     Task,
+    TaskAttempt,
     TaskStatus,
     Worker,
     WorkerMode,
@@ -125,6 +126,26 @@ def to_task(row: dict[str, Any]) -> Task:
         env_cached=bool(row["env_cached"]),
         parent=row["parent"],
         gpu_uuids=loads(row["gpu_uuids"], []),
+        owner=row["owner"],
+        runner=Runner(row["runner"]) if row["runner"] else None,
+    )
+
+
+def to_attempt(row: dict[str, Any]) -> TaskAttempt:
+    return TaskAttempt(
+        task_id=row["task_id"],
+        attempt=row["attempt"],
+        worker=row["worker"],
+        host=row["host"],
+        gpus=loads(row["gpus"], []),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=TaskStatus(row["status"]),
+        exit_code=row["exit_code"],
+        reason=row["reason"] or "",
+        gpu_uuids=loads(row["gpu_uuids"], []),
+        peak_rss_mb=row["peak_rss_mb"],
+        cpu_s=row["cpu_s"],
         owner=row["owner"],
         runner=Runner(row["runner"]) if row["runner"] else None,
     )

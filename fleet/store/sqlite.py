@@ -26,7 +26,9 @@ from fleet.models import (
     ExitUsage,
     Queue,
     Runner,
+    RuntimeProperty,
     Task,
+    TaskAttempt,
     TaskSpec,
     TaskStatus,
     Worker,
@@ -44,6 +46,7 @@ from fleet.store.rows import (
     loads,
     row_size,
     summary_columns,
+    to_attempt,
     to_task,
     to_worker,
     usable_timestamp,
@@ -530,11 +533,11 @@ class SQLiteStore(SQLiteGpus, Store):
                     )
         return to_task(row)
 
-    def attempts(self, task_id: str) -> list[dict[str, Any]]:
+    def attempts(self, task_id: str) -> list[TaskAttempt]:
         rows = self.conn.execute(
             "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
         ).fetchall()
-        return [{**dict(r), "gpus": loads(r["gpus"], []), "gpu_uuids": loads(r["gpu_uuids"], [])} for r in rows]
+        return [to_attempt(dict(r)) for r in rows]
 
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
         with self._tx() as conn:
@@ -678,20 +681,16 @@ class SQLiteStore(SQLiteGpus, Store):
                 self._event(conn, "worker", worker_id, key, "deleted", actor, "runtime property")
             return cur.rowcount > 0
 
-    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, RuntimeProperty]]:
         now = time.time() if now is None else now
-        out: dict[str, dict[str, dict[str, Any]]] = {}
+        out: dict[str, dict[str, RuntimeProperty]] = {}
         for r in self.conn.execute(
             "SELECT * FROM runtime_properties WHERE expires_at IS NULL OR expires_at > ?", (now,)
         ):
             if r["expires_at"] is not None and not usable_timestamp(r["expires_at"]):
                 self._ignore(r["worker"], f"runtime property {r['key']}", f"expiry {r['expires_at']!r}")
                 continue
-            out.setdefault(r["worker"], {})[r["key"]] = {
-                "value": r["value"],
-                "expires_at": r["expires_at"],
-                "set_at": r["set_at"],
-            }
+            out.setdefault(r["worker"], {})[r["key"]] = RuntimeProperty(r["value"], r["expires_at"], r["set_at"])
         return out
 
     def _ignore(self, subject: str, what: str, value: str) -> None:
