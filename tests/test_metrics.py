@@ -192,7 +192,7 @@ def test_sampler_with_nvml_stand_in(running: tuple[SQLiteStore, str, list[int]],
     assert sampler.storage.task_usage(task_id)[0]["peak_gpu_mem_mb"] == 2048.0
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(store, HistoryReader(sampler.storage), lambda: sampler.latest))
+    registry.register(FleetCollector(store, HistoryReader(store, sampler.storage), lambda: sampler.latest))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     util = {s.labels["gpu"]: s.value for s in families["fleet_gpu_utilization_percent"].samples}
     assert util == {"0": 87.0, "1": 0.0}

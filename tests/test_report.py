@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 
 import fleet.store.sqlite as sqlite_store
+import fleet.store.sqlite_base as sqlite_base
+import fleet.store.sqlite_tasks as sqlite_tasks
+import fleet.store.sqlite_workers as sqlite_workers
 from fleet.metrics import report
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.report import Attempt, History, StateChange, WorkerInfo, compute
@@ -46,7 +49,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(sqlite_store, "time", fake)
+    for module in (sqlite_store, sqlite_base, sqlite_tasks, sqlite_workers):  # the store's clock
+        monkeypatch.setattr(module, "time", fake)
     return fake
 
 
@@ -167,7 +171,7 @@ def test_report_figures_against_a_constructed_history(db: tuple[SQLiteStore, Met
     store, storage = db
     _build(store, clock)
     _util(storage)
-    history = HistoryReader(storage).load(T0, UNTIL)
+    history = HistoryReader(store, storage).load(T0, UNTIL)
 
     totals = compute(history)["totals"]
     assert totals["busy_gpu_hours"] == pytest.approx(2 * BUSY_01 + BUSY_2, abs=1e-3)
@@ -214,7 +218,7 @@ def test_report_figures_against_a_constructed_history(db: tuple[SQLiteStore, Met
 def test_a_window_before_anything_happened_is_empty(db: tuple[SQLiteStore, MetricsStorage], clock: Clock) -> None:
     store, storage = db
     _build(store, clock)
-    totals = compute(HistoryReader(storage).load(T0 - 100 * H, T0 - 50 * H))["totals"]
+    totals = compute(HistoryReader(store, storage).load(T0 - 100 * H, T0 - 50 * H))["totals"]
     assert totals["busy_gpu_hours"] == 0 and totals["idle_gpu_hours"] == 0
     assert totals["success_rate"] is None and totals["wait_p50_s"] is None
 
@@ -222,7 +226,7 @@ def test_a_window_before_anything_happened_is_empty(db: tuple[SQLiteStore, Metri
 def test_dispatch_latencies_are_claim_minus_queued(db: tuple[SQLiteStore, MetricsStorage], clock: Clock) -> None:
     store, storage = db
     _build(store, clock)
-    reader = HistoryReader(storage)
+    reader = HistoryReader(store, storage)
     last, latencies = reader.dispatch_latencies(0)
     assert sorted(round(x) for x in latencies) == sorted([3960, 1800, 10, 30, 120, 5, 1800, 360])
     assert reader.dispatch_latencies(last) == (last, [])  # incremental: nothing new

@@ -127,7 +127,7 @@ def current(manager: ManagerDep) -> dict[str, Any]:
         "nvml": manager.nvml.available,
         "sampler": sampler.cost.to_json(),
         "snapshot": _snapshot_json(sampler.latest),
-        "queues_waiting_since": {q: iso(at) for q, at in HistoryReader(sampler.storage).queue_waiting_since().items()},
+        "queues_waiting_since": {q: iso(at) for q, at in manager.store.queue_waiting_since().items()},
     }
 
 
@@ -192,7 +192,7 @@ def report(
 ) -> dict[str, Any]:
     """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
-    answer = reports.compute(HistoryReader(manager.sampler.storage).load(start, end), by)
+    answer = reports.compute(HistoryReader(manager.store, manager.sampler.storage).load(start, end), by)
     answer.update(since=iso(start), until=iso(end))
     return answer
 
@@ -201,7 +201,9 @@ def mount_root(app: FastAPI, manager: Manager) -> None:
     """``/metrics`` and the page; call after every API route is included."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        FleetCollector(manager.store, HistoryReader(manager.sampler.storage), lambda: manager.sampler.latest)
+        FleetCollector(
+            manager.store, HistoryReader(manager.store, manager.sampler.storage), lambda: manager.sampler.latest
+        )
     )
 
     @app.get("/metrics", include_in_schema=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.models import (
     Event,
@@ -31,6 +31,9 @@ from fleet.models import (
     WorkerState,
 )
 from fleet.procs import Identity
+
+if TYPE_CHECKING:
+    from fleet.metrics.report import Attempt, StateChange, WorkerInfo
 
 
 class Store(abc.ABC):
@@ -216,6 +219,36 @@ class Store(abc.ABC):
     # -- events -----------------------------------------------------------------
     @abc.abstractmethod
     def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]: ...
+
+    # -- history: bulk reads by time range for the report and /metrics ------------
+    @abc.abstractmethod
+    def worker_units(self) -> list[WorkerInfo]:
+        """Every worker ever registered (dead ones too): id, host, GPUs."""
+
+    @abc.abstractmethod
+    def worker_state_changes(self, since: float, until: float) -> list[StateChange]:
+        """Each worker's last state change before ``since``, then every change
+        in ``[since, until)`` in the order they happened (worker states only)."""
+
+    @abc.abstractmethod
+    def attempts_between(self, since: float, until: float) -> list[Attempt]:
+        """The task attempts that overlap ``[since, until)``, with their task's
+        queue and user and when each attempt was queued (the task's last move
+        to queued before the attempt started; None when unknown)."""
+
+    @abc.abstractmethod
+    def ended_counts(self) -> dict[str, int]:
+        """Attempts that ended, by status, over all of history."""
+
+    @abc.abstractmethod
+    def dispatch_latencies(self, after: int) -> tuple[int, list[float]]:
+        """Claim time minus queued time of the attempts recorded after the
+        attempt cursor ``after`` (0: from the first); returns the cursor of the
+        last one seen (pass it next time) and the latencies in seconds."""
+
+    @abc.abstractmethod
+    def queue_waiting_since(self) -> dict[str, float]:
+        """Per queue, when its longest-waiting task was queued."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Release connections (optional)."""
