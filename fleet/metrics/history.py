@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from fleet.metrics.report import History, UtilPoint
 from fleet.metrics.samples import KINDS
-from fleet.metrics.storage import ROLLUP_S, MetricsStorage
+from fleet.metrics.storage import ROLLUP_S, SampleStore
 from fleet.store import Store
 
 
 class HistoryReader:
-    def __init__(self, store: Store, storage: MetricsStorage) -> None:
+    def __init__(self, store: Store, storage: SampleStore) -> None:
         self.store = store
         self.storage = storage
 

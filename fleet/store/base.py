@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleet.models import (
@@ -32,8 +33,11 @@ from fleet.models import (
 )
 from fleet.procs import Identity
 
+ROLLUP_S = 60  # seconds a roll-up of samples averages
+
 if TYPE_CHECKING:
     from fleet.metrics.report import Attempt, StateChange, WorkerInfo
+    from fleet.metrics.samples import Kind, Snapshot
 
 
 class Store(abc.ABC):
@@ -251,4 +255,49 @@ class Store(abc.ABC):
         """Per queue, when its longest-waiting task was queued."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
+        """Release connections (optional)."""
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What one :meth:`SampleStore.maintain` did."""
+
+    rolled_until: float
+    rolled_rows: int
+    deleted_raw: int
+    deleted_rollups: int
+
+
+class SampleStore(abc.ABC):
+    """The metrics samples: raw rows per tick, one-minute roll-ups, retention,
+    time series, and each task attempt's figures (which outlive the samples)."""
+
+    @abc.abstractmethod
+    def write(self, snapshot: Snapshot) -> None:
+        """Store one tick: a raw row per series, and each running task's figures."""
+
+    @abc.abstractmethod
+    def watermark(self) -> float | None:
+        """Up to when roll-ups exist (None: none yet)."""
+
+    @abc.abstractmethod
+    def maintain(self, now: float, raw_retention_s: float, rollup_retention_s: float) -> Maintenance:
+        """Roll up every complete minute not rolled up yet, then drop what is past retention."""
+
+    @abc.abstractmethod
+    def series(
+        self, kind: Kind, since: float, until: float, step: int, ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Averages per ``step`` seconds in ``[since, until)``, one entry per series:
+        ``{"id", "labels": {key: value}, "t": [...], "values": {name: [...]}}`` (the API's shape)."""
+
+    @abc.abstractmethod
+    def task_usage(self, task_id: str) -> list[dict[str, Any]]:
+        """Per attempt: samples, mean and max CPU %, peak RSS and peak GPU memory (MB)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Rows per table and resolution (for tests and the bench)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""
