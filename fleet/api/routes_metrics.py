@@ -149,23 +149,23 @@ def _mean_cpu(sampled: float | None, cpu_s: float | None, runtime: float | None)
 def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     """A task's figures: runtime, peak RSS, mean CPU, peak GPU memory (latest attempt first-class, all listed)."""
     task = manager.store.get_task(task_id)
-    usage = {u["attempt"]: u for u in manager.sampler.storage.task_usage(task.id)}
+    usage = {u.attempt: u for u in manager.sampler.storage.task_usage(task.id)}
     now = time.time()
     attempts = []
     for a in manager.store.attempts(task.id):
         end = a.finished_at if a.finished_at is not None else now
-        figures = usage.get(a.attempt, {})
+        figures = usage.get(a.attempt)
         runtime = end - a.started_at if a.started_at is not None else None
         attempts.append(
             {
                 "attempt": a.attempt,
                 "status": a.status.value,
                 "runtime_s": round(runtime, 3) if runtime is not None else None,
-                "samples": figures.get("samples", 0),
-                "peak_rss_mb": _peak(figures.get("peak_rss_mb"), a.peak_rss_mb),
-                "mean_cpu_percent": _mean_cpu(figures.get("mean_cpu_percent"), a.cpu_s, runtime),
-                "max_cpu_percent": figures.get("max_cpu_percent"),
-                "peak_gpu_mem_mb": figures.get("peak_gpu_mem_mb"),
+                "samples": figures.samples if figures else 0,
+                "peak_rss_mb": _peak(figures.peak_rss_mb if figures else None, a.peak_rss_mb),
+                "mean_cpu_percent": _mean_cpu(figures.mean_cpu_percent if figures else None, a.cpu_s, runtime),
+                "max_cpu_percent": figures.max_cpu_percent if figures else None,
+                "peak_gpu_mem_mb": figures.peak_gpu_mem_mb if figures else None,
             }
         )
     latest = attempts[-1] if attempts else {}

@@ -259,6 +259,20 @@ class Store(abc.ABC):
 
 
 @dataclass(frozen=True)
+class AttemptUsage:
+    """One task attempt's figures from the samples (they outlive the samples)."""
+
+    attempt: int
+    samples: int
+    mean_cpu_percent: float | None
+    max_cpu_percent: float | None
+    peak_rss_mb: float | None
+    peak_gpu_mem_mb: float | None
+    first_at: float
+    last_at: float
+
+
+@dataclass(frozen=True)
 class Maintenance:
     """What one :meth:`SampleStore.maintain` did."""
 
@@ -292,7 +306,7 @@ class SampleStore(abc.ABC):
         ``{"id", "labels": {key: value}, "t": [...], "values": {name: [...]}}`` (the API's shape)."""
 
     @abc.abstractmethod
-    def task_usage(self, task_id: str) -> list[dict[str, Any]]:
+    def task_usage(self, task_id: str) -> list[AttemptUsage]:
         """Per attempt: samples, mean and max CPU %, peak RSS and peak GPU memory (MB)."""
 
     @abc.abstractmethod

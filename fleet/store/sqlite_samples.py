@@ -21,7 +21,7 @@ from typing import Any
 
 from fleet.errors import StoreError
 from fleet.metrics.samples import KINDS, Kind, Snapshot, rows
-from fleet.store.base import ROLLUP_S, Maintenance, SampleStore
+from fleet.store.base import ROLLUP_S, AttemptUsage, Maintenance, SampleStore
 from fleet.store.connections import Connections
 
 log = logging.getLogger(__name__)
@@ -181,22 +181,22 @@ class SQLiteSamples(SampleStore):
                 entry["values"][name].append(_round(row[1 + len(kind.keys) + i]))
         return list(out.values())
 
-    def task_usage(self, task_id: str) -> list[dict[str, Any]]:
+    def task_usage(self, task_id: str) -> list[AttemptUsage]:
         """Per attempt: samples, mean and max CPU %, peak RSS and peak GPU memory (MB)."""
         found = self.db.conn.execute(
             "SELECT * FROM metrics_task_usage WHERE task = ? ORDER BY attempt", (task_id,)
         ).fetchall()
         return [
-            {
-                "attempt": r["attempt"],
-                "samples": r["samples"],
-                "mean_cpu_percent": _round(r["cpu_sum"] / r["samples"]) if r["samples"] else None,
-                "max_cpu_percent": _round(r["cpu_max"]),
-                "peak_rss_mb": _round(r["rss_peak_mb"]),
-                "peak_gpu_mem_mb": _round(r["gpu_mem_peak_mb"]),
-                "first_at": r["first_at"],
-                "last_at": r["last_at"],
-            }
+            AttemptUsage(
+                attempt=r["attempt"],
+                samples=r["samples"],
+                mean_cpu_percent=_round(r["cpu_sum"] / r["samples"]) if r["samples"] else None,
+                max_cpu_percent=_round(r["cpu_max"]),
+                peak_rss_mb=_round(r["rss_peak_mb"]),
+                peak_gpu_mem_mb=_round(r["gpu_mem_peak_mb"]),
+                first_at=r["first_at"],
+                last_at=r["last_at"],
+            )
             for r in found
         ]
 
