@@ -77,6 +77,11 @@ def _shots(page: Any, folder: Path, name: str) -> None:
     """Screenshots of the current view at 1400 px and at 400 px (a phone), each checked for width."""
     for width in (1400, 400):
         _fits(page, width)
+        # the report's charts are drawn again for the width they get
+        page.wait_for_function(
+            "() => document.getElementById('view-report').hidden"
+            " || +document.querySelector('#chart-util svg').getAttribute('width') <= innerWidth"
+        )
         page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size({"width": 1300, "height": 1000})
 
@@ -325,7 +330,7 @@ def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(flee
             child = page.locator(f'#workers tr.child[data-worker="{worker}"][data-parent="{pool}"]')
             expect(child).to_contain_text(task[:12])
             expect(child.locator(".state")).to_contain_text("busy")
-        children = page.locator("#workers tr").evaluate_all("(rows) => rows.map((r) => r.dataset.worker)")
+        children = page.locator("#workers tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.worker)")
         assert children == [pool, f"{HOST}:gpu0", f"{HOST}:gpu1"], children  # right under the pool
         _shots(page, tmp_path, "pool")
 

@@ -321,7 +321,7 @@ function renderWorkers(workers, sparks) {
       h("td", { class: "force" }, forceButton("on", "on"), forceButton("off", "off"), clear),
     );
     // a pool (or services worker) runs each task in its own per-task worker: one row each, under it
-    const children = (w.pool && w.pool.children) || [];
+    const children = [...((w.pool && w.pool.children) || [])].sort((a, b) => a.worker.localeCompare(b.worker, undefined, { numeric: true }));
     return [row, ...children.map((c) => h("tr", { dataWorker: c.worker, dataParent: w.id, class: "child" },
       h("td", {}, h("span", { class: "nest", "aria-hidden": "true" }, "└ "), c.worker),
       h("td", {}, c.gpus.length ? c.gpus.join(",") : "cpu"),
