@@ -26,6 +26,8 @@ import re
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,20 @@ def _drains(fleet: Fleet) -> dict[str, str]:
 
 HOST = socket.gethostname()
 ZONE, ZONE_NAME, ZONE_OFFSET = "Asia/Kolkata", "GMT+5:30", timedelta(hours=5, minutes=30)  # no DST, not UTC
+
+
+@contextmanager
+def _browser() -> Iterator[tuple[Any, Any]]:
+    """Chromium and a page in the zone ZONE (en-US); no script error may happen on the page."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1300, "height": 1000}, timezone_id=ZONE, locale="en-US")
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield browser, page
+        browser.close()
+    assert errors == []
 
 
 def _fits(page: Any, width: int) -> None:
@@ -120,13 +136,7 @@ def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path
     fleet.wait_for(lambda: fleet.task(task)["status"] == "in_progress", what="task running")
     expect = sync_api.expect
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1300, "height": 1000}, timezone_id=ZONE, locale="en-US")
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-
+    with _browser() as (browser, page):
         # not logged in: the page's files load, the data does not, and it says what to do
         page.goto(fleet.url + "/")
         expect(page.locator("#login-bar")).to_be_visible()
@@ -277,8 +287,6 @@ def test_page_shows_live_state_and_its_buttons_work(fleet: Fleet, tmp_path: Path
         _shots(page, tmp_path, "report")
         for width in (800, 400):
             _fits(page, width)
-        browser.close()
-    assert errors == []
 
 
 def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(fleet: Fleet, tmp_path: Path) -> None:
@@ -314,12 +322,7 @@ def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(flee
     # at least two roll-up intervals of GPU samples, so the chart has a line to draw
     fleet.wait_for(lambda: len(_api_points(fleet, "gpu", "0")) >= 2, timeout=90, what="two minutes of GPU samples")
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1300, "height": 1000}, timezone_id=ZONE, locale="en-US")
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    with _browser() as (_, page):
         page.goto(fleet.ok("page").strip())
 
         cell = page.locator(f'#workers tr[data-worker="{pool}"] .task')
@@ -358,5 +361,3 @@ def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(flee
         keys = page.locator("#report-table tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.key)")
         assert keys == [pool, f"{HOST}:gpu0", f"{HOST}:gpu1", "total"], keys
         _shots(page, tmp_path, "report-pool")
-        browser.close()
-    assert errors == []
