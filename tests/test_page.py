@@ -19,6 +19,8 @@ installs both, so CI runs it.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import os
@@ -318,6 +320,9 @@ def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(flee
     at = next(i for i, line in enumerate(lines) if line.startswith(pool))
     assert lines[at + 1].startswith(f"└ {HOST}:gpu0") and lines[at + 2].startswith(f"└ {HOST}:gpu1"), table
     assert json.loads(fleet.ok("report", "--json"))["by"] == "gpu"
+    rows = csv.DictReader(io.StringIO(fleet.ok("report", "--since", "1h", "--by", "worker", "--csv")))
+    nested = [(r["key"], r["parent"]) for r in rows]
+    assert nested == [(pool, ""), (f"{HOST}:gpu0", pool), (f"{HOST}:gpu1", pool), ("total", "")], nested
 
     # at least two roll-up intervals of GPU samples, so the chart has a line to draw
     fleet.wait_for(lambda: len(_api_points(fleet, "gpu", "0")) >= 2, timeout=90, what="two minutes of GPU samples")
