@@ -85,7 +85,7 @@ def test_a_v7_database_opens_with_each_attempts_owner_and_runner(tmp_path: Path)
             indexes = {r[1] for r in conn.execute("PRAGMA index_list(tasks)")}
         finally:
             conn.close()
-        assert attempts["b0" * 16] == "pool" and attempts["c1" * 16] == "pool"
+        assert attempts["b0" * 16] == "pool" and attempts["c1" * 16] is None  # ended before: the report's to work out
         assert {"tasks_status_owner", "tasks_status_runner", "tasks_status_host"} <= indexes
     finally:
         store.close()

@@ -188,11 +188,14 @@ def report(
     manager: ManagerDep,
     since: TimeText = "24h",
     until: TimeText | None = None,
-    by: By | None = None,
+    by: By = "gpu",
 ) -> dict[str, Any]:
-    """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs."""
+    """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs;
+    one row per ``by`` (a pool's per-task workers nest under it with ``by=worker``)."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
-    answer = reports.compute(HistoryReader(manager.store, manager.sampler.storage).load(start, end), by)
+    history = HistoryReader(manager.store, manager.sampler.storage).load(start, end)
+    modes = {w.id: w.mode.value for w in manager.store.list_workers(include_dead=True)}
+    answer = reports.compute(reports.with_modes(history, modes), by)
     answer.update(since=iso(start), until=iso(end))
     return answer
 

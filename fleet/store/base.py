@@ -227,7 +227,7 @@ class Store(abc.ABC):
     # -- history: bulk reads by time range for the report and /metrics ------------
     @abc.abstractmethod
     def worker_units(self) -> list[WorkerInfo]:
-        """Every worker ever registered (dead ones too): id, host, GPUs."""
+        """Every worker ever registered (dead ones too): id, host, GPUs, mode."""
 
     @abc.abstractmethod
     def worker_state_changes(self, since: float, until: float) -> list[StateChange]:
@@ -237,8 +237,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def attempts_between(self, since: float, until: float) -> list[Attempt]:
         """The task attempts that overlap ``[since, until)``, with their task's
-        queue and user and when each attempt was queued (the task's last move
-        to queued before the attempt started; None when unknown)."""
+        queue and user, when each attempt was queued (the task's last move
+        to queued before the attempt started; None when unknown) and its
+        recorded owner."""
 
     @abc.abstractmethod
     def ended_counts(self) -> dict[str, int]:

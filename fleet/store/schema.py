@@ -184,7 +184,10 @@ def _owner(db: sqlite_utils.Database) -> None:
     worker it belongs to) and ``runner`` (:class:`fleet.models.Runner`),
     written when the attempt starts.  Rows from before are filled in here by
     the rule that read ownership out of worker ids (the only place it is
-    left); the tasks keep them for ``list --worker``."""
+    left): every task (its latest attempt: ``list --worker``, the running
+    tasks) and the attempts still in progress.  Attempts that ended before
+    stay without an owner: the report works theirs out from the history
+    (:func:`fleet.metrics.report.owners`: the worker live when each started)."""
     for table in ("tasks", "task_attempts"):
         db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
         db.execute(f"ALTER TABLE {table} ADD COLUMN runner TEXT")
@@ -192,8 +195,9 @@ def _owner(db: sqlite_utils.Database) -> None:
     for table, key in (("tasks", "id"), ("task_attempts", "task_id")):
         pid = "pid" if table == "tasks" else "NULL AS pid"
         attempt = ", attempt" if table == "task_attempts" else ""
+        running = " AND status = 'in_progress'" if attempt else ""
         rows = db.execute(
-            f"SELECT {key} AS id{attempt}, worker, host, gpus, {pid} FROM {table} WHERE worker IS NOT NULL"
+            f"SELECT {key} AS id{attempt}, worker, host, gpus, {pid} FROM {table} WHERE worker IS NOT NULL{running}"
         ).fetchall()
         for row in rows:
             owner, runner = _old_owner(workers, dict(row))

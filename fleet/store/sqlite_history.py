@@ -56,8 +56,8 @@ class SQLiteHistory(SQLiteBase):
     # -- the report's and the collector's reads ------------------------------------
     def worker_units(self) -> list[WorkerInfo]:
         return [
-            WorkerInfo(r["id"], r["host"], _gpus(r["gpus"]))
-            for r in self.conn.execute("SELECT id, host, gpus FROM workers")
+            WorkerInfo(r["id"], r["host"], _gpus(r["gpus"]), r["mode"])
+            for r in self.conn.execute("SELECT id, host, gpus, mode FROM workers")
         ]
 
     def worker_state_changes(self, since: float, until: float) -> list[StateChange]:
@@ -94,6 +94,7 @@ class SQLiteHistory(SQLiteBase):
                 started_at=r["started_at"],
                 finished_at=r["finished_at"],
                 queued_at=r["queued_at"],
+                owner=r["owner"],
             )
             for r in self.conn.execute(
                 f"SELECT a.*, t.queue, t.user, {_QUEUED_AT} AS queued_at FROM task_attempts a"
