@@ -10,7 +10,7 @@ attempt ends ``failed`` (``remote executor <worker> lost: no word for Ns``),
 queued again when it has retries left.
 
 Leases live in memory: a new manager seeds a full one for every in-progress
-task that has no pid and no registered worker owning it (see :meth:`seed`).
+task whose runner is a remote executor (see :meth:`seed`).
 
 Every change of a leased task's state (log, finish, sweep) happens under the
 task's own lock (:meth:`hold`), so a late ``finish`` and the sweep never both
@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import FleetError, StoreUnavailable
-from fleet.models import Task, TaskStatus, Worker
-from fleet.scheduler.pool import owns
+from fleet.models import Runner, Task, TaskStatus
 from fleet.store import Store
 from fleet.supervise import record_orphaned
 from fleet.worker.logfile import TaskLog
@@ -39,11 +38,6 @@ log = logging.getLogger(__name__)
 
 ACTOR = "manager"
 TASK_LOCKS = 64
-
-
-def unowned(task: Task, workers: list[Worker]) -> bool:
-    """No pid here and no registered worker of ours runs it: a remote executor's."""
-    return task.pid is None and not any(owns(w, task) for w in workers)
 
 
 @dataclass(frozen=True)
@@ -105,21 +99,18 @@ class Leases:
         with self._lock:
             return self._leases.get(task_id)
 
-    def remote(self, store: Store, task: Task) -> bool:
-        """True when ``task`` (in progress) is run by a remote executor: leased, or
-        without a pid and not owned by any registered worker."""
-        return self.get(task.id) is not None or unowned(task, store.list_workers())
+    def remote(self, task: Task) -> bool:
+        """True when ``task`` (in progress) is run by a remote executor: leased,
+        or its attempt's runner is one."""
+        return self.get(task.id) is not None or task.runner == Runner.REMOTE
 
     def seed(self, store: Store, now: float | None = None) -> list[str]:
-        """At manager start: a full lease for every in-progress task that no
-        registered worker owns and that has no pid (started remotely before a
-        restart).  Returns their ids."""
-        workers = store.list_workers()
+        """At manager start: a full lease for every in-progress task run by a
+        remote executor (started before a restart).  Returns their ids."""
         seeded = []
-        for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
-            if unowned(task, workers):
-                self.grant(task.id, task.attempt, task.worker or "?", now)
-                seeded.append(task.id)
+        for task in store.running_tasks(runner=Runner.REMOTE):
+            self.grant(task.id, task.attempt, task.worker or "?", now)
+            seeded.append(task.id)
         if seeded:
             log.info("manager: %d remotely executed task(s) in progress; waiting for word from them", len(seeded))
         return seeded
@@ -150,7 +141,7 @@ class Leases:
             return False
         if task.status != TaskStatus.IN_PROGRESS or task.attempt != lease.attempt:
             return False
-        if not unowned(task, store.list_workers()):
+        if task.runner != Runner.REMOTE:
             return False  # a worker runs it now: not ours to end
         reason = f"remote executor {lease.worker} lost: no word for {self.seconds:g}s"
         log.warning("manager: task %s: %s", task_id, reason)

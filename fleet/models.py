@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.errors import InvalidTransition
+
+if TYPE_CHECKING:  # typed twins in the pure policy modules (which import this one)
+    from fleet.scheduler.allocate import PoolState
+    from fleet.scheduler.effective import Effective
+    from fleet.scheduler.pool import QueueSpec
+    from fleet.scheduler.schedule import Schedule
 
 
 class TaskStatus(str, enum.Enum):
@@ -66,6 +72,21 @@ class WorkerMode(str, enum.Enum):
     STATIC = "static"
     DYNAMIC = "dynamic"
     SERVICES = "services"
+
+
+class Runner(str, enum.Enum):
+    """What runs an attempt, recorded with its owner when the attempt starts
+    (the store's ``owner`` and ``runner`` columns).  The owner is the
+    registered worker the attempt belongs to: the static worker itself, the
+    pool or services worker whose per-task child runs it; for a remote
+    executor or ``fleetctl execute`` the id it runs under (no registered
+    worker)."""
+
+    STATIC = "static"  # a static worker's own loop
+    POOL = "pool"  # a per-task child of a dynamic GPU pool
+    SERVICE = "service"  # a per-task child of a services worker
+    REMOTE = "remote"  # a remote executor (fleet/worker/remote.py), kept alive by a lease
+    EXECUTE = "execute"  # ``fleetctl execute`` in a terminal
 
 
 def check_task_move(task_id: str, old: TaskStatus, new: TaskStatus) -> None:
@@ -177,6 +198,39 @@ class Task:
     env_cached: bool = False
     parent: str | None = None
     gpu_uuids: list[str] = field(default_factory=list)  # NVML's UUIDs of ``gpus`` this attempt; [] without NVML
+    owner: str | None = None  # the worker the attempt belongs to (see Runner); None before the first attempt
+    runner: Runner | None = None  # what runs the attempt; None before the first attempt
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A stop asked of a worker (in its row, so its per-task workers and a later
+    manager see it): ``drain`` lets the running tasks finish, ``requeue`` puts
+    a stopped task back at the head of its queue; ``by`` says who asked."""
+
+    drain: bool = False
+    requeue: bool = False
+    by: str = "fleetctl stop"
+
+
+@dataclass(frozen=True)
+class DockerMode:
+    """A worker in docker mode (``up --docker IMAGE ARGS``): every task runs in a
+    container of ``image`` ("": the task's own image, else the configured
+    default) with these extra ``docker run`` arguments."""
+
+    image: str = ""
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """A worker's mode options from ``up``: a dynamic pool's queue specs, a
+    services worker's limit of services at once (None: no limit), docker mode."""
+
+    specs: tuple[QueueSpec, ...] = ()
+    max: int | None = None
+    docker: DockerMode | None = None
 
 
 @dataclass
@@ -194,12 +248,42 @@ class Worker:
     pid_start: float | None = None  # clock ticks since boot (fleet.procs); wall-clock seconds in old rows
     pid_boot: str | None = None  # the boot id; None in rows from before it was recorded
     last_seen: float | None = None
-    stop_request: dict[str, Any] | None = None
+    stop_request: StopRequest | None = None
     restarts: int = 0
-    schedule: dict[str, Any] | None = None  # {"kind": "uptime"|"downtime", "specs": [...]}
-    effective: dict[str, Any] | None = None  # computed by the manager: active, reason, pullable, next_change
-    options: dict[str, Any] | None = None  # mode options from `up`: {"specs": [...]} (dynamic), {"max": N} (services)
-    pool: dict[str, Any] | None = None  # a pool's last decision: children, reservations, waiting (fleet.worker.pool)
+    schedule: Schedule | None = None  # working hours from `up --uptime/--downtime`
+    effective: Effective | None = None  # computed by the manager's schedule driver; None until it has
+    options: WorkerOptions = field(default_factory=WorkerOptions)  # mode options from `up`
+    pool: PoolState | None = None  # a pool's last decision (fleet.worker.pool)
+
+
+@dataclass(frozen=True)
+class TaskAttempt:
+    """One attempt of a task, as the store keeps it (``task_attempts``)."""
+
+    task_id: str
+    attempt: int
+    worker: str | None  # the id it ran under
+    host: str | None
+    gpus: list[int]
+    started_at: float | None
+    finished_at: float | None = None
+    status: TaskStatus = TaskStatus.IN_PROGRESS
+    exit_code: int | None = None
+    reason: str = ""
+    gpu_uuids: list[str] = field(default_factory=list)
+    peak_rss_mb: float | None = None  # from wait4 when its main process was reaped (ExitUsage)
+    cpu_s: float | None = None
+    owner: str | None = None  # see Runner
+    runner: Runner | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeProperty:
+    """A worker's runtime property (ClearML's ``force`` and friends)."""
+
+    value: str
+    expires_at: float | None  # epoch seconds; None: never expires
+    set_at: float
 
 
 @dataclass(frozen=True)

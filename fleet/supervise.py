@@ -15,8 +15,8 @@ worker start again (with backoff if it keeps crashing), so a GPU is never
 handed to a new task while a process of the old one lives.  A process that
 will not die (stuck in the kernel) holds the worker back; the manager tries
 again every tick.  A pool's or services
-worker's tasks run under per-task ids; :func:`fleet.scheduler.pool.owns`
-finds them (their per-task workers die with the pool).
+worker's tasks run under per-task ids and are owned by it (the store's
+``owner`` column; their per-task workers die with the pool).
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from pathlib import Path
 from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.home import Home
-from fleet.models import Task, TaskStatus, Worker, WorkerState
+from fleet.models import StopRequest, Task, TaskStatus, Worker, WorkerState
 from fleet.procs import Identity, describe_exit, identity, is_same_process, signal_group
-from fleet.scheduler.pool import owns
 from fleet.store import Store
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ class WorkerSupervisor:
         if handle is not None:
             handle.expected_exit = True
         try:
-            self.store.update_worker(worker_id, stop_request={"drain": drain, "requeue": requeue, "by": by})
+            self.store.update_worker(worker_id, stop_request=StopRequest(drain, requeue, by))
         except StoreUnavailable:
             if handle is None or drain or requeue:
                 raise
@@ -274,9 +273,8 @@ class WorkerSupervisor:
             log.error("manager: worker %s: %s", worker_id, exc)
             return True
         done = True
-        for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
-            if owns(worker, task):
-                done = fail_orphaned(self.home.root, self.store, task, "worker died", ACTOR) and done
+        for task in self.store.running_tasks(owner=worker.id):
+            done = fail_orphaned(self.home.root, self.store, task, "worker died", ACTOR) and done
         if done:
             self._mark_dead(worker_id, why)
         return done

@@ -7,18 +7,17 @@ import random
 import pytest
 
 from fleet.errors import UsageError
-from fleet.models import Script, Task, Worker, WorkerMode, WorkerState
+from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.scheduler.allocate import Head, allocate, choose
 from fleet.scheduler.pool import (
     QueueSpec,
     Server,
+    id_taken,
     oversized,
-    owns,
     parse_queue_spec,
     parse_queue_specs,
     task_worker_id,
 )
-from tests.factories import running_task
 
 POOL = list(range(8))
 QUAD, DUAL, SINGLE = QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1)
@@ -182,25 +181,22 @@ def test_no_starvation_under_a_random_stream() -> None:
     assert quads_started > 50
 
 
-def _task(worker: str, gpus: list[int], host: str = "box") -> Task:
-    return running_task(Script(command=["true"], working_dir="/"), worker=worker, host=host, gpus=gpus)
-
-
 def _worker(mode: WorkerMode, gpus: list[int] | None, wid: str) -> Worker:
     return Worker(wid, "box", mode, gpus, ["q"], False, WorkerState.BUSY, "", 0.0)
 
 
-def test_ownership_of_per_task_workers() -> None:
+def test_ids_of_per_task_workers_are_taken() -> None:
     pool = _worker(WorkerMode.DYNAMIC, [4, 5, 6, 7], "box:dgpu")
     assert task_worker_id(pool, "x", [4, 5]) == "box:gpu4,5"
-    assert owns(pool, _task("box:gpu4,5", [4, 5]))
-    assert not owns(pool, _task("box:gpu0,1", [0, 1]))  # a static worker's GPUs
-    assert not owns(pool, _task("box:gpu4,5", [4, 5], host="other"))
+    assert id_taken(pool, "box:dgpu", "other", "x", [])  # its own id, anywhere
+    assert id_taken(pool, "box:gpu4,5", "box", "x", [4, 5])
+    assert not id_taken(pool, "box:gpu0,1", "box", "x", [0, 1])  # a static worker's GPUs
+    assert not id_taken(pool, "box:gpu4,5", "other", "x", [4, 5])
     services = _worker(WorkerMode.SERVICES, None, "box:services")
-    assert owns(services, _task("box:service:" + "ab" * 16, []))
-    assert not owns(services, _task("box:service:" + "cd" * 16, []))
+    assert id_taken(services, "box:service:" + "ab" * 16, "box", "ab" * 16, [])
+    assert not id_taken(services, "box:service:" + "cd" * 16, "box", "ab" * 16, [])
     static = _worker(WorkerMode.STATIC, [4, 5], "box:gpu4,5")
-    assert owns(static, _task("box:gpu4,5", [4, 5])) and not owns(static, _task("box:gpu4", [4]))
+    assert id_taken(static, "box:gpu4,5", "box", "x", [4, 5]) and not id_taken(static, "box:gpu4", "box", "x", [4])
 
 
 def test_submit_refuses_only_requests_no_server_can_ever_take() -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from fleet.config import parse_config_string
 from fleet.home import Home
-from fleet.models import Script, Worker, WorkerMode, WorkerState
+from fleet.models import DockerMode, Script, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.worker.launch import plan_launch
 from tests.conftest import Fleet, fleet_at
 from tests.factories import running_task
@@ -228,7 +228,7 @@ def test_a_task_that_cannot_run_as_its_submitter_never_runs_as_root(tmp_path: Pa
     config = parse_config_string("fleet { run_as_submitter: true }", tmp_path / "fleet.conf")
     plain = running_task(Script(["id", "-u"], str(tmp_path)), user="nobody")
     here = Worker("h:gpu0", "h", WorkerMode.STATIC, [0], ["q"], False, WorkerState.BUSY, "", 0.0)
-    docker = dataclasses.replace(here, options={"docker": {"image": "img"}})
+    docker = dataclasses.replace(here, options=WorkerOptions(docker=DockerMode("img")))
     with pytest.raises(PermissionError, match="cannot yet run in docker as nobody"):
         plan_launch(plain, docker, {}, home=home, config=config)
     prepared = running_task(Script(["python3", "x.py"], str(tmp_path), setup_script="echo hi"), user="nobody")

@@ -12,7 +12,7 @@ import pytest
 
 from fleet.config import parse_config_string
 from fleet.home import Home
-from fleet.models import Script, Task, Worker, WorkerMode, WorkerState
+from fleet.models import DockerMode, Script, Task, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.secrets import mask_command, secret_values
 from fleet.worker.docker.args import (
@@ -34,8 +34,19 @@ def make_task(tmp_path: Path, **fields: Any) -> Task:
     return running_task(Script(["python3", "x.py"], str(tmp_path)), **fields)
 
 
-def worker(options: dict[str, Any] | None = None) -> Worker:
-    return Worker("h:gpu0,1", "h", WorkerMode.STATIC, [0, 1], ["q"], False, WorkerState.BUSY, "", 0.0, options=options)
+def worker(options: WorkerOptions | None = None) -> Worker:
+    return Worker(
+        "h:gpu0,1",
+        "h",
+        WorkerMode.STATIC,
+        [0, 1],
+        ["q"],
+        False,
+        WorkerState.BUSY,
+        "",
+        0.0,
+        options=options or WorkerOptions(),
+    )
 
 
 # -- image -------------------------------------------------------------------------
@@ -166,7 +177,9 @@ def test_plain_spec_kwargs_leave_unset_options_out() -> None:
 def test_docker_worker_launches_the_runner(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     config = parse_config_string("", tmp_path / "fleet.conf")
-    launch = plan_launch(make_task(tmp_path), worker({"docker": {"image": "w/img"}}), {}, home=home, config=config)
+    launch = plan_launch(
+        make_task(tmp_path), worker(WorkerOptions(docker=DockerMode("w/img"))), {}, home=home, config=config
+    )
     assert launch.kind == LaunchKind.DOCKER
     assert launch.argv[1:3] == ["-m", "fleet.worker.docker.run"]
     assert launch.argv[launch.argv.index("--image") + 1] == "w/img"
@@ -179,10 +192,10 @@ def test_up_docker_goes_into_the_worker_options() -> None:
     from fleet.nvml import Nvml
 
     plan = plan_up(UpRequest(queues=["q"], cpu_only=True, docker="img"), [], "h", Nvml())
-    assert plan.new[0].options == {"docker": {"image": "img"}}
+    assert plan.new[0].options == WorkerOptions(docker=DockerMode("img"))
     plan = plan_up(UpRequest(queues=["q"], cpu_only=True, docker=""), [], "h", Nvml())
-    assert plan.new[0].options == {"docker": {"image": ""}}
-    assert plan_up(UpRequest(queues=["q"], cpu_only=True), [], "h", Nvml()).new[0].options is None
+    assert plan.new[0].options == WorkerOptions(docker=DockerMode(""))
+    assert plan_up(UpRequest(queues=["q"], cpu_only=True), [], "h", Nvml()).new[0].options == WorkerOptions()
 
 
 def test_submit_refuses_unsupported_docker_args_before_anything(fleet: Fleet) -> None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.scheduler.driver import ScheduleDriver
+from fleet.scheduler.schedule import Schedule, make_schedule
 from fleet.store.sqlite import SQLiteStore
 
 TZ = ZoneInfo("Europe/Berlin")
@@ -25,7 +26,7 @@ class Clock:
         return self.now.astimezone(tz)
 
 
-def _worker(store: SQLiteStore, schedule: dict[str, object] | None) -> Worker:
+def _worker(store: SQLiteStore, schedule: Schedule | None) -> Worker:
     worker = Worker(
         id="box:gpu0",
         host="box",
@@ -44,7 +45,7 @@ def _worker(store: SQLiteStore, schedule: dict[str, object] | None) -> Worker:
 
 def test_effective_state_follows_the_clock_and_its_jumps(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "fleet.db")
-    _worker(store, {"kind": "uptime", "specs": ["8-20 MON-FRI"]})
+    _worker(store, make_schedule(["8-20 MON-FRI"], []))
     woken: list[list[str]] = []
     # A Wednesday before hours, in the future so that APScheduler keeps the job.
     clock = Clock(dt.datetime(2027, 11, 24, 7, 30, tzinfo=TZ))
@@ -52,13 +53,13 @@ def test_effective_state_follows_the_clock_and_its_jumps(tmp_path: Path) -> None
     driver.start()
     try:
         eff = store.get_worker("box:gpu0").effective
-        assert eff is not None and eff["active"] is False and eff["reason"] == "outside uptime"
+        assert eff is not None and eff.active is False and eff.reason == "outside uptime"
         assert driver.planned() == dt.datetime(2027, 11, 24, 8, 0, tzinfo=TZ)
 
         clock.now = dt.datetime(2027, 11, 24, 12, 0, tzinfo=TZ)  # the clock jumps forward
         driver.recompute()
         eff = store.get_worker("box:gpu0").effective
-        assert eff is not None and eff["active"] is True and eff["pullable"] == ["q"]
+        assert eff is not None and eff.active is True and eff.pullable == ("q",)
         assert woken[-1] == ["box:gpu0"]
         assert driver.planned() == dt.datetime(2027, 11, 24, 20, 0, tzinfo=TZ)
 
@@ -71,7 +72,7 @@ def test_effective_state_follows_the_clock_and_its_jumps(tmp_path: Path) -> None
 
 def test_runtime_property_expiry_is_planned_and_purged(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "fleet.db")
-    _worker(store, {"kind": "downtime", "specs": ["00-24 MON-SUN"]})
+    _worker(store, make_schedule([], ["00-24 MON-SUN"]))
     clock = Clock(dt.datetime(2027, 11, 24, 12, 0, tzinfo=TZ))
     driver = ScheduleDriver(store, TZ, lambda ids: None, clock=clock)
     driver.start()
@@ -80,13 +81,13 @@ def test_runtime_property_expiry_is_planned_and_purged(tmp_path: Path) -> None:
         store.set_runtime_property("box:gpu0", "force", "on", expires.timestamp(), "test")
         driver.recompute()
         eff = store.get_worker("box:gpu0").effective
-        assert eff is not None and eff["active"] is True and eff["reason"].startswith("force:on until")
+        assert eff is not None and eff.active is True and eff.reason.startswith("force:on until")
         assert driver.planned() == expires
 
         clock.now = expires + dt.timedelta(seconds=1)
         driver.recompute()
         eff = store.get_worker("box:gpu0").effective
-        assert eff is not None and eff["active"] is False
+        assert eff is not None and eff.active is False
         assert store.runtime_properties(clock.now.timestamp() - 3600) == {}  # purged, not just ignored
     finally:
         driver.stop()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fleet.home import Home
-from fleet.models import Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Runner, Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.store import open_store
 from fleet.worker.launch_outcome import (
     Failure,
@@ -145,7 +145,7 @@ def _prepare(tmp_path: Path, threshold_gb: float, setup: str | None = None) -> t
         spec = TaskSpec(spec.script, requirements={"packages": ["six"]})
     task = store.create_task(spec, None, "test")
     worker = Worker("h:cpu", "h", WorkerMode.STATIC, None, [], False, WorkerState.BUSY, "", 0.0)
-    task = store.start_task(task.id, worker, [], "test")
+    task = store.start_task(task.id, worker, [], "test", Runner.EXECUTE)
     store.close()
     argv = [sys.executable, "-m", "fleet.worker.prepare", "--home", str(home.root), "--task", task.id]
     done = subprocess.run([*argv, "--config", str(conf)], capture_output=True, text=True, timeout=120)

@@ -168,7 +168,12 @@ def test_sampler_without_nvml(running: tuple[SQLiteStore, str, list[int]], tmp_p
     counts = sampler.storage.counts()
     assert (counts["host.raw"], counts["worker.raw"], counts["task.raw"], counts["gpu.raw"]) == (2, 2, 2, 0)
     (usage,) = sampler.storage.task_usage(task_id)
-    assert usage["samples"] == 2 and usage["peak_rss_mb"] > 64 and usage["peak_gpu_mem_mb"] is None
+    assert (
+        usage.samples == 2
+        and usage.peak_rss_mb is not None
+        and usage.peak_rss_mb > 64
+        and usage.peak_gpu_mem_mb is None
+    )
     assert sampler.cost.ticks == 2 and sampler.cost.wall_max < 5.0
     sampler.storage.close()
 
@@ -189,10 +194,10 @@ def test_sampler_with_nvml_stand_in(running: tuple[SQLiteStore, str, list[int]],
 
     series = {s["id"]: s for s in sampler.storage.series(KINDS["gpu"], snap.at - 60, snap.at + 1, 1)}
     assert set(series) == {"0", "1"} and series["0"]["values"]["util_percent"][-1] == 87.0
-    assert sampler.storage.task_usage(task_id)[0]["peak_gpu_mem_mb"] == 2048.0
+    assert sampler.storage.task_usage(task_id)[0].peak_gpu_mem_mb == 2048.0
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(store, HistoryReader(sampler.storage), lambda: sampler.latest))
+    registry.register(FleetCollector(store, HistoryReader(store, sampler.storage), lambda: sampler.latest))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     util = {s.labels["gpu"]: s.value for s in families["fleet_gpu_utilization_percent"].samples}
     assert util == {"0": 87.0, "1": 0.0}
@@ -239,7 +244,7 @@ def test_rollup_and_retention(tmp_path: Path) -> None:
     (coarse,) = storage.series(KINDS["host"], t0, t0 + 180, 10)  # no raw left: the roll-ups answer
     assert coarse["values"]["cpu_percent"] == [2.5, 8.5, 14.5]
     (usage,) = storage.task_usage("ab" * 16)  # a task's figures outlive its samples
-    assert usage["samples"] == 18 and usage["peak_rss_mb"] == 117.0 and usage["mean_cpu_percent"] == 8.5
+    assert (usage.samples, usage.peak_rss_mb, usage.mean_cpu_percent) == (18, 117.0, 8.5)
 
     gone = storage.maintain(t0 + month + 200, day, month)
     assert gone.deleted_rollups == 9 and storage.series(KINDS["host"], t0, t0 + 180, 60) == []

@@ -17,7 +17,7 @@ import psutil
 
 from fleet.home import Home
 from fleet.leases import Leases
-from fleet.models import Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Runner, Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.store import open_store
 from tests.conftest import CONFIG, Fleet
 
@@ -262,10 +262,14 @@ def test_leases_seed_and_sweep_after_a_restart(tmp_path: Path) -> None:
     store = open_store(Home(tmp_path / "home").ensure())
     try:
         executor = Worker("box:image", "box", WorkerMode.STATIC, [], [], False, WorkerState.BUSY, "", time.time())
-        remote = store.start_task(store.create_task(TaskSpec(Script(["true"], "/")), None, "t").id, executor, [], "t")
+        remote = store.start_task(
+            store.create_task(TaskSpec(Script(["true"], "/")), None, "t").id, executor, [], "t", Runner.REMOTE
+        )
         mine = dataclasses.replace(executor, id="host:w0", host="host", queues=["q"], state=WorkerState.IDLE)
         store.register_worker(mine, "t")
-        local = store.start_task(store.create_task(TaskSpec(Script(["true"], "/")), None, "t").id, mine, [], "t")
+        local = store.start_task(
+            store.create_task(TaskSpec(Script(["true"], "/")), None, "t").id, mine, [], "t", Runner.STATIC
+        )
         leases = Leases(5)
         assert leases.seed(store, now=100.0) == [remote.id]
         assert leases.sweep(store, now=104.0) == []

@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 
 import fleet.store.sqlite as sqlite_store
+import fleet.store.sqlite_base as sqlite_base
+import fleet.store.sqlite_tasks as sqlite_tasks
+import fleet.store.sqlite_workers as sqlite_workers
 from fleet.metrics import report
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.report import Attempt, History, StateChange, WorkerInfo, compute
@@ -46,7 +49,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(sqlite_store, "time", fake)
+    for module in (sqlite_store, sqlite_base, sqlite_tasks, sqlite_workers):  # the store's clock
+        monkeypatch.setattr(module, "time", fake)
     return fake
 
 
@@ -167,7 +171,7 @@ def test_report_figures_against_a_constructed_history(db: tuple[SQLiteStore, Met
     store, storage = db
     _build(store, clock)
     _util(storage)
-    history = HistoryReader(storage).load(T0, UNTIL)
+    history = HistoryReader(store, storage).load(T0, UNTIL)
 
     totals = compute(history)["totals"]
     assert totals["busy_gpu_hours"] == pytest.approx(2 * BUSY_01 + BUSY_2, abs=1e-3)
@@ -214,7 +218,7 @@ def test_report_figures_against_a_constructed_history(db: tuple[SQLiteStore, Met
 def test_a_window_before_anything_happened_is_empty(db: tuple[SQLiteStore, MetricsStorage], clock: Clock) -> None:
     store, storage = db
     _build(store, clock)
-    totals = compute(HistoryReader(storage).load(T0 - 100 * H, T0 - 50 * H))["totals"]
+    totals = compute(HistoryReader(store, storage).load(T0 - 100 * H, T0 - 50 * H))["totals"]
     assert totals["busy_gpu_hours"] == 0 and totals["idle_gpu_hours"] == 0
     assert totals["success_rate"] is None and totals["wait_p50_s"] is None
 
@@ -222,11 +226,95 @@ def test_a_window_before_anything_happened_is_empty(db: tuple[SQLiteStore, Metri
 def test_dispatch_latencies_are_claim_minus_queued(db: tuple[SQLiteStore, MetricsStorage], clock: Clock) -> None:
     store, storage = db
     _build(store, clock)
-    reader = HistoryReader(storage)
+    reader = HistoryReader(store, storage)
     last, latencies = reader.dispatch_latencies(0)
     assert sorted(round(x) for x in latencies) == sorted([3960, 1800, 10, 30, 120, 5, 1800, 360])
     assert reader.dispatch_latencies(last) == (last, [])  # incremental: nothing new
     assert reader.ended_counts() == {"completed": 5, "failed": 1, "stopped": 1}
+
+
+def test_a_pools_tasks_count_for_the_pool_and_nest_under_it(
+    db: tuple[SQLiteStore, MetricsStorage], clock: Clock
+) -> None:
+    """A dynamic pool ``h:dgpu`` over GPUs 0-3 runs each task under a per-task id
+    (``h:gpu0,1``, ``h:gpu2``) that is no worker of its own.  The pool's GPU time
+    is busy while its tasks hold its GPUs (not idle as well: 40 GPU-hours of
+    window, not more), and ``by="worker"`` shows the pool with its per-task
+    workers nested under it, never as rows of their own."""
+    store, storage = db
+    s = Scenario(store, clock)
+    s.at(-1)
+    store.create_queue("any", [], "test")
+    pool = store.register_worker(
+        Worker("h:dgpu", "h", WorkerMode.DYNAMIC, [0, 1, 2, 3], ["any"], False, WorkerState.IDLE, "", 0.0), "test"
+    )
+    store.set_worker_state("h:dgpu", WorkerState.IDLE, "waiting", "test")
+    x, y, z = (s.submit("any", user) for user in ("alice", "bob", "alice"))
+    s.at(1)
+    assert store.claim_task(x, pool, [0, 1], "h:gpu0,1") is not None
+    s.at(2)
+    assert store.claim_task(y, pool, [2], "h:gpu2") is not None
+    s.at(3).store.finish_task(x, TaskStatus.COMPLETED, exit_code=0, reason="", actor="test")
+    s.at(4).store.finish_task(y, TaskStatus.FAILED, exit_code=1, reason="", actor="test")
+    s.at(5)
+    assert store.claim_task(z, pool, [0, 1], "h:gpu0,1") is not None  # still running at the window's end
+    history = report.with_modes(HistoryReader(store, storage).load(T0, UNTIL), {"h:dgpu": "dynamic"})
+
+    totals = compute(history)["totals"]
+    assert totals["busy_gpu_hours"] == pytest.approx(2 * 2 + 2 + 2 * 5, abs=1e-3)
+    assert totals["idle_gpu_hours"] == pytest.approx(4 * 10 - 16, abs=1e-3)
+
+    answer = compute(history, "worker")
+    (row,) = answer["rows"]
+    assert row["key"] == "h:dgpu" and row["parent"] is None
+    assert row["busy_gpu_hours"] == pytest.approx(16, abs=1e-3)
+    assert row["idle_gpu_hours"] == pytest.approx(24, abs=1e-3)
+    assert (row["completed"], row["failed"]) == (1, 1)
+    children = {c["key"]: c for c in row["children"]}
+    assert list(children) == ["h:gpu0,1", "h:gpu2"]
+    assert children["h:gpu0,1"]["busy_gpu_hours"] == pytest.approx(2 * 2 + 2 * 5, abs=1e-3)
+    assert children["h:gpu2"]["busy_gpu_hours"] == pytest.approx(2, abs=1e-3)
+    assert children["h:gpu0,1"]["completed"] == 1 and children["h:gpu2"]["failed"] == 1
+    assert all(c["parent"] == "h:dgpu" and c["idle_gpu_hours"] is None for c in children.values())
+
+    by_gpu = _rows(compute(history, "gpu"))
+    assert by_gpu["h:gpu0"]["busy_gpu_hours"] == pytest.approx(7, abs=1e-3)
+    assert by_gpu["h:gpu0"]["idle_gpu_hours"] == pytest.approx(3, abs=1e-3)
+    assert by_gpu["h:gpu3"]["idle_gpu_hours"] == pytest.approx(10, abs=1e-3)
+    # without the modes (an older caller): the pool is still found by its GPUs
+    unknown = compute(HistoryReader(store, storage).load(T0, UNTIL), "worker")
+    assert [r["key"] for r in unknown["rows"]] == ["h:dgpu"]
+
+
+def test_a_per_task_id_that_was_once_a_static_worker_goes_to_the_live_pool() -> None:
+    """``h:gpu0`` was a static worker, stopped at 10 s; a pool over GPUs 0-1 then runs
+    a task as ``h:gpu0``: the pool's, since the static worker was dead by then.
+    The services worker owns ``h:service:<task>``."""
+    history = History(
+        since=0.0,
+        until=100.0,
+        workers=[
+            WorkerInfo("h:gpu0", "h", (0,), "static"),
+            WorkerInfo("h:dgpu", "h", (0, 1), "dynamic"),
+            WorkerInfo("h:services", "h", (), "services"),
+        ],
+        changes=[
+            StateChange("h:gpu0", -5.0, "idle"),
+            StateChange("h:gpu0", 10.0, "dead"),
+            StateChange("h:dgpu", 20.0, "idle"),
+            StateChange("h:services", 0.0, "idle"),
+        ],
+        attempts=[
+            Attempt("a", 1, "h:gpu0", "h", (0,), "q", "u", "completed", 1.0, 9.0, 0.0),
+            Attempt("b", 1, "h:gpu0", "h", (0,), "q", "u", "completed", 30.0, 50.0, 25.0),
+            Attempt("s", 1, "h:service:s", "h", (), "svc", "u", "completed", 30.0, 40.0, 25.0),
+        ],
+    )
+    assert report.owners(history) == {("a", 1): "h:gpu0", ("b", 1): "h:dgpu", ("s", 1): "h:services"}
+    rows = _rows(compute(history, "worker"))
+    assert rows["h:gpu0"]["children"] == [] and rows["h:gpu0"]["busy_gpu_hours"] == pytest.approx(8 / H, abs=1e-4)
+    assert [c["key"] for c in rows["h:dgpu"]["children"]] == ["h:gpu0"]
+    assert [c["key"] for c in rows["h:services"]["children"]] == ["h:service:s"]
 
 
 # -- the pure parts, on a history written out directly -------------------------------------

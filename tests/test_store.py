@@ -20,6 +20,7 @@ from fleet.errors import Conflict, InvalidTransition, NotFound, StoreError, Usag
 from fleet.models import (
     TASK_MOVES,
     WORKER_MOVES,
+    Runner,
     Script,
     TaskSpec,
     TaskStatus,
@@ -305,7 +306,7 @@ def test_finish_requeue_tail_keeps_attempts(store: SQLiteStore) -> None:
     assert _claim_order(store, worker, ["q"], []) == [t2, t1]
     assert store.get_task(t1).attempt == 2
     store.finish_task(t1, TaskStatus.COMPLETED, exit_code=0, reason="", actor="w")
-    rows = [(r["attempt"], r["status"], r["exit_code"], r["reason"], r["worker"]) for r in store.attempts(t1)]
+    rows = [(r.attempt, r.status.value, r.exit_code, r.reason, r.worker) for r in store.attempts(t1)]
     assert rows == [(1, "failed", 1, "boom", "w1"), (2, "completed", 0, "", "w1")]
     moves = [(e.old, e.new, e.reason) for e in store.events("task", t1)][-4:]
     assert moves == [
@@ -322,7 +323,7 @@ def test_finish_requeue_head_goes_first(store: SQLiteStore) -> None:
     assert store.claim_next_task(worker, ["q"], []) is not None
     store.finish_task(t1, TaskStatus.STOPPED, exit_code=None, reason="worker stop", actor="w", requeue="head")
     assert _claim_order(store, worker, ["q"], []) == [t1, t2, t3]
-    assert [r["status"] for r in store.attempts(t1)] == ["stopped", "in_progress"]
+    assert [r.status.value for r in store.attempts(t1)] == ["stopped", "in_progress"]
 
 
 def test_request_abort_queued_stops_at_once(store: SQLiteStore) -> None:
@@ -518,7 +519,7 @@ def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: SQLit
     executor = make_worker("box:image", gpus=[0, 1], queues=())
     queued = store.create_task(spec(), "q", "t")
     created = store.create_task(spec(gpus=2), None, "t")
-    started = store.start_task(queued.id, executor, [0], "t")
+    started = store.start_task(queued.id, executor, [0], "t", Runner.REMOTE)
     assert (started.status, started.queue, started.worker, started.attempt) == (
         TaskStatus.IN_PROGRESS,
         "q",
@@ -527,13 +528,13 @@ def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: SQLit
     )
     assert store.claim_next_task(make_worker(), ["q"], []) is None  # it left the queue for good
     with pytest.raises(Conflict, match="is running on box:image"):
-        store.start_task(queued.id, executor, [0], "t")
+        store.start_task(queued.id, executor, [0], "t", Runner.REMOTE)
     with pytest.raises(Conflict, match="needs 2 GPU\\(s\\); 1 given"):
-        store.start_task(created.id, executor, [0], "t")
+        store.start_task(created.id, executor, [0], "t", Runner.REMOTE)
     assert store.get_task(created.id).status == TaskStatus.CREATED  # a refused start changes nothing
     store.finish_task(started.id, TaskStatus.FAILED, exit_code=1, reason="x", actor="t", requeue="tail")
     again = store.get_task(started.id)
     assert (again.status, again.queue) == (TaskStatus.QUEUED, "q")
-    ended = store.start_task(created.id, executor, [0, 1], "t")
+    ended = store.start_task(created.id, executor, [0, 1], "t", Runner.REMOTE)
     assert ended.gpus == [0, 1] and ended.queue is None
     assert [q.name for q in store.list_queues()] == ["q"]

@@ -127,7 +127,7 @@ def current(manager: ManagerDep) -> dict[str, Any]:
         "nvml": manager.nvml.available,
         "sampler": sampler.cost.to_json(),
         "snapshot": _snapshot_json(sampler.latest),
-        "queues_waiting_since": {q: iso(at) for q, at in HistoryReader(sampler.storage).queue_waiting_since().items()},
+        "queues_waiting_since": {q: iso(at) for q, at in manager.store.queue_waiting_since().items()},
     }
 
 
@@ -149,23 +149,23 @@ def _mean_cpu(sampled: float | None, cpu_s: float | None, runtime: float | None)
 def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
     """A task's figures: runtime, peak RSS, mean CPU, peak GPU memory (latest attempt first-class, all listed)."""
     task = manager.store.get_task(task_id)
-    usage = {u["attempt"]: u for u in manager.sampler.storage.task_usage(task.id)}
+    usage = {u.attempt: u for u in manager.sampler.storage.task_usage(task.id)}
     now = time.time()
     attempts = []
     for a in manager.store.attempts(task.id):
-        end = a["finished_at"] if a["finished_at"] is not None else now
-        figures = usage.get(a["attempt"], {})
-        runtime = end - a["started_at"] if a["started_at"] is not None else None
+        end = a.finished_at if a.finished_at is not None else now
+        figures = usage.get(a.attempt)
+        runtime = end - a.started_at if a.started_at is not None else None
         attempts.append(
             {
-                "attempt": a["attempt"],
-                "status": a["status"],
+                "attempt": a.attempt,
+                "status": a.status.value,
                 "runtime_s": round(runtime, 3) if runtime is not None else None,
-                "samples": figures.get("samples", 0),
-                "peak_rss_mb": _peak(figures.get("peak_rss_mb"), a.get("peak_rss_mb")),
-                "mean_cpu_percent": _mean_cpu(figures.get("mean_cpu_percent"), a.get("cpu_s"), runtime),
-                "max_cpu_percent": figures.get("max_cpu_percent"),
-                "peak_gpu_mem_mb": figures.get("peak_gpu_mem_mb"),
+                "samples": figures.samples if figures else 0,
+                "peak_rss_mb": _peak(figures.peak_rss_mb if figures else None, a.peak_rss_mb),
+                "mean_cpu_percent": _mean_cpu(figures.mean_cpu_percent if figures else None, a.cpu_s, runtime),
+                "max_cpu_percent": figures.max_cpu_percent if figures else None,
+                "peak_gpu_mem_mb": figures.peak_gpu_mem_mb if figures else None,
             }
         )
     latest = attempts[-1] if attempts else {}
@@ -188,11 +188,14 @@ def report(
     manager: ManagerDep,
     since: TimeText = "24h",
     until: TimeText | None = None,
-    by: By | None = None,
+    by: By = "gpu",
 ) -> dict[str, Any]:
-    """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs."""
+    """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs;
+    one row per ``by`` (a pool's per-task workers nest under it with ``by=worker``)."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
-    answer = reports.compute(HistoryReader(manager.sampler.storage).load(start, end), by)
+    history = HistoryReader(manager.store, manager.sampler.storage).load(start, end)
+    modes = {w.id: w.mode.value for w in manager.store.list_workers(include_dead=True)}
+    answer = reports.compute(reports.with_modes(history, modes), by)
     answer.update(since=iso(start), until=iso(end))
     return answer
 
@@ -201,7 +204,9 @@ def mount_root(app: FastAPI, manager: Manager) -> None:
     """``/metrics`` and the page; call after every API route is included."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        FleetCollector(manager.store, HistoryReader(manager.sampler.storage), lambda: manager.sampler.latest)
+        FleetCollector(
+            manager.store, HistoryReader(manager.store, manager.sampler.storage), lambda: manager.sampler.latest
+        )
     )
 
     @app.get("/metrics", include_in_schema=False)

@@ -12,7 +12,6 @@ falls silent for ``fleet.remote_lease_seconds`` is failed by the manager
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -26,8 +25,8 @@ from fleet.api.serialize import task_json
 from fleet.clone import clone_spec
 from fleet.errors import Conflict
 from fleet.manager import Manager
-from fleet.models import Task, TaskStatus, Worker, WorkerMode, WorkerState
-from fleet.scheduler.pool import owns
+from fleet.models import Runner, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.scheduler.pool import id_taken
 from fleet.worker.logfile import TaskLog, strip_stamp
 from fleet.worker.process import Outcome, StopCause
 
@@ -74,15 +73,14 @@ def start(task_id: TaskId, body: RemoteStartBody, manager: ManagerDep) -> dict[s
         if task.status == TaskStatus.IN_PROGRESS and not body.clone:
             raise Conflict(f"task {task.id} is running on {task.worker}; start a clone of it instead", field="task")
         registered = store.list_workers()
-        would_be = dataclasses.replace(task, worker=worker.id, host=worker.host, gpus=list(body.gpus))
-        taken = next((w for w in registered if w.id == worker.id or owns(w, would_be)), None)
+        taken = next((w for w in registered if id_taken(w, worker.id, worker.host, task.id, body.gpus)), None)
         if taken is not None:
             raise Conflict(
                 f"worker id {worker.id!r} belongs to worker {taken.id} of this manager; pick another", field="worker"
             )
         if body.clone:
             task = store.create_task(clone_spec(task), None, ACTOR)
-        started = store.start_task(task.id, worker, list(body.gpus), ACTOR)
+        started = store.start_task(task.id, worker, list(body.gpus), ACTOR, Runner.REMOTE)
         manager.leases.grant(started.id, started.attempt, worker.id)
     with manager.leases.hold(started.id):
         gpus = ",".join(map(str, started.gpus)) or "none"
@@ -104,7 +102,7 @@ def _running(manager: Manager, task_id: str, attempt: int) -> Task:
     if task.status != TaskStatus.IN_PROGRESS or task.attempt != attempt:
         state = task.status.value if task.status != TaskStatus.IN_PROGRESS else f"at attempt {task.attempt}"
         raise Conflict(f"task {task.id} is {state}; attempt {attempt} is not running", field="attempt")
-    if not manager.leases.remote(manager.store, task):
+    if not manager.leases.remote(task):
         raise Conflict(f"task {task.id} is run by worker {task.worker}, not by a remote executor", field="task")
     return task
 

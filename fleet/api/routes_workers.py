@@ -10,32 +10,21 @@ from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
-from fleet.api.serialize import _masked_docker, pool_json, worker_json
+from fleet.api.serialize import docker_mode_json, pool_json, worker_json
 from fleet.errors import NotFound, UsageError
 from fleet.gpus import gpu_label, overlap
 from fleet.manager import Manager
-from fleet.models import TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.scheduler.claims import UpRequest, check_queues
-from fleet.scheduler.pool import owns, services_max, worker_specs
+from fleet.scheduler.pool import services_max, worker_specs
 from fleet.store import Store
 
 router = APIRouter(tags=["workers"])
 PropertyKey = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")]
 
 
-def _running(store: Store, workers: list[Worker]) -> dict[str, list[str]]:
-    """Worker id -> its running task ids; a pool's or services worker's tasks
-    run under per-task ids and are counted for it (:func:`owns`)."""
-    out: dict[str, list[str]] = {}
-    for task in store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000, summary=True)[0]:
-        owner = next((w.id for w in workers if owns(w, task)), task.worker)
-        if owner:
-            out.setdefault(owner, []).append(task.id)
-    return out
-
-
 def workers_json(store: Store, workers: list[Worker], hidden: Iterable[str] = ()) -> list[dict[str, Any]]:
-    running = _running(store, workers)
+    running = store.running_by_owner()  # a pool's or services worker's per-task children count for it
     props = store.runtime_properties()
     drains = store.drained_gpus()
     out = []
@@ -44,7 +33,7 @@ def workers_json(store: Store, workers: list[Worker], hidden: Iterable[str] = ()
         answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
         # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
-        answer["docker"] = _masked_docker((w.options or {}).get("docker"), hidden)
+        answer["docker"] = docker_mode_json(w.options.docker, hidden)
         answer["pool"] = pool_json(w.pool) if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
         answer["drained"] = {
             gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus) is not None

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from fleet.gpus import gpu_json, gpu_label
-from fleet.models import Event, GpuDrain, Queue, Task, Worker
+from fleet.models import DockerMode, Event, GpuDrain, Queue, RuntimeProperty, Task, TaskAttempt, Worker
+from fleet.scheduler.allocate import PoolState
 from fleet.secrets import mask_args, mask_env, mask_urls
 
 
@@ -33,9 +34,7 @@ def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict
     return {**docker, "args": mask_args([str(a) for a in docker["args"]], hidden)}
 
 
-def task_json(
-    task: Task, attempts: list[dict[str, Any]] | None = None, *, hidden: Iterable[str] = ()
-) -> dict[str, Any]:
+def task_json(task: Task, attempts: list[TaskAttempt] | None = None, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
     """``hidden``: names to mask besides the built-in rules (``extra_keys``)."""
     script = task.script
     out: dict[str, Any] = {
@@ -80,16 +79,16 @@ def task_json(
     if attempts is not None:
         out["attempts"] = [
             {
-                "attempt": a["attempt"],
-                "worker": a["worker"],
-                "host": a["host"],
-                "gpus": [gpu_json(g) for g in a["gpus"]],
-                "gpu_uuids": a.get("gpu_uuids") or [],
-                "status": a["status"],
-                "exit_code": a["exit_code"],
-                "reason": a["reason"] or "",
-                "started_at": iso(a["started_at"]),
-                "finished_at": iso(a["finished_at"]),
+                "attempt": a.attempt,
+                "worker": a.worker,
+                "host": a.host,
+                "gpus": [gpu_json(g) for g in a.gpus],
+                "gpu_uuids": list(a.gpu_uuids),
+                "status": a.status.value,
+                "exit_code": a.exit_code,
+                "reason": a.reason,
+                "started_at": iso(a.started_at),
+                "finished_at": iso(a.finished_at),
             }
             for a in attempts
         ]
@@ -118,9 +117,11 @@ def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_json(
-    worker: Worker, running: list[str], properties: dict[str, dict[str, Any]] | None = None
+    worker: Worker, running: list[str], properties: dict[str, RuntimeProperty] | None = None
 ) -> dict[str, Any]:
-    effective = worker.effective or {}
+    effective = worker.effective
+    when = effective.next_change if effective is not None else None
+    schedule = worker.schedule
     return {
         "id": worker.id,
         "host": worker.host,
@@ -132,12 +133,12 @@ def worker_json(
         "state": worker.state.value,
         "state_reason": worker.state_reason,
         "tasks": running,
-        "schedule": worker.schedule,
-        "active": effective.get("active", True),
-        "paused_queues": effective.get("paused_queues", {}),
-        "next_change": effective.get("next_change"),
+        "schedule": {"kind": schedule.kind, "specs": list(schedule.specs)} if schedule is not None else None,
+        "active": effective.active if effective is not None else True,
+        "paused_queues": dict(effective.paused_queues) if effective is not None else {},
+        "next_change": when.isoformat(timespec="seconds") if when is not None else None,
         "runtime_properties": {
-            key: {"value": p["value"], "expires_at": iso(p["expires_at"])} for key, p in (properties or {}).items()
+            key: {"value": p.value, "expires_at": iso(p.expires_at)} for key, p in (properties or {}).items()
         },
         "pid": worker.pid,
         "last_seen": iso(worker.last_seen),
@@ -146,22 +147,38 @@ def worker_json(
     }
 
 
-def pool_json(pool: dict[str, Any] | None) -> dict[str, Any] | None:
+def pool_json(pool: PoolState | None) -> dict[str, Any] | None:
     """A pool's last decision (``Worker.pool``) with its GPUs written as labels."""
-    if not pool:
-        return pool
+    if pool is None:
+        return None
 
-    def units(values: list[int]) -> list[int | str]:
-        return [gpu_json(int(g)) for g in values]
+    def units(values: Iterable[int]) -> list[int | str]:
+        return [gpu_json(g) for g in values]
 
     return {
-        **pool,
-        "gpus": units(pool.get("gpus") or []),
-        "free": units(pool.get("free") or []),
-        "children": [{**c, "gpus": units(c.get("gpus") or [])} for c in pool.get("children") or []],
-        "reservations": [{**r, "gpus": units(r.get("gpus") or [])} for r in pool.get("reservations") or []],
-        "busy": {gpu_label(int(g)): why for g, why in (pool.get("busy") or {}).items()},
+        "gpus": units(pool.gpus),
+        "free": units(pool.free),
+        "children": [
+            {"worker": c.worker, "task": c.task_id, "queue": c.queue, "gpus": units(c.gpus), "pid": c.pid}
+            for c in pool.children
+        ],
+        "reservations": [
+            {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": units(r.gpus)} for r in pool.reservations
+        ],
+        "waiting": dict(pool.waiting),
+        "busy": {gpu_label(g): why for g, why in sorted(pool.busy.items())},
+        "max": pool.max,
     }
+
+
+def docker_mode_json(docker: DockerMode | None, hidden: Iterable[str]) -> dict[str, Any] | None:
+    """A worker's docker mode: ``{"image": ..., "args": [...]}`` (args only when given, secret values masked)."""
+    if docker is None:
+        return None
+    out: dict[str, Any] = {"image": docker.image}
+    if docker.args:
+        out["args"] = mask_args(list(docker.args), hidden)
+    return out
 
 
 def drain_json(drain: GpuDrain) -> dict[str, Any]:

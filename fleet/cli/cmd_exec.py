@@ -40,7 +40,7 @@ from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list
 from fleet.home import Home
-from fleet.models import Task, Worker, WorkerMode, WorkerState
+from fleet.models import DockerMode, Runner, Task, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import become_subreaper
 from fleet.store import open_store
@@ -148,10 +148,10 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         state=WorkerState.BUSY,
         state_reason="fleetctl execute",
         created_at=time.time(),
-        options={"docker": {"image": ""}} if in_docker else None,
+        options=WorkerOptions(docker=DockerMode()) if in_docker else WorkerOptions(),
     )
     become_subreaper()
-    profile = RunnerProfile(worker_id, contain=False, requeue=False, echo=True)
+    profile = RunnerProfile(worker_id, Runner.EXECUTE, contain=False, requeue=False, echo=True)
     runner = TaskRunner(home, store, config, profile)
     task = record_gpu_uuids(store, Nvml(), runner.start_here(task.id, worker, gpus))
     rc = run_foreground(runner, task, worker)

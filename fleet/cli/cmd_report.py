@@ -58,6 +58,16 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def flat_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row, then the rows nested under it (a pool's per-task workers, ``--by worker``)."""
+    return [r for row in rows for r in (row, *row.get("children", []))]
+
+
+def _key(row: dict[str, Any]) -> str:
+    """A nested row's key is indented under its parent's."""
+    return f"  └ {row['key']}" if row.get("parent") else str(row["key"])
+
+
 def _summary(answer: dict[str, Any]) -> None:
     t = answer["totals"]
     hours = ", ".join(f"{w} {_cell('x_hours', t[f'{w}_gpu_hours'])}" for w in ("busy", "idle", "paused"))
@@ -77,11 +87,17 @@ def _summary(answer: dict[str, Any]) -> None:
 @click.command()
 @click.option("--since", default="24h", show_default=True, help="Start: a duration before now (24h, 7d) or a date.")
 @click.option("--until", default=None, help="End (default: now); same forms as --since.")
-@click.option("--by", type=click.Choice(BY), help="One row per GPU, worker, queue or user.")
+@click.option(
+    "--by",
+    type=click.Choice(BY),
+    default="gpu",
+    show_default=True,
+    help="One row per GPU, worker (a pool's per-task workers under it), queue or user.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows (and the total) as CSV.")
 @pass_ctx
-def report(ctx: Context, since: str, until: str | None, by: str | None, as_json: bool, as_csv: bool) -> None:
+def report(ctx: Context, since: str, until: str | None, by: str, as_json: bool, as_csv: bool) -> None:
     """Utilization and accounting: GPU-hours busy, idle and paused; tasks
     completed, failed and stopped; queue wait p50/p95; how busy the busy GPUs were.
 
@@ -92,22 +108,25 @@ def report(ctx: Context, since: str, until: str | None, by: str | None, as_json:
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
     window(since, until, time.time())  # a bad value fails here, with its name, before any request
-    params = {"since": since, **({"until": until} if until else {}), **({"by": by} if by else {})}
+    params = {"since": since, "by": by, **({"until": until} if until else {})}
     answer = ctx.client().get("/report", params=params)
     if as_json:
         output.emit_json(answer)
         return
-    rows = [*answer["rows"], answer["totals"]]
+    rows = [*flat_rows(answer["rows"]), answer["totals"]]
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        keys = list(answer["totals"])
+        keys = [*answer["totals"], "parent"]
         writer.writerow(keys)
-        writer.writerows([["" if r[k] is None else r[k] for k in keys] for r in rows])
+        writer.writerows([["" if r.get(k) is None else r[k] for k in keys] for r in rows])
         return
     _summary(answer)
-    if by:
-        title = f"By {by} (BUSY/IDLE/PAUSED in GPU-hours; UTIL: mean utilization of busy GPUs)"
-        output.table(title, [name for _, name in COLUMNS], ([_cell(k, r[k]) for k, _ in COLUMNS] for r in rows))
+    title = f"By {by} (BUSY/IDLE/PAUSED in GPU-hours; UTIL: mean utilization of busy GPUs)"
+    output.table(
+        title,
+        [name for _, name in COLUMNS],
+        ([_cell(k, _key(r) if k == "key" else r[k]) for k, _ in COLUMNS] for r in rows),
+    )
     for note in answer.get("notes", []):
         output.info(f"note: {note}")
 

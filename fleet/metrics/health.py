@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from fleet.errors import FleetError
 from fleet.gpus import gpu_label, overlap
-from fleet.models import TaskStatus
 from fleet.nvml import Nvml, NvmlEvents
 from fleet.store import Store
 
@@ -57,8 +56,8 @@ class GpuHealth:
             log.warning("GPU %s: cannot drain it: %s", gpu_label(gpu), exc)
             return
         log.warning("GPU %s drained: %s", gpu_label(gpu), reason)
-        running = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]
-        on_it = [t.worker for t in running if t.host == self.host and t.worker and overlap(t.gpus, [gpu]) is not None]
+        running = self.store.running_tasks(host=self.host)
+        on_it = [t.worker for t in running if t.worker and overlap(t.gpus, [gpu]) is not None]
         if on_it:
             self.wake(on_it)
 

@@ -20,14 +20,22 @@ attempt was queued, for attempts that *started* in the window.  The mean
 utilization of busy GPUs averages the per-minute samples taken while the GPU
 was busy; ``busy_low_util_gpu_hours`` is the busy time with utilization under
 :data:`LOW_UTIL_PERCENT` — GPUs handed out but barely used.
+
+A dynamic pool (``<host>:dgpu``) and a services worker run each task under a
+per-task worker id (``<host>:gpu1,2``, ``<host>:service:<task>``) that is no
+worker of its own: every attempt is counted for the worker that **owns** it
+(:func:`owners`), so the pool's GPU time is busy while its tasks hold its GPUs
+and idle only when none does.  ``by="worker"`` gives one row per owner; a
+pool's per-task worker ids are rows in its ``children`` (each with
+``parent``), never rows of their own.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet.gpus import gpu_label
@@ -46,6 +54,7 @@ class WorkerInfo:
     id: str
     host: str
     gpus: tuple[int, ...]  # empty for a CPU-only worker
+    mode: str | None = None  # static, dynamic or services (WorkerMode); None: not known
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Attempt:
     started_at: float
     finished_at: float | None  # None while it runs
     queued_at: float | None  # when this attempt was queued (None: unknown)
+    owner: str | None = None  # the worker it ran for, as recorded when it started (None: from before that)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,62 @@ class History:
     changes: Sequence[StateChange]  # include each worker's last change before ``since``
     attempts: Sequence[Attempt]
     util: Sequence[UtilPoint] = ()
+
+
+LIVE_AT_START = frozenset({"idle", "busy", "paused", "stopping"})
+
+
+def with_modes(history: History, modes: Mapping[str, str]) -> History:
+    """``history`` with each worker's mode (``{worker id: WorkerMode value}``) filled in."""
+    workers = [replace(w, mode=modes.get(w.id, w.mode)) for w in history.workers]
+    return replace(history, workers=workers)
+
+
+def _state_at(changes: Sequence[StateChange], at: float) -> str | None:
+    """A worker's state at ``at`` (``changes`` sorted by time), None before its first change."""
+    i = bisect.bisect_right([c.at for c in changes], at) - 1
+    return changes[i].state if i >= 0 else None
+
+
+def owners(history: History) -> dict[tuple[str, int], str]:
+    """(task, attempt) -> the id of the worker the attempt ran for.
+
+    The owner recorded when the attempt started, when there is one (every
+    attempt since the store's ``_owner`` migration).  For one from before: an
+    attempt that ran under a registered worker's id is that worker's.  One
+    that ran under a per-task id belongs to the pool on its host whose GPUs
+    hold all of its GPUs, or (no GPUs, ``<host>:service:<task>``) to the
+    host's services worker.  Should a per-task id equal a worker's id (a
+    stopped static ``h:gpu0`` and a later pool over GPU 0), the one that was
+    live when the attempt started wins.  With no match the attempt's own
+    worker id stands."""
+    known = {w.id: w for w in history.workers}
+    on_host: dict[str, list[WorkerInfo]] = {}
+    for w in history.workers:
+        on_host.setdefault(w.host, []).append(w)
+    changes: dict[str, list[StateChange]] = {}
+    for change in sorted(history.changes, key=lambda c: c.at):
+        changes.setdefault(change.worker, []).append(change)
+
+    def could_own(w: WorkerInfo, a: Attempt) -> bool:
+        if w.id == a.worker or w.mode == "static":
+            return False
+        if a.gpus:
+            return set(a.gpus) <= set(w.gpus)
+        services = w.mode == "services" or (w.mode is None and w.id.startswith(f"{w.host}:services"))
+        return services and a.worker == f"{a.host}:service:{a.task}"
+
+    out: dict[tuple[str, int], str] = {}
+    for a in history.attempts:
+        if a.owner is not None:
+            out[(a.task, a.attempt)] = a.owner
+            continue
+        candidates = [a.worker] if a.worker in known else []
+        candidates += [w.id for w in on_host.get(a.host, []) if could_own(w, a)]
+        at = max(a.started_at, history.since)
+        live = [c for c in candidates if _state_at(changes.get(c, []), at) in LIVE_AT_START]
+        out[(a.task, a.attempt)] = (live or candidates or [a.worker])[0]
+    return out
 
 
 @dataclass
@@ -190,13 +256,13 @@ def _span(attempt: Attempt, since: float, until: float) -> Interval:
     return max(attempt.started_at, since), min(end, until)
 
 
-def _keys(attempt: Attempt, by: str | None) -> list[str]:
+def _keys(attempt: Attempt, by: str | None, owner: str) -> list[str]:
     if by is None:
         return []
     if by == "gpu":
         return [f"{attempt.host}:gpu{gpu_label(g)}" for g in attempt.gpus]
     if by == "worker":
-        return [attempt.worker]
+        return [owner]
     if by == "queue":
         return [attempt.queue or "(none)"]
     return [attempt.user or "(unknown)"]
@@ -209,20 +275,35 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
     since, until = history.since, history.until
     total = _Row(idle_s=0.0, paused_s=0.0)
     groups: dict[str, _Row] = {}
+    children: dict[str, dict[str, _Row]] = {}  # by worker: owner -> per-task worker id -> its row
+    owner = owners(history)
 
     def group(key: str) -> _Row:
         if key not in groups:
             groups[key] = _Row(idle_s=0.0, paused_s=0.0) if by in ("gpu", "worker") else _Row()
         return groups[key]
 
-    # GPU time, per (worker, GPU): busy from attempts, idle/paused from the worker's states
+    def rows_of(a: Attempt) -> list[_Row]:
+        """The rows an attempt counts in: the total, its group, and under a pool its per-task worker."""
+        own = owner[(a.task, a.attempt)]
+        rows = [total, *(group(k) for k in _keys(a, by, own))]
+        if by == "worker" and a.worker != own:
+            rows.append(children.setdefault(own, {}).setdefault(a.worker, _Row()))
+        return rows
+
+    # GPU time, per (owning worker, GPU): busy from attempts, idle/paused from the worker's states
     changes: dict[str, list[StateChange]] = {}
     for change in history.changes:
         changes.setdefault(change.worker, []).append(change)
     busy: dict[tuple[str, str, int], list[Interval]] = {}
+    child_busy: dict[tuple[str, str], list[Interval]] = {}  # (owner, per-task worker id), one list per GPU held
     for a in history.attempts:
+        own = owner[(a.task, a.attempt)]
         for gpu in a.gpus:
-            busy.setdefault((a.worker, a.host, gpu), []).append(_span(a, since, until))
+            busy.setdefault((own, a.host, gpu), []).append(_span(a, since, until))
+        if by == "worker" and a.worker != own:
+            rows_of(a)  # the child row exists even with no GPU time
+            child_busy.setdefault((own, a.worker), []).extend([_span(a, since, until)] * len(a.gpus))
     units = set(busy) | {(w.id, w.host, g) for w in history.workers for g in w.gpus}
     for worker, host, gpu in sorted(units):
         states = segments(changes.get(worker, []), since, until)
@@ -235,15 +316,18 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
             group(f"{host}:gpu{gpu_label(gpu)}").add_time(*figures)
         elif by == "worker":
             group(worker).add_time(*figures)
+    for (own, child), spans_of in child_busy.items():
+        # a per-task id names one GPU set, held by one attempt at a time: its spans never overlap
+        children[own][child].add_time(sum(end - start for start, end in spans_of if end > start), None, None)
     if by in ("queue", "user"):
         for a in history.attempts:
             start, end = _span(a, since, until)
-            for key in _keys(a, by):
+            for key in _keys(a, by, owner[(a.task, a.attempt)]):
                 group(key).add_time(max(end - start, 0.0) * len(a.gpus), None, None)
 
     # tasks that ended, and waits of attempts that started, in the window
     for a in history.attempts:
-        rows = [total, *(group(k) for k in _keys(a, by))]
+        rows = rows_of(a)
         if a.status in ENDED and a.finished_at is not None and since <= a.finished_at < until:
             for row in rows:
                 row.ended[a.status] += 1
@@ -256,9 +340,9 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
     for a in history.attempts:
         for gpu in a.gpus:
             holders.setdefault((a.host, gpu), []).append((*_span(a, since, until), a))
-    for spans_of in holders.values():
-        spans_of.sort(key=lambda s: s[0])
-    starts = {key: [s[0] for s in spans_of] for key, spans_of in holders.items()}
+    for spans_of_gpu in holders.values():
+        spans_of_gpu.sort(key=lambda s: s[0])
+    starts = {key: [s[0] for s in spans_of_gpu] for key, spans_of_gpu in holders.items()}
     for point in history.util:
         mid = point.at + point.span_s / 2
         if not since <= mid < until:
@@ -268,19 +352,25 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
         if i < 0 or not held[i][0] <= mid < held[i][1]:
             continue
         holder = held[i][2]
-        keys = [f"{point.host}:gpu{point.gpu}"] if by == "gpu" else _keys(holder, by)
-        for row in [total, *(group(k) for k in keys)]:
+        rows = [total, group(f"{point.host}:gpu{point.gpu}")] if by == "gpu" else rows_of(holder)
+        for row in rows:
             row.util_sum += point.util_percent
             row.util_n += 1
             if point.util_percent < LOW_UTIL_PERCENT:
                 row.low_util_s += point.span_s
     has_util = bool(history.util)
     notes = [] if has_util else ["no GPU utilization samples in this window (no NVML, or no sampler running)"]
+
+    def row_json(key: str) -> dict[str, Any]:
+        under = children.get(key, {})
+        nested = [{**under[c].to_json(c, has_util), "parent": key, "children": []} for c in sorted(under)]
+        return {**groups[key].to_json(key, has_util), "parent": None, "children": nested}
+
     return {
         "since": since,
         "until": until,
         "by": by,
         "totals": total.to_json("total", has_util),
-        "rows": [groups[k].to_json(k, has_util) for k in sorted(groups)],
+        "rows": [row_json(k) for k in sorted(groups)],
         "notes": notes,
     }

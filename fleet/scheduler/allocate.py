@@ -83,6 +83,33 @@ class Decision:
     free: tuple[int, ...] = ()  # free after the starts, reserved ones included
 
 
+@dataclass(frozen=True)
+class PoolChild:
+    """A task a pool runs: its per-task worker id, queue, GPUs and worker pid."""
+
+    worker: str
+    task_id: str
+    queue: str
+    gpus: tuple[int, ...]
+    pid: int
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool's or services worker's last decision, as it publishes it in its
+    row (``Worker.pool``) for ``status``: its GPUs, the free ones, its running
+    children, reservations, why queue heads wait, busy GPUs (GPU -> why) and
+    the services limit."""
+
+    gpus: tuple[int, ...] = ()
+    free: tuple[int, ...] = ()
+    children: tuple[PoolChild, ...] = ()
+    reservations: tuple[Reservation, ...] = ()
+    waiting: Mapping[str, str] = field(default_factory=dict)
+    busy: Mapping[int, str] = field(default_factory=dict)
+    max: int | None = None
+
+
 def _short(task_id: str) -> str:
     return task_id[:8]
 

@@ -12,13 +12,13 @@ This module is pure (no store, no processes) so every rule is easy to test.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from fleet.errors import Conflict, UsageError
 from fleet.gpus import format_gpus, gpu_label, is_mig, overlap, resolve_gpus
-from fleet.models import Worker, WorkerMode, WorkerState
+from fleet.models import DockerMode, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.nvml import Nvml
 from fleet.scheduler.pool import QueueSpec, is_dynamic, parse_queue_specs, worker_specs
 from fleet.scheduler.schedule import make_schedule
@@ -138,18 +138,16 @@ def plan_up(
             "its whole group, and a task gets one kind (start a worker for each, or a dynamic pool)",
             field="gpus",
         )
-    options: dict[str, Any] | None = None
+    options = WorkerOptions()
     if mode == WorkerMode.DYNAMIC:
         assert gpus is not None
         check_pool_size(specs, len(gpus), request.gpus or "all")
-        options = {"specs": [spec.text() for spec in specs]}
+        options = WorkerOptions(specs=tuple(specs))
     elif mode == WorkerMode.SERVICES and request.services_max is not None:
-        options = {"max": request.services_max}
+        options = WorkerOptions(max=request.services_max)
     if request.docker is not None:
-        docker: dict[str, Any] = {"image": request.docker.strip()}
-        if request.docker_args:
-            docker["args"] = list(request.docker_args)
-        options = {**(options or {}), "docker": docker}
+        docker = DockerMode(request.docker.strip(), tuple(request.docker_args or ()))
+        options = dataclasses.replace(options, docker=docker)
 
     fixed = worker_id_override
     if fixed:
@@ -173,7 +171,7 @@ def plan_up(
         state=WorkerState.IDLE,
         state_reason="starting",
         created_at=time.time(),
-        schedule={"kind": schedule.kind, "specs": list(schedule.specs)} if schedule else None,
+        schedule=schedule,
         options=options,
     )
     if fixed:
@@ -209,13 +207,13 @@ def _shown_queues(worker: Worker) -> list[str]:
 
 
 def _same_spec(a: Worker, b: Worker) -> bool:
-    return (a.gpus, a.queues, a.order_fairness, a.mode, a.schedule, a.options or None) == (
+    return (a.gpus, a.queues, a.order_fairness, a.mode, a.schedule, a.options) == (
         b.gpus,
         b.queues,
         b.order_fairness,
         b.mode,
         b.schedule,
-        b.options or None,
+        b.options,
     )
 
 

@@ -18,20 +18,19 @@ workers go on with the effective states they last read.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from fleet.errors import ConfigError, FleetError, StoreUnavailable
-from fleet.models import Worker
+from fleet.models import RuntimeProperty
 from fleet.scheduler.effective import Effective, Force, effective_state
-from fleet.scheduler.schedule import Schedule, make_schedule
 from fleet.store import Store
 from fleet.store.faults import Backoff
 
@@ -53,30 +52,20 @@ def zone(name: str) -> dt.tzinfo:
     return get_localzone()
 
 
-def worker_schedule(worker: Worker) -> Schedule | None:
-    if not worker.schedule:
-        return None
-    kind = worker.schedule.get("kind")
-    specs = list(worker.schedule.get("specs") or [])
-    return make_schedule(specs if kind == "uptime" else [], specs if kind == "downtime" else [])
-
-
-def _force(props: dict[str, dict[str, Any]], tz: dt.tzinfo) -> Force | None:
+def _force(props: Mapping[str, RuntimeProperty], tz: dt.tzinfo) -> Force | None:
     prop = props.get("force")
-    if prop is None or prop["value"] not in ("on", "off"):
+    if prop is None or prop.value not in ("on", "off"):
         return None
-    expires = prop["expires_at"]
-    return Force(prop["value"], dt.datetime.fromtimestamp(expires, tz) if expires is not None else None)
+    expires = prop.expires_at
+    return Force(
+        "on" if prop.value == "on" else "off", dt.datetime.fromtimestamp(expires, tz) if expires is not None else None
+    )
 
 
-def effective_json(eff: Effective) -> dict[str, Any]:
-    return {
-        "active": eff.active,
-        "reason": eff.reason,
-        "pullable": list(eff.pullable),
-        "paused_queues": dict(eff.paused_queues),
-        "next_change": eff.next_change.isoformat(timespec="seconds") if eff.next_change else None,
-    }
+def _stored(eff: Effective) -> Effective:
+    """``eff`` as the row keeps it: ``next_change`` to the second."""
+    when = eff.next_change
+    return eff if when is None else dataclasses.replace(eff, next_change=when.replace(microsecond=0))
 
 
 class ScheduleDriver:
@@ -128,15 +117,14 @@ class ScheduleDriver:
         upcoming: list[dt.datetime] = []
         for worker in self.store.list_workers():
             mine = props.get(worker.id, {})
-            eff = effective_state(now, worker.queues, worker_schedule(worker), _force(mine, self.tz), tags)
-            data = effective_json(eff)
-            if data != worker.effective:
-                self.store.update_worker(worker.id, effective=data)
+            eff = effective_state(now, worker.queues, worker.schedule, _force(mine, self.tz), tags)
+            if _stored(eff) != worker.effective:
+                self.store.update_worker(worker.id, effective=_stored(eff))
                 changed.append(worker.id)
                 log.info("schedule: worker %s %s (%s)", worker.id, "active" if eff.active else "paused", eff.reason)
             if eff.next_change is not None:
                 upcoming.append(eff.next_change)
-            upcoming += [dt.datetime.fromtimestamp(p["expires_at"], self.tz) for p in mine.values() if p["expires_at"]]
+            upcoming += [dt.datetime.fromtimestamp(p.expires_at, self.tz) for p in mine.values() if p.expires_at]
         self._plan(min(upcoming) if upcoming else None)
         if changed:
             self.wake(changed)

@@ -5,13 +5,15 @@ which running task belongs to which worker, and which requests can never fit.
 ``NAME=N`` (exactly N), ``NAME=MIN-MAX`` (at least MIN, as many as are free up
 to MAX), ``NAME=-MAX`` (1 to MAX) or a bare ``NAME`` (each task's own
 ``--gpus``, default 1).  A worker row keeps the plain names in ``queues`` (so
-wake-ups and queue tags work as for any worker) and the specs in ``options``.
+wake-ups and queue tags work as for any worker) and the specs in its
+options (:class:`fleet.models.WorkerOptions`, decoded once by the store).
 
 Each task a pool or services worker runs gets its own worker subprocess with
 its own id: ``<host>:gpu<list>`` for a pool task (GPU sets in a pool never
 overlap, so the id is unique while it runs) and ``<host>:service:<task id>``
-for a service.  :func:`owns` is the one rule that maps such a task back to its
-pool, for crash recovery and for ``status``.
+for a service.  The store records the pool as the task's owner when it
+claims the task (``Task.owner``); :func:`id_taken` keeps remote executors off
+these ids.
 
 Pure: no store, no processes.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 from fleet.errors import UsageError
 from fleet.gpus import MAX_GPUS, format_gpus
-from fleet.models import Task, Worker, WorkerMode
+from fleet.models import Worker, WorkerMode
 from fleet.validate import queue_name
 
 _COUNT = re.compile(r"^(\d*)(?:-(\d+))?$")
@@ -103,16 +105,14 @@ def is_dynamic(specs: Iterable[QueueSpec]) -> bool:
 
 def worker_specs(worker: Worker) -> list[QueueSpec]:
     """The queue specs of a worker (bare names for static and services workers)."""
-    texts = (worker.options or {}).get("specs")
-    if worker.mode == WorkerMode.DYNAMIC and isinstance(texts, list):
-        return [parse_queue_spec(str(t)) for t in texts]
+    if worker.mode == WorkerMode.DYNAMIC and worker.options.specs:
+        return list(worker.options.specs)
     return [QueueSpec(q) for q in worker.queues]
 
 
 def services_max(worker: Worker) -> int | None:
     """How many services may run at once (None: no limit)."""
-    value = (worker.options or {}).get("max")
-    return int(value) if isinstance(value, int) and value > 0 else None
+    return worker.options.max
 
 
 # -- per-task worker ids and ownership -------------------------------------------
@@ -123,21 +123,20 @@ def task_worker_id(worker: Worker, task_id: str, gpus: Sequence[int]) -> str:
     return f"{worker.host}:gpu{format_gpus(list(gpus))}"
 
 
-def owns(worker: Worker, task: Task) -> bool:
-    """True when ``task`` runs (or ran) on behalf of ``worker``.
-
-    A static worker runs its task under its own id.  A pool's task runs as
-    ``<host>:gpu<list>`` with GPUs inside the pool's set (the GPU sets of a
-    host's workers never overlap); a service as ``<host>:service:<task id>``
-    (one services worker per host)."""
-    if task.worker == worker.id:
+def id_taken(worker: Worker, run_as: str, host: str, task_id: str, gpus: Sequence[int]) -> bool:
+    """Whether ``run_as`` is an id ``worker`` runs tasks under: its own, or the
+    one its per-task worker would get for task ``task_id`` on ``host`` with
+    ``gpus`` (a pool's GPUs are inside its set; one services worker per host).
+    A remote executor may not take such an id.  Who owns a running task is
+    not read from ids: it is recorded (``Task.owner``, :class:`fleet.models.Runner`)."""
+    if run_as == worker.id:
         return True
-    if worker.mode == WorkerMode.STATIC or task.host != worker.host or task.worker is None:
+    if worker.mode == WorkerMode.STATIC or host != worker.host:
         return False
     if worker.mode == WorkerMode.DYNAMIC:
-        inside = bool(task.gpus) and set(task.gpus) <= set(worker.gpus or [])
-        return inside and task.worker == task_worker_id(worker, task.id, task.gpus)
-    return task.worker == task_worker_id(worker, task.id, [])
+        inside = bool(gpus) and set(gpus) <= set(worker.gpus or [])
+        return inside and run_as == task_worker_id(worker, task_id, gpus)
+    return run_as == task_worker_id(worker, task_id, [])
 
 
 # -- requests that can never fit ---------------------------------------------------

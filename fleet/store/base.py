@@ -14,10 +14,30 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from fleet.models import Event, ExitUsage, GpuDrain, Queue, Task, TaskSpec, TaskStatus, Worker, WorkerState
+from fleet.models import (
+    Event,
+    ExitUsage,
+    GpuDrain,
+    Queue,
+    Runner,
+    RuntimeProperty,
+    Task,
+    TaskAttempt,
+    TaskSpec,
+    TaskStatus,
+    Worker,
+    WorkerState,
+)
 from fleet.procs import Identity
+
+ROLLUP_S = 60  # seconds a roll-up of samples averages
+
+if TYPE_CHECKING:
+    from fleet.metrics.report import Attempt, StateChange, WorkerInfo
+    from fleet.metrics.samples import Kind, Snapshot
 
 
 class Store(abc.ABC):
@@ -98,7 +118,7 @@ class Store(abc.ABC):
         ``usage`` is the attempt's figures from the kernel, when reaped."""
 
     @abc.abstractmethod
-    def attempts(self, task_id: str) -> list[dict[str, Any]]: ...
+    def attempts(self, task_id: str) -> list[TaskAttempt]: ...
 
     @abc.abstractmethod
     def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
@@ -114,17 +134,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
         """Atomically hand one given task, if it is still queued, to ``worker``
-        with ``gpus``; it runs under the id ``run_as`` (a pool's per-task
-        worker).  None when someone else took it or it left the queue."""
+        with ``gpus``; it runs under the id ``run_as`` (a pool's or services
+        worker's per-task child: runner ``pool`` or ``service``, owner ``worker``).  None when someone else took it or it left the queue."""
 
     @abc.abstractmethod
-    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str) -> Task:
+    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str, runner: Runner) -> Task:
         """Start a task that is not running on ``worker`` with ``gpus``, outside
-        any queue pull (``fleetctl execute``, a remote executor), in one
+        any queue pull (``runner``: ``fleetctl execute``, a remote executor), in one
         transaction: a created or ended task passes through queued (its queue
         unchanged, so a failed attempt can still be retried there).  Raises
         :class:`~fleet.errors.Conflict` when it is running, or when it needs
         more GPUs than ``gpus`` holds."""
+
+    @abc.abstractmethod
+    def running_tasks(
+        self, *, owner: str | None = None, runner: Runner | None = None, host: str | None = None
+    ) -> list[Task]:
+        """The tasks in progress, oldest attempt first, of the given owner (a
+        registered worker, or the id a remote executor or ``execute`` runs
+        under), runner kind and host (None: any).  An indexed read: ownership
+        is recorded when an attempt starts (see :class:`fleet.models.Runner`)."""
+
+    @abc.abstractmethod
+    def running_by_owner(self) -> dict[str, list[str]]:
+        """Owner -> the ids of its tasks in progress (newest first)."""
 
     @abc.abstractmethod
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
@@ -150,7 +183,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def update_worker(self, worker_id: str, **fields: Any) -> None:
-        """Change non-state fields (pid, last_seen, stop_request, restarts)."""
+        """Change non-state fields (:data:`fleet.store.rows.WORKER_FIELDS`: pid,
+        last_seen, restarts, and the typed ``stop_request``, ``effective``, ``pool``)."""
 
     # -- runtime properties (ClearML's "force" and friends) ---------------------
     @abc.abstractmethod
@@ -162,8 +196,8 @@ class Store(abc.ABC):
     def delete_runtime_property(self, worker_id: str, key: str, actor: str) -> bool: ...
 
     @abc.abstractmethod
-    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-        """worker -> key -> {value, expires_at, set_at}; expired ones are left out."""
+    def runtime_properties(self, now: float | None = None) -> dict[str, dict[str, RuntimeProperty]]:
+        """worker -> key -> its property; expired ones are left out."""
 
     @abc.abstractmethod
     def purge_runtime_properties(self, now: float, actor: str) -> list[str]:
@@ -190,5 +224,95 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]: ...
 
+    # -- history: bulk reads by time range for the report and /metrics ------------
+    @abc.abstractmethod
+    def worker_units(self) -> list[WorkerInfo]:
+        """Every worker ever registered (dead ones too): id, host, GPUs, mode."""
+
+    @abc.abstractmethod
+    def worker_state_changes(self, since: float, until: float) -> list[StateChange]:
+        """Each worker's last state change before ``since``, then every change
+        in ``[since, until)`` in the order they happened (worker states only)."""
+
+    @abc.abstractmethod
+    def attempts_between(self, since: float, until: float) -> list[Attempt]:
+        """The task attempts that overlap ``[since, until)``, with their task's
+        queue and user, when each attempt was queued (the task's last move
+        to queued before the attempt started; None when unknown) and its
+        recorded owner."""
+
+    @abc.abstractmethod
+    def ended_counts(self) -> dict[str, int]:
+        """Attempts that ended, by status, over all of history."""
+
+    @abc.abstractmethod
+    def dispatch_latencies(self, after: int) -> tuple[int, list[float]]:
+        """Claim time minus queued time of the attempts recorded after the
+        attempt cursor ``after`` (0: from the first); returns the cursor of the
+        last one seen (pass it next time) and the latencies in seconds."""
+
+    @abc.abstractmethod
+    def queue_waiting_since(self) -> dict[str, float]:
+        """Per queue, when its longest-waiting task was queued."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
+        """Release connections (optional)."""
+
+
+@dataclass(frozen=True)
+class AttemptUsage:
+    """One task attempt's figures from the samples (they outlive the samples)."""
+
+    attempt: int
+    samples: int
+    mean_cpu_percent: float | None
+    max_cpu_percent: float | None
+    peak_rss_mb: float | None
+    peak_gpu_mem_mb: float | None
+    first_at: float
+    last_at: float
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What one :meth:`SampleStore.maintain` did."""
+
+    rolled_until: float
+    rolled_rows: int
+    deleted_raw: int
+    deleted_rollups: int
+
+
+class SampleStore(abc.ABC):
+    """The metrics samples: raw rows per tick, one-minute roll-ups, retention,
+    time series, and each task attempt's figures (which outlive the samples)."""
+
+    @abc.abstractmethod
+    def write(self, snapshot: Snapshot) -> None:
+        """Store one tick: a raw row per series, and each running task's figures."""
+
+    @abc.abstractmethod
+    def watermark(self) -> float | None:
+        """Up to when roll-ups exist (None: none yet)."""
+
+    @abc.abstractmethod
+    def maintain(self, now: float, raw_retention_s: float, rollup_retention_s: float) -> Maintenance:
+        """Roll up every complete minute not rolled up yet, then drop what is past retention."""
+
+    @abc.abstractmethod
+    def series(
+        self, kind: Kind, since: float, until: float, step: int, ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Averages per ``step`` seconds in ``[since, until)``, one entry per series:
+        ``{"id", "labels": {key: value}, "t": [...], "values": {name: [...]}}`` (the API's shape)."""
+
+    @abc.abstractmethod
+    def task_usage(self, task_id: str) -> list[AttemptUsage]:
+        """Per attempt: samples, mean and max CPU %, peak RSS and peak GPU memory (MB)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Rows per table and resolution (for tests and the bench)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""

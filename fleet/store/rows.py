@@ -1,30 +1,44 @@
-"""Rows of the SQLite store as fleet's records, and back: JSON columns,
-and the worker columns that may be changed outside a state transition."""
+"""Rows of the store as fleet's records, and back: JSON columns, and the
+worker columns that may be changed outside a state transition.
+
+The worker's JSON columns are typed records everywhere else (stop request,
+schedule, effective state, mode options, pool state); they are encoded and
+decoded here, once.  A key missing from a stored object (written by an older
+version) takes its default; a column that is not the JSON this version
+writes is refused with a :class:`~fleet.errors.StoreError` naming the
+worker, the column and the value, never read as something else.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
-from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.errors import FleetError, StoreError
+from fleet.models import (
+    DockerMode,
+    Runner,
+    Script,
+    StopRequest,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+    Worker,
+    WorkerMode,
+    WorkerOptions,
+    WorkerState,
+)
+from fleet.scheduler.allocate import PoolChild, PoolState, Reservation
+from fleet.scheduler.effective import Effective
+from fleet.scheduler.pool import parse_queue_spec
+from fleet.scheduler.schedule import Schedule, make_schedule
 
-WORKER_FIELDS = {
-    "pid",
-    "pid_start",
-    "pid_boot",
-    "last_seen",
-    "stop_request",
-    "restarts",
-    "queues",
-    "order_fairness",
-    "gpus",
-    "schedule",
-    "effective",
-    "options",
-    "pool",
-}
-JSON_WORKER_FIELDS = {"stop_request", "queues", "gpus", "schedule", "effective", "options", "pool"}
+T = TypeVar("T")
+
+WORKER_FIELDS = {"pid", "pid_start", "pid_boot", "last_seen", "stop_request", "restarts", "effective", "pool"}
 
 
 # What a summary row holds in place of a large text it leaves out.
@@ -112,12 +126,35 @@ def to_task(row: dict[str, Any]) -> Task:
         env_cached=bool(row["env_cached"]),
         parent=row["parent"],
         gpu_uuids=loads(row["gpu_uuids"], []),
+        owner=row["owner"],
+        runner=Runner(row["runner"]) if row["runner"] else None,
+    )
+
+
+def to_attempt(row: dict[str, Any]) -> TaskAttempt:
+    return TaskAttempt(
+        task_id=row["task_id"],
+        attempt=row["attempt"],
+        worker=row["worker"],
+        host=row["host"],
+        gpus=loads(row["gpus"], []),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=TaskStatus(row["status"]),
+        exit_code=row["exit_code"],
+        reason=row["reason"] or "",
+        gpu_uuids=loads(row["gpu_uuids"], []),
+        peak_rss_mb=row["peak_rss_mb"],
+        cpu_s=row["cpu_s"],
+        owner=row["owner"],
+        runner=Runner(row["runner"]) if row["runner"] else None,
     )
 
 
 def to_worker(row: dict[str, Any]) -> Worker:
+    wid = row["id"]
     return Worker(
-        id=row["id"],
+        id=wid,
         host=row["host"],
         mode=WorkerMode(row["mode"]),
         gpus=loads(row["gpus"], None),
@@ -130,10 +167,160 @@ def to_worker(row: dict[str, Any]) -> Worker:
         pid_start=row["pid_start"],
         pid_boot=row["pid_boot"],
         last_seen=row["last_seen"],
-        stop_request=loads(row["stop_request"], None),
+        stop_request=_column(wid, "stop_request", row["stop_request"], stop_request_from_json),
         restarts=row["restarts"] or 0,
-        schedule=loads(row["schedule"], None),
-        effective=loads(row["effective"], None),
-        options=loads(row["options"], None),
-        pool=loads(row["pool"], None),
+        schedule=_column(wid, "schedule", row["schedule"], schedule_from_json),
+        effective=_column(wid, "effective", row["effective"], effective_from_json),
+        options=_column(wid, "options", row["options"], options_from_json) or WorkerOptions(),
+        pool=_column(wid, "pool", row["pool"], pool_from_json),
+    )
+
+
+def worker_columns(worker: Worker) -> dict[str, Any]:
+    """The columns ``up`` sets on a worker row (a new one, or one brought back)."""
+    return {
+        "host": worker.host,
+        "mode": worker.mode.value,
+        "gpus": dumps(worker.gpus),
+        "queues": dumps(worker.queues),
+        "order_fairness": int(worker.order_fairness),
+        "schedule": dumps(schedule_json(worker.schedule)) if worker.schedule else None,
+        "options": dumps(options_json(worker.options)) if worker.options != WorkerOptions() else None,
+    }
+
+
+def worker_updates(fields: dict[str, Any]) -> dict[str, Any]:
+    """Columns for the typed values of :data:`WORKER_FIELDS` (None clears a JSON column)."""
+    unknown = set(fields) - WORKER_FIELDS
+    if unknown:
+        raise ValueError(f"unknown worker fields {sorted(unknown)}")
+    encode: dict[str, Callable[[Any], dict[str, Any]]] = {
+        "stop_request": stop_request_json,
+        "effective": effective_json,
+        "pool": pool_json,
+    }
+    return {k: (dumps(encode[k](v)) if k in encode and v is not None else v) for k, v in fields.items()}
+
+
+def _column(worker_id: str, column: str, text: str | None, decode: Callable[[dict[str, Any]], T]) -> T | None:
+    """A worker's JSON column as its record; None when empty (SQL NULL or JSON null)."""
+    try:
+        value = loads(text, None)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise TypeError("not a JSON object")
+        return decode(value)
+    except (ValueError, TypeError, KeyError, AttributeError, FleetError) as exc:
+        shown = text if len(text or "") <= 120 else f"{(text or '')[:120]}..."
+        raise StoreError(
+            f"worker {worker_id}: its stored {column} {shown!r} cannot be read ({exc}); "
+            f"stop the worker and start it again with fleetctl up"
+        ) from None
+
+
+# -- the worker's JSON columns -------------------------------------------------------
+def stop_request_json(request: StopRequest) -> dict[str, Any]:
+    return {"drain": request.drain, "requeue": request.requeue, "by": request.by}
+
+
+def stop_request_from_json(data: dict[str, Any]) -> StopRequest:
+    return StopRequest(bool(data.get("drain")), bool(data.get("requeue")), str(data.get("by") or "fleetctl stop"))
+
+
+def schedule_json(schedule: Schedule) -> dict[str, Any]:
+    return {"kind": schedule.kind, "specs": list(schedule.specs)}
+
+
+def schedule_from_json(data: dict[str, Any]) -> Schedule | None:
+    kind, specs = data.get("kind"), [str(s) for s in data.get("specs") or []]
+    if kind not in ("uptime", "downtime"):
+        raise ValueError(f"kind {kind!r} is neither uptime nor downtime")
+    return make_schedule(specs if kind == "uptime" else [], specs if kind == "downtime" else [])
+
+
+def effective_json(eff: Effective) -> dict[str, Any]:
+    return {
+        "active": eff.active,
+        "reason": eff.reason,
+        "pullable": list(eff.pullable),
+        "paused_queues": dict(eff.paused_queues),
+        "next_change": eff.next_change.isoformat(timespec="seconds") if eff.next_change else None,
+    }
+
+
+def effective_from_json(data: dict[str, Any]) -> Effective:
+    when = data.get("next_change")
+    return Effective(
+        active=bool(data.get("active", True)),
+        reason=str(data.get("reason") or ""),
+        pullable=tuple(str(q) for q in data.get("pullable") or []),
+        paused_queues={str(q): str(why) for q, why in (data.get("paused_queues") or {}).items()},
+        next_change=datetime.fromisoformat(when) if when else None,
+    )
+
+
+def options_json(options: WorkerOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if options.specs:
+        out["specs"] = [spec.text() for spec in options.specs]
+    if options.max is not None:
+        out["max"] = options.max
+    if options.docker is not None:
+        docker: dict[str, Any] = {"image": options.docker.image}
+        if options.docker.args:
+            docker["args"] = list(options.docker.args)
+        out["docker"] = docker
+    return out
+
+
+def options_from_json(data: dict[str, Any]) -> WorkerOptions:
+    docker = data.get("docker")
+    limit = data.get("max")
+    return WorkerOptions(
+        specs=tuple(parse_queue_spec(str(t)) for t in data.get("specs") or []),
+        max=limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None,
+        docker=(
+            DockerMode(str(docker.get("image") or ""), tuple(str(a) for a in docker.get("args") or []))
+            if isinstance(docker, dict)
+            else None
+        ),
+    )
+
+
+def pool_json(pool: PoolState) -> dict[str, Any]:
+    return {
+        "gpus": list(pool.gpus),
+        "free": list(pool.free),
+        "children": [
+            {"worker": c.worker, "task": c.task_id, "queue": c.queue, "gpus": list(c.gpus), "pid": c.pid}
+            for c in pool.children
+        ],
+        "reservations": [
+            {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": list(r.gpus)} for r in pool.reservations
+        ],
+        "waiting": dict(pool.waiting),
+        "busy": {str(g): why for g, why in sorted(pool.busy.items())},
+        "max": pool.max,
+    }
+
+
+def pool_from_json(data: dict[str, Any]) -> PoolState:
+    def units(values: Any) -> tuple[int, ...]:
+        return tuple(int(g) for g in values or [])
+
+    return PoolState(
+        gpus=units(data.get("gpus")),
+        free=units(data.get("free")),
+        children=tuple(
+            PoolChild(str(c["worker"]), str(c["task"]), str(c.get("queue") or ""), units(c.get("gpus")), int(c["pid"]))
+            for c in data.get("children") or []
+        ),
+        reservations=tuple(
+            Reservation(str(r["queue"]), str(r["task"]), int(r["need"]), units(r.get("gpus")))
+            for r in data.get("reservations") or []
+        ),
+        waiting={str(q): str(why) for q, why in (data.get("waiting") or {}).items()},
+        busy={int(g): str(why) for g, why in (data.get("busy") or {}).items()},
+        max=data.get("max") if isinstance(data.get("max"), int) else None,
     )

@@ -8,9 +8,12 @@ ones.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import sqlite_utils
+
+from fleet.gpus import format_gpus
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -176,5 +179,78 @@ def _exit_usage(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE task_attempts ADD COLUMN cpu_s REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _gpus, _pid_boot, _exit_usage]
+def _owner(db: sqlite_utils.Database) -> None:
+    """Ownership as data (issue 13): each attempt's ``owner`` (the registered
+    worker it belongs to) and ``runner`` (:class:`fleet.models.Runner`),
+    written when the attempt starts.  Rows from before are filled in here by
+    the rule that read ownership out of worker ids (the only place it is
+    left): every task (its latest attempt: ``list --worker``, the running
+    tasks) and the attempts still in progress.  Attempts that ended before
+    stay without an owner: the report works theirs out from the history
+    (:func:`fleet.metrics.report.owners`: the worker live when each started)."""
+    for table in ("tasks", "task_attempts"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN runner TEXT")
+    workers = [dict(r) for r in db.execute("SELECT id, host, mode, gpus FROM workers").fetchall()]
+    for table, key in (("tasks", "id"), ("task_attempts", "task_id")):
+        pid = "pid" if table == "tasks" else "NULL AS pid"
+        attempt = ", attempt" if table == "task_attempts" else ""
+        running = " AND status = 'in_progress'" if attempt else ""
+        rows = db.execute(
+            f"SELECT {key} AS id{attempt}, worker, host, gpus, {pid} FROM {table} WHERE worker IS NOT NULL{running}"
+        ).fetchall()
+        for row in rows:
+            owner, runner = _old_owner(workers, dict(row))
+            where = f"{key} = ?" + (" AND attempt = ?" if attempt else "")
+            keys = (row[0], row[1]) if attempt else (row[0],)
+            db.execute(f"UPDATE {table} SET owner = ?, runner = ? WHERE {where}", (owner, runner, *keys))
+    db.execute("CREATE INDEX tasks_status_owner ON tasks (status, owner)")
+    db.execute("CREATE INDEX tasks_status_runner ON tasks (status, runner)")
+    db.execute("CREATE INDEX tasks_status_host ON tasks (status, host)")
+
+
+def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
+    """(owner, runner) of a row written before ``_owner``, by the old rule: a
+    static worker runs a task under its own id; a pool's task runs as
+    ``<host>:gpu<list>`` with GPUs inside the pool's set, a service as
+    ``<host>:service:<task id>``; a task no registered worker owns is
+    ``fleetctl execute``'s (``<host>:execute``, or it has a pid) or else a
+    remote executor's."""
+    run_as, host = str(task["worker"]), task["host"]
+    gpus = _int_list(task["gpus"])
+    for w in workers:
+        if w["id"] == run_as:
+            return run_as, {"dynamic": "pool", "services": "service"}.get(str(w["mode"]), "static")
+    for w in workers:
+        if w["host"] != host:
+            continue
+        if w["mode"] == "services" and run_as == f"{host}:service:{task['id']}":
+            return str(w["id"]), "service"
+        pool = set(_int_list(w["gpus"]))
+        if w["mode"] == "dynamic" and gpus and set(gpus) <= pool and run_as == f"{host}:gpu{format_gpus(gpus)}":
+            return str(w["id"]), "pool"
+    if run_as.endswith(":execute") or task["pid"] is not None:
+        return run_as, "execute"
+    return run_as, "remote"
+
+
+def _int_list(text: object) -> list[int]:
+    """A JSON list of GPU units as stored; anything else (null, damage) is none."""
+    try:
+        value = json.loads(str(text)) if text else None
+        return [int(g) for g in value] if isinstance(value, list) else []
+    except (ValueError, TypeError):
+        return []
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _gpus,
+    _pid_boot,
+    _exit_usage,
+    _owner,
+]
 LATEST = len(MIGRATIONS)

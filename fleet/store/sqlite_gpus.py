@@ -7,31 +7,17 @@ restarts; every drain and undrain is an event (kind ``gpu``, subject
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from typing import Any
 
 from fleet.gpus import gpu_label
 from fleet.models import GpuDrain
 from fleet.store.rows import dumps
+from fleet.store.sqlite_base import SQLiteBase
 
 
-class SQLiteGpus:
+class SQLiteGpus(SQLiteBase):
     """Mixed into :class:`fleet.store.sqlite.SQLiteStore`."""
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    @staticmethod
-    def _event(
-        conn: sqlite3.Connection, kind: str, subject: str, old: str | None, new: str, actor: str, reason: str
-    ) -> None:
-        raise NotImplementedError
 
     def set_attempt_gpu_uuids(self, task_id: str, attempt: int, uuids: list[str]) -> None:
         with self._tx() as conn:

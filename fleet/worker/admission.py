@@ -19,7 +19,7 @@ import logging
 
 from fleet.errors import FleetError
 from fleet.gpus import gpu_label, parent_gpu
-from fleet.models import GpuDrain, Task, TaskStatus
+from fleet.models import GpuDrain, Task
 from fleet.nvml import Nvml
 from fleet.store import Store
 
@@ -46,8 +46,7 @@ class GpuAdmission:
 
     def our_pids(self) -> set[int]:
         """Session leaders of every task running on this host: fleet's processes."""
-        running = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]
-        return {t.pid for t in running if t.pid and t.host == self.host}
+        return {t.pid for t in self.store.running_tasks(host=self.host) if t.pid}
 
     def drained(self, gpus: list[int]) -> dict[int, GpuDrain]:
         """Those of ``gpus`` that are drained: a unit, or the GPU a MIG slice is on."""

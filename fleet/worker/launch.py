@@ -6,7 +6,7 @@ what runs; a task whose code, setup script or Python environment must be
 prepared first is launched as ``python -m fleet.worker.prepare``, which
 prepares and then ``exec``s the command in the same process: it is the task's
 process-group leader, so abort, timeout and log capture cover the
-preparation too.  A worker in docker mode (``Worker.options["docker"]``, set
+preparation too.  A worker in docker mode (``Worker.options.docker``, set
 by ``up --docker [IMAGE]`` or ``execute --docker``) launches every task as
 ``python -m fleet.worker.docker.run``, which runs the task in a container
 and is the process-group leader in the same way.
@@ -63,25 +63,25 @@ def plan_launch(
     env = task_environment(task, worker, base_env)
     env.update({k: v for k, v in cuda_environment(config).items() if k not in task.env})
     env.update([Attempt(home.root, task.id, task.attempt).marker])  # how its processes are found (fleet.contain)
-    docker = (worker.options or {}).get("docker")
+    docker = worker.options.docker
     who = run_as(config, task.user) if config is not None else None
     if who is not None:
-        if isinstance(docker, dict) or needs_preparation(task):
-            what = "in docker" if isinstance(docker, dict) else "with code or an environment to prepare"
+        if docker is not None or needs_preparation(task):
+            what = "in docker" if docker is not None else "with code or an environment to prepare"
             raise PermissionError(
                 errno.EPERM, f"fleet.run_as_submitter: a task of {task.user} cannot yet run {what} as {task.user}"
             )
         if not os.path.isdir(task.script.working_dir):
             raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
         return Launch(list(task.script.command), task.script.working_dir, who.env(env), run_as=who)
-    if isinstance(docker, dict):
+    if docker is not None:
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv = [sys.executable, "-m", "fleet.worker.docker.run", "--home", str(home.root), "--task", task.id]
-        argv += ["--worker", worker.id, "--image", str(docker.get("image") or "")]
+        argv += ["--worker", worker.id, "--image", docker.image]
         if config is not None and config.path is not None:
             argv += ["--config", str(config.path)]
-        if docker.get("args"):  # the worker's docker arguments (daemon --docker IMAGE ARGS): env, not argv (secrets)
-            env[WORKER_DOCKER_ARGS] = json.dumps([str(a) for a in docker["args"]])
+        if docker.args:  # the worker's docker arguments (daemon --docker IMAGE ARGS): env, not argv (secrets)
+            env[WORKER_DOCKER_ARGS] = json.dumps(list(docker.args))
         return Launch(argv, str(home.work), env, LaunchKind.DOCKER)
     has_repo = bool(task.script.repo)
     if not has_repo and not os.path.isdir(task.script.working_dir):

@@ -50,7 +50,7 @@ from fleet.config import Config
 from fleet.errors import StoreUnavailable
 from fleet.gpus import gpu_label
 from fleet.home import Home
-from fleet.models import WorkerState
+from fleet.models import Runner, WorkerMode, WorkerState
 from fleet.notify import Listener
 from fleet.procs import become_subreaper
 from fleet.store import Store
@@ -71,10 +71,13 @@ class RunnerLoop(LoopBase):
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         super().__init__(home, store, config, worker_id)
         self.admission = self._admission()
-        profile = RunnerProfile(worker_id)
+        profile = RunnerProfile(worker_id, self._runner_kind())
         self.runner = TaskRunner(
             home, store, config, profile, retry=self.retry, admission=self.admission, hold_off=self.hold_off
         )
+
+    def _runner_kind(self) -> Runner:
+        return Runner.STATIC
 
     def _check_stop(self) -> None:
         """Begin a stop asked for in the store or by a signal; a signal that
@@ -85,12 +88,12 @@ class RunnerLoop(LoopBase):
                 return
             self.stopping = request
             self.signals_at_stop = self.signals
-            how = "draining: no new tasks, waiting for the running one" if request["drain"] else "stopping"
+            how = "draining: no new tasks, waiting for the running one" if request.drain else "stopping"
             self._set_state(WorkerState.STOPPING, f"{how} ({self.stop_by})")
-            if not request["drain"]:
-                self.runner.stop(StopCause.WORKER_STOP, f"worker stopped by {self.stop_by}", requeue=request["requeue"])
+            if not request.drain:
+                self.runner.stop(StopCause.WORKER_STOP, f"worker stopped by {self.stop_by}", requeue=request.requeue)
         if self.signals > self.signals_at_stop:
-            self.runner.stop(StopCause.WORKER_STOP, "worker stop forced", requeue=self.stopping["requeue"])
+            self.runner.stop(StopCause.WORKER_STOP, "worker stop forced", requeue=self.stopping.requeue)
             self.runner.kill_now()
 
     def _turn(self, listener: Listener) -> bool:
@@ -109,7 +112,7 @@ class WorkerLoop(RunnerLoop):
 
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         super().__init__(home, store, config, worker_id)
-        self.engine = EngineProbe(self.worker.id) if (self.worker.options or {}).get("docker") else None
+        self.engine = EngineProbe(self.worker.id) if self.worker.options.docker is not None else None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -194,6 +197,9 @@ class TaskWorker(RunnerLoop):
         super().__init__(home, store, config, worker_id)
         self.task_id = task_id
         self.run_as = run_as
+
+    def _runner_kind(self) -> Runner:
+        return Runner.SERVICE if self.worker.mode == WorkerMode.SERVICES else Runner.POOL
 
     def _watches_manager(self) -> bool:
         return False  # it follows its pool's row; the pool watches the manager

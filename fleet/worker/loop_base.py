@@ -20,7 +20,7 @@ from types import FrameType
 from fleet.config import Config
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.home import Home
-from fleet.models import Task, Worker, WorkerState
+from fleet.models import StopRequest, Task, Worker, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import identity, pidfile_alive
 from fleet.scheduler.order import QueueOrder
@@ -53,7 +53,7 @@ class LoopBase:
         self.grace = config.fleet.stop_grace_seconds
         self.poll = config.fleet.poll_interval
         self.signals = 0
-        self.stopping: dict[str, bool] | None = None
+        self.stopping: StopRequest | None = None
         self.signals_at_stop = 0
         self.stop_by = ""
         self.last_beat = 0.0
@@ -86,21 +86,21 @@ class LoopBase:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
 
-    def _stop_request(self) -> dict[str, bool] | None:
+    def _stop_request(self) -> StopRequest | None:
         """The stop asked for in the store, else one asked for by a signal."""
         request = self.worker.stop_request
         if request is None and self.signals:
-            request = {"drain": False, "requeue": False, "by": "signal"}
+            request = StopRequest(by="signal")
         if request is None and self._handover_expired():
-            request = {"drain": False, "requeue": False, "by": f"no manager for {self.handover_s:g}s after a hand-over"}
+            request = StopRequest(by=f"no manager for {self.handover_s:g}s after a hand-over")
             try:  # in the row, so a pool's per-task workers and a later manager see it
                 self.store.update_worker(self.worker.id, stop_request=request)
             except FleetError as exc:
                 self._warn(exc)
         if request is None:
             return None
-        self.stop_by = str(request.get("by") or "fleetctl stop")
-        return {k: bool(request.get(k)) for k in ("drain", "requeue")}
+        self.stop_by = request.by
+        return request
 
     def _watches_manager(self) -> bool:
         return True
@@ -137,19 +137,21 @@ class LoopBase:
         effective = self.worker.effective
         if effective is None:  # not computed yet: wait for it only if a schedule could say no
             return [] if self.worker.schedule else self.order.current()
-        allowed = set(effective.get("pullable") or [])
+        allowed = set(effective.pullable)
         return [q for q in self.order.current() if q in allowed]
 
     def _waiting_state(self) -> tuple[WorkerState, str]:
         """idle (with the queues it waits on) or paused (with why and until when)."""
-        effective = self.worker.effective or {}
+        effective = self.worker.effective
         pullable = self._pullable()
-        until = f" until {effective['next_change']}" if effective.get("next_change") else ""
+        when = effective.next_change if effective is not None else None
+        until = f" until {when.isoformat(timespec='seconds')}" if when is not None else ""
+        why = effective.reason if effective is not None else ""
         if not pullable:
-            return WorkerState.PAUSED, (effective.get("reason") or "waiting for its schedule") + until
+            return WorkerState.PAUSED, (why or "waiting for its schedule") + until
         reason = "waiting for tasks on " + ", ".join(pullable)
-        if effective.get("reason") and effective["reason"] != "no schedule":
-            reason += f" ({effective['reason']}{until})"
+        if why and why != "no schedule":
+            reason += f" ({why}{until})"
         return WorkerState.IDLE, reason
 
     def _set_state(self, state: WorkerState, reason: str) -> None:

@@ -50,7 +50,6 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import psutil
 
@@ -63,8 +62,8 @@ from fleet.home import Home
 from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
 from fleet.notify import Listener
 from fleet.procs import become_subreaper, describe_exit, group_alive, is_same_process, reap_orphans, signal_group
-from fleet.scheduler.allocate import Decision, Head, allocate
-from fleet.scheduler.pool import owns, services_max, task_worker_id, too_large_reason, worker_specs
+from fleet.scheduler.allocate import Decision, Head, PoolChild, PoolState, allocate
+from fleet.scheduler.pool import services_max, task_worker_id, too_large_reason, worker_specs
 from fleet.store import Store
 from fleet.supervise import fail_orphaned
 from fleet.worker.launch_outcome import outcome_path, read_outcome
@@ -110,7 +109,7 @@ class PoolLoop(LoopBase):
         self.topology: dict[tuple[int, int], int] | None = None
         self.decision = Decision()
         self.busy: dict[int, str] = {}
-        self.published: dict[str, Any] | None = None
+        self.published: PoolState | None = None
         self.recovered = False  # the previous pool's tasks are recorded failed
 
     # -- the loop ----------------------------------------------------------------
@@ -179,7 +178,7 @@ class PoolLoop(LoopBase):
             request = self._stop_request()
             if request is not None:
                 self.stopping = request
-                how = "draining: no new tasks, waiting for the running ones" if request["drain"] else "stopping"
+                how = "draining: no new tasks, waiting for the running ones" if request.drain else "stopping"
                 self._set_state(WorkerState.STOPPING, f"{how} ({self.stop_by})")
                 notify.wake(self.home.root, [c.run_as for c in self.children.values()])
         while self.forwarded < self.signals:
@@ -297,15 +296,12 @@ class PoolLoop(LoopBase):
         """Tasks still recorded as running for this pool from before it started:
         their workers died with the previous pool process.  Their GPUs stay
         held (as children being ended) until no process of theirs is left."""
-        for task in self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=100_000)[0]:
-            if owns(self.worker, task):
-                log.warning(
-                    "worker %s: task %s was left running by a previous pool; failing it", self.worker.id, task.id
-                )
-                child = Child(task, task.queue or "", task.worker or "", tuple(task.gpus), None, exited="lost")
-                child.died = "worker died (its pool restarted)"
-                child.ending = True
-                self.children[task.id] = child
+        for task in self.store.running_tasks(owner=self.worker.id):
+            log.warning("worker %s: task %s was left running by a previous pool; failing it", self.worker.id, task.id)
+            child = Child(task, task.queue or "", task.worker or "", tuple(task.gpus), None, exited="lost")
+            child.died = "worker died (its pool restarted)"
+            child.ending = True
+            self.children[task.id] = child
 
     # -- filling free GPUs ----------------------------------------------------------
     def _fill(self) -> None:
@@ -399,30 +395,24 @@ class PoolLoop(LoopBase):
     # -- what status shows ------------------------------------------------------------
     def _show(self) -> None:
         running = [c for c in self.children.values() if not c.died]
-        state_json: dict[str, Any] = {
-            "gpus": self.pool,
-            "free": list(self.decision.free) if not self.services else [],
-            "children": [
-                {"worker": c.run_as, "task": c.task.id, "queue": c.queue, "gpus": list(c.gpus), "pid": c.pid}
-                for c in running
-            ],
-            "reservations": [
-                {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": list(r.gpus)}
-                for r in self.decision.reservations
-            ],
-            "waiting": dict(self.decision.waiting),
-            "busy": {str(g): why for g, why in sorted(self.busy.items())},
-            "max": self.limit,
-        }
-        if state_json != self.published and self.retry.ready():
+        shown = PoolState(
+            gpus=tuple(self.pool),
+            free=tuple(self.decision.free) if not self.services else (),
+            children=tuple(PoolChild(c.run_as, c.task.id, c.queue, c.gpus, c.pid) for c in running),
+            reservations=tuple(self.decision.reservations),
+            waiting=dict(self.decision.waiting),
+            busy=dict(self.busy),
+            max=self.limit,
+        )
+        if shown != self.published and self.retry.ready():
             try:
-                self.store.update_worker(self.worker.id, pool=state_json)
+                self.store.update_worker(self.worker.id, pool=shown)
             except StoreUnavailable:
                 self.retry.failed()
             except FleetError as exc:
                 log.warning("worker %s: %s", self.worker.id, exc)
             else:
-                self.published = state_json
+                self.published = shown
         if self.stopping is not None:
             return
         state, reason = self._waiting_state()

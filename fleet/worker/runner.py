@@ -44,7 +44,7 @@ from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus
 from fleet.home import Home
-from fleet.models import ExitUsage, Task, TaskStatus, Worker
+from fleet.models import ExitUsage, Runner, Task, TaskStatus, Worker
 from fleet.store import Store
 from fleet.store.faults import Backoff
 from fleet.worker.admission import GpuAdmission
@@ -65,6 +65,7 @@ class RunnerProfile:
     """What differs between the callers of the runner; nothing else does."""
 
     worker_id: str  # the worker row the task's events are recorded under (actor ``worker:<id>``)
+    kind: Runner  # what runs its attempts, recorded with them (the store's ``runner`` column)
     contain: bool = True  # the attempt's cgroup, marker and strays are the task's (off: a terminal's job)
     requeue: bool = True  # retries, ``stop --requeue`` and no disk space put the task back in its queue
     echo: bool = False  # its output also goes to this terminal (``fleetctl execute``)
@@ -212,7 +213,7 @@ class TaskRunner:
 
     def start_here(self, task_id: str, worker: Worker, gpus: list[int]) -> Task:
         """Start ``task_id`` directly on ``worker`` (``execute``), outside any queue pull."""
-        return self.store.start_task(task_id, worker, gpus, self.profile.actor)
+        return self.store.start_task(task_id, worker, gpus, self.profile.actor, self.profile.kind)
 
     # -- launch --------------------------------------------------------------------
     def start(self, task: Task, worker: Worker) -> None:

@@ -10,6 +10,7 @@ rewriting the file:
     {"count": 2,                       # GPUs 0..count-1
      "mig": {"0": 3},                  # GPU 0 in MIG mode with 3 instances (slots 0-2)
      "busy": {"1": [{"pid": 123, "mb": 5000}]},   # compute processes per GPU
+     "util": {"0": 70},                # utilization % per GPU (default 0)
      "health": {"1": {"retired_pending": 1, "remap": [0, 0, 1, 0], "ecc_uncorrected": 2}},
      "lost": [2],                      # GPUs fallen off the bus: health reads raise GPU_IS_LOST
      "events": [{"gpu": 1, "type": "xid", "data": 79}, {"gpu": 0, "type": "dbe"}]}
@@ -120,7 +121,7 @@ def nvmlDeviceGetMemoryInfo(handle: _Handle) -> _Obj:
 def nvmlDeviceGetUtilizationRates(handle: _Handle) -> _Obj:
     if handle.slot is not None:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED, "Not Supported")
-    return _Obj(gpu=0, memory=0)
+    return _Obj(gpu=int(_state().get("util", {}).get(str(handle.gpu), 0)), memory=0)
 
 
 def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:

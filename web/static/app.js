@@ -10,6 +10,28 @@ const LOG_POLL_MS = 1000;
 const REPORT_POLL_MS = 60000;
 const SVG = "http://www.w3.org/2000/svg";
 const ENDED = new Set(["completed", "failed", "stopped"]);
+// The samples' roll-up interval (fleet/metrics/storage.py ROLLUP_S): the report's
+// utilization chart draws one point per roll-up interval, or per a whole number of
+// them when the window would need more than CHART_POINTS points.
+const ROLLUP_S = 60;
+const CHART_POINTS = 1500;
+const WINDOW_S = { "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
+// Times for people: the browser's local time, with its zone named (the project's convention).
+const STAMP = new Intl.DateTimeFormat(undefined, {
+  month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+});
+const STAMP_FULL = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+});
+const CLOCK = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+// A task's log lines carry their arrival time in UTC (`2026-11-29T23:27:30.260Z `): shown in
+// local time, with the zone named once above the log.
+const LOG_TIME = new Intl.DateTimeFormat(undefined, {
+  month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hourCycle: "h23",
+});
+const LOG_STAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) /gm;
+const ZONE = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(new Date())
+  .find((part) => part.type === "timeZoneName").value;
 
 const state = {
   loginRefused: false, // the last login link was refused (used, expired or wrong)
@@ -17,6 +39,7 @@ const state = {
   queues: [],
   selected: null, // task id shown in the panel
   logOffset: 0,
+  logRest: "", // the end of the log after its last newline: shown once the line is whole
   logTask: null,
   logTimer: null,
   logGen: 0, // bumped whenever a new log poll starts; older polls stop
@@ -105,8 +128,47 @@ function duration(s) {
   return Math.floor(s / 3600) + " h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + " m";
 }
 
-function when(iso) {
-  return iso ? new Date(iso).toLocaleString() : "";
+// A time for people: local, with the zone ("Nov 29, 11:30:05 PM GMT+1"); `full` adds the year.
+function when(iso, full = false) {
+  return iso ? (full ? STAMP_FULL : STAMP).format(new Date(iso)) : "";
+}
+
+function clock() {
+  return CLOCK.format(new Date());
+}
+
+// A cell for a time: the short form, the full one on hover; the ISO value for scripts and tests.
+function timeCell(iso) {
+  return iso ? h("time", { datetime: iso, title: when(iso, true) }, when(iso)) : "";
+}
+
+// Header names as data-label on each cell: narrow screens show a row as labelled lines (style.css).
+function labelCells(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((td, i) => { td.dataset.label = td.colSpan > 1 ? "" : names[i] || ""; });
+  }
+}
+
+// Task ids as links, with a separator between them.
+function taskLinks(ids) {
+  return ids.flatMap((id, i) => [
+    i ? h("span", { class: "sep" }, ", ") : null,
+    h("a", { href: "#task=" + id, onclick: (e) => { e.preventDefault(); selectTask(id); } }, id.slice(0, 12)),
+  ]);
+}
+
+// A question in the page's own dialog: resolves true for the confirming button only
+// (Cancel, Escape and closing it answer no).
+function confirmAction(text, yes) {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-text").textContent = text;
+  document.getElementById("confirm-yes").textContent = yes;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+  });
 }
 
 function num(value, digits = 1, unit = "") {
@@ -136,18 +198,20 @@ function sparkline(values, max, width = 120, height = 24) {
   return el;
 }
 
-function lineChart(series, { width = 720, height = 180, max = 100, unit = "%" } = {}) {
+// Series of points `step` seconds apart: a line through consecutive points, broken
+// where samples are missing; each point is a vertex of the path (and a dot when there are few).
+function lineChart(series, { width = 720, height = 180, max = 100, unit = "%", step = ROLLUP_S, kind = "" } = {}) {
   const pad = { l: 40, r: 10, t: 10, b: 22 };
-  const el = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "linechart" });
+  const el = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "linechart", "data-kind": kind, "data-step": step });
   const all = series.flatMap((s) => s.t);
   if (!all.length) {
     const empty = svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "axis" });
     empty.textContent = "no samples in this window";
     el.append(empty);
-    return el;
+    return h("div", {}, el);
   }
   const t0 = Math.min(...all);
-  const t1 = Math.max(...all, t0 + 1);
+  const t1 = Math.max(...all, t0 + step);
   const top = Math.max(max, ...series.flatMap((s) => s.v.filter((v) => v !== null)));
   const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * (width - pad.l - pad.r);
   const y = (v) => height - pad.b - (v / top) * (height - pad.t - pad.b);
@@ -160,28 +224,40 @@ function lineChart(series, { width = 720, height = 180, max = 100, unit = "%" } 
   }
   for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
     const label = svg("text", { x: x(t), y: height - 6, "text-anchor": anchor, class: "axis" });
-    label.textContent = new Date(t * 1000).toLocaleString();
+    label.textContent = (width < 500 ? CLOCK : STAMP).format(new Date(t * 1000));
     el.append(label);
   }
   series.forEach((s, k) => {
     let d = "";
-    let pen = false;
+    let last = null;
+    const dots = s.t.length <= 180;
     s.t.forEach((t, i) => {
       const v = s.v[i];
-      if (v === null) { pen = false; return; }
-      d += (pen ? "L" : "M") + x(t).toFixed(1) + " " + y(v).toFixed(1) + " ";
-      pen = true;
+      if (v === null) { last = null; return; }
+      d += (last !== null && t - last <= step ? "L" : "M") + x(t).toFixed(1) + " " + y(v).toFixed(1) + " ";
+      last = t;
+      if (dots) {
+        const dot = svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot c" + (k % 6), "data-t": t });
+        const tip = svg("title", {});
+        tip.textContent = `${s.name}: ${num(v, 0, unit)} at ${STAMP.format(new Date(t * 1000))}`;
+        dot.append(tip);
+        el.append(dot);
+      }
     });
-    el.append(svg("path", { d: d.trim(), class: "line c" + (k % 6) }));
+    el.append(svg("path", { d: d.trim(), class: "line c" + (k % 6), "data-series": s.name }));
   });
   const legend = h("div", { class: "legend" }, series.map((s, k) => h("span", { class: "key c" + (k % 6) }, s.name)));
   return h("div", {}, el, legend);
 }
 
-function hoursChart(rows) {
-  const width = 720;
+// Charts are drawn at the width they get (720 px at most), so their text stays readable on a phone.
+function chartWidth() {
+  return Math.round(Math.max(300, Math.min(720, document.getElementById("report-summary").clientWidth || 720)));
+}
+
+function hoursChart(rows, width = 720) {
   const bar = 18;
-  const labelW = 160;
+  const labelW = width < 500 ? 110 : 160;
   const height = rows.length * (bar + 8) + 4;
   const el = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "barchart" });
   const total = (r) => (r.busy_gpu_hours || 0) + (r.idle_gpu_hours || 0) + (r.paused_gpu_hours || 0);
@@ -214,7 +290,7 @@ function hoursChart(rows) {
 // -- the overview ---------------------------------------------------------------
 function renderWorkers(workers, sparks) {
   const body = document.querySelector("#workers tbody");
-  const rows = workers.map((w) => {
+  const rows = workers.flatMap((w) => {
     const series = sparks[w.id];
     let spark = null;
     let title = "no samples yet";
@@ -235,17 +311,29 @@ function renderWorkers(workers, sparks) {
       type: "button", dataAction: "force-clear", disabled: !force,
       onclick: () => act(`force ${w.id} clear`, () => api(`/workers/${encodeURIComponent(w.id)}/runtime-properties/force`, { method: "DELETE" })),
     }, "clear");
-    return h("tr", { dataWorker: w.id },
+    const row = h("tr", { dataWorker: w.id },
       h("td", {}, w.id),
       h("td", {}, w.cpu_only ? "cpu" : w.gpus.join(",")),
       h("td", {}, w.queues.join(", ")),
       h("td", { class: "state" }, badge(w.state), " ", h("span", { class: "muted reason" }, w.state_reason)),
-      h("td", { class: "task" }, w.tasks.map((id) => h("a", { href: "#task=" + id, onclick: (e) => { e.preventDefault(); selectTask(id); } }, id.slice(0, 12)))),
+      h("td", { class: "task" }, taskLinks(w.tasks)),
       h("td", { title }, spark || h("span", { class: "muted" }, "–")),
       h("td", { class: "force" }, forceButton("on", "on"), forceButton("off", "off"), clear),
     );
+    // a pool (or services worker) runs each task in its own per-task worker: one row each, under it
+    const children = [...((w.pool && w.pool.children) || [])].sort((a, b) => a.worker.localeCompare(b.worker, undefined, { numeric: true }));
+    return [row, ...children.map((c) => h("tr", { dataWorker: c.worker, dataParent: w.id, class: "child" },
+      h("td", {}, h("span", { class: "nest", "aria-hidden": "true" }, "└ "), c.worker),
+      h("td", {}, c.gpus.length ? c.gpus.join(",") : "cpu"),
+      h("td", {}, c.queue || ""),
+      h("td", { class: "state" }, badge("busy"), " ", h("span", { class: "muted reason" }, "task worker of " + w.id)),
+      h("td", { class: "task" }, taskLinks([c.task])),
+      h("td", {}, h("span", { class: "muted" }, "–")),
+      h("td", {}),
+    ))];
   });
   body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colSpan: 7, class: "muted" }, "no workers: start one with fleetctl up"))]));
+  labelCells(body.closest("table"));
 }
 
 // GPUs: in service or drained (by a person, or for its health) and why; drain with a reason, undrain
@@ -272,6 +360,7 @@ function renderGpus(gpus) {
     );
   });
   body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colSpan: 4, class: "muted" }, "no GPUs"))]));
+  labelCells(body.closest("table"));
 }
 
 function renderQueues(queues, waitingSince) {
@@ -296,6 +385,7 @@ function renderQueues(queues, waitingSince) {
     );
   });
   table.tBodies[0].replaceChildren(...rows);
+  labelCells(table);
 }
 
 function renderTasks(tasks) {
@@ -303,21 +393,29 @@ function renderTasks(tasks) {
     const running = t.status === "in_progress" || t.status === "queued";
     const runtime = t.started_at ? ((t.finished_at ? Date.parse(t.finished_at) : Date.now()) - Date.parse(t.started_at)) / 1000 : null;
     return h("tr", { dataTask: t.id, class: t.id === state.selected ? "selected" : "" },
-      h("td", {}, h("a", { href: "#task=" + t.id, onclick: (e) => { e.preventDefault(); selectTask(t.id); } }, t.id.slice(0, 12))),
-      h("td", { class: "name" }, t.name),
+      h("td", {}, taskLinks([t.id])),
+      h("td", { class: "name", title: t.name }, t.name),
       h("td", {}, t.queue || ""),
       h("td", {}, badge(t.status)),
       h("td", {}, t.worker || ""),
-      h("td", {}, when(t.started_at)),
+      h("td", { class: "when" }, timeCell(t.started_at)),
       h("td", {}, runtime === null ? "" : duration(runtime)),
-      h("td", {}, running ? h("button", { type: "button", dataAction: "abort", onclick: () => abortTask(t.id) }, "abort") : null),
+      h("td", {}, running ? h("button", { type: "button", dataAction: "abort", onclick: () => abortTask(t.id, t.name) }, "abort") : null),
     );
   });
   document.querySelector("#tasks tbody").replaceChildren(...rows);
+  labelCells(document.getElementById("tasks"));
 }
 
-function abortTask(id) {
-  return act("abort " + id.slice(0, 12), () => api(`/tasks/${id}/abort`, { method: "POST", body: { reason: "aborted from the web page" } }));
+// Abort only after the person confirms in the page's dialog.
+async function abortTask(id, name) {
+  const what = `task ${id.slice(0, 12)}${name ? " (" + name + ")" : ""}`;
+  const yes = await confirmAction(`Abort ${what}? Its processes get SIGTERM (then SIGKILL) and it ends stopped.`, "Abort task");
+  if (!yes) {
+    setStatus(`abort of ${what}: cancelled`);
+    return;
+  }
+  await act("abort " + id.slice(0, 12), () => api(`/tasks/${id}/abort`, { method: "POST", body: { reason: "aborted from the web page" } }));
 }
 
 async function refresh() {
@@ -344,7 +442,7 @@ async function refresh() {
     document.getElementById("host").textContent =
       (current.snapshot ? current.snapshot.host.host + " · " : "") + (current.nvml ? "NVML on" : "no NVML: logical GPUs") +
       ` · sampler ${s.wall_ms_mean} ms/tick`;
-    setStatus("updated " + new Date().toLocaleTimeString());
+    setStatus("updated " + clock());
     if (Date.now() - state.waitsAt > REPORT_POLL_MS) refreshWaits();
   } catch (err) {
     setStatus(err.message, true);
@@ -377,6 +475,7 @@ function selectTask(id) {
   if (state.logTask !== id) {
     state.logTask = id;
     state.logOffset = 0;
+    state.logRest = "";
     document.getElementById("log").textContent = "";
   }
   refreshPanel();
@@ -395,6 +494,12 @@ async function refreshPanel() {
     status.className = "badge " + task.status;
     document.getElementById("tp-name").textContent = task.name + (task.status_reason ? " — " + task.status_reason : "");
     document.getElementById("tp-abort").disabled = !(task.status === "queued" || task.status === "in_progress");
+    state.selectedName = task.name;
+    if (state.queueFor !== task.id) { // the clone goes to the task's own queue unless the person picks another
+      state.queueFor = task.id;
+      const select = document.getElementById("tp-queue");
+      if ([...select.options].some((o) => o.value === task.queue)) select.value = task.queue;
+    }
     const figures = [
       ["runtime", duration(fig.runtime_s)],
       ["peak RSS", num(fig.peak_rss_mb, 0, " MB")],
@@ -404,6 +509,9 @@ async function refreshPanel() {
       ["GPUs", task.gpus.join(",") || "–"],
       ["GPU UUIDs", (task.gpu_uuids || []).join(",") || "–"],
       ["attempt", String(task.attempt)],
+      ["created", when(task.created_at, true) || "–"],
+      ["started", when(task.started_at, true) || "–"],
+      ["finished", when(task.finished_at, true) || "–"],
     ];
     document.getElementById("tp-figures").replaceChildren(...figures.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { dataFigure: k }, v)]));
     if (state.editFor !== task.id) { // fill the edit fields once per task, never over a person's edits
@@ -434,10 +542,14 @@ async function pollLog(gen) {
     if (gen !== state.logGen || id !== state.logTask) return;
     state.logOffset = Number(answer.headers.get("X-Next-Offset") || state.logOffset);
     ended = ENDED.has(answer.headers.get("X-Task-Status"));
-    if (text) {
+    let lines = state.logRest + text;
+    const cut = ended ? lines.length : lines.lastIndexOf("\n") + 1;
+    state.logRest = lines.slice(cut);
+    lines = lines.slice(0, cut);
+    if (lines) {
       const log = document.getElementById("log");
       const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
-      log.append(document.createTextNode(text));
+      log.append(document.createTextNode(lines.replace(LOG_STAMP, (line, at) => LOG_TIME.format(new Date(at)) + " ")));
       if (atBottom) log.scrollTop = log.scrollHeight;
     }
     if (ended && !text) return; // the whole log is here
@@ -448,18 +560,35 @@ async function pollLog(gen) {
 }
 
 // -- the report -----------------------------------------------------------------
+// The report's utilization chart: GPU utilization where the manager has NVML, else the
+// host's CPU, said so in the chart's title; one point per roll-up interval (see ROLLUP_S).
+function chartStep(since) {
+  return ROLLUP_S * Math.max(1, Math.ceil((WINDOW_S[since] || 86400) / ROLLUP_S / CHART_POINTS));
+}
+
+function utilTitle(gpu, step) {
+  const every = step === ROLLUP_S ? "one point per minute" : `one point per ${step / 60} minutes`;
+  return gpu
+    ? `GPU utilization over the window (%, ${every})`
+    : `Host CPU over the window (%, ${every}) — no NVML here, so no GPU utilization`;
+}
+
+function reportRows(rows) {
+  // a pool's per-task workers (by worker) follow it, indented
+  return rows.flatMap((r) => [r, ...(r.children || [])]);
+}
+
 async function refreshReport() {
   const since = document.getElementById("report-since").value;
   const by = document.getElementById("report-by").value;
+  const step = chartStep(since);
   try {
-    const [report, host, gpu] = await Promise.all([
-      getJSON(`/report?since=${since}&by=${by}`),
-      getJSON(`/metrics?kind=host&since=${since}`),
-      getJSON(`/metrics?kind=gpu&since=${since}`),
-    ]);
+    const [report, current] = await Promise.all([getJSON(`/report?since=${since}&by=${by}`), getJSON("/metrics/current")]);
+    const gpu = Boolean(current.nvml);
+    const util = await getJSON(`/metrics?kind=${gpu ? "gpu" : "host"}&since=${since}&step=${step}`);
     const t = report.totals;
     const summary = [
-      ["window", when(report.since) + " – " + when(report.until)],
+      ["window", when(report.since, true) + " – " + when(report.until, true)],
       ["GPU-hours busy / idle / paused", `${num(t.busy_gpu_hours, 2)} / ${num(t.idle_gpu_hours, 2)} / ${num(t.paused_gpu_hours, 2)}`],
       ["tasks completed / failed / stopped", `${t.completed} / ${t.failed} / ${t.stopped}`],
       ["success rate", t.success_rate === null ? "–" : (t.success_rate * 100).toFixed(1) + "%"],
@@ -467,22 +596,33 @@ async function refreshReport() {
       ["mean utilization of busy GPUs", num(t.busy_gpu_util_percent, 0, "%")],
     ];
     document.getElementById("report-summary").replaceChildren(h("dl", {}, summary.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
-    document.getElementById("chart-hours").replaceChildren(hoursChart([...report.rows, t]));
-    const lines = host.series.map((s) => ({ name: "host CPU " + s.id, t: s.t, v: s.values.cpu_percent }));
-    lines.push(...gpu.series.map((s) => ({ name: "GPU " + s.id, t: s.t, v: s.values.util_percent })));
-    document.getElementById("chart-util").replaceChildren(lineChart(lines));
+    const width = chartWidth();
+    document.getElementById("chart-hours").replaceChildren(hoursChart([...report.rows, t], width));
+    const lines = gpu
+      ? util.series.map((s) => ({ name: `GPU ${s.labels.host}:${s.id} utilization`, t: s.t, v: s.values.util_percent }))
+      : util.series.map((s) => ({ name: `host CPU (${s.id})`, t: s.t, v: s.values.cpu_percent }));
+    document.getElementById("util-title").textContent = utilTitle(gpu, util.step);
+    document.getElementById("chart-util").replaceChildren(lineChart(lines, { width, step: util.step, kind: gpu ? "gpu-util" : "host-cpu" }));
     const cells = (r) => [r.key, num(r.busy_gpu_hours, 2), num(r.idle_gpu_hours, 2), num(r.paused_gpu_hours, 2), r.completed, r.failed, r.stopped,
       r.success_rate === null ? "–" : (r.success_rate * 100).toFixed(1) + "%", duration(r.wait_p50_s), duration(r.wait_p95_s), num(r.busy_gpu_util_percent, 0, "%")];
-    document.querySelector("#report-table tbody").replaceChildren(
-      ...[...report.rows, t].map((r) => h("tr", { class: r.key === "total" ? "total" : "" }, cells(r).map((c) => h("td", {}, c)))));
+    const table = document.getElementById("report-table");
+    table.tHead.rows[0].cells[0].textContent = by;
+    table.tBodies[0].replaceChildren(...[...reportRows(report.rows), t].map((r) => {
+      const row = h("tr", { class: r.key === "total" && r === t ? "total" : r.parent ? "child" : "", dataKey: r.key, dataParent: r.parent || null },
+        cells(r).map((c) => h("td", {}, c)));
+      if (r.parent) row.cells[0].prepend(h("span", { class: "nest", "aria-hidden": "true" }, "└ "));
+      return row;
+    }));
+    labelCells(table);
     document.getElementById("report-notes").textContent = report.notes.join(" ");
-    setStatus("report updated " + new Date().toLocaleTimeString());
+    setStatus("report updated " + clock());
   } catch (err) {
     setStatus(err.message, true);
   }
 }
 
 // -- wiring -----------------------------------------------------------------------
+document.getElementById("log-zone").textContent = `Log times: this browser's local time (${ZONE}).`;
 function show(view) {
   state.view = view;
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.view === view));
@@ -494,7 +634,7 @@ function show(view) {
 
 document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => show(b.dataset.view)));
 document.getElementById("report-form").addEventListener("submit", (e) => { e.preventDefault(); refreshReport(); });
-document.getElementById("tp-abort").addEventListener("click", () => state.selected && abortTask(state.selected));
+document.getElementById("tp-abort").addEventListener("click", () => state.selected && abortTask(state.selected, state.selectedName));
 document.getElementById("tp-clone").addEventListener("click", () => {
   const queue = document.getElementById("tp-queue").value;
   if (!state.selected || !queue) return;
@@ -531,6 +671,11 @@ setInterval(() => {
 setInterval(() => {
   if (!document.hidden && state.view === "report") refreshReport();
 }, REPORT_POLL_MS);
+let resized = null;
+window.addEventListener("resize", () => { // charts are drawn for the width they get
+  clearTimeout(resized);
+  resized = setTimeout(() => { if (state.view === "report") refreshReport(); }, 300);
+});
 
 // A one-time login link (`fleetctl page`) carries its code in the fragment, which the
 // browser never sends to a server; trade it for the session cookie, then drop it from

@@ -1,0 +1,108 @@
+"""What the parts of the SQLite store share: the connection of this thread,
+write transactions, the event record, row lookups and the task transition
+function (every task state change goes through :meth:`SQLiteBase._move_task`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from fleet.errors import Conflict, NotFound, UsageError
+from fleet.models import TaskStatus, check_task_move
+from fleet.store.connections import Connections
+
+log = logging.getLogger(__name__)
+
+
+class SQLiteBase:
+    """The base of :class:`fleet.store.sqlite.SQLiteStore` and its parts."""
+
+    path: Path
+    _db: Connections
+    _ignored: set[tuple[str, str, str]]  # unusable stored values already logged
+
+    # -- connections and transactions ------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._db.conn
+
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.tx()
+
+    @staticmethod
+    def _event(
+        conn: sqlite3.Connection, kind: str, subject: str, old: str | None, new: str, actor: str, reason: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (at, kind, subject, old, new, actor, reason) VALUES (?,?,?,?,?,?,?)",
+            (time.time(), kind, subject, old, new, actor, reason),
+        )
+
+    def _queue_row(self, conn: sqlite3.Connection, name_or_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM queues WHERE name = ? OR id = ?", (name_or_id, name_or_id)).fetchone()
+        if row is None:
+            raise NotFound(f"queue {name_or_id!r} does not exist", field="queue")
+        return dict(row)
+
+    def _task_row(self, conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist", field="task")
+        return dict(row)
+
+    def _move_task(
+        self,
+        conn: sqlite3.Connection,
+        row: dict[str, Any],
+        new: TaskStatus,
+        actor: str,
+        reason: str,
+        **fields: Any,
+    ) -> None:
+        """The one transition function for tasks: check, update, record."""
+        old = TaskStatus(row["status"])
+        check_task_move(row["id"], old, new)
+        fields.update(status=new.value, status_reason=reason)
+        columns = ", ".join(f"{k} = ?" for k in fields)
+        cur = conn.execute(
+            f"UPDATE tasks SET {columns} WHERE id = ? AND status = ?", (*fields.values(), row["id"], old.value)
+        )
+        if cur.rowcount != 1:  # pragma: no cover - guarded by BEGIN IMMEDIATE
+            raise Conflict(f"task {row['id']} changed while being updated")
+        row.update(fields)
+        self._event(conn, "task", row["id"], old.value, new.value, actor, reason)
+
+    def _next_seq(self, conn: sqlite3.Connection, queue: str, head: bool) -> float:
+        if head:
+            low = conn.execute("SELECT MIN(seq) FROM tasks WHERE queue = ? AND status = 'queued'", (queue,)).fetchone()[
+                0
+            ]
+            return (low if low is not None else 0.0) - 1.0
+        high = conn.execute("SELECT MAX(seq) FROM tasks").fetchone()[0]
+        return (high if high is not None else 0.0) + 1.0
+
+    def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> str:
+        if len(id_or_prefix) < 4:
+            raise UsageError(f"task id {id_or_prefix!r} is too short: give 4 or more characters", field="task")
+        if len(id_or_prefix) == 32:
+            return id_or_prefix
+        rows = conn.execute(
+            "SELECT id FROM tasks WHERE id >= ? AND id < ? LIMIT 2", (id_or_prefix, id_or_prefix + "g")
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"task {id_or_prefix} does not exist", field="task")
+        if len(rows) > 1:
+            raise UsageError(f"task id prefix {id_or_prefix} is ambiguous; give more characters", field="task")
+        return str(rows[0][0])
+
+    def _ignore(self, subject: str, what: str, value: str) -> None:
+        """A stored value this version cannot use (written by another version,
+        or by hand) is left in place and ignored; it is logged once."""
+        key = (subject, what, value)
+        if key not in self._ignored:
+            self._ignored.add(key)
+            log.warning("store: %s: %s: %s cannot be used; ignored", subject, what, value)

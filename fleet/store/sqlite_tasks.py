@@ -1,0 +1,369 @@
+"""The SQLite store's tasks: create, list, queue, claim, start, finish.
+
+A claim is atomic across processes: the first fitting queued task is
+selected and marked in progress inside one ``BEGIN IMMEDIATE`` transaction.
+Each attempt records the worker that owns it and its runner
+(:class:`fleet.models.Runner`) when it starts, so "which tasks does this
+worker run" is an indexed read (:meth:`SQLiteTasks.running_tasks`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from fleet.errors import Conflict
+from fleet.models import (
+    ExitUsage,
+    Runner,
+    Task,
+    TaskAttempt,
+    TaskSpec,
+    TaskStatus,
+    Worker,
+    WorkerMode,
+)
+from fleet.procs import Identity
+from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
+from fleet.store.sqlite_base import SQLiteBase
+
+
+class SQLiteTasks(SQLiteBase):
+    """Mixed into :class:`fleet.store.sqlite.SQLiteStore`."""
+
+    def create_task(self, spec: TaskSpec, queue: str | None, actor: str) -> Task:
+        task_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as conn:
+            if queue is not None:
+                queue = self._queue_row(conn, queue)["name"]
+            conn.execute(
+                "INSERT INTO tasks (id, name, status, status_reason, queue, priority, script, env, user, requirements,"
+                " docker, attempt, retries, timeout, gpus_needed, created_at, parent, env_cached)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+                (
+                    task_id,
+                    spec.name or " ".join(spec.script.command)[:80] or task_id,
+                    TaskStatus.CREATED.value,
+                    "",
+                    queue,
+                    spec.priority,
+                    dumps(spec.script.to_json()),
+                    dumps(spec.env),
+                    spec.user,
+                    dumps(spec.requirements),
+                    dumps(spec.docker),
+                    0,
+                    spec.retries,
+                    spec.timeout,
+                    spec.gpus,
+                    now,
+                    spec.parent,
+                ),
+            )
+            self._event(conn, "task", task_id, None, TaskStatus.CREATED.value, actor, "")
+            if queue is not None:
+                row = self._task_row(conn, task_id)
+                self._move_task(
+                    conn, row, TaskStatus.QUEUED, actor, "", queued_at=now, seq=self._next_seq(conn, queue, False)
+                )
+        return self.get_task(task_id)
+
+    def get_task(self, id_or_prefix: str) -> Task:
+        return to_task(self._task_row(self.conn, self._resolve(self.conn, id_or_prefix)))
+
+    def list_tasks(
+        self,
+        *,
+        queue: str | None = None,
+        status: list[TaskStatus] | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        summary: bool = False,
+        max_bytes: int | None = None,
+    ) -> tuple[list[Task], int]:
+        where: list[str] = []
+        params: list[Any] = []
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
+        if status:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(s.value for s in status)
+        if worker is not None:
+            clause, values = self._worker_clause(worker)
+            where.append(clause)
+            params.extend(values)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
+        columns = summary_columns(self._task_columns()) if summary else "*"
+        cursor = self.conn.execute(
+            f"SELECT {columns} FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        tasks: list[Task] = []
+        size = 0
+        for row in cursor:
+            size += row_size(row)
+            if max_bytes is not None and tasks and size > max_bytes:
+                break
+            tasks.append(to_task(dict(row)))
+        cursor.close()
+        return tasks, int(total)
+
+    def _task_columns(self) -> list[str]:
+        return [r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")]
+
+    @staticmethod
+    def _worker_clause(worker_id: str) -> tuple[str, list[Any]]:
+        """Tasks run by ``worker_id`` or owned by it (a pool's or services worker's per-task children)."""
+        return "(worker = ? OR owner = ?)", [worker_id, worker_id]
+
+    def running_tasks(
+        self, *, owner: str | None = None, runner: Runner | None = None, host: str | None = None
+    ) -> list[Task]:
+        where, params = ["status = ?"], [TaskStatus.IN_PROGRESS.value]
+        for column, value in (("owner", owner), ("runner", runner.value if runner else None), ("host", host)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY started_at, id"
+        return [to_task(dict(r)) for r in self.conn.execute(sql, params)]
+
+    def running_by_owner(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        sql = "SELECT coalesce(owner, worker), id FROM tasks WHERE status = ? ORDER BY created_at DESC, id"
+        for owner, task_id in self.conn.execute(sql, (TaskStatus.IN_PROGRESS.value,)):
+            if owner:
+                out.setdefault(owner, []).append(task_id)
+        return out
+
+    def enqueue_task(self, task_id: str, queue: str, actor: str, reason: str = "", head: bool = False) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            qname = self._queue_row(conn, queue)["name"]
+            self._move_task(
+                conn,
+                row,
+                TaskStatus.QUEUED,
+                actor,
+                reason,
+                queue=qname,
+                queued_at=time.time(),
+                seq=self._next_seq(conn, qname, head),
+                abort_requested=None,
+            )
+        return to_task(row)
+
+    def dequeue_task(self, task_id: str, actor: str) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            if row["status"] != TaskStatus.QUEUED.value:
+                raise Conflict(f"task {row['id']} is {row['status']}, not queued", field="task")
+            self._move_task(conn, row, TaskStatus.CREATED, actor, "dequeued", queued_at=None)
+        return to_task(row)
+
+    def _start_attempt(
+        self,
+        conn: sqlite3.Connection,
+        row: dict[str, Any],
+        worker: Worker,
+        run_as: str,
+        gpus: list[int],
+        runner: Runner,
+    ) -> Task:
+        """queued -> in_progress for ``run_as`` (the claiming worker, or a pool's per-task id): a new
+        attempt, owned by ``worker`` and run by ``runner``."""
+        now = time.time()
+        attempt = row["attempt"] + 1
+        self._move_task(
+            conn,
+            row,
+            TaskStatus.IN_PROGRESS,
+            f"worker:{worker.id}",
+            "",
+            worker=run_as,
+            host=worker.host,
+            gpus=dumps(gpus),
+            started_at=now,
+            finished_at=None,
+            exit_code=None,
+            attempt=attempt,
+            pid=None,
+            pid_start=None,
+            pid_boot=None,
+            abort_requested=None,
+            gpu_uuids=None,
+            owner=worker.id,
+            runner=runner.value,
+        )
+        conn.execute(
+            "INSERT INTO task_attempts (task_id, attempt, worker, host, gpus, started_at, status, owner, runner)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                row["id"],
+                attempt,
+                run_as,
+                worker.host,
+                dumps(gpus),
+                now,
+                TaskStatus.IN_PROGRESS.value,
+                worker.id,
+                runner.value,
+            ),
+        )
+        return to_task(row)
+
+    def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
+        capacity = len(gpus)
+        if not queues:
+            return None
+        marks = ",".join("?" * len(queues))
+        waiting = self.conn.execute(
+            f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1", queues
+        ).fetchone()
+        if waiting is None:  # the common case for a woken worker that lost the race: no write lock taken
+            return None
+        with self._tx() as conn:
+            for queue in queues:
+                found = conn.execute(
+                    "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
+                    " AND (gpus_needed IS NULL OR gpus_needed <= ?) ORDER BY priority DESC, seq ASC LIMIT 1",
+                    (queue, capacity if worker.gpus is not None else 0),
+                ).fetchone()
+                if found is None:
+                    continue
+                return self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
+        return None
+
+    def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
+        start, boot = (started.ticks, started.boot) if started is not None else (None, None)
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?", (pid, start, boot, task_id)
+            )
+
+    def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            status = TaskStatus(row["status"])
+            if status == TaskStatus.QUEUED:
+                self._move_task(conn, row, TaskStatus.STOPPED, actor, reason, finished_at=time.time())
+            elif status == TaskStatus.IN_PROGRESS:
+                conn.execute("UPDATE tasks SET abort_requested = ? WHERE id = ?", (reason, row["id"]))
+                self._event(conn, "task", row["id"], status.value, "abort_requested", actor, reason)
+                row["abort_requested"] = reason
+            else:
+                raise Conflict(
+                    f"task {row['id']} is {status.value}; only queued or running tasks can be aborted", field="task"
+                )
+        return to_task(row)
+
+    def finish_task(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        exit_code: int | None,
+        reason: str,
+        actor: str,
+        requeue: str | None = None,
+        usage: ExitUsage | None = None,
+    ) -> Task:
+        now = time.time()
+        with self._tx() as conn:
+            row = self._task_row(conn, task_id)
+            self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
+            conn.execute(
+                "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"
+                " peak_rss_mb = ?, cpu_s = ? WHERE task_id = ? AND attempt = ?",
+                (
+                    now,
+                    status.value,
+                    exit_code,
+                    reason,
+                    usage.peak_rss_mb if usage else None,
+                    usage.cpu_s if usage else None,
+                    task_id,
+                    row["attempt"],
+                ),
+            )
+            if requeue is not None and row["queue"] is not None:
+                if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():
+                    why = f"requeued after attempt {row['attempt']}: {reason}"
+                    self._move_task(
+                        conn,
+                        row,
+                        TaskStatus.QUEUED,
+                        actor,
+                        why,
+                        queued_at=now,
+                        seq=self._next_seq(conn, row["queue"], requeue == "head"),
+                        abort_requested=None,
+                    )
+        return to_task(row)
+
+    def attempts(self, task_id: str) -> list[TaskAttempt]:
+        rows = self.conn.execute(
+            "SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt", (self._resolve(self.conn, task_id),)
+        ).fetchall()
+        return [to_attempt(dict(r)) for r in rows]
+
+    def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
+        with self._tx() as conn:
+            row = self._task_row(conn, task_id)
+            requirements = loads(row["requirements"], {})
+            requirements.update(frozen=list(frozen), manager=manager, python=python)
+            conn.execute(
+                "UPDATE tasks SET env_cached = ?, requirements = ? WHERE id = ?",
+                (int(env_cached), dumps(requirements), task_id),
+            )
+
+    def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
+        out: dict[str, Task] = {}
+        for queue, limit in queues.items():
+            fits = "" if limit is None else " AND (gpus_needed IS NULL OR gpus_needed <= ?)"
+            row = self.conn.execute(
+                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} ORDER BY priority DESC, seq ASC LIMIT 1",
+                (queue,) if limit is None else (queue, limit),
+            ).fetchone()
+            if row is not None:
+                out[queue] = to_task(dict(row))
+        return out
+
+    def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
+        with self._tx() as conn:
+            found = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'queued'", (task_id,)).fetchone()
+            if found is None:
+                return None
+            runner = Runner.SERVICE if worker.mode == WorkerMode.SERVICES else Runner.POOL
+            return self._start_attempt(conn, dict(found), worker, run_as, gpus, runner)
+
+    def start_task(self, task_id: str, worker: Worker, gpus: list[int], actor: str, runner: Runner) -> Task:
+        with self._tx() as conn:
+            row = self._task_row(conn, self._resolve(conn, task_id))
+            if row["status"] == TaskStatus.IN_PROGRESS.value:
+                raise Conflict(
+                    f"task {row['id']} is running on {row['worker']}; run a clone of it instead", field="task"
+                )
+            need = row["gpus_needed"] or 0
+            if need > len(gpus):
+                raise Conflict(f"task {row['id']} needs {need} GPU(s); {len(gpus)} given", field="gpus")
+            if row["status"] != TaskStatus.QUEUED.value:
+                self._move_task(conn, row, TaskStatus.QUEUED, actor, f"started directly on {worker.id}")
+            return self._start_attempt(conn, row, worker, worker.id, gpus, runner)
+
+    def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
+        if not queues:
+            return 0
+        marks = ",".join("?" * len(queues))
+        where = f"queue IN ({marks}) AND status = 'queued' AND gpus_needed > ? AND status_reason != ?"
+        params = (*queues, max_gpus, reason)
+        if self.conn.execute(f"SELECT 1 FROM tasks WHERE {where} LIMIT 1", params).fetchone() is None:
+            return 0
+        with self._tx() as conn:
+            return int(conn.execute(f"UPDATE tasks SET status_reason = ? WHERE {where}", (reason, *params)).rowcount)
