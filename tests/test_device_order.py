@@ -16,7 +16,8 @@ from pathlib import Path
 from fleet.config import parse_config_string
 from fleet.home import Home
 from fleet.models import Script
-from fleet.worker.docker.run import build_spec, device_requests
+from fleet.worker.docker.container import device_requests
+from fleet.worker.docker.run import build_spec
 from tests.conftest import Fleet
 from tests.factories import running_task
 from tests.nvml_standin import use_standin

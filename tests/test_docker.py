@@ -184,7 +184,7 @@ def _spec(name: str, command: list[str], gpus: list[str] | None = None) -> Any:
 
 
 def test_exit_code_and_lines_stream(client: Any) -> None:
-    from fleet.worker.docker.run import run_container
+    from fleet.worker.docker.container import run_container
 
     lines: list[str] = []
     spec = _spec(f"fleet-unit-exit-{os.getpid()}", ["sh", "-c", "echo one; echo two; printf tail; exit 7"])
@@ -194,7 +194,7 @@ def test_exit_code_and_lines_stream(client: Any) -> None:
 
 
 def test_stop_request_stops_and_removes_the_container(client: Any) -> None:
-    from fleet.worker.docker.run import Stopper, run_container
+    from fleet.worker.docker.container import Stopper, run_container
 
     stopper = Stopper(1.0)
     spec = _spec(
@@ -215,7 +215,7 @@ def test_stop_request_stops_and_removes_the_container(client: Any) -> None:
 
 
 def test_gpu_task_without_nvidia_runtime_fails_clearly(client: Any) -> None:
-    from fleet.worker.docker.run import DockerRunError, run_container
+    from fleet.worker.docker.container import DockerRunError, run_container
 
     if "nvidia" in json.dumps(client.info().get("Runtimes", {})):
         pytest.skip("this engine has the NVIDIA runtime")
@@ -226,7 +226,7 @@ def test_gpu_task_without_nvidia_runtime_fails_clearly(client: Any) -> None:
 
 
 def test_force_pull_is_honoured(client: Any) -> None:
-    from fleet.worker.docker.run import DockerRunError, run_container
+    from fleet.worker.docker.container import DockerRunError, run_container
 
     spec = _spec(f"fleet-unit-pull-{os.getpid()}", ["true"])
     with pytest.raises(DockerRunError, match="docker_force_pull is set and the pull failed"):

@@ -23,7 +23,8 @@ from fleet.worker.docker.args import (
     container_name,
     parse_docker_args,
 )
-from fleet.worker.docker.run import build_spec, device_requests
+from fleet.worker.docker.container import device_requests
+from fleet.worker.docker.run import build_spec
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind
 from tests.conftest import Fleet

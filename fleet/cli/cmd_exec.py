@@ -25,6 +25,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ from fleet.store import open_store
 from fleet.worker.admission import record_gpu_uuids
 from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log
+from fleet.worker.logfile import TaskLog
 from fleet.worker.prepare import PrepareError, Preparer
 from fleet.worker.process import StopCause
 from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
@@ -69,6 +71,20 @@ def _visible_gpus() -> list[int]:
             return []
     nvml = Nvml()
     return list(range(nvml.device_count())) if nvml.available else []
+
+
+class TerminalLog(TaskLog):
+    """The task log, also copied to this terminal as it comes (without stamps)."""
+
+    def feed(self, data: bytes) -> None:
+        super().feed(data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        super().note(text)
+        sys.stdout.write(f"[fleet] {text}\n")
+        sys.stdout.flush()
 
 
 class _Signals:
@@ -151,7 +167,7 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
         options=WorkerOptions(docker=DockerMode()) if in_docker else WorkerOptions(),
     )
     become_subreaper()
-    profile = RunnerProfile(worker_id, Runner.EXECUTE, contain=False, requeue=False, echo=True)
+    profile = RunnerProfile(worker_id, Runner.EXECUTE, contain=False, requeue=False, log=TerminalLog)
     runner = TaskRunner(home, store, config, profile)
     task = record_gpu_uuids(store, Nvml(), runner.start_here(task.id, worker, gpus))
     rc = run_foreground(runner, task, worker)

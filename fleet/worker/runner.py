@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ class RunnerProfile:
     kind: Runner  # what runs its attempts, recorded with them (the store's ``runner`` column)
     contain: bool = True  # the attempt's cgroup, marker and strays are the task's (off: a terminal's job)
     requeue: bool = True  # retries, ``stop --requeue`` and no disk space put the task back in its queue
-    echo: bool = False  # its output also goes to this terminal (``fleetctl execute``)
+    log: type[TaskLog] = TaskLog  # ``fleetctl execute``: one that also copies the output to its terminal
 
     @property
     def actor(self) -> str:
@@ -116,20 +115,6 @@ def verdict(
     if status == TaskStatus.STOPPED and ended.cause == StopCause.WORKER_STOP and stop_requeue:
         return Verdict(status, reason, "head")
     return Verdict(status, reason)
-
-
-class EchoLog(TaskLog):
-    """The task log, also copied to this terminal as it comes (without stamps): ``fleetctl execute``."""
-
-    def feed(self, data: bytes) -> None:
-        super().feed(data)
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-
-    def note(self, text: str) -> None:
-        super().note(text)
-        sys.stdout.write(f"[fleet] {text}\n")
-        sys.stdout.flush()
 
 
 def write_through(retry: Backoff, write: Callable[[], object]) -> bool:
@@ -221,35 +206,13 @@ class TaskRunner:
         task that cannot be started, or whose log cannot be written, ends here."""
         self.task = task
         self.stop_requeue = False
-        try:
-            task_log = (EchoLog if self.profile.echo else TaskLog)(self.home.task_log(task.id), self.max_log)
-        except OSError as exc:
-            self._record(task, Verdict(TaskStatus.FAILED, f"{LOG_FAILED}: {exc.strerror or exc}", "head", LOG_RETRY_S))
-            return
-        uuids = f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else ""
-        gpus = format_gpus(task.gpus) or "none"
-        task_log.note(f"attempt {task.attempt} on worker {worker.id} (host {worker.host}, GPUs {gpus}{uuids})")
-        if task_log.error is not None:  # the disk filled up since the claim: not run, back at the head
-            task_log.close()
-            self._record(task, Verdict(TaskStatus.FAILED, task_log.error, "head", LOG_RETRY_S))
+        task_log = self._open_log(task, worker)
+        if task_log is None:
             return
         if task.attempt > 1:  # a record the last attempt left for the next claimer (no disk space)
             remove_outcome(outcome_path(self.home.root, task.id, task.attempt - 1))
-        contain = self.profile.contain
         try:
-            launch = plan_launch(task, worker, dict(os.environ), home=self.home, config=self.config)
-            proc = TaskProcess(
-                launch.argv,
-                launch.cwd,
-                launch.env,
-                task_log,
-                self.grace,
-                contain=contain,
-                attempt=Attempt(self.home.root, task.id, task.attempt) if contain else None,
-                cgroup=contain and self.config.fleet.cgroups,
-                run_as=launch.run_as,
-            )
-            proc.start()
+            proc = self._spawn(task, worker, task_log)
         except OSError as exc:
             what = task.script.command[0] if task.script.command else "the command"
             reason = f"could not start {what}: {exc.strerror or exc}"
@@ -258,11 +221,46 @@ class TaskRunner:
             self._record(task, Verdict(TaskStatus.FAILED, reason))
             return
         self.proc = proc
-        self.kind = launch.kind
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
         self.pid_pending = True
         self.flush()
         log.info("worker %s: task %s started (pid %d)", worker.id, task.id, proc.pid)
+
+    def _open_log(self, task: Task, worker: Worker) -> TaskLog | None:
+        """The task's log with its attempt's first line; None when that cannot
+        be written (the task is not run: back at the head of its queue)."""
+        try:
+            task_log = self.profile.log(self.home.task_log(task.id), self.max_log)
+        except OSError as exc:
+            self._record(task, Verdict(TaskStatus.FAILED, f"{LOG_FAILED}: {exc.strerror or exc}", "head", LOG_RETRY_S))
+            return None
+        uuids = f" = {', '.join(task.gpu_uuids)}" if task.gpu_uuids else ""
+        gpus = format_gpus(task.gpus) or "none"
+        task_log.note(f"attempt {task.attempt} on worker {worker.id} (host {worker.host}, GPUs {gpus}{uuids})")
+        if task_log.error is None:
+            return task_log
+        task_log.close()  # the disk filled up since the claim
+        self._record(task, Verdict(TaskStatus.FAILED, task_log.error, "head", LOG_RETRY_S))
+        return None
+
+    def _spawn(self, task: Task, worker: Worker, task_log: TaskLog) -> TaskProcess:
+        """The task's process, as :func:`~fleet.worker.launch.plan_launch` says; ``OSError`` when it cannot start."""
+        contain = self.profile.contain
+        launch = plan_launch(task, worker, dict(os.environ), home=self.home, config=self.config)
+        proc = TaskProcess(
+            launch.argv,
+            launch.cwd,
+            launch.env,
+            task_log,
+            self.grace,
+            contain=contain,
+            attempt=Attempt(self.home.root, task.id, task.attempt) if contain else None,
+            cgroup=contain and self.config.fleet.cgroups,
+            run_as=launch.run_as,
+        )
+        proc.start()
+        self.kind = launch.kind
+        return proc
 
     # -- supervise -----------------------------------------------------------------
     def wait(self, fds: Sequence[int], limit: float) -> None:

@@ -60,7 +60,8 @@ from fleet.home import Home
 from fleet.models import Task
 from fleet.secrets import is_secret
 from fleet.worker.docker.args import ContainerSpec, choose_image, parse_docker_args
-from fleet.worker.docker.run import DockerRunError, cache_volumes, ensure_image, run_container
+from fleet.worker.docker.container import DockerRunError, ensure_image, run_container
+from fleet.worker.docker.run import cache_volumes
 from fleet.worker.docker.scripts import (
     BUILD_ENV,
     ENTRY_POINTS,

@@ -49,15 +49,11 @@ import shutil
 import signal
 import socket
 import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import DeviceRequest
+from docker.errors import DockerException
 
 from fleet.config import Config, load_config
 from fleet.errors import FleetError
@@ -77,6 +73,7 @@ from fleet.worker.docker.args import (
     parse_docker_args,
 )
 from fleet.worker.docker.cleanup import remove_orphans
+from fleet.worker.docker.container import EXIT_FAILED, DockerRunError, Stopper, ensure_image, run_container
 from fleet.worker.docker.scripts import RUN_DIR, requirements_for, say, write_run_dir
 from fleet.worker.docker.venv import DockerEnvironment, EnvironmentBuildFailed, docker_environment
 from fleet.worker.envs import Log
@@ -87,16 +84,6 @@ from fleet.worker.prepare import NoSpaceForEnvironment, PrepareError, Preparer
 from fleet.worker.taskenv import device_environment
 
 log = logging.getLogger(__name__)
-
-EXIT_FAILED = 1
-NO_GPU_RUNTIME = (
-    "docker mode: the task needs GPUs [{gpus}] but this docker engine has no NVIDIA runtime "
-    "(install nvidia-container-toolkit), so no GPU can be given to the container: {detail}"
-)
-
-
-class DockerRunError(FleetError):
-    """The container could not be created or started; the message is the task's reason."""
 
 
 class Progress:
@@ -179,125 +166,6 @@ def cache_volumes(home: Home, config: Config) -> dict[str, dict[str, str]]:
         host.mkdir(parents=True, exist_ok=True)
         volumes[str(host)] = {"bind": str(inside.get(key) or default), "mode": "rw"}
     return volumes
-
-
-def device_requests(gpus: list[str]) -> list[DeviceRequest]:
-    """Exactly the task's GPUs, by UUID where NVML gave them (none for a CPU task)."""
-    if not gpus:
-        return []
-    return [DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])]
-
-
-class Stopper:
-    """SIGTERM/SIGINT: stop the container (in a thread: the main thread is reading its logs)."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.container: Any = None
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            return
-        self.requested = True
-        say(f"stop requested: stopping the container (SIGKILL after {self.timeout:g}s)")
-        if self.container is not None:
-            threading.Thread(target=self._stop, daemon=True).start()
-
-    def _stop(self) -> None:
-        try:
-            self.container.stop(timeout=max(0, math.floor(self.timeout)))  # the engine takes whole seconds
-        except DockerException as exc:
-            log.warning("stopping the container failed (%s); killing it", exc)
-            try:
-                self.container.kill()
-            except DockerException as again:
-                log.warning("killing the container failed: %s", again)
-
-
-def ensure_image(client: Any, image: str, force_pull: bool) -> None:
-    """``docker_force_pull``: always pull; else pull only when the image is not here."""
-    if not force_pull:
-        try:
-            client.images.get(image)
-            return
-        except ImageNotFound:
-            pass
-    say(f"pulling {image}" + (" (docker_force_pull)" if force_pull else " (not found locally)"))
-    try:
-        client.images.pull(image)
-    except DockerException as exc:
-        why = "docker_force_pull is set and " if force_pull else "it is not here and "
-        raise DockerRunError(f"docker mode: image {image}: {why}the pull failed: {exc}") from None
-
-
-def run_container(
-    client: Any,
-    spec: ContainerSpec,
-    *,
-    force_pull: bool = False,
-    stop_timeout: float = 5.0,
-    write: Callable[[str], None] | None = None,
-    stopper: Stopper | None = None,
-    before_start: Callable[[Any], None] | None = None,
-    after_exit: Callable[[Any, int], None] | None = None,
-) -> int:
-    """Create, start, stream and remove the container; return its exit code.
-
-    ``before_start(container)`` runs between creation and start (files copied
-    in), ``after_exit(container, exit_code)`` before the removal (a commit)."""
-    write = write or (lambda text: print(text, flush=True))
-    stopper = stopper or Stopper(stop_timeout)
-    ensure_image(client, spec.image, force_pull)
-    kwargs = spec.kwargs()
-    kwargs.pop("detach")
-    requests = device_requests(spec.gpus)
-    if requests:
-        kwargs["device_requests"] = requests
-    if stopper.requested:  # stopped while the code or the image was being fetched
-        raise DockerRunError("docker mode: stopped before the container was created")
-    try:
-        container = client.containers.create(**kwargs)
-    except APIError as exc:
-        raise DockerRunError(f"docker mode: cannot create the container: {exc.explanation or exc}") from None
-    stopper.container = container
-    try:
-        if before_start is not None:
-            before_start(container)
-        try:
-            container.start()
-        except APIError as exc:
-            detail = str(exc.explanation or exc)
-            if spec.gpus and ("device driver" in detail or "nvidia" in detail.lower()):
-                raise DockerRunError(NO_GPU_RUNTIME.format(gpus=",".join(spec.gpus), detail=detail)) from None
-            raise DockerRunError(f"docker mode: cannot start the container: {detail}") from None
-        if stopper.requested:
-            stopper._stop()
-        pending = b""
-        for chunk in container.logs(stream=True, follow=True):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                write(line.decode("utf-8", "replace"))
-        code = int(container.wait().get("StatusCode", EXIT_FAILED))
-        # The followed stream can end before a last line without a newline reaches it: ask for it.
-        last = container.logs(stream=False, tail=1)
-        if isinstance(last, bytes) and last and not last.endswith(b"\n") and last.startswith(pending):
-            pending = last
-        if pending:
-            write(pending.decode("utf-8", "replace"))
-        if stopper.requested:
-            say(f"container stopped (exit code {code})")
-        if after_exit is not None:
-            after_exit(container, code)
-        return code
-    finally:
-        try:
-            container.remove(force=True)
-        except NotFound:
-            pass
-        except DockerException as exc:
-            log.warning("could not remove container %s: %s", spec.name, exc)
 
 
 def run_task(
