@@ -57,7 +57,7 @@ from fleet.scheduler.claims import Plan, UpRequest, check_queues, plan_up
 from fleet.scheduler.driver import ScheduleDriver, zone
 from fleet.store import Store, open_store
 from fleet.store.faults import Backoff
-from fleet.supervise import WorkerSupervisor, manager_pidfile
+from fleet.supervise import WorkerSupervisor
 from fleet.validate import worker_id as check_worker_id
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,6 @@ class Manager:
         self.wakeup = threading.Event()
         self.signals = 0
         self.last_signal = 0
-        self.handed_over = False
         self.shutdown_requested: dict[str, object] | None = None
         self.url = ""
         self.started_at = time.time()
@@ -156,7 +155,7 @@ class Manager:
         self.acquire()
         for folder, mode in self.home.tighten():
             log.warning("manager: %s was mode %04o (writable by others); tightened to 0700", folder, mode)
-        write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
+        write_pidfile(self.home.manager_pid)  # workers waiting for a hand-over see us from here on
         share_home(self.home, self.api_gid)
         # Group members may read the token (it acts as this manager's user) unless tasks run as
         # their submitters: then the token would be a way around that, and stays owner-only.
@@ -237,7 +236,7 @@ class Manager:
             info = self.home.read_manager_info()
             if info and info.get("pid") == os.getpid():
                 self.home.manager_json.unlink(missing_ok=True)
-            remove_pidfile(manager_pidfile(self.home))
+            remove_pidfile(self.home.manager_pid)
             log.info("manager: stopped")
         return 0
 
@@ -356,7 +355,6 @@ class Manager:
         to adopt (see the module docstring); ``add_workers`` is refused from
         here on."""
         with self.lock:
-            self.handed_over = True
             self.shutdown_requested = {"drain": False, "requeue": False, "by": "SIGTERM (hand-over)"}
             alive = self.supervisor.alive()
         log.info(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 
 from fleet.api.deps import ManagerDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
-from fleet.api.serialize import _masked_docker, pool_json, worker_json
+from fleet.api.serialize import masked_docker, pool_json, worker_json
 from fleet.errors import NotFound, UsageError
 from fleet.gpus import gpu_label, overlap
 from fleet.manager import Manager
@@ -44,7 +44,7 @@ def workers_json(store: Store, workers: list[Worker], hidden: Iterable[str] = ()
         answer["queue_specs"] = [spec.text() for spec in worker_specs(w)]
         answer["services_max"] = services_max(w) if w.mode == WorkerMode.SERVICES else None
         # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
-        answer["docker"] = _masked_docker((w.options or {}).get("docker"), hidden)
+        answer["docker"] = masked_docker((w.options or {}).get("docker"), hidden)
         answer["pool"] = pool_json(w.pool) if w.mode != WorkerMode.STATIC and w.state != WorkerState.DEAD else None
         answer["drained"] = {
             gpu_label(d.gpu): d.reason for d in drains if d.host == w.host and overlap([d.gpu], w.gpus) is not None

@@ -26,7 +26,7 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
+def masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
     """The task's image and ``docker run`` arguments, secret values masked."""
     if not docker or not isinstance(docker.get("args"), list):
         return docker
@@ -71,7 +71,7 @@ def task_json(
             "setup_script": bool(script.setup_script),
         },
         "requirements": _masked_requirements(task.requirements),
-        "docker": _masked_docker(task.docker, hidden),
+        "docker": masked_docker(task.docker, hidden),
         "env": mask_env(task.env, hidden),
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),
