@@ -138,6 +138,10 @@ class WorkerSupervisor:
         if handle is not None and handle.exit_status() is None:
             signal_group(handle.pid, signal.SIGTERM)
 
+    def has(self, worker_id: str) -> bool:
+        """A process of this worker is known (spawned or adopted)."""
+        return worker_id in self.handles
+
     def cancel_restarts(self) -> None:
         self._retry_at.clear()
 

@@ -1,4 +1,5 @@
-"""The JSON shapes of tasks, workers and queues (API answers and ``--json``).
+"""The JSON shapes of tasks, workers, queues, GPUs and events (API answers and
+``--json``): the one place each record's wire shape is written.
 
 Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
 (environment values by name and by value, with the configured extra names in
@@ -12,12 +13,16 @@ NVML's UUIDs of the attempt's GPUs (empty without NVML).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fleet.gpus import gpu_json, gpu_label
-from fleet.models import Event, GpuDrain, Queue, Task, Worker
+from fleet.models import Event, GpuDrain, Queue, Task, WorkerMode, WorkerState
+from fleet.scheduler.pool import services_max, worker_specs
 from fleet.secrets import mask_args, mask_env, mask_urls
+from fleet.service.gpus import GpuView
+from fleet.service.tasks import TaskPage
+from fleet.service.workers import Property, WorkerView
 
 
 def iso(ts: float | None) -> str | None:
@@ -96,6 +101,18 @@ def task_json(
     return out
 
 
+def task_page_json(page: TaskPage, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """``GET /tasks``: the page's task summaries and where the rest starts."""
+    return {
+        "tasks": [task_summary_json(t, hidden=hidden) for t in page.tasks],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "truncated": page.truncated,
+        "next_offset": page.next_offset,
+    }
+
+
 def task_summary_json(task: Task, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
     """A task in a list answer (from a summary row, ``Store.list_tasks(summary=True)``):
     the same keys as :func:`task_json`, with ``env`` giving each name with a
@@ -117,9 +134,10 @@ def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def worker_json(
-    worker: Worker, running: list[str], properties: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def worker_json(view: WorkerView, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """A worker with its running tasks, runtime properties, drained GPUs, and
+    (dynamic and services workers) its pool's last decision."""
+    worker = view.worker
     effective = worker.effective or {}
     return {
         "id": worker.id,
@@ -131,19 +149,29 @@ def worker_json(
         "mode": worker.mode.value,
         "state": worker.state.value,
         "state_reason": worker.state_reason,
-        "tasks": running,
+        "tasks": list(view.tasks),
         "schedule": worker.schedule,
         "active": effective.get("active", True),
         "paused_queues": effective.get("paused_queues", {}),
         "next_change": effective.get("next_change"),
-        "runtime_properties": {
-            key: {"value": p["value"], "expires_at": iso(p["expires_at"])} for key, p in (properties or {}).items()
-        },
+        "runtime_properties": properties_json(view.properties),
         "pid": worker.pid,
         "last_seen": iso(worker.last_seen),
         "created_at": iso(worker.created_at),
         "restarts": worker.restarts,
+        "queue_specs": [spec.text() for spec in worker_specs(worker)],
+        "services_max": services_max(worker) if worker.mode == WorkerMode.SERVICES else None,
+        # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
+        "docker": masked_docker((worker.options or {}).get("docker"), hidden),
+        "pool": pool_json(worker.pool)
+        if worker.mode != WorkerMode.STATIC and worker.state != WorkerState.DEAD
+        else None,
+        "drained": dict(view.drained),
     }
+
+
+def properties_json(properties: Mapping[str, Property]) -> dict[str, Any]:
+    return {key: {"value": p.value, "expires_at": iso(p.expires_at)} for key, p in properties.items()}
 
 
 def pool_json(pool: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -161,6 +189,17 @@ def pool_json(pool: dict[str, Any] | None) -> dict[str, Any] | None:
         "children": [{**c, "gpus": units(c.get("gpus") or [])} for c in pool.get("children") or []],
         "reservations": [{**r, "gpus": units(r.get("gpus") or [])} for r in pool.get("reservations") or []],
         "busy": {gpu_label(int(g)): why for g, why in (pool.get("busy") or {}).items()},
+    }
+
+
+def gpu_view_json(view: GpuView) -> dict[str, Any]:
+    return {
+        "host": view.host,
+        "gpu": gpu_json(view.unit),
+        "name": f"{view.host}:{gpu_label(view.unit)}",
+        "parent": view.parent,
+        "uuid": view.uuid,
+        "drained": drain_json(view.drained) if view.drained is not None else None,
     }
 
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fleet.errors import UsageError
 from fleet.gpus import MAX_GPUS, format_gpus
-from fleet.models import Task, Worker, WorkerMode
+from fleet.models import Task, Worker, WorkerMode, WorkerState
 from fleet.validate import queue_name
 
 _COUNT = re.compile(r"^(\d*)(?:-(\d+))?$")
@@ -151,15 +150,14 @@ class Server:
     spec: QueueSpec
 
 
-def servers_from_json(workers: Iterable[dict[str, Any]], queue: str) -> list[Server]:
-    """The live workers (API JSON) that pull from ``queue``."""
+def servers(workers: Iterable[Worker], queue: str) -> list[Server]:
+    """The live workers that pull from ``queue``."""
     out = []
     for w in workers:
-        if w.get("state") == "dead" or queue not in (w.get("queues") or []):
+        if w.state == WorkerState.DEAD or queue not in w.queues:
             continue
-        texts = w.get("queue_specs") or w.get("queues") or []
-        spec = next((s for s in map(parse_queue_spec, texts) if s.name == queue), QueueSpec(queue))
-        out.append(Server(str(w["id"]), str(w.get("mode", "static")), len(w.get("gpus") or []), spec))
+        spec = next((s for s in worker_specs(w) if s.name == queue), QueueSpec(queue))
+        out.append(Server(w.id, w.mode.value, len(w.gpus or []), spec))
     return out
 
 
@@ -201,9 +199,9 @@ def _count_text(server: Server) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def refuse_oversized(workers: Iterable[dict[str, Any]], queue: str, need: int) -> None:
+def refuse_oversized(workers: Iterable[Worker], queue: str, need: int) -> None:
     """``submit --gpus N``: raise :class:`UsageError` when :func:`oversized` says so."""
-    reason = oversized(queue, need, servers_from_json(workers, queue))
+    reason = oversized(queue, need, servers(workers, queue))
     if reason is not None:
         raise UsageError(reason, field="gpus")
 
