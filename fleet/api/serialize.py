@@ -192,11 +192,13 @@ def pool_json(pool: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _unit_json(host: str, unit: int) -> dict[str, Any]:
+    return {"host": host, "gpu": gpu_json(unit), "name": f"{host}:{gpu_label(unit)}"}
+
+
 def gpu_view_json(view: GpuView) -> dict[str, Any]:
     return {
-        "host": view.host,
-        "gpu": gpu_json(view.unit),
-        "name": f"{view.host}:{gpu_label(view.unit)}",
+        **_unit_json(view.host, view.unit),
         "parent": view.parent,
         "uuid": view.uuid,
         "drained": drain_json(view.drained) if view.drained is not None else None,
@@ -205,9 +207,7 @@ def gpu_view_json(view: GpuView) -> dict[str, Any]:
 
 def drain_json(drain: GpuDrain) -> dict[str, Any]:
     return {
-        "host": drain.host,
-        "gpu": gpu_json(drain.gpu),
-        "name": f"{drain.host}:{gpu_label(drain.gpu)}",
+        **_unit_json(drain.host, drain.gpu),
         "reason": drain.reason,
         "source": drain.source,
         "at": iso(drain.at),
