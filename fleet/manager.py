@@ -45,9 +45,7 @@ from typing import IO
 import uvicorn
 
 from fleet import __version__
-from fleet.api.app import create_app
 from fleet.api.auth import Access, ensure_token, group_id, share_home
-from fleet.api.peer import PeerCredProtocol, bind_unix
 from fleet.config import Config
 from fleet.errors import ConfigError, FleetError, StoreUnavailable, UsageError
 from fleet.home import Home
@@ -200,6 +198,12 @@ class Manager:
         self.access.cookie = f"fleet_session_{port}"
         shown = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         self.url = f"http://{shown}:{port}"
+
+        # Imported here, not at the top: `fleetctl` imports this module for `up`, and every
+        # command would load FastAPI and the routes.  No cycle hides here (tests/importcycles.py
+        # reads this import too): the app knows the manager only as fleet.api.deps.Backend.
+        from fleet.api.app import create_app
+        from fleet.api.peer import PeerCredProtocol, bind_unix
 
         app = create_app(self)
         unix = bind_unix(self.home, self.api_gid)
