@@ -54,7 +54,10 @@ def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path) -> None:
         ["pkg.sub.f", "pkg.sub.g", "pkg.sub.f"],
     ]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "importcycles.py"), str(root)], capture_output=True, text=True, check=False
+        [sys.executable, str(ROOT / "tests" / "importcycles.py"), str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 1
     assert "import cycle: pkg.a -> pkg.b -> pkg.a" in done.stdout.splitlines()
