@@ -16,7 +16,6 @@ from fleet.capture import capture
 from fleet.cli import output
 from fleet.cli.context import Context
 from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
-from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
 from fleet.worker.docker.args import parse_docker_args
 from fleet.worker.logfile import strip_stamp
@@ -152,8 +151,6 @@ def submit(
     setup = _read_text("--setup-script", setup_script) if setup_script is not None else None
     docker = _docker_body(docker_image, docker_args)
     client = ctx.client()
-    if gpus:  # refused here when only dynamic pools too small for it serve the queue
-        refuse_oversized(client.get("/workers")["workers"], queue, gpus)
     cwd = os.getcwd()
     body: dict[str, Any] = {
         "command": list(command),

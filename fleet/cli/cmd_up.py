@@ -20,7 +20,7 @@ from fleet.home import Home
 from fleet.manager import Manager, check_bind, configure_logging
 from fleet.nvml import Nvml
 from fleet.scheduler.claims import UpRequest, check_pool_size, check_request, no_pool_gpus
-from fleet.scheduler.pool import QueueSpec, is_dynamic
+from fleet.scheduler.queuespec import QueueSpec, is_dynamic
 from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
 from fleet.scheduler.schedule import make_schedule
 from fleet.validate import worker_id as check_worker_id

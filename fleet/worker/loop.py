@@ -51,7 +51,7 @@ from fleet.config import Config
 from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus, gpu_label
-from fleet.home import Home
+from fleet.home import Home, manager_pidfile
 from fleet.models import ExitUsage, StopRequest, Task, TaskStatus, Worker, WorkerState
 from fleet.notify import Listener
 from fleet.nvml import Nvml
@@ -59,7 +59,6 @@ from fleet.procs import become_subreaper, identity, pidfile_alive
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.store.faults import Backoff
-from fleet.supervise import manager_pidfile
 from fleet.worker.admission import GpuAdmission, record_gpu_uuids
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.launch import plan_launch
