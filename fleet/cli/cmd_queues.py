@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from fleet.cli import output
 from fleet.cli.context import Context
+from fleet.cli.output import WIDE, Col
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.command()
+@WIDE
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def queues(ctx: Context, as_json: bool) -> None:
+def queues(ctx: Context, wide: bool, as_json: bool) -> None:
     """List queues with their pending and running tasks."""
     answer = ctx.client().get("/queues")["queues"]
     if as_json:
         output.emit_json(answer)
         return
-    output.table(
-        None,
-        ["QUEUE", "PENDING", "RUNNING", "TAGS", "ID"],
-        ([q["name"], q["pending"], q["running"], ",".join(q["tags"]), q["id"]] for q in answer),
-    )
+    queues_table(None, answer, wide, with_ids=True)
+
+
+def queues_table(title: str | None, queues: list[dict[str, Any]], wide: bool, *, with_ids: bool) -> None:
+    """``queues`` (with each queue's id) and the queues of ``status``."""
+    cols = [Col("QUEUE"), Col("PENDING", fixed=True, right=True), Col("RUNNING", fixed=True, right=True), Col("TAGS")]
+    rows = [[q["name"], q["pending"], q["running"], ",".join(q["tags"])] for q in queues]
+    if with_ids:
+        cols.append(Col("ID", fixed=True))
+        rows = [[*row, q["id"]] for row, q in zip(rows, queues, strict=True)]
+    output.table(title, cols, rows, wide=wide)
 
 
 @click.group()

@@ -13,12 +13,12 @@ from typing import Any
 import click
 
 from fleet.capture import capture
-from fleet.cli import output
+from fleet.cli import output, when
 from fleet.cli.context import Context
+from fleet.cli.output import WIDE, Col, short_id
 from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
 from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
-from fleet.worker.docker.args import parse_docker_args
 from fleet.worker.logfile import strip_stamp
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -197,6 +197,8 @@ def _docker_body(image: str | None, args: tuple[str, ...]) -> dict[str, Any] | N
         return None
     if not image.strip():
         raise UsageError("--docker: expected an image name", field="docker")
+    from fleet.worker.docker.args import parse_docker_args  # docker's own types: only for --docker
+
     split = [part for text in args for part in shlex.split(text)]
     parse_docker_args(split)
     return {"image": image.strip(), "args": split}
@@ -258,10 +260,18 @@ def wait(ctx: Context, tasks: tuple[str, ...], timeout: float | None, as_json: b
 @click.option("--worker", help="Only tasks of this worker.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0)
+@WIDE
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def list_tasks(
-    ctx: Context, queue: str | None, status: str | None, worker: str | None, limit: int, offset: int, as_json: bool
+    ctx: Context,
+    queue: str | None,
+    status: str | None,
+    worker: str | None,
+    limit: int,
+    offset: int,
+    wide: bool,
+    as_json: bool,
 ) -> None:
     """List tasks, newest first."""
     params: dict[str, Any] = {"limit": limit, "offset": offset}
@@ -275,26 +285,31 @@ def list_tasks(
     more = f"; the rest from --offset {answer['next_offset']}" if answer.get("truncated") else ""
     output.table(
         f"Tasks ({len(answer['tasks'])} of {answer['total']}{more})",
-        ["ID", "NAME", "QUEUE", "STATUS", "WORKER", "GPUS", "CREATED", "REASON"],
+        [
+            Col("ID", fixed=True),
+            Col("NAME"),
+            Col("QUEUE"),
+            Col("STATUS", fixed=True),
+            Col("WORKER"),
+            Col("GPUS"),
+            Col(when.header("CREATED"), fixed=True),
+            Col("REASON"),
+        ],
         (
             [
-                t["id"][:12],
-                t["name"][:40],
+                short_id(t["id"], wide),
+                t["name"],
                 t["queue"],
                 t["status"],
                 t["worker"],
                 ",".join(map(str, t["gpus"])),
-                _when(t["created_at"]),
-                (t["status_reason"] or "")[:60],
+                when.cell(t["created_at"]),
+                t["status_reason"] or "",
             ]
             for t in answer["tasks"]
         ),
+        wide=wide,
     )
-
-
-def _when(iso: str | None) -> str:
-    """``2026-11-25T21:00:02.766Z`` -> ``2026-11-25 21:00:02 UTC`` for tables."""
-    return f"{iso[:19].replace('T', ' ')} UTC" if iso else ""
 
 
 @click.command()
@@ -325,10 +340,10 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("attempt", f"{t['attempt']} (retries allowed: {t['retries']})"),
         ("timeout", t["timeout"]),
         ("user", t["user"]),
-        ("created", _when(t["created_at"])),
-        ("queued", _when(t["queued_at"])),
-        ("started", _when(t["started_at"])),
-        ("finished", _when(t["finished_at"])),
+        ("created", when.full(t["created_at"])),
+        ("queued", when.full(t["queued_at"])),
+        ("started", when.full(t["started_at"])),
+        ("finished", when.full(t["finished_at"])),
     ]
     rows += [(f"env {k}", v) for k, v in t["env"].items()]
     usage = t["usage"]
@@ -342,11 +357,20 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("mean CPU", "-" if usage["mean_cpu_percent"] is None else f"{usage['mean_cpu_percent']:.0f}%"),
         ("peak GPU memory", mb(usage["peak_gpu_mem_mb"]) if usage["nvml"] else "- (no NVML)"),
     ]
-    output.table(None, ["FIELD", "VALUE"], rows)
+    output.table(None, [Col("FIELD", fixed=True), Col("VALUE", fixed=True)], rows)  # values in full
     if t.get("attempts"):
         output.table(
             "Attempts",
-            ["#", "WORKER", "GPUS", "STATUS", "EXIT", "STARTED", "FINISHED", "REASON"],
+            [
+                Col("#", fixed=True, right=True),
+                Col("WORKER"),
+                Col("GPUS"),
+                Col("STATUS", fixed=True),
+                Col("EXIT", fixed=True, right=True),
+                Col(when.header("STARTED"), fixed=True),
+                Col(when.header("FINISHED"), fixed=True),
+                Col("REASON"),
+            ],
             (
                 [
                     a["attempt"],
@@ -354,9 +378,9 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
                     ",".join(map(str, a["gpus"])) + (f" ({','.join(a['gpu_uuids'])})" if a.get("gpu_uuids") else ""),
                     a["status"],
                     a["exit_code"],
-                    _when(a["started_at"]),
-                    _when(a["finished_at"]),
-                    (a["reason"] or "")[:60],
+                    when.cell(a["started_at"]),
+                    when.cell(a["finished_at"]),
+                    a["reason"] or "",
                 ]
                 for a in t["attempts"]
             ),

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from fleet.cli.client import Client, Endpoint, manager_url
+from fleet.cli.settings import ClientSettings, client_settings
 from fleet.config import Config, load_config
 from fleet.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
 from fleet.home import Home, resolve_home
@@ -23,17 +24,30 @@ MANAGER_START_TIMEOUT_S = 30.0
 class Context:
     config_path: str | None = None
     _config: Config | None = field(default=None, repr=False)
+    _settings: ClientSettings | None = field(default=None, repr=False)
     _client: Client | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
+        """The whole configuration (parsed): for the commands that act here."""
         if self._config is None:
             self._config = load_config(self.config_path)
         return self._config
 
     @property
+    def settings(self) -> ClientSettings:
+        """What a client needs of the configuration, cheaply (fleet/cli/settings.py)."""
+        if self._settings is None:
+            if self._config is not None:
+                config = self._config
+                self._settings = ClientSettings(config.fleet.home, config.fleet.api.token, config.path)
+            else:
+                self._settings = client_settings(self.config_path)
+        return self._settings
+
+    @property
     def home(self) -> Home:
-        return Home(resolve_home(self.config.fleet.home))
+        return Home(resolve_home(self.settings.home))
 
     def running(self) -> Endpoint | None:
         return manager_url(self.home)
@@ -47,7 +61,7 @@ class Context:
                 )
             # Over the socket the kernel says who we are: only an explicit token is sent (and
             # checked); over TCP the token file is the credential of the manager's user.
-            token = self.config.fleet.api.token
+            token = self.settings.token
             if found.uds is None and not token:
                 token = self.home.read_api_token()
             self._client = Client(found.url, token, uds=found.uds)
