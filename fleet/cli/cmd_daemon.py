@@ -23,6 +23,7 @@ and exits 1.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -66,24 +67,16 @@ WHY_NO_VERSION = (
 @pass_ctx
 def daemon(
     ctx: Context,
-    queues: tuple[str, ...],
-    gpus: str | None,
+    /,
     dynamic_gpus: bool,
-    docker_image: str | None,
-    docker_args: tuple[str, ...],
-    cpu_only: bool,
-    services_mode: int | None,
-    create_queue: bool,
-    order_fairness: bool,
     detached: bool,
     foreground: bool,
-    uptime: tuple[str, ...],
-    downtime: tuple[str, ...],
     force_current_version: bool,
     log_level: str | None,
     stop_it: bool,
     port: int | None,
     as_json: bool,
+    **line: Any,
 ) -> None:
     """ClearML Agent's `daemon`: the same as `up`, spelled as ClearML writes it.
 
@@ -95,19 +88,7 @@ def daemon(
     """
     if detached and foreground:
         raise click.UsageError("--detached and --foreground exclude each other")
-    request = make_request(
-        ctx,
-        queues=queues or ("default",),
-        gpus=gpus,
-        cpu_only=cpu_only,
-        order_fairness=order_fairness,
-        create_queue=create_queue,
-        services_mode=services_mode,
-        docker_image=docker_image,
-        uptime=uptime,
-        downtime=downtime,
-        docker_args=docker_args,
-    )
+    request = make_request(ctx, **{**line, "queues": line["queues"] or ("default",)})
     if stop_it:
         _stop_matching(ctx, request_body(request))
         return

@@ -6,6 +6,7 @@ started or served here, so ``up`` against a running manager stays a client.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -97,21 +98,7 @@ def worker_options(command: F) -> F:
     help="Run every task in a container: the task's image, else IMAGE, else agent.default_docker.image.",
 )
 @pass_ctx
-def up(
-    ctx: Context,
-    gpus: str | None,
-    queues: tuple[str, ...],
-    order_fairness: bool,
-    cpu_only: bool,
-    services_mode: int | None,
-    docker_image: str | None,
-    create_queue: bool,
-    uptime: tuple[str, ...],
-    downtime: tuple[str, ...],
-    foreground: bool,
-    port: int | None,
-    as_json: bool,
-) -> None:
+def up(ctx: Context, /, foreground: bool, port: int | None, as_json: bool, **line: Any) -> None:
     """Start this host's manager if needed and add a worker.
 
     Queues given as bare names make a static worker for the GPU group.  A
@@ -128,19 +115,7 @@ def up(
     fleetctl up --services-mode 10 --queue services
     fleetctl up --gpus 0 --queue night --uptime "20-00,00-08 SUN" "18-08 MON-FRI"
     """
-    request = make_request(
-        ctx,
-        queues=queues,
-        gpus=gpus,
-        cpu_only=cpu_only,
-        order_fairness=order_fairness,
-        create_queue=create_queue,
-        services_mode=services_mode,
-        docker_image=docker_image,
-        uptime=uptime,
-        downtime=downtime,
-    )
-    bring_up(ctx, request, foreground=foreground, port=port, as_json=as_json)
+    bring_up(ctx, make_request(ctx, **line), foreground=foreground, port=port, as_json=as_json)
 
 
 def make_request(
@@ -157,7 +132,8 @@ def make_request(
     downtime: tuple[str, ...],
     docker_args: tuple[str, ...] = (),
 ) -> UpRequest:
-    """An ``up``/``daemon`` line as a request, checked as far as it can be without a manager.
+    """An ``up``/``daemon`` line (the options they share, as click passes them) as a
+    request, checked as far as it can be without a manager.
 
     The worker's name and id are this command's (its environment and config
     file), so they apply on every ``up``, not only the one that started the manager."""
@@ -271,7 +247,7 @@ def manager(ctx: Context, home_dir: str, port: int | None, log_level: int) -> No
     raise SystemExit(Manager(Home(Path(home_dir)), ctx.config, port=port).serve())
 
 
-up.help = (up.help or "") + "\n\n\b\n" + SCHEDULE_HELP
+up.help = inspect.cleandoc(up.help or "") + "\n\n\b\n" + SCHEDULE_HELP
 
 
 COMMANDS = [up, manager]

@@ -86,13 +86,6 @@ def load(name: str) -> click.Command:
     return command
 
 
-class _Listed(click.Command):
-    """A stand-in that only shows a command's one-line help in ``fleetctl --help``."""
-
-    def get_short_help_str(self, limit: int = 45) -> str:
-        return click.utils.make_default_short_help(self.short_help or "", limit)
-
-
 class LazyGroup(click.Group):
     """A group whose commands are imported when they run (see the module docstring).
 
@@ -108,7 +101,8 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             entry = COMMANDS[cmd_name]
             if self._listing or ctx.resilient_parsing:
-                return _Listed(cmd_name, short_help=entry.short_help, hidden=entry.hidden)
+                # click shortens `help` to the width the way it does a command's own
+                return click.Command(cmd_name, help=entry.short_help, hidden=entry.hidden)
             self.add_command(load(cmd_name), cmd_name)
         return super().get_command(ctx, cmd_name)
 
