@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, get_type_hints
 
 from fleet import _convert as cv
+from fleet.config_file import default_config_path as default_config_path
 from fleet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -223,21 +224,6 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
 }
 
 T = TypeVar("T")
-
-
-def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
-    """``FLEET_CONFIG_FILE`` if set, else ``~/fleet.conf`` if it exists, else
-    ``CLEARML_CONFIG_FILE`` if set, else ``~/clearml.conf`` if it exists, else None
-    (a ClearML Agent host's own file works unchanged)."""
-    env = os.environ if env is None else env
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    if env.get("FLEET_CONFIG_FILE"):
-        return Path(env["FLEET_CONFIG_FILE"]).expanduser()
-    if (home / "fleet.conf").is_file():
-        return home / "fleet.conf"
-    if env.get("CLEARML_CONFIG_FILE"):
-        return Path(env["CLEARML_CONFIG_FILE"]).expanduser()
-    return home / "clearml.conf" if (home / "clearml.conf").is_file() else None
 
 
 def _hocon() -> tuple[Any, tuple[type[Exception], ...]]:

@@ -8,18 +8,19 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from fleet.capture import capture
 from fleet.cli import output, when
 from fleet.cli.context import Context
 from fleet.cli.output import WIDE, Col, short_id
 from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
-from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
 from fleet.worker.logfile import strip_stamp
+
+if TYPE_CHECKING:
+    from fleet.capture import GitInfo
 
 pass_ctx = click.make_pass_decorator(Context)
 WAIT_POLL_S = 0.1
@@ -153,6 +154,8 @@ def submit(
     docker = _docker_body(docker_image, docker_args)
     client = ctx.client()
     if gpus:  # refused here when only dynamic pools too small for it serve the queue
+        from fleet.scheduler.pool import refuse_oversized
+
         refuse_oversized(client.get("/workers")["workers"], queue, gpus)
     cwd = os.getcwd()
     body: dict[str, Any] = {
@@ -172,7 +175,7 @@ def submit(
         body["setup_script"] = setup
     if docker is not None:
         body["docker"] = docker
-    git = None if no_code else capture(Path(cwd), command, push=push)
+    git = None if no_code or not _maybe_git(Path(cwd)) else _capture(Path(cwd), command, push)
     if git is not None:
         body["script"] = {
             "repo": git.repo,
@@ -187,6 +190,21 @@ def submit(
         output.emit_json(task)
     else:
         output.info(task["id"])
+
+
+def _maybe_git(cwd: Path) -> bool:
+    """Whether ``cwd`` may be inside a git work tree: a ``.git`` (folder or file)
+    here or above, or git's own variables set.  When not, git would say the same
+    and ``submit`` spares starting it and loading the capture code."""
+    if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
+        return True
+    return any((folder / ".git").exists() for folder in (cwd, *cwd.parents))
+
+
+def _capture(cwd: Path, command: tuple[str, ...], push: bool) -> GitInfo | None:
+    from fleet.capture import capture  # git and the worker's code module: only inside a checkout
+
+    return capture(cwd, command, push=push)
 
 
 def _docker_body(image: str | None, args: tuple[str, ...]) -> dict[str, Any] | None:

@@ -2,11 +2,12 @@
 
 ``fleetctl submit`` should cost a few tens of milliseconds, so a command's
 module is imported only when that command runs (click's documented
-"lazily loading subcommands" pattern): a client command imports httpx, click
-and fleet's light modules, never the manager, the worker or the store.
+"lazily loading subcommands" pattern): a client command imports click, the
+standard library's http.client and fleet's light modules, never the manager,
+the worker, the store, httpx or pydantic.
 ``fleetctl --help`` lists every command from :data:`COMMANDS` without
 importing any of them, so each entry also carries the command's one-line help
-(tests/test_cli_imports.py checks it against the command's own docstring).
+(tests/test_cli_fast.py checks it against the command's own docstring).
 """
 
 from __future__ import annotations

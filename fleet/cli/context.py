@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from fleet.cli.client import Client, Endpoint, manager_url
 from fleet.cli.settings import ClientSettings, client_settings
-from fleet.config import Config, load_config
 from fleet.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
 from fleet.home import Home, resolve_home
+
+if TYPE_CHECKING:
+    from fleet.config import Config
 
 MANAGER_START_TIMEOUT_S = 30.0
 
@@ -31,6 +30,8 @@ class Context:
     def config(self) -> Config:
         """The whole configuration (parsed): for the commands that act here."""
         if self._config is None:
+            from fleet.config import load_config  # the schema and HOCON parser: not for a client command
+
             self._config = load_config(self.config_path)
         return self._config
 
@@ -67,8 +68,10 @@ class Context:
             self._client = Client(found.url, token, uds=found.uds)
         return self._client
 
-    def start_manager(self, port: int | None, log_level: int = logging.INFO) -> int:
+    def start_manager(self, port: int | None, log_level: int | None = None) -> int:
         """Start a detached manager for this home and wait until it answers."""
+        import subprocess  # only `up` starts a process
+
         home = self.home.ensure()
         argv = [sys.executable, "-m", "fleet.cli"]
         if self.config.path is not None:
@@ -76,7 +79,7 @@ class Context:
         argv += ["manager", "--home", str(home.root)]
         if port is not None:
             argv += ["--port", str(port)]
-        if log_level != logging.INFO:
+        if log_level is not None and log_level != 20:  # logging.INFO, the manager's default
             argv += ["--log-level", str(log_level)]
         with open(home.manager_log, "ab") as log:
             child = subprocess.Popen(
@@ -92,9 +95,9 @@ class Context:
             info = home.read_manager_info()
             if info and info.get("pid") == child.pid:
                 try:
-                    httpx.get(f"{info['url']}/api/v1/health", timeout=2).raise_for_status()
+                    Client(str(info["url"]), timeout=2).get("/health")
                     return child.pid
-                except httpx.HTTPError:
+                except FleetError:
                     pass
             time.sleep(0.02)
         child.terminate()

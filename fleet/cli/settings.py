@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.config import default_config_path, load_config
+from fleet.config_file import default_config_path
 
 CACHE_VERSION = 1
 
@@ -51,34 +50,44 @@ def _file_settings(source: Path, env: Mapping[str, str]) -> tuple[str, str]:
     except OSError:
         data = None  # load_config says what is wrong with it
     if data is None or b"include" in data or b"${" in data:
-        config = load_config(source, env={})
-        return config.fleet.home, config.fleet.api.token
+        return _parse(source)
     digest = hashlib.sha256(data).hexdigest()
     cache = _cache_file(source)
     cached = _read_cache(cache, digest)
     if cached is not None:
         return cached
-    warned = _Warnings()
-    logger = logging.getLogger("fleet.config")
-    logger.addFilter(warned)
-    try:
-        config = load_config(source, env={})
-    finally:
-        logger.removeFilter(warned)
-    home, token = config.fleet.home, config.fleet.api.token
-    if not warned.seen:
+    home, token, warned = _parse_noting_warnings(source)
+    if not warned:
         _write_cache(cache, {"version": CACHE_VERSION, "sha256": digest, "home": home, "token": token})
     return home, token
 
 
-class _Warnings(logging.Filter):
-    """Notes whether the parse warned; lets every record through (to stderr as before)."""
+def _parse(source: Path) -> tuple[str, str]:
+    """The file's own values (no environment overrides), parsed by :func:`fleet.config.load_config`."""
+    from fleet.config import load_config  # the schema and HOCON parser: only on a cache miss
 
-    seen = False
+    config = load_config(source, env={})
+    return config.fleet.home, config.fleet.api.token
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.seen = self.seen or record.levelno >= logging.WARNING
+
+def _parse_noting_warnings(source: Path) -> tuple[str, str, bool]:
+    """:func:`_parse`, and whether it warned (the warnings still reach stderr as before)."""
+    import logging
+
+    warnings: list[logging.LogRecord] = []
+
+    def note(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            warnings.append(record)
         return True
+
+    logger = logging.getLogger("fleet.config")
+    logger.addFilter(note)
+    try:
+        home, token = _parse(source)
+    finally:
+        logger.removeFilter(note)
+    return home, token, bool(warnings)
 
 
 def _cache_file(source: Path) -> Path:
