@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -20,10 +22,12 @@ from fleet.cli.output import Col
 from fleet.errors import ConfigError
 from tests.conftest import Fleet
 
-# What a command that only talks to the manager must not import (issue 13 item 6, issue 16 item 1).
+# What a command that only talks to the manager must not import (issue 13 item 6, issue 16 item 1):
+# the server's libraries, and what fleetctl replaced to start fast (httpx by http.client, the
+# parsed config by fleet/cli/settings.py's cache).
 HEAVY = (
     *("uvicorn", "fastapi", "starlette", "apscheduler", "psutil", "sqlite_utils", "docker", "pydantic"),
-    *("rich", "pyhocon", "pyparsing", "fleet.manager", "fleet.store", "fleet.api"),
+    *("rich", "pyhocon", "pyparsing", "httpx", "fleet.manager", "fleet.store", "fleet.api", "fleet.config"),
 )
 
 # Runs fleetctl in this process and prints which of HEAVY it loaded.
@@ -233,3 +237,56 @@ def test_client_settings_are_cached_by_the_config_file_bytes(tmp_path: Path, mon
     conf.write_text("fleet { home: \n")
     with pytest.raises(ConfigError, match="cannot parse config"):
         client_settings(str(conf))
+
+
+def _serve_once(path: Path, answer: bytes) -> threading.Thread:
+    """A unix socket at ``path`` that reads one request head and writes ``answer``."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=1\r\nlo\r\n0\r\n\r\n", b"hello"),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello", b"hello"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhello", None),  # cut short
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nhel", None),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", None),
+    ],
+)
+def test_the_http_exchange_reads_each_body_framing(tmp_path: Path, answer: bytes, body: bytes | None) -> None:
+    from fleet.cli.http11 import ProtocolError, Target, exchange
+
+    path = tmp_path / "s.sock"
+    thread = _serve_once(path, answer)
+    target = Target("fleet.sock", 80, uds=str(path))
+    if answer.startswith(b"SSH"):
+        with pytest.raises(ProtocolError, match="not an HTTP answer"):
+            exchange(target, "GET", "/x", {}, None, 10)
+        return
+    response = exchange(target, "GET", "/x", {}, None, 10)
+    try:
+        assert response.status == 200
+        if body is None:
+            with pytest.raises(ProtocolError, match="ended"):
+                response.read()
+        else:
+            assert response.read() == body
+    finally:
+        response.close()
+        thread.join(10)

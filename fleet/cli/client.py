@@ -8,15 +8,14 @@ token is ``FLEET_API_TOKEN``, ``fleet.api.token`` or ``$FLEET_HOME/api.token``.
 HTTP errors are turned back into fleet's exceptions, so the CLI's exit
 codes follow the API's status codes.
 
-The client is the standard library's ``http.client``, one connection per
-request: importing httpx (with httpcore, h11 and a TLS context loading the
-CA bundle) cost more than half of a ``fleetctl submit``, and a command makes
-one to four requests to a manager on this host.
+Requests go through :mod:`fleet.cli.http11`, one connection each: importing
+httpx (with httpcore, h11 and a TLS context loading the CA bundle) cost more
+than half of a ``fleetctl submit``, and a command makes one to four requests
+to a manager on this host.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -24,13 +23,15 @@ from dataclasses import dataclass
 from json import dumps as json_dumps
 from json import loads as json_loads
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
+from fleet.cli.http11 import ProtocolError, Response, Target, exchange
 from fleet.errors import Conflict, FleetError, Forbidden, ManagerUnavailable, NotFound, Unauthorized, UsageError
 from fleet.home import Home
 
 _BY_STATUS: dict[int, type[FleetError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict}
 _SOCKET_URL = "http://fleet.sock"
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # a path as given, with spaces and the like escaped (as httpx does)
 
 
 @dataclass(frozen=True)
@@ -91,24 +92,6 @@ class Raw:
     content: bytes
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over the manager's unix socket."""
-
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("fleet.sock", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def _query(params: Mapping[str, Any] | None) -> str:
     """``?a=1&b=true`` (booleans as ``true``/``false``, None as empty, as httpx sends them)."""
     if not params:
@@ -123,53 +106,39 @@ class Client:
     def __init__(self, base_url: str, token: str = "", timeout: float = 30.0, uds: str | None = None) -> None:
         self.base_url = base_url
         self.timeout = timeout
-        self._uds = uds
+        if any(c in token for c in "\r\n\0"):
+            raise UsageError("fleet.api.token: a line break or NUL cannot be sent in a header", field="fleet.api.token")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         url = urlsplit(_SOCKET_URL if uds is not None else base_url)
-        self._url = url
+        tls = url.scheme == "https"
+        self._target = Target(url.hostname or "localhost", url.port or (443 if tls else 80), tls, uds)
         self._prefix = url.path.rstrip("/") + "/api/v1"
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self._uds is not None:
-            return _UnixConnection(self._uds, timeout)
-        host, port = self._url.hostname or "localhost", self._url.port
-        if self._url.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=timeout)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-
     def _send(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        body: Any,
-        timeout: float | None,
-        verb: str = "cannot reach",
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        headers = {**self._headers, "Connection": "close"}
+        self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, timeout: float | None
+    ) -> Response:
+        headers = dict(self._headers)
         data = None
         if body is not None:
             data = json_dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection(timeout)
+        target = quote(self._prefix + path, safe=_PATH_SAFE) + _query(params)
         try:
-            conn.request(method, self._prefix + path + _query(params), body=data, headers=headers)
-            return conn, conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise ManagerUnavailable(f"{verb} the manager at {self.base_url}: {exc}") from exc
+            return exchange(self._target, method, target, headers, data, timeout)
+        except (OSError, ProtocolError) as exc:
+            raise ManagerUnavailable(f"cannot reach the manager at {self.base_url}: {exc}") from exc
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
-        conn, response = self._send(method, path, params, json, self.timeout)
+        response = self._send(method, path, params, json, self.timeout)
         try:
             content = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ProtocolError) as exc:
             raise ManagerUnavailable(f"lost the manager at {self.base_url}: {exc}") from exc
         finally:
-            conn.close()
+            response.close()
         if response.status >= 400:
-            raise _error(response, content)
-        if (response.getheader("content-type") or "").startswith("application/json"):
+            raise _error(response.status, response.reason, content)
+        if response.headers.get("content-type", "").startswith("application/json"):
             return json_loads(content)
         return Raw(content)
 
@@ -180,28 +149,26 @@ class Client:
         return self.request("POST", path, params=params, json=json)
 
     def stream(self, path: str, params: Mapping[str, Any]) -> Iterator[bytes]:
-        conn, response = self._send("GET", path, params, None, None, verb="lost")
+        response = self._send("GET", path, params, None, None)
         try:
             if response.status >= 400:
-                raise _error(response, response.read())
-            while chunk := response.read1(65536):
-                yield chunk
-        except (OSError, http.client.HTTPException) as exc:
+                raise _error(response.status, response.reason, response.read())
+            yield from response.chunks()
+        except (OSError, ProtocolError) as exc:
             raise ManagerUnavailable(f"lost the manager at {self.base_url}: {exc}") from exc
         finally:
-            conn.close()
+            response.close()
 
     def close(self) -> None:
         """Nothing is held between requests (one connection each)."""
 
 
-def _error(response: http.client.HTTPResponse, content: bytes) -> FleetError:
-    status = response.status
+def _error(status: int, reason: str, content: bytes) -> FleetError:
     try:
         body = json_loads(content)
         message = str(body.get("error") or body)
         field = body.get("field")
     except (ValueError, AttributeError):
-        message, field = content.decode("utf-8", "replace").strip() or response.reason, None
+        message, field = content.decode("utf-8", "replace").strip() or reason, None
     cls = _BY_STATUS.get(status, UsageError if 400 <= status < 500 else FleetError)
     return cls(message, field=field)
