@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from fleet.cli import output
-from fleet.cli.cmd_up import bring_up, make_request, pass_ctx, request_body, worker_options
+from fleet.cli.cmd_up import bring_up, docker_option, make_request, pass_ctx, request_body, worker_options
 from fleet.cli.cmd_workers import stop_and_wait
 from fleet.cli.context import Context
 from fleet.errors import FleetError
@@ -45,14 +45,9 @@ WHY_NO_VERSION = (
 @click.command()
 @worker_options
 @click.option("--dynamic-gpus", is_flag=True, help="Accepted: queues with GPU counts make the dynamic pool.")
-@click.option(
-    "--docker",
-    "docker_image",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[IMAGE] [ARGS ...]",
-    help="Run tasks in containers: IMAGE, else agent.default_docker.image; ARGS are docker run arguments.",
+@docker_option(
+    "[IMAGE] [ARGS ...]",
+    "Run tasks in containers: IMAGE, else agent.default_docker.image; ARGS are docker run arguments.",
 )
 @click.option("--docker-arg", "docker_args", multiple=True, hidden=True)
 @click.option("--detached", is_flag=True, help="Accepted: fleet's manager runs detached by default.")

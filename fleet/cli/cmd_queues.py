@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -69,10 +70,7 @@ def delete(ctx: Context, name: str, force: bool) -> None:
 @pass_ctx
 def tag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
     """Add tags to a queue."""
-    client = ctx.client()
-    current = client.get(f"/queues/{name}")["tags"]
-    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(set(current) | set(tags))})
-    output.info(f"{q['name']}: {', '.join(q['tags']) or '(no tags)'}")
+    _retag(ctx, name, lambda current: current | set(tags))
 
 
 @queue.command("untag")
@@ -81,9 +79,14 @@ def tag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
 @pass_ctx
 def untag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
     """Remove tags from a queue."""
+    _retag(ctx, name, lambda current: current - set(tags))
+
+
+def _retag(ctx: Context, name: str, change: Callable[[set[str]], set[str]]) -> None:
+    """Set a queue's tags to ``change(its current tags)`` and print them."""
     client = ctx.client()
-    current = client.get(f"/queues/{name}")["tags"]
-    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(set(current) - set(tags))})
+    current = set(client.get(f"/queues/{name}")["tags"])
+    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(change(current))})
     output.info(f"{q['name']}: {', '.join(q['tags']) or '(no tags)'}")
 
 

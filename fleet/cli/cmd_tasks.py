@@ -186,10 +186,7 @@ def submit(
             "repo_dir": git.repo_dir,
         }
     task = client.post("/tasks", json=body)
-    if as_json:
-        output.emit_json(task)
-    else:
-        output.info(task["id"])
+    _answer(task, as_json, task["id"])
 
 
 def _maybe_git(cwd: Path) -> bool:
@@ -446,6 +443,14 @@ def _no_log_yet(t: dict[str, Any]) -> None:
     click.echo(f"fleetctl: {output.printable(note)}", err=True)
 
 
+def _answer(task: dict[str, Any], as_json: bool, text: str) -> None:
+    """The task object for a script, else one line for people."""
+    if as_json:
+        output.emit_json(task)
+    else:
+        output.info(text)
+
+
 def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
     out = sys.stdout
     for raw in lines:
@@ -467,10 +472,7 @@ def abort(ctx: Context, task: str, as_json: bool) -> None:
         t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
     except Conflict as exc:
         raise FleetError(exc.message, field=exc.field) from None
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
+    _answer(t, as_json, f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
 
 
 @click.command()
@@ -482,10 +484,7 @@ def abort(ctx: Context, task: str, as_json: bool) -> None:
 def enqueue(ctx: Context, task: str, queue: str, head: bool, as_json: bool) -> None:
     """Put a task (created, or ended) in a queue."""
     t = ctx.client().post(f"/tasks/{task}/enqueue", json={"queue": queue, "head": head})
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(f"{t['id']} queued in {t['queue']}")
+    _answer(t, as_json, f"{t['id']} queued in {t['queue']}")
 
 
 @click.command()
@@ -495,10 +494,7 @@ def enqueue(ctx: Context, task: str, queue: str, head: bool, as_json: bool) -> N
 def dequeue(ctx: Context, task: str, as_json: bool) -> None:
     """Take a queued task out of its queue (it goes back to created)."""
     t = ctx.client().post(f"/tasks/{task}/dequeue")
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(f"{t['id']} {t['status']}")
+    _answer(t, as_json, f"{t['id']} {t['status']}")
 
 
 @click.command()
@@ -511,10 +507,7 @@ def clone(ctx: Context, task: str, queue: str | None, name: str | None, as_json:
     """Copy a task into a new one (created, or queued with --queue); print its id."""
     body: dict[str, Any] = {"queue": queue, "name": name}
     t = ctx.client().post(f"/tasks/{task}/clone", json=body)
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(t["id"])
+    _answer(t, as_json, t["id"])
 
 
 COMMANDS = [submit, wait, list_tasks, show, logs, abort, enqueue, dequeue, clone]

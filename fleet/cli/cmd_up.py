@@ -86,16 +86,15 @@ def worker_options(command: F) -> F:
     return command
 
 
+def docker_option(metavar: str, help: str) -> Callable[[F], F]:
+    """``--docker [IMAGE]``: the flag alone takes the configured image."""
+    return click.option("--docker", "docker_image", is_flag=False, flag_value="", metavar=metavar, help=help)
+
+
 @click.command()
 @worker_options
-@click.option(
-    "--docker",
-    "docker_image",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[IMAGE]",
-    help="Run every task in a container: the task's image, else IMAGE, else agent.default_docker.image.",
+@docker_option(
+    "[IMAGE]", "Run every task in a container: the task's image, else IMAGE, else agent.default_docker.image."
 )
 @pass_ctx
 def up(ctx: Context, /, foreground: bool, port: int | None, as_json: bool, **line: Any) -> None:

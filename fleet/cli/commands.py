@@ -101,7 +101,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             entry = COMMANDS[cmd_name]
-            if self._listing or ctx.resilient_parsing:
+            if self._listing:
                 # click shortens `help` to the width the way it does a command's own
                 return click.Command(cmd_name, help=entry.short_help, hidden=entry.hidden)
             self.add_command(load(cmd_name), cmd_name)
