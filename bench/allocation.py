@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from bench._common import machine, parse_iso, temp_fleet
 from fleet.scheduler.allocate import Head, allocate
-from fleet.scheduler.pool import QueueSpec
+from fleet.scheduler.queuespec import QueueSpec
 
 GPUS = list(range(8))
 SPECS = [QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1)]

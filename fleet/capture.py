@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import FleetError, UsageError
-from fleet.worker.code import CodeError, Git, strip_credentials
+from fleet.git import CodeError, Git
+from fleet.secrets import strip_credentials
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, get_type_hints
 
-from pyhocon import ConfigFactory  # type: ignore[import-untyped, unused-ignore]
-from pyhocon.exceptions import ConfigException  # type: ignore[import-untyped, unused-ignore]
-from pyparsing import ParseBaseException
-
 from fleet import _convert as cv
+from fleet.config_file import default_config_path as default_config_path
 from fleet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -229,19 +226,15 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
 T = TypeVar("T")
 
 
-def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
-    """``FLEET_CONFIG_FILE`` if set, else ``~/fleet.conf`` if it exists, else
-    ``CLEARML_CONFIG_FILE`` if set, else ``~/clearml.conf`` if it exists, else None
-    (a ClearML Agent host's own file works unchanged)."""
-    env = os.environ if env is None else env
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    if env.get("FLEET_CONFIG_FILE"):
-        return Path(env["FLEET_CONFIG_FILE"]).expanduser()
-    if (home / "fleet.conf").is_file():
-        return home / "fleet.conf"
-    if env.get("CLEARML_CONFIG_FILE"):
-        return Path(env["CLEARML_CONFIG_FILE"]).expanduser()
-    return home / "clearml.conf" if (home / "clearml.conf").is_file() else None
+def _hocon() -> tuple[Any, tuple[type[Exception], ...]]:
+    """pyhocon's parser and its syntax errors, imported when a file is read:
+    pyhocon (with pyparsing) takes tens of milliseconds to import, and a
+    client command (fleet/cli/settings.py) mostly reads a cached summary."""
+    from pyhocon import ConfigFactory  # type: ignore[import-untyped, unused-ignore]
+    from pyhocon.exceptions import ConfigException  # type: ignore[import-untyped, unused-ignore]
+    from pyparsing import ParseBaseException
+
+    return ConfigFactory, (ConfigException, ParseBaseException)
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -253,9 +246,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         return _apply_env(Config(), env)
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist or is not a file")
+    parser, bad_syntax = _hocon()
     try:
-        tree = ConfigFactory.parse_file(str(source))
-    except (ConfigException, ParseBaseException) as exc:
+        tree = parser.parse_file(str(source))
+    except bad_syntax as exc:
         message = " ".join(str(exc).split())
         raise ConfigError(f"{source}: cannot parse config: {message}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -266,9 +260,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 def parse_config_string(text: str, path: Path | None = None) -> Config:
     """Validate HOCON text the way :func:`load_config` does (no environment overrides)."""
+    parser, bad_syntax = _hocon()
     try:
-        tree = ConfigFactory.parse_string(text)
-    except (ConfigException, ParseBaseException) as exc:
+        tree = parser.parse_string(text)
+    except bad_syntax as exc:
         raise ConfigError(f"cannot parse config: {' '.join(str(exc).split())}") from None
     return _from_tree(tree, path)
 

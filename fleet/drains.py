@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleet.errors import NotFound, UsageError
 from fleet.gpus import MAX_GPUS, MIG_STRIDE, format_gpus, gpu_label, mig_unit, parent_gpu
-from fleet.models import GpuDrain
-from fleet.nvml import Nvml
-from fleet.store import Store
+
+if TYPE_CHECKING:  # `fleetctl gpu drain` checks its argument here without loading the store
+    from fleet.models import GpuDrain
+    from fleet.nvml import Nvml
+    from fleet.store import Store
 
 log = logging.getLogger(__name__)
 

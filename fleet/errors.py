@@ -7,7 +7,6 @@ only at the edges (the FastAPI exception handlers and ``fleetctl``'s ``main``).
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 

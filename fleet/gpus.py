@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from fleet.errors import UsageError
-
-if TYPE_CHECKING:  # fleet.nvml numbers MIG units with this module's functions
-    from fleet.nvml import Nvml
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +113,24 @@ def overlap(a: list[int] | None, b: list[int] | None) -> int | None:
     return None
 
 
-def resolve_gpus(spec: str, nvml: Nvml) -> tuple[list[int], list[str]]:
+class _Unit(Protocol):
+    @property
+    def unit(self) -> int: ...
+
+
+class Inventory(Protocol):
+    """What :func:`resolve_gpus` asks of NVML (:class:`fleet.nvml.Nvml`, which
+    numbers MIG units with this module's functions, so this module names no type of it)."""
+
+    @property
+    def available(self) -> bool: ...
+
+    def device_count(self) -> int: ...
+
+    def units(self) -> Sequence[_Unit]: ...
+
+
+def resolve_gpus(spec: str, nvml: Inventory) -> tuple[list[int], list[str]]:
     """Turn a spec into units; also return warnings for the user."""
     warnings: list[str] = []
     if spec.strip().lower() == "all":
@@ -140,7 +155,7 @@ def resolve_gpus(spec: str, nvml: Nvml) -> tuple[list[int], list[str]]:
     return indices, warnings
 
 
-def _check_against_nvml(spec: str, indices: list[int], nvml: Nvml) -> None:
+def _check_against_nvml(spec: str, indices: list[int], nvml: Inventory) -> None:
     count = nvml.device_count()
     missing = [i for i in indices if parent_gpu(i) >= count]
     if missing:

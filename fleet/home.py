@@ -51,6 +51,12 @@ class Home:
         return self.root / "manager.lock"
 
     @property
+    def manager_pid(self) -> Path:
+        """``manager.pid``: the running manager's pid and start time, for workers
+        that wait for a hand-over (see :mod:`fleet.manager`)."""
+        return self.root / "manager.pid"
+
+    @property
     def api_token(self) -> Path:
         """The API token the manager made (or was given); see fleet/api/auth.py."""
         return self.root / "api.token"
@@ -123,3 +129,8 @@ class Home:
         with os.fdopen(fd, "w") as fh:
             json.dump(info, fh)
         os.replace(tmp, self.manager_json)
+
+
+def manager_pidfile(home: Home) -> Path:
+    """:attr:`Home.manager_pid` (what a worker watches for its manager)."""
+    return home.manager_pid

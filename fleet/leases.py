@@ -30,9 +30,9 @@ from pathlib import Path
 
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.models import Runner, Task, TaskStatus
+from fleet.orphans import record_orphaned
 from fleet.store import Store
-from fleet.supervise import record_orphaned
-from fleet.worker.logfile import TaskLog
+from fleet.tasklog import TaskLog
 
 log = logging.getLogger(__name__)
 

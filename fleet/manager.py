@@ -3,8 +3,11 @@
 The main thread runs the supervision loop (signals are only recorded by
 their handlers and acted on here); uvicorn serves the API from a second
 thread, on TCP and on the unix socket ``api.sock`` (who may call, and as
-whom: fleet/api/auth.py; the token is kept in ``api.token``).  API handlers
-call the manager's methods, which are serialised by one lock.
+whom: fleet/api/auth.py; the token is kept in ``api.token``).  The API
+changes state only through the service's operations (:mod:`fleet.service`,
+built here over the manager's store and supervisor); the app sees the
+manager through :class:`fleet.api.deps.Backend` only.  Adding and stopping
+workers is serialised with supervision by one lock.
 ``manager.json`` in the home tells clients the URL and pid;
 ``manager.pid`` (pid and start time, written as soon as the lock is held)
 tells workers that a manager is there.
@@ -41,24 +44,23 @@ from typing import IO
 
 import uvicorn
 
-from fleet import __version__, notify
+from fleet import __version__
 from fleet.api.auth import Access, ensure_token, group_id, share_home
 from fleet.config import Config
-from fleet.errors import ConfigError, Conflict, FleetError, NotFound, StoreUnavailable, UsageError
+from fleet.errors import ConfigError, FleetError, StoreUnavailable, UsageError
 from fleet.home import Home
 from fleet.leases import Leases
 from fleet.metrics.health import GpuHealth
 from fleet.metrics.sampler import Sampler
 from fleet.metrics.storage import MetricsStorage
-from fleet.models import Worker, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import remove_pidfile, write_pidfile
-from fleet.scheduler.claims import Plan, UpRequest, check_queues, plan_up
+from fleet.scheduler.claims import UpRequest
 from fleet.scheduler.driver import ScheduleDriver, zone
+from fleet.service.core import Service, build_service
 from fleet.store import Store, open_store
 from fleet.store.faults import Backoff
-from fleet.supervise import WorkerSupervisor, manager_pidfile
-from fleet.validate import worker_id as check_worker_id
+from fleet.supervise import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,6 @@ class Manager:
         self.api_host = host or config.fleet.api.host
         self.api_port = config.fleet.api.port if port is None else port
         check_bind(self.api_host, config.fleet.api.token)
-        self.secret_keys = frozenset(config.agent.hide_docker_command_env_vars.extra_keys)  # masked in answers
         self.api_gid = group_id(config.fleet.api.group)
         # the real token is settled in serve(), once this manager holds the home
         self.access = Access(config.fleet.api.token, self.api_gid)
@@ -110,8 +111,19 @@ class Manager:
         self.store: Store = open_store(self.home)
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
         self.leases = Leases(config.fleet.remote_lease_seconds)  # tasks run by remote executors
-        self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self._wake_workers)
-        self.health = GpuHealth(self.store, self.nvml, self.hostname, self._wake_workers)
+        self.lock = threading.RLock()  # adding and stopping workers against supervision
+        self.service: Service = build_service(
+            self.store,
+            self.home,
+            config,
+            processes=self.supervisor,
+            leases=self.leases,
+            nvml=self.nvml,
+            hostname=self.hostname,
+            lock=self.lock,
+        )
+        self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self.service.wake.workers)
+        self.health = GpuHealth(self.store, self.nvml, self.hostname, self.service.wake.workers)
         self.sampler = Sampler(
             self.store,
             MetricsStorage(self.home.db),
@@ -121,11 +133,9 @@ class Manager:
             config.fleet.metrics,
             health=self.health,
         )
-        self.lock = threading.RLock()
         self.wakeup = threading.Event()
         self.signals = 0
         self.last_signal = 0
-        self.handed_over = False
         self.shutdown_requested: dict[str, object] | None = None
         self.url = ""
         self.started_at = time.time()
@@ -156,7 +166,7 @@ class Manager:
         self.acquire()
         for folder, mode in self.home.tighten():
             log.warning("manager: %s was mode %04o (writable by others); tightened to 0700", folder, mode)
-        write_pidfile(manager_pidfile(self.home))  # workers waiting for a hand-over see us from here on
+        write_pidfile(self.home.manager_pid)  # workers waiting for a hand-over see us from here on
         share_home(self.home, self.api_gid)
         # Group members may read the token (it acts as this manager's user) unless tasks run as
         # their submitters: then the token would be a way around that, and stays owner-only.
@@ -165,7 +175,7 @@ class Manager:
         if self.config.fleet.run_as_submitter and os.geteuid() != 0:
             log.warning("manager: fleet.run_as_submitter needs a manager running as root; tasks run as this user")
         if initial is not None:
-            self.add_workers(initial, "fleetctl up")
+            self.service.workers.add(initial, "fleetctl up")
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets created with it, and
         # without it every answer after the first on a connection waits ~40 ms for a delayed ACK.
         family = socket.AF_INET6 if ":" in self.api_host else socket.AF_INET
@@ -189,6 +199,9 @@ class Manager:
         shown = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         self.url = f"http://{shown}:{port}"
 
+        # Imported here, not at the top: `fleetctl` imports this module for `up`, and every
+        # command would load FastAPI and the routes.  No cycle hides here (tests/importcycles.py
+        # reads this import too): the app knows the manager only as fleet.api.deps.Backend.
         from fleet.api.app import create_app
         from fleet.api.peer import PeerCredProtocol, bind_unix
 
@@ -205,6 +218,7 @@ class Manager:
                 timeout_graceful_shutdown=2,
             )
         )
+        self.service.wake.recompute = self.schedule.recompute  # the driver runs from here on
         server_thread = threading.Thread(target=self._server.run, kwargs={"sockets": sockets}, name="api", daemon=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -237,7 +251,7 @@ class Manager:
             info = self.home.read_manager_info()
             if info and info.get("pid") == os.getpid():
                 self.home.manager_json.unlink(missing_ok=True)
-            remove_pidfile(manager_pidfile(self.home))
+            remove_pidfile(self.home.manager_pid)
             log.info("manager: stopped")
         return 0
 
@@ -274,68 +288,10 @@ class Manager:
         else:
             self.retry.ok()
 
-    # -- what the API calls -----------------------------------------------------------
-    def add_workers(self, request: UpRequest, actor: str) -> tuple[list[Worker], list[str]]:
-        """Plan, validate and start the workers of an ``up``; all or nothing."""
-        with self.lock:
-            if self.shutdown_requested is not None:
-                raise UsageError("the manager is shutting down")
-            live = self.store.list_workers()
-            plan = self._plan(request, live)
-            existing = {q.name for q in self.store.list_queues()}
-            missing = [q for q in check_queues(request.queues) if q not in existing]
-            if missing and not request.create_queue:
-                raise NotFound(
-                    f"queue {missing[0]!r} does not exist; pass --create-queue or run: fleetctl queue create {missing[0]}",
-                    field="queues",
-                )
-            for name in missing:
-                self.store.create_queue(name, [], actor)
-            started = []
-            for worker in plan.new:
-                registered = self.store.register_worker(worker, actor)
-                started.append(registered)
-            if plan.new and self._server is not None:  # the driver runs once the manager serves
-                self.schedule.recompute()
-            for worker in started:
-                self.supervisor.spawn(worker)
-            for warning in plan.warnings:
-                log.warning("manager: %s", warning)
-            return started + plan.existing, plan.warnings
-
-    def _plan(self, request: UpRequest, live: list[Worker]) -> Plan:
-        """The workers ``request`` means; the caller's worker name and id win over ours."""
-        if request.worker_name is None:
-            host = self.hostname
-        else:
-            host = check_worker_id(request.worker_name, "worker_name") if request.worker_name else socket.gethostname()
-        fixed = self.config.agent.worker_id if request.worker_id is None else request.worker_id
-        return plan_up(request, live, host, self.nvml, fixed)
-
-    def find_workers(self, request: UpRequest) -> list[Worker]:
-        """The live worker an ``up``/``daemon`` line started (what ``daemon ... --stop`` stops), if any."""
-        with self.lock:
-            live = [w for w in self.store.list_workers() if w.state != WorkerState.DEAD]
-            try:
-                plan = self._plan(request, live)
-            except Conflict:  # the line names a worker that runs with another spec: not the one it started
-                return []
-            return plan.existing
-
-    def stop_workers(self, worker_ids: list[str], drain: bool, requeue: bool, by: str) -> list[Worker]:
-        with self.lock:
-            workers = [self.store.get_worker(wid) for wid in worker_ids]
-            for worker in workers:
-                if worker.state == WorkerState.DEAD:
-                    continue
-                self.supervisor.request_stop(worker.id, drain, requeue, by)
-                if worker.id not in self.supervisor.handles:
-                    try:
-                        self.store.set_worker_state(worker.id, WorkerState.DEAD, "stopped", "manager")
-                    except StoreUnavailable:
-                        pass  # no process to stop; its row says so once the store takes writes
-            notify.wake(self.home.root, [w.id for w in workers])
-            return workers
+    # -- what the API calls (fleet.api.deps.Backend) ---------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self.shutdown_requested is not None
 
     def shutdown(self, drain: bool, requeue: bool, by: str) -> None:
         with self.lock:
@@ -345,19 +301,20 @@ class Manager:
                     self.supervisor.force_kill(wid)
                 return
             self.shutdown_requested = {"drain": drain, "requeue": requeue, "by": by}
+            self.service.workers.closed = "the manager is shutting down"
             log.info("manager: shutting down (%s, drain=%s, requeue=%s)", by, drain, requeue)
             self.supervisor.cancel_restarts()
             ids = [w.id for w in self.store.list_workers()]
-        self.stop_workers(ids, drain, requeue, by)
+        self.service.workers.stop(ids, drain, requeue, by)
         self.wakeup.set()
 
     def hand_over(self) -> None:
         """SIGTERM: leave now, workers and tasks running, for the next manager
-        to adopt (see the module docstring); ``add_workers`` is refused from
+        to adopt (see the module docstring); adding workers is refused from
         here on."""
         with self.lock:
-            self.handed_over = True
             self.shutdown_requested = {"drain": False, "requeue": False, "by": "SIGTERM (hand-over)"}
+            self.service.workers.closed = "the manager is shutting down"
             alive = self.supervisor.alive()
         log.info(
             "manager: SIGTERM: handing over %d running worker(s); they stop themselves unless a manager "
@@ -365,25 +322,6 @@ class Manager:
             len(alive),
             self.config.fleet.handover_seconds,
         )
-
-    def wake_queue(self, queue: str) -> None:
-        """Poke the live workers that pull from ``queue`` (after the commit)."""
-        notify.wake(self.home.root, [w.id for w in self.store.list_workers() if queue in w.queues])
-
-    def schedule_changed(self) -> None:
-        """A tag or a runtime property changed: recompute effective states now."""
-        self.schedule.recompute()
-
-    def _wake_workers(self, worker_ids: list[str]) -> None:
-        notify.wake(self.home.root, worker_ids)
-
-    def wake_all(self) -> None:
-        """Poke every live worker (a GPU was drained or returned)."""
-        notify.wake(self.home.root, [w.id for w in self.store.list_workers()])
-
-    def wake_worker(self, worker_id: str | None) -> None:
-        if worker_id:
-            notify.wake(self.home.root, [worker_id])
 
 
 def configure_logging(path: Path | None, level: int = logging.INFO) -> None:

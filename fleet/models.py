@@ -16,7 +16,7 @@ from fleet.errors import InvalidTransition
 if TYPE_CHECKING:  # typed twins in the pure policy modules (which import this one)
     from fleet.scheduler.allocate import PoolState
     from fleet.scheduler.effective import Effective
-    from fleet.scheduler.pool import QueueSpec
+    from fleet.scheduler.queuespec import QueueSpec
     from fleet.scheduler.schedule import Schedule
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 MASK = "********"
 
@@ -70,6 +71,22 @@ def _mask_userinfo(m: re.Match[str]) -> str:
     if scheme.lower().rstrip(":/") in _WEB:
         return f"{scheme}{MASK}@"
     return m.group(0)
+
+
+def strip_credentials(url: str) -> str:
+    """An http(s) URL without its ``user:password@``; other URLs unchanged
+    (what a task records as its repository, and git's ``origin``)."""
+    return split_credentials(url)[0]
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """``(url without userinfo, user, password)`` for http(s); else ``(url, "", "")``."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _WEB or "@" not in parts.netloc:
+        return url, "", ""
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return parts._replace(netloc=hostport).geturl(), user, password
 
 
 def mask_value(name: str, value: str, extra_keys: Iterable[str] = ()) -> str:

@@ -29,10 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.contain import Attempt
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.home import Home
-from fleet.models import StopRequest, Task, TaskStatus, Worker, WorkerState
+from fleet.models import StopRequest, Worker, WorkerState
+from fleet.orphans import fail_orphaned
 from fleet.procs import Identity, describe_exit, identity, is_same_process, signal_group
 from fleet.store import Store
 
@@ -62,48 +62,6 @@ class Handle:
             rc = self.popen.poll()
             return None if rc is None else describe_exit(rc)
         return None if is_same_process(self.pid, self.pid_start, self.pid_boot) else "exited while the manager was away"
-
-
-def kill_orphaned(home: Path, task: Task, wait: float | None = None) -> bool:
-    """SIGKILL every process of a running task whose worker is gone (its
-    process group if the recorded leader is still the same process, its
-    attempt's cgroup and marked processes) and wait until none is left; False
-    when some remain after the wait."""
-    if task.pid and is_same_process(task.pid, task.pid_start, task.pid_boot):
-        signal_group(task.pid, signal.SIGKILL)
-    attempt = Attempt(home, task.id, task.attempt)
-    return attempt.end() if wait is None else attempt.end(wait)
-
-
-def fail_orphaned(home: Path, store: Store, task: Task, reason: str, actor: str) -> bool:
-    """End a running task whose worker is gone: kill all of it
-    (:func:`kill_orphaned`), then record it ``failed`` with ``reason``, queued
-    again when it has retries left.  False, recording nothing, while a process
-    of it remains: the caller tries again later and hands its GPUs to no one
-    meanwhile."""
-    if not kill_orphaned(home, task):
-        log.error("%s: task %s: processes left after SIGKILL; trying again", actor, task.id)
-        return False
-    record_orphaned(store, task, reason, actor)
-    return True
-
-
-def record_orphaned(store: Store, task: Task, reason: str, actor: str) -> None:
-    """Record a running task whose runner is gone ``failed`` with ``reason``,
-    queued again when it has retries left (no process of it runs here)."""
-    requeue = "tail" if task.attempt <= task.retries else None
-    try:
-        store.finish_task(task.id, TaskStatus.FAILED, exit_code=None, reason=reason, actor=actor, requeue=requeue)
-    except StoreUnavailable:
-        raise  # the caller tries again later
-    except FleetError as exc:
-        log.error("%s: task %s of a dead worker: %s", actor, task.id, exc)
-
-
-def manager_pidfile(home: Home) -> Path:
-    """``manager.pid``: the running manager's pid and start time, for workers
-    that wait for a hand-over (see :mod:`fleet.manager`)."""
-    return home.root / "manager.pid"
 
 
 class WorkerSupervisor:
@@ -178,6 +136,10 @@ class WorkerSupervisor:
         handle = self.handles.get(worker_id)
         if handle is not None and handle.exit_status() is None:
             signal_group(handle.pid, signal.SIGTERM)
+
+    def has(self, worker_id: str) -> bool:
+        """A process of this worker is known (spawned or adopted)."""
+        return worker_id in self.handles
 
     def cancel_restarts(self) -> None:
         self._retry_at.clear()

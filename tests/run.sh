@@ -37,4 +37,5 @@ fi
 .venv/bin/ruff check fleet tests bench
 .venv/bin/ruff format --check fleet tests bench
 .venv/bin/mypy
+.venv/bin/python tests/importcycles.py  # fleet/ has no import cycle, function-level imports included
 .venv/bin/pytest -p no:cacheprovider "$@"

@@ -9,15 +9,8 @@ import pytest
 from fleet.errors import UsageError
 from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.scheduler.allocate import Head, allocate, choose
-from fleet.scheduler.pool import (
-    QueueSpec,
-    Server,
-    id_taken,
-    oversized,
-    parse_queue_spec,
-    parse_queue_specs,
-    task_worker_id,
-)
+from fleet.scheduler.pool import Server, id_taken, oversized, task_worker_id
+from fleet.scheduler.queuespec import QueueSpec, parse_queue_spec, parse_queue_specs
 
 POOL = list(range(8))
 QUAD, DUAL, SINGLE = QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1)

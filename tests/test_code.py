@@ -17,16 +17,15 @@ import pytest
 
 from fleet.capture import capture
 from fleet.config import AgentConfig, VcsCacheConfig
+from fleet.git import CodeError
 from fleet.models import Script
-from fleet.secrets import mask_text, mask_urls
+from fleet.secrets import mask_text, mask_urls, strip_credentials
 from fleet.worker.code import (
-    CodeError,
     Credentials,
     VcsCache,
     checkout,
     effective_url,
     normalise,
-    strip_credentials,
     to_https,
     to_ssh,
 )

@@ -119,7 +119,7 @@ def test_logs_of_a_task_that_never_ran_and_tasks_of_an_unknown_queue(fleet: Flee
     unknown = fleet.cli("tasks", "--queue", "nosuch")
     assert unknown.returncode == 2, unknown
     assert "'nosuch' does not exist" in _one_line(unknown.stderr)
-    assert task[:12] in fleet.ok("tasks", "--queue", "q")
+    assert task[:8] in fleet.ok("tasks", "--queue", "q")
 
 
 def test_no_code_runs_a_checkout_without_a_remote_as_a_plain_task(fleet: Fleet, tmp_path: Path) -> None:

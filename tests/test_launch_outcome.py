@@ -18,6 +18,7 @@ import pytest
 
 from fleet.home import Home
 from fleet.models import Runner, Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.outcome import Outcome, StopCause
 from fleet.store import open_store
 from fleet.worker.launch_outcome import (
     Failure,
@@ -29,7 +30,6 @@ from fleet.worker.launch_outcome import (
     remove_outcome,
     write_outcome,
 )
-from fleet.worker.process import Outcome, StopCause
 from fleet.worker.runner import NO_SPACE_BACKOFF_S, verdict
 from tests.factories import running_task
 

@@ -19,7 +19,7 @@ from fleet.errors import UsageError
 from fleet.gpus import format_gpus, gpu_json, mig_unit, overlap, parse_gpu_list, resolve_gpus
 from fleet.nvml import Nvml
 from fleet.scheduler.allocate import Head, allocate
-from fleet.scheduler.pool import parse_queue_spec
+from fleet.scheduler.queuespec import parse_queue_spec
 from tests.conftest import Fleet
 from tests.nvml_standin import load_standin, use_standin
 

@@ -15,7 +15,7 @@ from fleet.errors import StoreError
 from fleet.models import DockerMode, StopRequest, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.scheduler.allocate import PoolChild, PoolState, Reservation
 from fleet.scheduler.effective import Effective
-from fleet.scheduler.pool import parse_queue_specs
+from fleet.scheduler.queuespec import parse_queue_specs
 from fleet.scheduler.schedule import make_schedule
 from fleet.store.sqlite import SQLiteStore
 

@@ -17,15 +17,15 @@ import pytest
 from fleet.cli.main import expand_multi
 from fleet.errors import Conflict, UsageError
 from fleet.gpus import parse_gpu_list, resolve_gpus
-from fleet.models import Worker, WorkerMode, WorkerState
 from fleet.notify import Listener, wake
 from fleet.nvml import GpuUnit, Nvml
 from fleet.procs import describe_exit
 from fleet.scheduler.claims import UpRequest, plan_up
 from fleet.scheduler.order import QueueOrder
 from fleet.secrets import MASK, mask_env
+from fleet.tasklog import MAX_PARTIAL, TaskLog, stamp, strip_stamp
 from fleet.validate import env_name, queue_name, task_id, worker_id
-from fleet.worker.logfile import MAX_PARTIAL, TaskLog, stamp, strip_stamp
+from tests.factories import live_worker
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
@@ -137,20 +137,6 @@ def test_real_nvml_degrades_without_raising() -> None:
 
 
 # -- claims -----------------------------------------------------------------------------------
-
-
-def live_worker(wid: str, gpus: list[int] | None, queues: list[str], fairness: bool = False) -> Worker:
-    return Worker(
-        id=wid,
-        host="h",
-        mode=WorkerMode.STATIC,
-        gpus=gpus,
-        queues=queues,
-        order_fairness=fairness,
-        state=WorkerState.IDLE,
-        state_reason="",
-        created_at=0.0,
-    )
 
 
 def test_plan_up_new_gpu_worker() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,14 +19,23 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet import __version__
+from fleet.api import (
+    routes_clearml,
+    routes_gpus,
+    routes_login,
+    routes_metrics,
+    routes_queues,
+    routes_remote,
+    routes_system,
+    routes_tasks,
+    routes_workers,
+)
 from fleet.api.auth import Caller, basic_matches
+from fleet.api.deps import Backend
 from fleet.api.guards import BodyGuard, CatchAll
 from fleet.api.peer import PEER_UID
 from fleet.errors import FleetError, Forbidden, Unauthorized, UsageError
 from fleet.validate import queue_name, task_id, worker_id
-
-if TYPE_CHECKING:
-    from fleet.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +80,14 @@ def _bad_path_id(path: str) -> UsageError | None:
     return None
 
 
-def create_app(manager: Manager) -> FastAPI:
-    from fleet.api import (
-        routes_clearml,
-        routes_gpus,
-        routes_login,
-        routes_metrics,
-        routes_queues,
-        routes_remote,
-        routes_system,
-        routes_tasks,
-        routes_workers,
-    )
-
+def create_app(backend: Backend) -> FastAPI:
+    """The app over ``backend`` (the manager passes itself: see :class:`fleet.api.deps.Backend`)."""
     app = FastAPI(title="fleet", version=__version__, description="Per-host GPU fleet manager")
-    app.state.manager = manager
+    app.state.backend = backend
     # Guards (fleet/api/guards.py), added first so that they sit inside every other
     # middleware: the catch-all innermost, then the body's bounds.
     app.add_middleware(CatchAll)
-    max_mb = manager.config.fleet.api.max_body_mb
+    max_mb = backend.config.fleet.api.max_body_mb
     app.add_middleware(BodyGuard, max_bytes=int(max_mb * 2**20), max_mb=max_mb)
 
     @app.exception_handler(FleetError)
@@ -119,11 +117,11 @@ def create_app(manager: Manager) -> FastAPI:
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     clearml_paths = frozenset(getattr(route, "path", "") for route in routes_clearml.router.routes)
-    api_config = manager.config.fleet.api
+    api_config = backend.config.fleet.api
 
     def identify(request: Request) -> Caller:
         """The caller, or ``Unauthorized`` / ``Forbidden`` (fleet/api/auth.py)."""
-        access = manager.access
+        access = backend.access
         given = request.headers.get("authorization", "")
         uid = request.scope.get(PEER_UID)
         if given:
@@ -172,5 +170,5 @@ def create_app(manager: Manager) -> FastAPI:
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)
-    routes_metrics.mount_root(app, manager)  # /metrics and the page, after every API route
+    routes_metrics.mount_root(app, backend)  # /metrics and the page, after every API route
     return app

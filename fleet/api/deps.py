@@ -1,25 +1,83 @@
-"""Dependencies shared by the routes."""
+"""Dependencies shared by the routes, and what the app needs of its host.
+
+The app depends on :class:`Backend`, an interface, not on the manager
+module: the manager (:class:`fleet.manager.Manager`) builds the app and
+passes itself in.  Routes change state only through the service's
+operations (:mod:`fleet.service`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Path, Request
 from pydantic import AfterValidator
 
-from fleet.api.auth import Caller
+from fleet.api.auth import Access, Caller
 from fleet.api.schemas import as_value_error
+from fleet.config import Config
 from fleet.errors import Unauthorized
-from fleet.manager import Manager
+from fleet.home import Home
+from fleet.metrics.sampler import Sampler
+from fleet.nvml import Nvml
+from fleet.service.core import Service
+from fleet.service.who import Who
 from fleet.validate import queue_name, task_id, worker_id
 
 
-def get_manager(request: Request) -> Manager:
-    manager: Manager = request.app.state.manager
-    return manager
+class Backend(Protocol):
+    """What the routes need: the operations, the home (task logs), the config,
+    who may call (the token, sessions), and what the manager tells about itself."""
+
+    @property
+    def service(self) -> Service: ...
+
+    @property
+    def home(self) -> Home: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def access(self) -> Access: ...
+
+    @property
+    def hostname(self) -> str: ...
+
+    @property
+    def nvml(self) -> Nvml: ...
+
+    @property
+    def sampler(self) -> Sampler: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def stopping(self) -> bool:
+        """A shutdown (or hand-over) has begun."""
+        ...
+
+    def shutdown(self, drain: bool, requeue: bool, by: str) -> None:
+        """Stop every worker (tasks are stopped, or drained), then the manager."""
+        ...
 
 
-ManagerDep = Annotated[Manager, Depends(get_manager)]
+def get_backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+BackendDep = Annotated[Backend, Depends(get_backend)]
+
+
+def get_service(request: Request) -> Service:
+    return get_backend(request).service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 def get_caller(request: Request) -> Caller:
@@ -36,7 +94,14 @@ def optional_caller(request: Request) -> Caller | None:
     return caller
 
 
+def get_who(request: Request) -> Who:
+    """The caller as the service's operations take it (events say ``api:USER``)."""
+    caller = get_caller(request)
+    return Who(caller.user, caller.admin, f"api:{caller.user}")
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
+WhoDep = Annotated[Who, Depends(get_who)]
 TaskId = Annotated[
     str,
     Path(description="a task id or a unique prefix of 4+ characters"),

@@ -15,8 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.api.bounds import ExpiryOrZero
-from fleet.api.deps import ManagerDep
-from fleet.api.routes_workers import set_property
+from fleet.api.deps import ServiceDep
 from fleet.errors import FleetError
 from fleet.validate import worker_id as check_worker_id
 
@@ -65,18 +64,17 @@ async def _body(request: Request) -> Any:
 
 
 @router.post("/workers.set_runtime_properties")
-async def set_runtime_properties(request: Request, manager: ManagerDep) -> JSONResponse:
+async def set_runtime_properties(request: Request, service: ServiceDep) -> JSONResponse:
     endpoint = "workers.set_runtime_properties"
     try:
         body = _SetRuntimeProperties.model_validate(await _body(request))
         check_worker_id(body.worker)
-        manager.store.get_worker(body.worker)
+        service.workers.worker(body.worker)
         for prop in body.runtime_properties:
             if prop.expiry == 0:  # ClearML: expiry 0 deletes the property
-                manager.store.delete_runtime_property(body.worker, prop.key, "clearml-api")
-                manager.schedule_changed()
+                service.workers.clear_property(body.worker, prop.key, "clearml-api", missing_ok=True)
             else:
-                set_property(manager, body.worker, prop.key, prop.value, prop.expiry, "clearml-api")
+                service.workers.set_property(body.worker, prop.key, prop.value, prop.expiry, "clearml-api")
     except ValidationError as exc:
         first = exc.errors()[0]
         return _envelope(endpoint, {}, 400, f"Validation error ({'.'.join(map(str, first['loc']))}: {first['msg']})")
@@ -86,17 +84,15 @@ async def set_runtime_properties(request: Request, manager: ManagerDep) -> JSONR
 
 
 @router.post("/queues.update")
-async def queues_update(request: Request, manager: ManagerDep) -> JSONResponse:
+async def queues_update(request: Request, service: ServiceDep) -> JSONResponse:
     endpoint = "queues.update"
     try:
         body = _QueueUpdate.model_validate(await _body(request))
-        queue = manager.store.get_queue(body.queue)
+        queue = service.queues.get(body.queue)
         fields: dict[str, Any] = {}
         if body.tags is not None:
-            queue = manager.store.set_queue_tags(queue.id, body.tags, "clearml-api")
+            queue = service.queues.set_tags(queue.id, body.tags, "clearml-api")
             fields["tags"] = queue.tags
-            manager.schedule_changed()
-            manager.wake_queue(queue.name)
     except ValidationError as exc:
         first = exc.errors()[0]
         return _envelope(endpoint, {}, 400, f"Validation error ({'.'.join(map(str, first['loc']))}: {first['msg']})")

@@ -7,10 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.api.deps import ManagerDep
-from fleet.api.serialize import drain_json
-from fleet.drains import MAX_REASON, drain, known_gpus, parse_gpu_ref, undrain
-from fleet.gpus import gpu_json, gpu_label, is_mig, parent_gpu
+from fleet.api.deps import ServiceDep
+from fleet.api.serialize import drain_json, gpu_view_json
+from fleet.drains import MAX_REASON
 
 router = APIRouter(tags=["gpus"])
 
@@ -21,40 +20,18 @@ class DrainBody(BaseModel):
 
 
 @router.get("/gpus")
-def list_gpus(manager: ManagerDep) -> dict[str, Any]:
+def list_gpus(service: ServiceDep) -> dict[str, Any]:
     """Every GPU unit fleet knows, per host, with its drain (null when in service)."""
-    store = manager.store
-    drains = {(d.host, d.gpu): d for d in store.drained_gpus()}
-    uuids = {u.unit: u.uuid for u in manager.nvml.units()}
-    out = []
-    for host, units in sorted(known_gpus(store, manager.nvml, manager.hostname).items()):
-        mig_parents = {parent_gpu(u) for u in units if is_mig(u)}
-        for unit in sorted(u for u in units if u not in mig_parents or (host, u) in drains):
-            found = drains.get((host, unit)) or drains.get((host, parent_gpu(unit)))
-            out.append(
-                {
-                    "host": host,
-                    "gpu": gpu_json(unit),
-                    "name": f"{host}:{gpu_label(unit)}",
-                    "parent": parent_gpu(unit) if is_mig(unit) else None,
-                    "uuid": uuids.get(unit) if host == manager.hostname else None,
-                    "drained": drain_json(found) if found is not None else None,
-                }
-            )
-    return {"gpus": out, "drained": [drain_json(d) for d in drains.values()]}
+    gpus, drains = service.gpus.all()
+    return {"gpus": [gpu_view_json(g) for g in gpus], "drained": [drain_json(d) for d in drains]}
 
 
 @router.post("/gpus/{gpu}/drain")
-def drain_gpu(gpu: str, manager: ManagerDep, body: DrainBody | None = None) -> dict[str, Any]:
-    ref = parse_gpu_ref(gpu)
-    done = drain(manager.store, manager.nvml, manager.hostname, ref, (body or DrainBody()).reason, "api")
-    manager.wake_all()
-    return drain_json(done)
+def drain_gpu(gpu: str, service: ServiceDep, body: DrainBody | None = None) -> dict[str, Any]:
+    return drain_json(service.gpus.drain(gpu, (body or DrainBody()).reason, "api"))
 
 
 @router.post("/gpus/{gpu}/undrain")
-def undrain_gpu(gpu: str, manager: ManagerDep) -> dict[str, Any]:
-    ref = parse_gpu_ref(gpu)
-    was = undrain(manager.store, manager.nvml, manager.hostname, ref, "api")
-    manager.wake_all()
-    return {"gpu": ref.name, "was": drain_json(was) if was is not None else None}
+def undrain_gpu(gpu: str, service: ServiceDep) -> dict[str, Any]:
+    name, was = service.gpus.undrain(gpu, "api")
+    return {"gpu": name, "was": drain_json(was) if was is not None else None}

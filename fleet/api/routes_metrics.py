@@ -23,10 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 import fleet
 from fleet.api.bounds import GPUS_MAX, MetricsStep
-from fleet.api.deps import ManagerDep, TaskId
+from fleet.api.deps import Backend, BackendDep, TaskId
 from fleet.errors import NotFound, UsageError
 from fleet.gpus import gpu_json
-from fleet.manager import Manager
 from fleet.metrics import report as reports
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.prometheus import FleetCollector
@@ -56,7 +55,7 @@ By = Literal["gpu", "worker", "queue", "user"]
 TimeText = Annotated[str, Query(max_length=64, description="a duration before now (24h, 7d), a date, or epoch seconds")]
 
 
-def _ids(manager: Manager, kind: str, raw: str | None) -> list[str] | None:
+def _ids(backend: Backend, kind: str, raw: str | None) -> list[str] | None:
     if raw is None or not raw.strip():
         return None
     parts = [p.strip() for p in raw.split(",") if p.strip()]
@@ -69,7 +68,7 @@ def _ids(manager: Manager, kind: str, raw: str | None) -> list[str] | None:
     if kind == "worker":
         return [worker_id(p, "id") for p in parts]
     if kind == "task":
-        return [manager.store.get_task(task_id(p.lower(), "id")).id for p in parts]
+        return [backend.service.tasks.get(task_id(p.lower(), "id")).id for p in parts]
     if not all(len(p) <= 255 and p.replace("-", "").replace(".", "").replace("_", "").isalnum() for p in parts):
         raise UsageError(f"id {raw!r}: expected host names", field="id")
     return parts
@@ -77,7 +76,7 @@ def _ids(manager: Manager, kind: str, raw: str | None) -> list[str] | None:
 
 @router.get("/metrics")
 def metrics(
-    manager: ManagerDep,
+    backend: BackendDep,
     kind: Kind = "host",
     id: Annotated[str | None, Query(max_length=10_000, description="comma-separated series ids")] = None,
     since: TimeText = "1h",
@@ -86,7 +85,7 @@ def metrics(
 ) -> dict[str, Any]:
     """Time series of one kind, averaged per ``step`` (default: about 300 points)."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
-    interval = manager.config.fleet.metrics.interval
+    interval = backend.config.fleet.metrics.interval
     if step is None:
         step = max(math.ceil(interval), math.ceil((end - start) / TARGET_POINTS), 1)
     elif (end - start) / step > MAX_POINTS:
@@ -94,8 +93,8 @@ def metrics(
             f"step {step}: {math.ceil((end - start) / step)} points; at most {MAX_POINTS} (use a larger step)",
             field="step",
         )
-    ids = _ids(manager, kind, id)
-    series = manager.sampler.storage.series(KINDS[kind], start, end, step, ids)
+    ids = _ids(backend, kind, id)
+    series = backend.sampler.storage.series(KINDS[kind], start, end, step, ids)
     return {"kind": kind, "since": iso(start), "until": iso(end), "step": step, "interval": interval, "series": series}
 
 
@@ -119,15 +118,15 @@ def _snapshot_json(snap: Snapshot | None) -> dict[str, Any] | None:
 
 
 @router.get("/metrics/current")
-def current(manager: ManagerDep) -> dict[str, Any]:
+def current(backend: BackendDep) -> dict[str, Any]:
     """The sampler's last snapshot (null before its first tick) and what its ticks cost."""
-    sampler = manager.sampler
+    sampler = backend.sampler
     return {
-        "interval": manager.config.fleet.metrics.interval,
-        "nvml": manager.nvml.available,
+        "interval": backend.config.fleet.metrics.interval,
+        "nvml": backend.nvml.available,
         "sampler": sampler.cost.to_json(),
         "snapshot": _snapshot_json(sampler.latest),
-        "queues_waiting_since": {q: iso(at) for q, at in manager.store.queue_waiting_since().items()},
+        "queues_waiting_since": {q: iso(at) for q, at in backend.service.store.queue_waiting_since().items()},
     }
 
 
@@ -146,13 +145,13 @@ def _mean_cpu(sampled: float | None, cpu_s: float | None, runtime: float | None)
 
 
 @router.get("/metrics/tasks/{task_id}")
-def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
+def task_figures(task_id: TaskId, backend: BackendDep) -> dict[str, Any]:
     """A task's figures: runtime, peak RSS, mean CPU, peak GPU memory (latest attempt first-class, all listed)."""
-    task = manager.store.get_task(task_id)
-    usage = {u.attempt: u for u in manager.sampler.storage.task_usage(task.id)}
+    task = backend.service.tasks.get(task_id)
+    usage = {u.attempt: u for u in backend.sampler.storage.task_usage(task.id)}
     now = time.time()
     attempts = []
-    for a in manager.store.attempts(task.id):
+    for a in backend.service.tasks.attempts(task):
         end = a.finished_at if a.finished_at is not None else now
         figures = usage.get(a.attempt)
         runtime = end - a.started_at if a.started_at is not None else None
@@ -178,14 +177,14 @@ def task_figures(task_id: TaskId, manager: ManagerDep) -> dict[str, Any]:
         "peak_rss_mb": latest.get("peak_rss_mb"),
         "mean_cpu_percent": latest.get("mean_cpu_percent"),
         "peak_gpu_mem_mb": latest.get("peak_gpu_mem_mb"),
-        "nvml": manager.nvml.available,
+        "nvml": backend.nvml.available,
         "attempts": attempts,
     }
 
 
 @router.get("/report")
 def report(
-    manager: ManagerDep,
+    backend: BackendDep,
     since: TimeText = "24h",
     until: TimeText | None = None,
     by: By = "gpu",
@@ -193,19 +192,21 @@ def report(
     """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs;
     one row per ``by`` (a pool's per-task workers nest under it with ``by=worker``)."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
-    history = HistoryReader(manager.store, manager.sampler.storage).load(start, end)
-    modes = {w.id: w.mode.value for w in manager.store.list_workers(include_dead=True)}
+    history = HistoryReader(backend.service.store, backend.sampler.storage).load(start, end)
+    modes = {w.id: w.mode.value for w in backend.service.store.list_workers(include_dead=True)}
     answer = reports.compute(reports.with_modes(history, modes), by)
     answer.update(since=iso(start), until=iso(end))
     return answer
 
 
-def mount_root(app: FastAPI, manager: Manager) -> None:
+def mount_root(app: FastAPI, backend: Backend) -> None:
     """``/metrics`` and the page; call after every API route is included."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         FleetCollector(
-            manager.store, HistoryReader(manager.store, manager.sampler.storage), lambda: manager.sampler.latest
+            backend.service.store,
+            HistoryReader(backend.service.store, backend.sampler.storage),
+            lambda: backend.sampler.latest,
         )
     )
 

@@ -198,7 +198,7 @@ class TaskCreate(Strict):
 
     @field_validator("command")
     @classmethod
-    def _no_nul(cls, value: list[str]) -> list[str]:
+    def _no_nul_arguments(cls, value: list[str]) -> list[str]:
         if any("\0" in part for part in value):
             raise ValueError("command arguments cannot contain NUL characters")
         return value

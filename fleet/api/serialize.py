@@ -1,4 +1,5 @@
-"""The JSON shapes of tasks, workers and queues (API answers and ``--json``).
+"""The JSON shapes of tasks, workers, queues, GPUs and events (API answers and
+``--json``): the one place each record's wire shape is written.
 
 Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
 (environment values by name and by value, with the configured extra names in
@@ -12,13 +13,17 @@ NVML's UUIDs of the attempt's GPUs (empty without NVML).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fleet.gpus import gpu_json, gpu_label
-from fleet.models import DockerMode, Event, GpuDrain, Queue, RuntimeProperty, Task, TaskAttempt, Worker
+from fleet.models import DockerMode, Event, GpuDrain, Queue, RuntimeProperty, Task, TaskAttempt, WorkerMode, WorkerState
 from fleet.scheduler.allocate import PoolState
+from fleet.scheduler.pool import services_max, worker_specs
 from fleet.secrets import mask_args, mask_env, mask_urls
+from fleet.service.gpus import GpuView
+from fleet.service.tasks import TaskPage
+from fleet.service.workers import WorkerView
 
 
 def iso(ts: float | None) -> str | None:
@@ -27,7 +32,7 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
+def masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
     """The task's image and ``docker run`` arguments, secret values masked."""
     if not docker or not isinstance(docker.get("args"), list):
         return docker
@@ -70,7 +75,7 @@ def task_json(task: Task, attempts: list[TaskAttempt] | None = None, *, hidden: 
             "setup_script": bool(script.setup_script),
         },
         "requirements": _masked_requirements(task.requirements),
-        "docker": _masked_docker(task.docker, hidden),
+        "docker": masked_docker(task.docker, hidden),
         "env": mask_env(task.env, hidden),
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),
@@ -95,6 +100,18 @@ def task_json(task: Task, attempts: list[TaskAttempt] | None = None, *, hidden: 
     return out
 
 
+def task_page_json(page: TaskPage, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """``GET /tasks``: the page's task summaries and where the rest starts."""
+    return {
+        "tasks": [task_summary_json(t, hidden=hidden) for t in page.tasks],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "truncated": page.truncated,
+        "next_offset": page.next_offset,
+    }
+
+
 def task_summary_json(task: Task, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
     """A task in a list answer (from a summary row, ``Store.list_tasks(summary=True)``):
     the same keys as :func:`task_json`, with ``env`` giving each name with a
@@ -116,9 +133,10 @@ def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def worker_json(
-    worker: Worker, running: list[str], properties: dict[str, RuntimeProperty] | None = None
-) -> dict[str, Any]:
+def worker_json(view: WorkerView, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """A worker with its running tasks, runtime properties, drained GPUs, and
+    (dynamic and services workers) its pool's last decision."""
+    worker = view.worker
     effective = worker.effective
     when = effective.next_change if effective is not None else None
     schedule = worker.schedule
@@ -132,19 +150,29 @@ def worker_json(
         "mode": worker.mode.value,
         "state": worker.state.value,
         "state_reason": worker.state_reason,
-        "tasks": running,
+        "tasks": list(view.tasks),
         "schedule": {"kind": schedule.kind, "specs": list(schedule.specs)} if schedule is not None else None,
         "active": effective.active if effective is not None else True,
         "paused_queues": dict(effective.paused_queues) if effective is not None else {},
         "next_change": when.isoformat(timespec="seconds") if when is not None else None,
-        "runtime_properties": {
-            key: {"value": p.value, "expires_at": iso(p.expires_at)} for key, p in (properties or {}).items()
-        },
+        "runtime_properties": properties_json(view.properties),
         "pid": worker.pid,
         "last_seen": iso(worker.last_seen),
         "created_at": iso(worker.created_at),
         "restarts": worker.restarts,
+        "queue_specs": [spec.text() for spec in worker_specs(worker)],
+        "services_max": services_max(worker) if worker.mode == WorkerMode.SERVICES else None,
+        # {"image": ..., "args": [...]} in docker mode (secret values masked), else None
+        "docker": docker_mode_json(worker.options.docker, hidden),
+        "pool": pool_json(worker.pool)
+        if worker.mode != WorkerMode.STATIC and worker.state != WorkerState.DEAD
+        else None,
+        "drained": dict(view.drained),
     }
+
+
+def properties_json(properties: Mapping[str, RuntimeProperty]) -> dict[str, Any]:
+    return {key: {"value": p.value, "expires_at": iso(p.expires_at)} for key, p in properties.items()}
 
 
 def pool_json(pool: PoolState | None) -> dict[str, Any] | None:
@@ -181,11 +209,22 @@ def docker_mode_json(docker: DockerMode | None, hidden: Iterable[str]) -> dict[s
     return out
 
 
+def _unit_json(host: str, unit: int) -> dict[str, Any]:
+    return {"host": host, "gpu": gpu_json(unit), "name": f"{host}:{gpu_label(unit)}"}
+
+
+def gpu_view_json(view: GpuView) -> dict[str, Any]:
+    return {
+        **_unit_json(view.host, view.unit),
+        "parent": view.parent,
+        "uuid": view.uuid,
+        "drained": drain_json(view.drained) if view.drained is not None else None,
+    }
+
+
 def drain_json(drain: GpuDrain) -> dict[str, Any]:
     return {
-        "host": drain.host,
-        "gpu": gpu_json(drain.gpu),
-        "name": f"{drain.host}:{gpu_label(drain.gpu)}",
+        **_unit_json(drain.host, drain.gpu),
         "reason": drain.reason,
         "source": drain.source,
         "at": iso(drain.at),

@@ -23,11 +23,13 @@ and exits 1.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
 from fleet.cli import output
-from fleet.cli.cmd_up import NO_LIMIT, bring_up, make_request, pass_ctx, request_body, stop_and_wait
+from fleet.cli.cmd_up import bring_up, docker_option, make_request, pass_ctx, request_body, worker_options
+from fleet.cli.cmd_workers import stop_and_wait
 from fleet.cli.context import Context
 from fleet.errors import FleetError
 
@@ -41,36 +43,14 @@ WHY_NO_VERSION = (
 
 
 @click.command()
-@click.option("--queue", "queues", multiple=True, metavar="Q [Q ...]", help="Queues (names or NAME=N / NAME=MIN-MAX).")
-@click.option("--gpus", metavar="SPEC", help="GPUs: 0, 0,1, 0-7, 0-3,6 or all.")
+@worker_options
 @click.option("--dynamic-gpus", is_flag=True, help="Accepted: queues with GPU counts make the dynamic pool.")
-@click.option(
-    "--docker",
-    "docker_image",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[IMAGE] [ARGS ...]",
-    help="Run tasks in containers: IMAGE, else agent.default_docker.image; ARGS are docker run arguments.",
+@docker_option(
+    "[IMAGE] [ARGS ...]",
+    "Run tasks in containers: IMAGE, else agent.default_docker.image; ARGS are docker run arguments.",
 )
 @click.option("--docker-arg", "docker_args", multiple=True, hidden=True)
-@click.option("--cpu-only", is_flag=True, help="A worker without GPUs.")
-@click.option(
-    "--services-mode",
-    "services_mode",
-    type=int,
-    is_flag=False,
-    flag_value=NO_LIMIT,
-    default=None,
-    metavar="[MAX]",
-    help="Launch each task and go on pulling, up to MAX at once; CPU-only.",
-)
-@click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet.")
-@click.option("--order-fairness", is_flag=True, help="Pull from the queues in turn.")
 @click.option("--detached", is_flag=True, help="Accepted: fleet's manager runs detached by default.")
-@click.option("--foreground", is_flag=True, help="Run the manager in this terminal, logging to the console.")
-@click.option("--uptime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull only during these hours.")
-@click.option("--downtime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull except during these hours.")
 @click.option("--force-current-version", is_flag=True, help="Accepted; changes nothing here (see the log).")
 @click.option(
     "--log-level",
@@ -79,29 +59,19 @@ WHY_NO_VERSION = (
     help="The manager's log level (when this line starts it).",
 )
 @click.option("--stop", "stop_it", is_flag=True, help="Stop the worker that the same line started.")
-@click.option("--port", type=click.IntRange(0, 65535), help="API port (0 takes any free port). Default 8765.")
-@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
 @pass_ctx
 def daemon(
     ctx: Context,
-    queues: tuple[str, ...],
-    gpus: str | None,
+    /,
     dynamic_gpus: bool,
-    docker_image: str | None,
-    docker_args: tuple[str, ...],
-    cpu_only: bool,
-    services_mode: int | None,
-    create_queue: bool,
-    order_fairness: bool,
     detached: bool,
     foreground: bool,
-    uptime: tuple[str, ...],
-    downtime: tuple[str, ...],
     force_current_version: bool,
     log_level: str | None,
     stop_it: bool,
     port: int | None,
     as_json: bool,
+    **line: Any,
 ) -> None:
     """ClearML Agent's `daemon`: the same as `up`, spelled as ClearML writes it.
 
@@ -113,19 +83,7 @@ def daemon(
     """
     if detached and foreground:
         raise click.UsageError("--detached and --foreground exclude each other")
-    request = make_request(
-        ctx,
-        queues=queues or ("default",),
-        gpus=gpus,
-        cpu_only=cpu_only,
-        order_fairness=order_fairness,
-        create_queue=create_queue,
-        services_mode=services_mode,
-        docker_image=docker_image,
-        uptime=uptime,
-        downtime=downtime,
-        docker_args=docker_args,
-    )
+    request = make_request(ctx, **{**line, "queues": line["queues"] or ("default",)})
     if stop_it:
         _stop_matching(ctx, request_body(request))
         return

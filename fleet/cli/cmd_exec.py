@@ -43,14 +43,14 @@ from fleet.gpus import parse_gpu_list
 from fleet.home import Home
 from fleet.models import DockerMode, Runner, Task, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.nvml import Nvml
+from fleet.outcome import StopCause
 from fleet.procs import become_subreaper
 from fleet.store import open_store
+from fleet.tasklog import TaskLog
 from fleet.worker.admission import record_gpu_uuids
 from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log
-from fleet.worker.logfile import TaskLog
 from fleet.worker.prepare import PrepareError, Preparer
-from fleet.worker.process import StopCause
 from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
 from fleet.worker.taskenv import task_environment
 

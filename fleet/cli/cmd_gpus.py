@@ -8,6 +8,7 @@ import click
 
 from fleet.cli import output
 from fleet.cli.context import Context
+from fleet.cli.output import WIDE, Col
 from fleet.drains import check_reason, parse_gpu_ref
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -19,9 +20,10 @@ def gpu() -> None:
 
 
 @gpu.command("list")
+@WIDE
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def list_gpus(ctx: Context, as_json: bool) -> None:
+def list_gpus(ctx: Context, wide: bool, as_json: bool) -> None:
     """Every GPU fleet knows, per host, and why a drained one is drained."""
     answer = ctx.client().get("/gpus")
     if as_json:
@@ -29,7 +31,7 @@ def list_gpus(ctx: Context, as_json: bool) -> None:
         return
     output.table(
         None,
-        ["GPU", "UUID", "STATE", "BY", "REASON"],
+        [Col("GPU", fixed=True), Col("UUID"), Col("STATE", fixed=True), Col("BY"), Col("REASON")],
         (
             [
                 g["name"],
@@ -40,6 +42,7 @@ def list_gpus(ctx: Context, as_json: bool) -> None:
             ]
             for g in answer["gpus"]
         ),
+        wide=wide,
     )
 
 

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from fleet.cli import output
 from fleet.cli.context import Context
+from fleet.cli.output import WIDE, Col
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.command()
+@WIDE
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def queues(ctx: Context, as_json: bool) -> None:
+def queues(ctx: Context, wide: bool, as_json: bool) -> None:
     """List queues with their pending and running tasks."""
     answer = ctx.client().get("/queues")["queues"]
     if as_json:
         output.emit_json(answer)
         return
-    output.table(
-        None,
-        ["QUEUE", "PENDING", "RUNNING", "TAGS", "ID"],
-        ([q["name"], q["pending"], q["running"], ",".join(q["tags"]), q["id"]] for q in answer),
-    )
+    queues_table(None, answer, wide, with_ids=True)
+
+
+def queues_table(title: str | None, queues: list[dict[str, Any]], wide: bool, *, with_ids: bool) -> None:
+    """``queues`` (with each queue's id) and the queues of ``status``."""
+    cols = [Col("QUEUE"), Col("PENDING", fixed=True, right=True), Col("RUNNING", fixed=True, right=True), Col("TAGS")]
+    rows = [[q["name"], q["pending"], q["running"], ",".join(q["tags"])] for q in queues]
+    if with_ids:
+        cols.append(Col("ID", fixed=True))
+        rows = [[*row, q["id"]] for row, q in zip(rows, queues, strict=True)]
+    output.table(title, cols, rows, wide=wide)
 
 
 @click.group()
@@ -59,10 +70,7 @@ def delete(ctx: Context, name: str, force: bool) -> None:
 @pass_ctx
 def tag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
     """Add tags to a queue."""
-    client = ctx.client()
-    current = client.get(f"/queues/{name}")["tags"]
-    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(set(current) | set(tags))})
-    output.info(f"{q['name']}: {', '.join(q['tags']) or '(no tags)'}")
+    _retag(ctx, name, lambda current: current | set(tags))
 
 
 @queue.command("untag")
@@ -71,9 +79,14 @@ def tag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
 @pass_ctx
 def untag(ctx: Context, name: str, tags: tuple[str, ...]) -> None:
     """Remove tags from a queue."""
+    _retag(ctx, name, lambda current: current - set(tags))
+
+
+def _retag(ctx: Context, name: str, change: Callable[[set[str]], set[str]]) -> None:
+    """Set a queue's tags to ``change(its current tags)`` and print them."""
     client = ctx.client()
-    current = client.get(f"/queues/{name}")["tags"]
-    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(set(current) - set(tags))})
+    current = set(client.get(f"/queues/{name}")["tags"])
+    q = client.request("PATCH", f"/queues/{name}", json={"tags": sorted(change(current))})
     output.info(f"{q['name']}: {', '.join(q['tags']) or '(no tags)'}")
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from fleet.cli import output
+from fleet.cli import output, when
 from fleet.cli.context import Context
+from fleet.cli.output import WIDE, Col
 from fleet.metrics.report import BY
 from fleet.metrics.timespec import window
 
@@ -72,7 +73,7 @@ def _summary(answer: dict[str, Any]) -> None:
     t = answer["totals"]
     hours = ", ".join(f"{w} {_cell('x_hours', t[f'{w}_gpu_hours'])}" for w in ("busy", "idle", "paused"))
     rows = [
-        ("window", f"{answer['since']} .. {answer['until']}"),
+        ("window", f"{when.full(answer['since'])} .. {when.full(answer['until'])}"),
         ("GPU-hours", hours),
         ("tasks", f"completed {t['completed']}, failed {t['failed']}, stopped {t['stopped']}"),
         ("success rate", _cell("success_rate", t["success_rate"])),
@@ -81,7 +82,7 @@ def _summary(answer: dict[str, Any]) -> None:
     ]
     if t["busy_low_util_gpu_hours"] is not None:
         rows.append(("busy GPU-hours under 10%", _cell("x_hours", t["busy_low_util_gpu_hours"])))
-    output.table(None, ["REPORT", ""], rows)
+    output.table(None, [Col("REPORT", fixed=True), Col("", fixed=True)], rows)
 
 
 @click.command()
@@ -96,8 +97,9 @@ def _summary(answer: dict[str, Any]) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows (and the total) as CSV.")
+@WIDE
 @pass_ctx
-def report(ctx: Context, since: str, until: str | None, by: str, as_json: bool, as_csv: bool) -> None:
+def report(ctx: Context, since: str, until: str | None, by: str, as_json: bool, as_csv: bool, wide: bool) -> None:
     """Utilization and accounting: GPU-hours busy, idle and paused; tasks
     completed, failed and stopped; queue wait p50/p95; how busy the busy GPUs were.
 
@@ -122,10 +124,9 @@ def report(ctx: Context, since: str, until: str | None, by: str, as_json: bool, 
         return
     _summary(answer)
     title = f"By {by} (BUSY/IDLE/PAUSED in GPU-hours; UTIL: mean utilization of busy GPUs)"
+    cols = [Col(name, fixed=key != "key", right=key != "key") for key, name in COLUMNS]
     output.table(
-        title,
-        [name for _, name in COLUMNS],
-        ([_cell(k, _key(r) if k == "key" else r[k]) for k, _ in COLUMNS] for r in rows),
+        title, cols, ([_cell(k, _key(r) if k == "key" else r[k]) for k, _ in COLUMNS] for r in rows), wide=wide
     )
     for note in answer.get("notes", []):
         output.info(f"note: {note}")

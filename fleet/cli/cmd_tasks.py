@@ -8,18 +8,19 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from fleet.capture import capture
-from fleet.cli import output
+from fleet.cli import output, when
 from fleet.cli.context import Context
+from fleet.cli.output import WIDE, Col, short_id
 from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
-from fleet.scheduler.pool import refuse_oversized
 from fleet.validate import task_id as check_task_id
-from fleet.worker.docker.args import parse_docker_args
 from fleet.worker.logfile import strip_stamp
+
+if TYPE_CHECKING:
+    from fleet.capture import GitInfo
 
 pass_ctx = click.make_pass_decorator(Context)
 WAIT_POLL_S = 0.1
@@ -152,8 +153,6 @@ def submit(
     setup = _read_text("--setup-script", setup_script) if setup_script is not None else None
     docker = _docker_body(docker_image, docker_args)
     client = ctx.client()
-    if gpus:  # refused here when only dynamic pools too small for it serve the queue
-        refuse_oversized(client.get("/workers")["workers"], queue, gpus)
     cwd = os.getcwd()
     body: dict[str, Any] = {
         "command": list(command),
@@ -172,7 +171,7 @@ def submit(
         body["setup_script"] = setup
     if docker is not None:
         body["docker"] = docker
-    git = None if no_code else capture(Path(cwd), command, push=push)
+    git = None if no_code or not _maybe_git(Path(cwd)) else _capture(Path(cwd), command, push)
     if git is not None:
         body["script"] = {
             "repo": git.repo,
@@ -183,10 +182,22 @@ def submit(
             "repo_dir": git.repo_dir,
         }
     task = client.post("/tasks", json=body)
-    if as_json:
-        output.emit_json(task)
-    else:
-        output.info(task["id"])
+    _answer(task, as_json, task["id"])
+
+
+def _maybe_git(cwd: Path) -> bool:
+    """Whether ``cwd`` may be inside a git work tree: a ``.git`` (folder or file)
+    here or above, or git's own variables set.  When not, git would say the same
+    and ``submit`` spares starting it and loading the capture code."""
+    if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
+        return True
+    return any((folder / ".git").exists() for folder in (cwd, *cwd.parents))
+
+
+def _capture(cwd: Path, command: tuple[str, ...], push: bool) -> GitInfo | None:
+    from fleet.capture import capture  # git and the worker's code module: only inside a checkout
+
+    return capture(cwd, command, push=push)
 
 
 def _docker_body(image: str | None, args: tuple[str, ...]) -> dict[str, Any] | None:
@@ -197,6 +208,8 @@ def _docker_body(image: str | None, args: tuple[str, ...]) -> dict[str, Any] | N
         return None
     if not image.strip():
         raise UsageError("--docker: expected an image name", field="docker")
+    from fleet.worker.docker.args import parse_docker_args  # docker's own types: only for --docker
+
     split = [part for text in args for part in shlex.split(text)]
     parse_docker_args(split)
     return {"image": image.strip(), "args": split}
@@ -258,10 +271,18 @@ def wait(ctx: Context, tasks: tuple[str, ...], timeout: float | None, as_json: b
 @click.option("--worker", help="Only tasks of this worker.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0)
+@WIDE
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def list_tasks(
-    ctx: Context, queue: str | None, status: str | None, worker: str | None, limit: int, offset: int, as_json: bool
+    ctx: Context,
+    queue: str | None,
+    status: str | None,
+    worker: str | None,
+    limit: int,
+    offset: int,
+    wide: bool,
+    as_json: bool,
 ) -> None:
     """List tasks, newest first."""
     params: dict[str, Any] = {"limit": limit, "offset": offset}
@@ -275,26 +296,31 @@ def list_tasks(
     more = f"; the rest from --offset {answer['next_offset']}" if answer.get("truncated") else ""
     output.table(
         f"Tasks ({len(answer['tasks'])} of {answer['total']}{more})",
-        ["ID", "NAME", "QUEUE", "STATUS", "WORKER", "GPUS", "CREATED", "REASON"],
+        [
+            Col("ID", fixed=True),
+            Col("NAME"),
+            Col("QUEUE"),
+            Col("STATUS", fixed=True),
+            Col("WORKER"),
+            Col("GPUS"),
+            Col(when.header("CREATED"), fixed=True),
+            Col("REASON"),
+        ],
         (
             [
-                t["id"][:12],
-                t["name"][:40],
+                short_id(t["id"], wide),
+                t["name"],
                 t["queue"],
                 t["status"],
                 t["worker"],
                 ",".join(map(str, t["gpus"])),
-                _when(t["created_at"]),
-                (t["status_reason"] or "")[:60],
+                when.cell(t["created_at"]),
+                t["status_reason"] or "",
             ]
             for t in answer["tasks"]
         ),
+        wide=wide,
     )
-
-
-def _when(iso: str | None) -> str:
-    """``2026-11-25T21:00:02.766Z`` -> ``2026-11-25 21:00:02 UTC`` for tables."""
-    return f"{iso[:19].replace('T', ' ')} UTC" if iso else ""
 
 
 @click.command()
@@ -325,10 +351,10 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("attempt", f"{t['attempt']} (retries allowed: {t['retries']})"),
         ("timeout", t["timeout"]),
         ("user", t["user"]),
-        ("created", _when(t["created_at"])),
-        ("queued", _when(t["queued_at"])),
-        ("started", _when(t["started_at"])),
-        ("finished", _when(t["finished_at"])),
+        ("created", when.full(t["created_at"])),
+        ("queued", when.full(t["queued_at"])),
+        ("started", when.full(t["started_at"])),
+        ("finished", when.full(t["finished_at"])),
     ]
     rows += [(f"env {k}", v) for k, v in t["env"].items()]
     usage = t["usage"]
@@ -342,11 +368,20 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
         ("mean CPU", "-" if usage["mean_cpu_percent"] is None else f"{usage['mean_cpu_percent']:.0f}%"),
         ("peak GPU memory", mb(usage["peak_gpu_mem_mb"]) if usage["nvml"] else "- (no NVML)"),
     ]
-    output.table(None, ["FIELD", "VALUE"], rows)
+    output.table(None, [Col("FIELD", fixed=True), Col("VALUE", fixed=True)], rows)  # values in full
     if t.get("attempts"):
         output.table(
             "Attempts",
-            ["#", "WORKER", "GPUS", "STATUS", "EXIT", "STARTED", "FINISHED", "REASON"],
+            [
+                Col("#", fixed=True, right=True),
+                Col("WORKER"),
+                Col("GPUS"),
+                Col("STATUS", fixed=True),
+                Col("EXIT", fixed=True, right=True),
+                Col(when.header("STARTED"), fixed=True),
+                Col(when.header("FINISHED"), fixed=True),
+                Col("REASON"),
+            ],
             (
                 [
                     a["attempt"],
@@ -354,9 +389,9 @@ def show(ctx: Context, task: str, as_json: bool) -> None:
                     ",".join(map(str, a["gpus"])) + (f" ({','.join(a['gpu_uuids'])})" if a.get("gpu_uuids") else ""),
                     a["status"],
                     a["exit_code"],
-                    _when(a["started_at"]),
-                    _when(a["finished_at"]),
-                    (a["reason"] or "")[:60],
+                    when.cell(a["started_at"]),
+                    when.cell(a["finished_at"]),
+                    a["reason"] or "",
                 ]
                 for a in t["attempts"]
             ),
@@ -404,6 +439,14 @@ def _no_log_yet(t: dict[str, Any]) -> None:
     click.echo(f"fleetctl: {output.printable(note)}", err=True)
 
 
+def _answer(task: dict[str, Any], as_json: bool, text: str) -> None:
+    """The task object for a script, else one line for people."""
+    if as_json:
+        output.emit_json(task)
+    else:
+        output.info(text)
+
+
 def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
     out = sys.stdout
     for raw in lines:
@@ -425,10 +468,7 @@ def abort(ctx: Context, task: str, as_json: bool) -> None:
         t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
     except Conflict as exc:
         raise FleetError(exc.message, field=exc.field) from None
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
+    _answer(t, as_json, f"{t['id']} {'stopped' if t['status'] == 'stopped' else 'abort requested'}")
 
 
 @click.command()
@@ -440,10 +480,7 @@ def abort(ctx: Context, task: str, as_json: bool) -> None:
 def enqueue(ctx: Context, task: str, queue: str, head: bool, as_json: bool) -> None:
     """Put a task (created, or ended) in a queue."""
     t = ctx.client().post(f"/tasks/{task}/enqueue", json={"queue": queue, "head": head})
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(f"{t['id']} queued in {t['queue']}")
+    _answer(t, as_json, f"{t['id']} queued in {t['queue']}")
 
 
 @click.command()
@@ -453,10 +490,7 @@ def enqueue(ctx: Context, task: str, queue: str, head: bool, as_json: bool) -> N
 def dequeue(ctx: Context, task: str, as_json: bool) -> None:
     """Take a queued task out of its queue (it goes back to created)."""
     t = ctx.client().post(f"/tasks/{task}/dequeue")
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(f"{t['id']} {t['status']}")
+    _answer(t, as_json, f"{t['id']} {t['status']}")
 
 
 @click.command()
@@ -469,10 +503,7 @@ def clone(ctx: Context, task: str, queue: str | None, name: str | None, as_json:
     """Copy a task into a new one (created, or queued with --queue); print its id."""
     body: dict[str, Any] = {"queue": queue, "name": name}
     t = ctx.client().post(f"/tasks/{task}/clone", json=body)
-    if as_json:
-        output.emit_json(t)
-    else:
-        output.info(t["id"])
+    _answer(t, as_json, t["id"])
 
 
 COMMANDS = [submit, wait, list_tasks, show, logs, abort, enqueue, dequeue, clone]

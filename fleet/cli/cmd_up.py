@@ -1,30 +1,31 @@
-"""``up``, ``stop``, ``status`` and the hidden ``manager`` command."""
+"""``up`` and the hidden ``manager`` command: they act on this host (start a manager).
+
+The manager (uvicorn, the store, the scheduler) is imported only where one is
+started or served here, so ``up`` against a running manager stays a client.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import click
-import psutil
 
 from fleet.cli import output
-from fleet.cli.client import Client
+from fleet.cli.cmd_workers import wait_gone, workers_table
 from fleet.cli.context import Context
 from fleet.errors import FleetError, UsageError
 from fleet.gpus import parse_gpu_list, resolve_gpus
 from fleet.home import Home
-from fleet.manager import Manager, check_bind, configure_logging
 from fleet.nvml import Nvml
 from fleet.scheduler.claims import UpRequest, check_pool_size, check_request, no_pool_gpus
-from fleet.scheduler.pool import QueueSpec, is_dynamic
+from fleet.scheduler.queuespec import QueueSpec, is_dynamic
 from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
 from fleet.scheduler.schedule import make_schedule
 from fleet.validate import worker_id as check_worker_id
-from fleet.worker.docker.args import parse_docker_args
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -44,52 +45,59 @@ def _check_gpus(spec: str | None, specs: list[QueueSpec]) -> None:
         check_pool_size(specs, len(gpus), spec)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The options `up` and `daemon` share (daemon adds ClearML's own and its --docker form).
+_WORKER_OPTIONS = (
+    click.option("--gpus", metavar="SPEC", help="GPUs for this worker: 0, 0,1, 0-7, 0-3,6 or all."),
+    click.option(
+        "--queue", "queues", multiple=True, metavar="Q [Q ...]", help="Queues to pull from, in priority order."
+    ),
+    click.option("--order-fairness", is_flag=True, help="Pull from the queues in turn instead of in strict order."),
+    click.option("--cpu-only", is_flag=True, help="A worker without GPUs (CUDA_VISIBLE_DEVICES is empty)."),
+    click.option(
+        "--services-mode",
+        "services_mode",
+        type=int,
+        is_flag=False,
+        flag_value=NO_LIMIT,
+        default=None,
+        metavar="[MAX]",
+        help="Launch each task and go on pulling, up to MAX at once (no limit without MAX); CPU-only.",
+    ),
+    click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet."),
+    click.option(
+        "--uptime",
+        multiple=True,
+        metavar='"HOURS DAYS" ...',
+        help="Pull only during these hours (forms: `fleetctl up --help`).",
+    ),
+    click.option("--downtime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull except during these hours."),
+    click.option("--foreground", is_flag=True, help="Run the manager in this terminal, logging to the console."),
+    click.option("--port", type=click.IntRange(0, 65535), help="API port (0 takes any free port). Default 8765."),
+    click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON."),
+)
+
+
+def worker_options(command: F) -> F:
+    """Add the options ``up`` and ``daemon`` share, in this order in their help."""
+    for option in reversed(_WORKER_OPTIONS):
+        command = option(command)
+    return command
+
+
+def docker_option(metavar: str, help: str) -> Callable[[F], F]:
+    """``--docker [IMAGE]``: the flag alone takes the configured image."""
+    return click.option("--docker", "docker_image", is_flag=False, flag_value="", metavar=metavar, help=help)
+
+
 @click.command()
-@click.option("--gpus", metavar="SPEC", help="GPUs for this worker: 0, 0,1, 0-7, 0-3,6 or all.")
-@click.option("--queue", "queues", multiple=True, metavar="Q [Q ...]", help="Queues to pull from, in priority order.")
-@click.option("--order-fairness", is_flag=True, help="Pull from the queues in turn instead of in strict order.")
-@click.option("--cpu-only", is_flag=True, help="A worker without GPUs (CUDA_VISIBLE_DEVICES is empty).")
-@click.option(
-    "--services-mode",
-    "services_mode",
-    type=int,
-    is_flag=False,
-    flag_value=NO_LIMIT,
-    default=None,
-    metavar="[MAX]",
-    help="Launch each task and go on pulling, up to MAX at once (no limit without MAX); CPU-only.",
+@worker_options
+@docker_option(
+    "[IMAGE]", "Run every task in a container: the task's image, else IMAGE, else agent.default_docker.image."
 )
-@click.option(
-    "--docker",
-    "docker_image",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[IMAGE]",
-    help="Run every task in a container: the task's image, else IMAGE, else agent.default_docker.image.",
-)
-@click.option("--create-queue", is_flag=True, help="Create queues that do not exist yet.")
-@click.option("--uptime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull only during these hours (see below).")
-@click.option("--downtime", multiple=True, metavar='"HOURS DAYS" ...', help="Pull except during these hours.")
-@click.option("--foreground", is_flag=True, help="Run the manager in this terminal, logging to the console.")
-@click.option("--port", type=click.IntRange(0, 65535), help="API port (0 takes any free port). Default 8765.")
-@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
 @pass_ctx
-def up(
-    ctx: Context,
-    gpus: str | None,
-    queues: tuple[str, ...],
-    order_fairness: bool,
-    cpu_only: bool,
-    services_mode: int | None,
-    docker_image: str | None,
-    create_queue: bool,
-    uptime: tuple[str, ...],
-    downtime: tuple[str, ...],
-    foreground: bool,
-    port: int | None,
-    as_json: bool,
-) -> None:
+def up(ctx: Context, /, foreground: bool, port: int | None, as_json: bool, **line: Any) -> None:
     """Start this host's manager if needed and add a worker.
 
     Queues given as bare names make a static worker for the GPU group.  A
@@ -106,19 +114,7 @@ def up(
     fleetctl up --services-mode 10 --queue services
     fleetctl up --gpus 0 --queue night --uptime "20-00,00-08 SUN" "18-08 MON-FRI"
     """
-    request = make_request(
-        ctx,
-        queues=queues,
-        gpus=gpus,
-        cpu_only=cpu_only,
-        order_fairness=order_fairness,
-        create_queue=create_queue,
-        services_mode=services_mode,
-        docker_image=docker_image,
-        uptime=uptime,
-        downtime=downtime,
-    )
-    bring_up(ctx, request, foreground=foreground, port=port, as_json=as_json)
+    bring_up(ctx, make_request(ctx, **line), foreground=foreground, port=port, as_json=as_json)
 
 
 def make_request(
@@ -135,7 +131,8 @@ def make_request(
     downtime: tuple[str, ...],
     docker_args: tuple[str, ...] = (),
 ) -> UpRequest:
-    """An ``up``/``daemon`` line as a request, checked as far as it can be without a manager.
+    """An ``up``/``daemon`` line (the options they share, as click passes them) as a
+    request, checked as far as it can be without a manager.
 
     The worker's name and id are this command's (its environment and config
     file), so they apply on every ``up``, not only the one that started the manager."""
@@ -170,6 +167,8 @@ def make_request(
     _check_gpus(gpus, specs)
     make_schedule(request.uptime, request.downtime, request.schedule_field)
     if docker_args:
+        from fleet.worker.docker.args import parse_docker_args  # docker's own types: only when asked
+
         parse_docker_args(list(docker_args))  # refuse what docker mode cannot express, before anything starts
     return request
 
@@ -204,6 +203,8 @@ def bring_up(
     log_level: int = logging.INFO,
 ) -> None:
     """Start the manager if none runs for this home (or run it here with ``foreground``) and add the worker."""
+    from fleet.manager import Manager, check_bind, configure_logging
+
     config = ctx.config
     check_bind(config.fleet.api.host, config.fleet.api.token)
     if foreground:
@@ -220,7 +221,7 @@ def bring_up(
     except FleetError:
         if started_pid is not None:  # leave nothing behind that this failed `up` started
             client.post("/shutdown", json={})
-            _wait_gone(started_pid, 30)
+            wait_gone(started_pid, 30)
         raise
     for warning in answer["warnings"]:
         output.warn(warning)
@@ -231,143 +232,6 @@ def bring_up(
     output.info(f"manager: {client.base_url}")
 
 
-def stop_and_wait(ctx: Context, workers: list[str], drain: bool, requeue: bool, timeout: float | None) -> None:
-    """Stop these workers and wait until each is dead."""
-    client = ctx.client()
-    for wid in workers:
-        client.request("DELETE", f"/workers/{quote(wid, safe='')}", params={"drain": drain, "requeue": requeue})
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for wid in workers:
-        while client.get(f"/workers/{quote(wid, safe='')}")["state"] != "dead":
-            if deadline is not None and time.monotonic() > deadline:
-                raise FleetError(f"worker {wid} is still stopping after {timeout:g}s")
-            time.sleep(0.1)
-        output.info(f"stopped {wid}")
-
-
-@click.command()
-@click.argument("workers", nargs=-1)
-@click.option("--drain", is_flag=True, help="Stop pulling and wait for running tasks to finish.")
-@click.option("--requeue", is_flag=True, help="Put stopped tasks back at the head of their queue.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Give up waiting after SECONDS.")
-@pass_ctx
-def stop(ctx: Context, workers: tuple[str, ...], drain: bool, requeue: bool, timeout: float | None) -> None:
-    """Stop workers; with none named, stop every worker and the manager.
-
-    Running tasks get SIGTERM, then SIGKILL after the grace period, and end
-    `stopped`; --drain lets them finish instead.
-    """
-    found = ctx.running()
-    if found is None:
-        output.info(f"no manager is running for FLEET_HOME={ctx.home.root}")
-        return
-    client = ctx.client()
-    if not workers:
-        client.post("/shutdown", json={"drain": drain, "requeue": requeue})
-        pid = found.pid or int(client.get("/health")["pid"])
-        if drain:
-            output.info("draining: waiting for running tasks to finish")
-        if not _wait_gone(pid, timeout):
-            raise FleetError(f"the manager (pid {pid}) is still stopping after {timeout:g}s")
-        output.info("stopped all workers and the manager")
-        return
-    stop_and_wait(ctx, list(workers), drain, requeue, timeout)
-
-
-def _wait_gone(pid: int, timeout: float | None) -> bool:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while psutil.pid_exists(pid):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-@click.command()
-@click.option("--all", "show_all", is_flag=True, help="Include stopped (dead) workers.")
-@click.option("--json", "as_json", is_flag=True)
-@pass_ctx
-def status(ctx: Context, show_all: bool, as_json: bool) -> None:
-    """Workers, queues and the manager's address."""
-    client = ctx.client()
-    health = client.get("/health")
-    workers = client.get("/workers", params={"all": show_all})["workers"]
-    queues = client.get("/queues")["queues"]
-    if as_json:
-        output.emit_json({"manager": health, "workers": workers, "queues": queues})
-        return
-    output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
-    output.info(f"config: {health.get('config') or 'built-in defaults (no config file found)'}")
-    cuda = [f"{k} {health[k]}" for k in ("cuda_version", "cudnn_version") if health.get(k)]
-    if cuda:
-        output.info(f"agent: {', '.join(cuda)}")
-    output.info(f"page: {_login_url(client)}  (one-time login link)")
-    workers_table(workers)
-    output.table(
-        "Queues",
-        ["QUEUE", "PENDING", "RUNNING", "TAGS"],
-        ([q["name"], q["pending"], q["running"], ",".join(q["tags"])] for q in queues),
-    )
-
-
-@click.command()
-@pass_ctx
-def page(ctx: Context) -> None:
-    """Print a one-time login link to the web page (good for 2 minutes, once)."""
-    click.echo(_login_url(ctx.client()))
-
-
-def _login_url(client: Client) -> str:
-    """A URL that logs the page in as you; the code is in the fragment, which the
-    browser never sends to a server, and the page removes it from its history."""
-    return str(client.post("/login/codes")["url"])
-
-
-def workers_table(workers: list[dict[str, Any]]) -> None:
-    output.table(
-        "Workers",
-        ["WORKER", "GPUS", "QUEUES", "STATE", "TASK", "REASON"],
-        (
-            [
-                w["id"],
-                ",".join(map(str, w["gpus"])) or "cpu",
-                " ".join(w.get("queue_specs") or w["queues"]) + (" (fair)" if w["order_fairness"] else ""),
-                w["state"] if w["mode"] == "static" else f"{w['state']} ({w['mode']})",
-                ",".join(t[:12] for t in w["tasks"]),
-                w["state_reason"],
-            ]
-            for w in workers
-        ),
-    )
-    for w in workers:
-        _pool_lines(w)
-        for gpu, why in (w.get("drained") or {}).items():
-            output.info(f"{w['id']}: GPU {gpu} drained: {why}")
-
-
-def _pool_lines(worker: dict[str, Any]) -> None:
-    """A pool's running tasks, reservations, busy GPUs and why each queue waits."""
-    pool = worker.get("pool") or {}
-    if not any(pool.get(k) for k in ("children", "reservations", "busy", "waiting")):
-        return
-    output.info(f"{worker['id']}:")
-    for child in pool.get("children", []):
-        gpus = ",".join(map(str, child["gpus"])) or "no GPUs"
-        output.info(f"  running  {child['worker']}  task {child['task'][:12]} ({child['queue']}, {gpus})")
-    for res in pool.get("reservations", []):
-        held = ",".join(map(str, res["gpus"])) or "none yet"
-        output.info(f"  reserved for {res['queue']} task {res['task'][:12]} (needs {res['need']}): GPUs {held}")
-    for gpu, why in sorted(pool.get("busy", {}).items(), key=lambda kv: [int(p) for p in kv[0].split(":")]):
-        output.info(f"  GPU {gpu} skipped: {why}")
-    for queue, why in pool.get("waiting", {}).items():
-        output.info(f"  {queue} waits: {why}")
-
-
 @click.command(hidden=True)
 @click.option("--home", "home_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--port", type=click.IntRange(0, 65535))
@@ -375,44 +239,14 @@ def _pool_lines(worker: dict[str, Any]) -> None:
 @pass_ctx
 def manager(ctx: Context, home_dir: str, port: int | None, log_level: int) -> None:
     """Run a manager with no initial workers (what `up` starts detached)."""
+    from fleet.manager import Manager, configure_logging
+
     configure_logging(None, log_level)
     logging.getLogger(__name__).info("manager starting for %s", home_dir)
     raise SystemExit(Manager(Home(Path(home_dir)), ctx.config, port=port).serve())
 
 
-up.help = (up.help or "") + "\n\n\b\n" + SCHEDULE_HELP
+up.help = inspect.cleandoc(up.help or "") + "\n\n\b\n" + SCHEDULE_HELP
 
 
-@click.command()
-@click.argument("worker")
-@click.argument("action", type=click.Choice(["on", "off", "clear"]))
-@click.option("--expiry", type=click.FloatRange(min=0, min_open=True), help="Seconds until it lapses (default: never).")
-@click.option("--json", "as_json", is_flag=True)
-@pass_ctx
-def force(ctx: Context, worker: str, action: str, expiry: float | None, as_json: bool) -> None:
-    """Force a worker on or off, over its schedule (a runtime property); `clear` removes it.
-
-    Queue tags force_workers:on|off still win over this.
-    """
-    client = ctx.client()
-    path = f"/workers/{quote(worker, safe='')}/runtime-properties/force"
-    if action == "clear":
-        if expiry is not None:
-            raise UsageError("--expiry: not valid with clear", field="expiry")
-        answer = client.request("DELETE", path)
-    else:
-        answer = client.request("PUT", path, json={"value": action, "expiry": expiry})
-    state = client.get(f"/workers/{quote(worker, safe='')}")
-    if as_json:
-        output.emit_json(state)
-        return
-    prop = answer["runtime_properties"].get("force")
-    told = (
-        f"force:{prop['value']}" + (f" until {prop['expires_at']}" if prop["expires_at"] else "")
-        if prop
-        else "no force"
-    )
-    output.info(f"{state['id']}: {told}; now {state['state']} ({state['state_reason']})")
-
-
-COMMANDS = [up, stop, status, page, manager, force]
+COMMANDS = [up, manager]

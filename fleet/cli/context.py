@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from fleet.cli.client import Client, Endpoint, manager_url
-from fleet.config import Config, load_config
+from fleet.cli.settings import ClientSettings, client_settings
 from fleet.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
 from fleet.home import Home, resolve_home
+
+if TYPE_CHECKING:
+    from fleet.config import Config
 
 MANAGER_START_TIMEOUT_S = 30.0
 
@@ -23,17 +23,32 @@ MANAGER_START_TIMEOUT_S = 30.0
 class Context:
     config_path: str | None = None
     _config: Config | None = field(default=None, repr=False)
+    _settings: ClientSettings | None = field(default=None, repr=False)
     _client: Client | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
+        """The whole configuration (parsed): for the commands that act here."""
         if self._config is None:
+            from fleet.config import load_config  # the schema and HOCON parser: not for a client command
+
             self._config = load_config(self.config_path)
         return self._config
 
     @property
+    def settings(self) -> ClientSettings:
+        """What a client needs of the configuration, cheaply (fleet/cli/settings.py)."""
+        if self._settings is None:
+            if self._config is not None:
+                config = self._config
+                self._settings = ClientSettings(config.fleet.home, config.fleet.api.token, config.path)
+            else:
+                self._settings = client_settings(self.config_path)
+        return self._settings
+
+    @property
     def home(self) -> Home:
-        return Home(resolve_home(self.config.fleet.home))
+        return Home(resolve_home(self.settings.home))
 
     def running(self) -> Endpoint | None:
         return manager_url(self.home)
@@ -47,14 +62,16 @@ class Context:
                 )
             # Over the socket the kernel says who we are: only an explicit token is sent (and
             # checked); over TCP the token file is the credential of the manager's user.
-            token = self.config.fleet.api.token
+            token = self.settings.token
             if found.uds is None and not token:
                 token = self.home.read_api_token()
             self._client = Client(found.url, token, uds=found.uds)
         return self._client
 
-    def start_manager(self, port: int | None, log_level: int = logging.INFO) -> int:
+    def start_manager(self, port: int | None, log_level: int | None = None) -> int:
         """Start a detached manager for this home and wait until it answers."""
+        import subprocess  # only `up` starts a process
+
         home = self.home.ensure()
         argv = [sys.executable, "-m", "fleet.cli"]
         if self.config.path is not None:
@@ -62,7 +79,7 @@ class Context:
         argv += ["manager", "--home", str(home.root)]
         if port is not None:
             argv += ["--port", str(port)]
-        if log_level != logging.INFO:
+        if log_level is not None and log_level != 20:  # logging.INFO, the manager's default
             argv += ["--log-level", str(log_level)]
         with open(home.manager_log, "ab") as log:
             child = subprocess.Popen(
@@ -78,9 +95,9 @@ class Context:
             info = home.read_manager_info()
             if info and info.get("pid") == child.pid:
                 try:
-                    httpx.get(f"{info['url']}/api/v1/health", timeout=2).raise_for_status()
+                    Client(str(info["url"]), timeout=2).get("/health")
                     return child.pid
-                except httpx.HTTPError:
+                except FleetError:
                     pass
             time.sleep(0.02)
         child.terminate()

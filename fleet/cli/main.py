@@ -11,9 +11,10 @@ import sys
 import click
 
 from fleet import __version__
+from fleet.cli.commands import LazyGroup
 from fleet.cli.context import Context
 from fleet.cli.output import printable
-from fleet.cli.wording import message, reword
+from fleet.cli.wording import message
 from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
 
 # Options that take several values after one flag (``--queue a b c``), per command.
@@ -77,7 +78,7 @@ def expand_multi(argv: list[str]) -> list[str]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--config",
     "config_path",
@@ -92,27 +93,13 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path=config_path)
 
 
-def _register() -> None:
-    from fleet.cli import cmd_daemon, cmd_exec, cmd_gpus, cmd_queues, cmd_report, cmd_tasks, cmd_up
-    from fleet.cli.init_cmd import init
-
-    for module in (cmd_up, cmd_daemon, cmd_tasks, cmd_queues, cmd_exec, cmd_report, cmd_gpus):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    cli.add_command(init)
-    reword(cli)
-
-
-_register()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = expand_multi(expand_docker(list(sys.argv[1:] if argv is None else argv)))
     try:
         rv = cli.main(args=args, prog_name="fleetctl", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
-        return EXIT_OK_OR_USAGE
+        return EXIT_USAGE  # no command given: the help, and bad usage for a script
     except click.exceptions.MissingParameter as exc:
         click.echo(f"fleetctl: error: {exc.format_message()}", err=True)
         return EXIT_USAGE
@@ -133,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return int(rv) if isinstance(rv, int) else 0
-
-
-EXIT_OK_OR_USAGE = EXIT_USAGE
 
 
 def entry() -> None:

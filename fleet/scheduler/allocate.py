@@ -45,7 +45,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet.gpus import format_gpus, gpu_label, is_mig
-from fleet.scheduler.pool import QueueSpec
+from fleet.scheduler.queuespec import QueueSpec
 
 Topology = Mapping[tuple[int, int], int]  # (a, b) with a < b -> distance; lower is closer
 FAR = 100  # distance of a pair the topology does not list

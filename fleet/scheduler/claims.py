@@ -20,7 +20,8 @@ from fleet.errors import Conflict, UsageError
 from fleet.gpus import format_gpus, gpu_label, is_mig, overlap, resolve_gpus
 from fleet.models import DockerMode, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.nvml import Nvml
-from fleet.scheduler.pool import QueueSpec, is_dynamic, parse_queue_specs, worker_specs
+from fleet.scheduler.pool import worker_specs
+from fleet.scheduler.queuespec import QueueSpec, is_dynamic, parse_queue_specs
 from fleet.scheduler.schedule import make_schedule
 from fleet.validate import worker_id as check_worker_id
 

@@ -1,12 +1,8 @@
-"""Dynamic GPU pools and services workers: queue specs, per-task worker ids,
-which running task belongs to which worker, and which requests can never fit.
-
-``--queue quad=4 dual=2 opportunistic=1-4 any`` gives each queue a GPU count:
-``NAME=N`` (exactly N), ``NAME=MIN-MAX`` (at least MIN, as many as are free up
-to MAX), ``NAME=-MAX`` (1 to MAX) or a bare ``NAME`` (each task's own
-``--gpus``, default 1).  A worker row keeps the plain names in ``queues`` (so
-wake-ups and queue tags work as for any worker) and the specs in its
-options (:class:`fleet.models.WorkerOptions`, decoded once by the store).
+"""Dynamic GPU pools and services workers: their queue specs
+(:mod:`fleet.scheduler.queuespec`), per-task worker ids, and which requests
+can never fit.  A worker row keeps the plain queue names in ``queues`` (so
+wake-ups and queue tags work as for any worker) and the specs in its options
+(:class:`fleet.models.WorkerOptions`, decoded once by the store).
 
 Each task a pool or services worker runs gets its own worker subprocess with
 its own id: ``<host>:gpu<list>`` for a pool task (GPU sets in a pool never
@@ -20,87 +16,13 @@ Pure: no store, no processes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fleet.errors import UsageError
-from fleet.gpus import MAX_GPUS, format_gpus
-from fleet.models import Worker, WorkerMode
-from fleet.validate import queue_name
-
-_COUNT = re.compile(r"^(\d*)(?:-(\d+))?$")
-SPEC_HELP = "expected NAME=COUNT, NAME=MIN-MAX or NAME=-MAX with whole numbers of GPUs"
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    """A queue of a dynamic pool and the GPUs each of its tasks gets.
-
-    ``low``/``high`` are None for a bare name: the task's own count decides."""
-
-    name: str
-    low: int | None = None
-    high: int | None = None
-
-    @property
-    def own_count(self) -> bool:
-        return self.low is None
-
-    def wants(self, gpus_needed: int | None) -> tuple[int, int]:
-        """(MIN, MAX) GPUs for a task of this queue.  A pool hands out at least
-        one GPU, so ``--gpus 0`` on a bare-name queue gets one."""
-        if self.low is None or self.high is None:
-            n = max(1, gpus_needed or 1)
-            return n, n
-        return self.low, self.high
-
-    def text(self) -> str:
-        if self.low is None:
-            return self.name
-        return f"{self.name}={self.low}" if self.low == self.high else f"{self.name}={self.low}-{self.high}"
-
-
-def parse_queue_spec(text: str) -> QueueSpec:
-    """``quad=4``, ``opportunistic=1-4``, ``x=-4`` (1-4) or a bare name; a bad
-    count is a :class:`UsageError` naming it."""
-    name, sep, count = text.partition("=")
-    queue_name(name, field="queues")
-    if not sep:
-        return QueueSpec(name)
-    match = _COUNT.fullmatch(count)
-    if match is None or (not match.group(1) and not match.group(2)):
-        raise UsageError(f"--queue {text!r}: {count!r} is not a GPU count; {SPEC_HELP}", field="queues")
-    low = int(match.group(1)) if match.group(1) else 1
-    high = int(match.group(2)) if match.group(2) is not None else low
-    if low < 1 or high < 1:
-        raise UsageError(f"--queue {text!r}: a queue needs at least 1 GPU per task", field="queues")
-    if high < low:
-        raise UsageError(f"--queue {text!r}: range {low}-{high} goes down; write {high}-{low}", field="queues")
-    if high > MAX_GPUS:
-        raise UsageError(f"--queue {text!r}: more than {MAX_GPUS} GPUs", field="queues")
-    return QueueSpec(name, low, high)
-
-
-def parse_queue_specs(queues: Sequence[str]) -> list[QueueSpec]:
-    """Parse every ``--queue`` value; refuse an empty list and a queue named twice."""
-    if not queues:
-        raise UsageError("--queue: expected at least one queue name", field="queues")
-    specs: list[QueueSpec] = []
-    seen: set[str] = set()
-    for text in queues:
-        spec = parse_queue_spec(text)
-        if spec.name in seen:
-            raise UsageError(f"--queue: queue {spec.name!r} is given twice", field="queues")
-        seen.add(spec.name)
-        specs.append(spec)
-    return specs
-
-
-def is_dynamic(specs: Iterable[QueueSpec]) -> bool:
-    """Dynamic mode: at least one queue carries a GPU count."""
-    return any(not s.own_count for s in specs)
+from fleet.gpus import format_gpus
+from fleet.models import Worker, WorkerMode, WorkerState
+from fleet.scheduler.queuespec import QueueSpec
 
 
 def worker_specs(worker: Worker) -> list[QueueSpec]:
@@ -150,15 +72,14 @@ class Server:
     spec: QueueSpec
 
 
-def servers_from_json(workers: Iterable[dict[str, Any]], queue: str) -> list[Server]:
-    """The live workers (API JSON) that pull from ``queue``."""
+def servers(workers: Iterable[Worker], queue: str) -> list[Server]:
+    """The live workers that pull from ``queue``."""
     out = []
     for w in workers:
-        if w.get("state") == "dead" or queue not in (w.get("queues") or []):
+        if w.state == WorkerState.DEAD or queue not in w.queues:
             continue
-        texts = w.get("queue_specs") or w.get("queues") or []
-        spec = next((s for s in map(parse_queue_spec, texts) if s.name == queue), QueueSpec(queue))
-        out.append(Server(str(w["id"]), str(w.get("mode", "static")), len(w.get("gpus") or []), spec))
+        spec = next((s for s in worker_specs(w) if s.name == queue), QueueSpec(queue))
+        out.append(Server(w.id, w.mode.value, len(w.gpus or []), spec))
     return out
 
 
@@ -200,9 +121,9 @@ def _count_text(server: Server) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def refuse_oversized(workers: Iterable[dict[str, Any]], queue: str, need: int) -> None:
+def refuse_oversized(workers: Iterable[Worker], queue: str, need: int) -> None:
     """``submit --gpus N``: raise :class:`UsageError` when :func:`oversized` says so."""
-    reason = oversized(queue, need, servers_from_json(workers, queue))
+    reason = oversized(queue, need, servers(workers, queue))
     if reason is not None:
         raise UsageError(reason, field="gpus")
 

@@ -33,7 +33,7 @@ from fleet.models import (
 )
 from fleet.scheduler.allocate import PoolChild, PoolState, Reservation
 from fleet.scheduler.effective import Effective
-from fleet.scheduler.pool import parse_queue_spec
+from fleet.scheduler.queuespec import parse_queue_spec
 from fleet.scheduler.schedule import Schedule, make_schedule
 
 T = TypeVar("T")

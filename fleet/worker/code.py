@@ -38,47 +38,25 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from fleet.config import AgentConfig
-from fleet.errors import FleetError
+from fleet.git import CodeError, Git
 from fleet.home import Home, resolve_home
 from fleet.models import Script
-from fleet.secrets import mask_text, mask_urls
+from fleet.secrets import mask_urls, split_credentials, strip_credentials
 
 logger = logging.getLogger(__name__)
 
-ERROR_LINES = 8
 _SCP_RE = re.compile(r"^(?:(?P<user>[^@/\s]+)@)?(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<path>(?!//).*)$")
 _WEB = ("http", "https")
 
 
-class CodeError(FleetError):
-    """The task's code could not be fetched, checked out or patched; the
-    message is git's own (last lines), credentials masked."""
-
-
 # -- URLs: small pure functions -----------------------------------------------------
-
-
-def strip_credentials(url: str) -> str:
-    """An http(s) URL without its ``user:password@``; other URLs unchanged."""
-    return split_credentials(url)[0]
-
-
-def split_credentials(url: str) -> tuple[str, str, str]:
-    """``(url without userinfo, user, password)`` for http(s); else ``(url, "", "")``."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in _WEB or "@" not in parts.netloc:
-        return url, "", ""
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    return parts._replace(netloc=hostport).geturl(), user, password
 
 
 def host_of(url: str) -> str:
@@ -181,41 +159,6 @@ case "$1" in
   *) printf '%s\\n' "$FLEET_GIT_PASS" ;;
 esac
 """
-
-
-@dataclass
-class Git:
-    """Runs git with an environment that never prompts and, when there are
-    credentials, answers through the askpass script."""
-
-    env: dict[str, str]
-    secrets: tuple[str, ...] = ()
-    config_args: tuple[str, ...] = ()
-
-    def run(self, args: Sequence[str], cwd: Path | None = None, what: str = "") -> subprocess.CompletedProcess[bytes]:
-        argv = ["git", *self.config_args, *args]
-        logger.debug("git: %s", mask_text(" ".join(argv), self.secrets))
-        try:
-            done = subprocess.run(
-                argv, cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, check=False
-            )
-        except OSError as exc:
-            raise CodeError(f"cannot run git: {exc.strerror}") from None
-        if done.returncode != 0:
-            raise CodeError(self.message(what or f"git {args[0]}", done.stderr or done.stdout))
-        return done
-
-    def ok(self, args: Sequence[str], cwd: Path | None = None) -> bool:
-        try:
-            self.run(args, cwd)
-        except CodeError:
-            return False
-        return True
-
-    def message(self, what: str, raw: bytes) -> str:
-        lines = [ln for ln in raw.decode(errors="replace").splitlines() if ln.strip() and not ln.startswith("hint:")]
-        tail = "\n".join(lines[-ERROR_LINES:]) or "no message"
-        return mask_text(f"{what} failed: {tail}", self.secrets)
 
 
 @contextlib.contextmanager

@@ -52,11 +52,11 @@ from fleet.gpus import gpu_label
 from fleet.home import Home
 from fleet.models import Runner, WorkerMode, WorkerState
 from fleet.notify import Listener
+from fleet.outcome import StopCause
 from fleet.procs import become_subreaper
 from fleet.store import Store
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.loop_base import LoopBase
-from fleet.worker.process import StopCause
 from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
 
 log = logging.getLogger(__name__)

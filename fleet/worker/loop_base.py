@@ -19,16 +19,15 @@ from types import FrameType
 
 from fleet.config import Config
 from fleet.errors import FleetError, StoreUnavailable
-from fleet.home import Home
+from fleet.home import Home, manager_pidfile
 from fleet.models import StopRequest, Task, Worker, WorkerState
 from fleet.nvml import Nvml
 from fleet.procs import identity, pidfile_alive
 from fleet.scheduler.order import QueueOrder
 from fleet.store import Store
 from fleet.store.faults import Backoff
-from fleet.supervise import manager_pidfile
+from fleet.tasklog import no_room
 from fleet.worker.admission import GpuAdmission, record_gpu_uuids
-from fleet.worker.logfile import no_room
 from fleet.worker.runner import write_through
 
 log = logging.getLogger(__name__)

@@ -61,11 +61,11 @@ from fleet.gpus import format_gpus, gpu_label
 from fleet.home import Home
 from fleet.models import Task, TaskStatus, WorkerMode, WorkerState
 from fleet.notify import Listener
+from fleet.orphans import fail_orphaned
 from fleet.procs import become_subreaper, describe_exit, group_alive, is_same_process, reap_orphans, signal_group
 from fleet.scheduler.allocate import Decision, Head, PoolChild, PoolState, allocate
 from fleet.scheduler.pool import services_max, task_worker_id, too_large_reason, worker_specs
 from fleet.store import Store
-from fleet.supervise import fail_orphaned
 from fleet.worker.launch_outcome import outcome_path, read_outcome
 from fleet.worker.loop_base import LoopBase
 from fleet.worker.runner import CHECK_S, NO_SPACE_BACKOFF_S
@@ -220,7 +220,7 @@ class PoolLoop(LoopBase):
 
     def _fail_dead(self, child: Child, killed: list[bool]) -> None:
         """Kill what is left of a dead per-task worker's task and record it
-        (:func:`fleet.supervise.fail_orphaned`); appends whether none is left."""
+        (:func:`fleet.orphans.fail_orphaned`); appends whether none is left."""
         killed.append(fail_orphaned(self.home.root, self.store, child.task, child.died, self.actor))
 
     def _backing_off(self, heads: list[Task]) -> bool:

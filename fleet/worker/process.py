@@ -30,59 +30,25 @@ the worker dead kill the task without knowing its pid.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
 from fleet.contain import Attempt, die_with_parent
 from fleet.home import TASK_UMASK
-from fleet.models import ExitUsage, TaskStatus
+from fleet.models import ExitUsage
+from fleet.outcome import Outcome as Outcome
+from fleet.outcome import StopCause as StopCause
 from fleet.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
-from fleet.worker.logfile import TaskLog
+from fleet.tasklog import TaskLog
 from fleet.worker.runas import RunAs
 
 log = logging.getLogger(__name__)
-
-
-class StopCause(str, enum.Enum):
-    ABORT = "abort"
-    TIMEOUT = "timeout"
-    WORKER_STOP = "worker_stop"
-    LOG = "log"  # its log cannot be written: failed with that reason
-    GPU_FAULT = "gpu_fault"  # its GPU was drained for its health: failed, and retried if it may be
-
-
-@dataclass
-class Outcome:
-    returncode: int | None
-    cause: StopCause | None
-    detail: str
-    usage: ExitUsage | None = None
-
-    @property
-    def description(self) -> str:
-        return describe_exit(self.returncode) if self.returncode is not None else "never started"
-
-    def verdict(self, tail: list[str]) -> tuple[TaskStatus, str]:
-        """How the attempt ends: (status, reason); a failure's reason carries the
-        exit and the log's last lines (``tail``)."""
-        if self.cause == StopCause.TIMEOUT:
-            return TaskStatus.FAILED, "timeout"
-        if self.cause in (StopCause.LOG, StopCause.GPU_FAULT):
-            return TaskStatus.FAILED, self.detail
-        if self.cause in (StopCause.ABORT, StopCause.WORKER_STOP):
-            return TaskStatus.STOPPED, self.detail
-        if self.returncode == 0:
-            return TaskStatus.COMPLETED, ""
-        lines = " | ".join(line for line in tail[-5:] if line.strip())
-        return TaskStatus.FAILED, (self.description + (f": {lines}" if lines else ""))[:2000]
 
 
 class TaskProcess:

@@ -44,13 +44,14 @@ from fleet.errors import FleetError, StoreUnavailable
 from fleet.gpus import format_gpus
 from fleet.home import Home
 from fleet.models import ExitUsage, Runner, Task, TaskStatus, Worker
+from fleet.outcome import Outcome, StopCause
 from fleet.store import Store
 from fleet.store.faults import Backoff
+from fleet.tasklog import LOG_FAILED, TaskLog
 from fleet.worker.admission import GpuAdmission
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind, LaunchOutcome, outcome_path, read_outcome, remove_outcome
-from fleet.worker.logfile import LOG_FAILED, TaskLog
-from fleet.worker.process import Outcome, StopCause, TaskProcess
+from fleet.worker.process import TaskProcess
 
 log = logging.getLogger(__name__)
 
