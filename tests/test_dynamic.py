@@ -41,6 +41,11 @@ def _pool(fleet: Fleet) -> dict[str, Any]:
     return worker
 
 
+def _shown(fleet: Fleet) -> dict[str, Any]:
+    """What the pool last published: empty until its first turn has (a race with ``up`` otherwise)."""
+    return _pool(fleet)["pool"] or {"children": [], "reservations": []}
+
+
 def test_allocations_seen_by_the_tasks(fleet: Fleet, tmp_path: Path) -> None:
     fleet.up("--gpus", "0-7", "--queue", "quad=4", "dual=2", "opp=-3", "any", "--create-queue")
     views = tmp_path / "views"
@@ -83,7 +88,7 @@ def test_quad_starts_as_soon_as_four_gpus_free_behind_a_stream_of_duals(fleet: F
 
     release[0].touch()  # two GPUs free: held for the quad, not given to the duals queued behind it
     fleet.wait_for(lambda: fleet.task(first[0])["status"] == "completed", what="first dual ended")
-    fleet.wait_for(lambda: len(_pool(fleet)["pool"]["reservations"][0]["gpus"]) == 2, what="two GPUs held")
+    fleet.wait_for(lambda: [len(r["gpus"]) for r in _shown(fleet)["reservations"]][:1] == [2], what="two GPUs held")
     pool = _pool(fleet)["pool"]
     assert [r["queue"] for r in pool["reservations"]] == ["quad"] and "reserved for quad" in pool["waiting"]["dual"]
     time.sleep(0.5)
@@ -109,7 +114,7 @@ def test_kill9_of_a_task_worker_frees_its_gpus_at_once(fleet: Fleet, tmp_path: P
     doomed = fleet.submit("pair", "sleep", "300")
     after = _submit_view(fleet, "pair", views, 0.1)
     fleet.wait_for(lambda: fleet.task(doomed)["status"] == "in_progress", what="start")
-    fleet.wait_for(lambda: bool(_pool(fleet)["pool"]["children"]), what="pool shows its task worker")
+    fleet.wait_for(lambda: bool(_shown(fleet)["children"]), what="pool shows its task worker")
     child = _pool(fleet)["pool"]["children"][0]
     assert child["worker"] == f"{HOST}:gpu0,1" and child["task"] == doomed
     fleet.wait_for(lambda: bool(_db_task(fleet, doomed)["pid"]), what="task process recorded")
@@ -143,7 +148,7 @@ def _db_task(fleet: Fleet, task_id: str) -> dict[str, Any]:
 def test_kill9_of_the_pool_fails_its_tasks_and_restarts_it(fleet: Fleet) -> None:
     fleet.up("--gpus", "0-3", "--queue", "pair=2", "--create-queue")
     tasks = [fleet.submit("pair", "sleep", "300") for _ in range(2)]
-    fleet.wait_for(lambda: len(_pool(fleet)["pool"]["children"]) == 2, what="both running")
+    fleet.wait_for(lambda: len(_shown(fleet)["children"]) == 2, what="both running")
     old = _pool(fleet)["pid"]
     os.kill(old, signal.SIGKILL)
     fleet.wait_for(lambda: all(fleet.task(t)["status"] == "failed" for t in tasks), timeout=10, what="failed")
