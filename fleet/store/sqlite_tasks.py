@@ -28,6 +28,7 @@ from fleet.models import (
 )
 from fleet.procs import Identity
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
+from fleet.store.sqlite_arrays import UNDER_CAP
 from fleet.store.sqlite_base import SQLiteBase
 
 
@@ -232,7 +233,8 @@ class SQLiteTasks(SQLiteBase):
             for queue in queues:
                 found = conn.execute(
                     "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
-                    " AND (gpus_needed IS NULL OR gpus_needed <= ?) ORDER BY priority DESC, seq ASC LIMIT 1",
+                    f" AND (gpus_needed IS NULL OR gpus_needed <= ?) AND {UNDER_CAP}"
+                    " ORDER BY priority DESC, seq ASC LIMIT 1",
                     (queue, capacity if worker.gpus is not None else 0),
                 ).fetchone()
                 if found is None:
@@ -328,7 +330,8 @@ class SQLiteTasks(SQLiteBase):
         for queue, limit in queues.items():
             fits = "" if limit is None else " AND (gpus_needed IS NULL OR gpus_needed <= ?)"
             row = self.conn.execute(
-                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} ORDER BY priority DESC, seq ASC LIMIT 1",
+                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} AND {UNDER_CAP}"
+                " ORDER BY priority DESC, seq ASC LIMIT 1",
                 (queue,) if limit is None else (queue, limit),
             ).fetchone()
             if row is not None:
@@ -337,7 +340,9 @@ class SQLiteTasks(SQLiteBase):
 
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
         with self._tx() as conn:
-            found = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'queued'", (task_id,)).fetchone()
+            found = conn.execute(
+                f"SELECT * FROM tasks WHERE id = ? AND status = 'queued' AND {UNDER_CAP}", (task_id,)
+            ).fetchone()
             if found is None:
                 return None
             runner = Runner.SERVICE if worker.mode == WorkerMode.SERVICES else Runner.POOL
