@@ -29,7 +29,6 @@ from fleet.store.rows import (
     dumps,
     loads,
 )
-from fleet.store.sqlite_arrays import SQLiteArrays
 from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_history import SQLiteHistory
 from fleet.store.sqlite_tasks import SQLiteTasks
@@ -38,7 +37,7 @@ from fleet.store.sqlite_workers import SQLiteWorkers
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(SQLiteTasks, SQLiteArrays, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
+class SQLiteStore(SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)
