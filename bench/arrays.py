@@ -1,7 +1,8 @@
 """Sweeps in one call: 1,000 tasks through one ``fleetctl submit --array``.
 
 One manager with one CPU worker on queue ``parking``; the sweeps go to queue
-``idle``, which no worker serves, so no task runs while the clock does.
+``idle``, which no worker serves, so no task runs while the clock does;
+the commands run in the fleet's temporary folder (not a git checkout).
 Measured, whole process (fork to exit, stdout to /dev/null), in one run:
 
 * ``fleetctl submit --queue idle --array 0-999 -- /bin/true``: ``--runs``
@@ -23,15 +24,16 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench._common import machine, temp_fleet
 
 SIZE = 1000
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=cwd)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} -> {result.returncode}: {result.stderr}")
@@ -55,7 +57,9 @@ def main() -> None:
             for run in range(max(args.runs, args.singles)):  # taking turns, so a busy moment hits all alike
                 if run < args.runs:
                     seconds, array = timed(
-                        [*fleetctl, "submit", "--queue", "idle", "--array", "0-999", "--", "/bin/true"], fleet.env
+                        [*fleetctl, "submit", "--queue", "idle", "--array", "0-999", "--", "/bin/true"],
+                        fleet.env,
+                        fleet.root,
                     )
                     sweeps.append(seconds)
                     tasks = api.get("/tasks", params={"array": array, "limit": 10_000}).raise_for_status().json()
@@ -63,8 +67,10 @@ def main() -> None:
                     assert tasks["total"] == SIZE and indices == list(range(SIZE)), (tasks["total"], indices[:5])
                     assert {t["status"] for t in tasks["tasks"]} == {"queued"}
                 if run < args.singles:
-                    singles.append(timed([*fleetctl, "submit", "--queue", "idle", "--", "/bin/true"], fleet.env)[0])
-                    bare.append(timed([sys.executable, "-c", "pass"], fleet.env)[0])
+                    singles.append(
+                        timed([*fleetctl, "submit", "--queue", "idle", "--", "/bin/true"], fleet.env, fleet.root)[0]
+                    )
+                    bare.append(timed([sys.executable, "-c", "pass"], fleet.env, fleet.root)[0])
     sweep, single, pyrun = statistics.median(sweeps), statistics.median(singles), statistics.median(bare)
     print(
         f"fleetctl submit --array 0-999 -- /bin/true      : {sweep * 1000:7.0f} ms median of {len(sweeps)} (1,000 tasks)"
