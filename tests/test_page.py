@@ -10,7 +10,8 @@ at 400 px (a phone) nothing scrolls sideways.  A dynamic pool shows its
 per-task workers as rows under it, in the overview and in the report by
 worker; the report's utilization chart says what it draws (GPU utilization
 with NVML — the stand-in here —, else host CPU) and has one point per
-roll-up interval.  Screenshots of each view at 1400 px and 400 px go to the
+roll-up interval.  An array (a sweep) is one row with its counts that
+expands to its tasks; its abort asks first.  Screenshots of each view at 1400 px and 400 px go to the
 test's tmp folder, and one copy to ``/tmp/fleet-page.png``.
 
 Skipped only where Chromium or playwright is missing; ``tests/run.sh``
