@@ -139,7 +139,8 @@ def _iso(text: str) -> float:
 def _ready(fleet: Fleet, count: int) -> bool:
     with fleet.api() as api:
         workers = api.get("/workers").raise_for_status().json()["workers"]
-    return sum(w["state"] == "idle" and w["state_reason"] != "starting" for w in workers) >= count
+    ready = sum(1 for w in workers if w["state"] == "idle" and w["state_reason"] != "starting")
+    return ready >= count
 
 
 def test_max_running_holds_across_workers_and_the_queue_goes_on(fleet: Fleet) -> None:
