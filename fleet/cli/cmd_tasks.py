@@ -404,7 +404,8 @@ def _wait_array(client: Client, array_id: str, deadline: float | None, timeout: 
         time.sleep(max(WAIT_POLL_S, 0.5 if array["size"] > 100 else WAIT_POLL_S))
     if tty:
         sys.stderr.write("\n")
-        output.info(line)
+        if not sys.stdout.isatty():  # the final counts for a script reading stdout; a terminal has them
+            output.info(line)
     if as_json:
         output.emit_json(array)
     counts = array["counts"]
