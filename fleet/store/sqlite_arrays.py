@@ -18,11 +18,12 @@ from fleet.models import ArraySpec, Task, TaskArray, TaskSpec, TaskStatus
 from fleet.store.rows import dumps, to_task
 from fleet.store.sqlite_base import SQLiteBase
 
-# The claim condition: the task is in no array, or its array has no cap, or fewer than the cap run.
+# The claim condition: the task is in no array, or its array is not at its cap.  The arrays at
+# their cap are found once per query from the tasks in progress (few), not once per queued row.
 UNDER_CAP = (
-    "(tasks.array_id IS NULL OR NOT EXISTS (SELECT 1 FROM arrays a WHERE a.id = tasks.array_id"
-    " AND a.max_running IS NOT NULL AND a.max_running <= (SELECT COUNT(*) FROM tasks r"
-    " WHERE r.array_id = a.id AND r.status = 'in_progress')))"
+    "(tasks.array_id IS NULL OR tasks.array_id NOT IN (SELECT r.array_id FROM tasks r"
+    " JOIN arrays a ON a.id = r.array_id WHERE r.status = 'in_progress' AND a.max_running IS NOT NULL"
+    " GROUP BY r.array_id HAVING COUNT(*) >= MIN(a.max_running)))"
 )
 
 _INSERT = (
