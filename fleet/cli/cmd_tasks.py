@@ -267,6 +267,10 @@ def _sweep(
     return combinations(array, parse_grid(list(grid))), cap
 
 
+# What POST /tasks assumes when a key is left out: a sweep's body leaves these out of each task.
+_DEFAULTS: dict[str, Any] = {"name": "", "priority": 0, "timeout": None, "retries": 0, "gpus": None}
+
+
 def _submit_sweep(
     client: Client, body: dict[str, Any], plan: tuple[list[dict[str, str]], int | None], as_json: bool
 ) -> None:
@@ -275,10 +279,12 @@ def _submit_sweep(
     script = body.pop("script", None)
     names = [k for k in combos[0] if k != "index"]
     tasks = []
+    common = {k: v for k, v in body.items() if v != _DEFAULTS.get(k, ...)}  # the API's defaults left out
     for position, values in enumerate(combos):
-        task = dict(body)
+        task = dict(common)
         task["command"] = [substitute(arg, values, "argument") for arg in body["command"]]
-        task["name"] = substitute(body["name"], values, "--name") if body["name"] else ""
+        if body["name"]:
+            task["name"] = substitute(body["name"], values, "--name")
         task["env"] = {**body["env"], **{n: values[n] for n in names}, "FLEET_ARRAY_INDEX": values["index"]}
         task["array_index"] = position
         tasks.append(task)
