@@ -164,6 +164,29 @@ class TaskSpec:
     requirements: dict[str, Any] = field(default_factory=dict)
     docker: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
+    array_index: int | None = None  # its place in an array (a sweep); the array is given to the store
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """An array of tasks made in one call (a sweep): ``max_running`` caps how
+    many of its tasks run at once across every worker (None: no cap)."""
+
+    id: str
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskArray:
+    """An array as stored, with how many of its tasks are in each status."""
+
+    id: str
+    max_running: int | None
+    created_at: float
+    user: str
+    queue: str | None
+    size: int
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,6 +223,8 @@ class Task:
     gpu_uuids: list[str] = field(default_factory=list)  # NVML's UUIDs of ``gpus`` this attempt; [] without NVML
     owner: str | None = None  # the worker the attempt belongs to (see Runner); None before the first attempt
     runner: Runner | None = None  # what runs the attempt; None before the first attempt
+    array_id: str | None = None  # the array (sweep) it was made in, ``a-`` and hex
+    array_index: int | None = None  # its place in that array
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ at 400 px (a phone) nothing scrolls sideways.  A dynamic pool shows its
 per-task workers as rows under it, in the overview and in the report by
 worker; the report's utilization chart says what it draws (GPU utilization
 with NVML — the stand-in here —, else host CPU) and has one point per
-roll-up interval.  Screenshots of each view at 1400 px and 400 px go to the
+roll-up interval.  An array (a sweep) is one row with its counts that
+expands to its tasks; its abort asks first.  Screenshots of each view at 1400 px and 400 px go to the
 test's tmp folder, and one copy to ``/tmp/fleet-page.png``.
 
 Skipped only where Chromium or playwright is missing; ``tests/run.sh``
@@ -366,3 +367,36 @@ def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(flee
         keys = page.locator("#report-table tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.key)")
         assert keys == [pool, f"{HOST}:gpu0", f"{HOST}:gpu1", "total"], keys
         _shots(page, tmp_path, "report-pool")
+
+
+def test_an_array_is_one_row_that_expands_and_aborts_after_confirming(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.up("--gpus", "7", "--queue", "parking", "--create-queue")
+    fleet.ok("queue", "create", "q")  # no worker serves q: the array waits
+    array = fleet.ok("submit", "--queue", "q", "--array", "0-4", "--name", "sweep-{index}", "--", "true").strip()
+    plain = fleet.submit("q", "true", opts=("--name", "plain"))
+    expect = sync_api.expect
+    with _browser() as (_, page):
+        page.goto(fleet.ok("page").strip())
+        row = page.locator(f'#tasks tr[data-array="{array}"]')
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("0/5 done · 0 failed · 0 running · 5 queued")
+        expect(page.locator("#tasks tr.member")).to_have_count(0)  # folded: its tasks are not rows
+        expect(page.locator(f'#tasks tr[data-task="{plain}"]')).to_have_count(1)
+        _shots(page, tmp_path, "array-folded")
+        row.locator('button[data-action="expand"]').click()
+        members = page.locator("#tasks tr.member")
+        expect(members).to_have_count(5)
+        expect(members.first).to_contain_text("sweep-0")
+        expect(row.locator('button[data-action="expand"]')).to_have_attribute("aria-expanded", "true")
+        _shots(page, tmp_path, "array-open")
+        row.locator('button[data-action="abort-array"]').click()
+        dialog = page.locator("#confirm")
+        expect(dialog).to_contain_text(f"Abort array {array} (5 tasks)?")
+        dialog.locator('button[value="cancel"]').click()
+        with fleet.api() as api:
+            assert api.get(f"/arrays/{array}").raise_for_status().json()["counts"]["queued"] == 5
+        row.locator('button[data-action="abort-array"]').click()
+        dialog.locator("#confirm-yes").click()
+        expect(row).to_contain_text("0/5 done · 5 failed · 0 running · 0 queued")
+        expect(members).to_have_count(5)
+        assert fleet.task(plain)["status"] == "queued"  # only the array was aborted

@@ -219,3 +219,35 @@ def test_nul_characters_are_refused_in_every_text_of_a_task() -> None:
     for bad in ({"command": ["echo", "h\0i"]}, {"setup_script": "echo \0"}, {"name": "a\0"}):
         with pytest.raises(ValidationError):
             TaskCreate.model_validate({**good, **bad})
+
+
+def test_a_batch_is_one_array_wakes_its_queues_once_and_is_refused_whole(setup: Setup) -> None:
+    arrays = setup.service.arrays
+    before = _all_tasks(setup.store)
+    with pytest.raises(NotFound):  # the third spec's queue does not exist: the store writes none
+        arrays.submit([(_spec(), "a"), (_spec(), "b"), (_spec(), "nope")], 1, True, ALICE)
+    with pytest.raises(Forbidden):
+        arrays.submit([(_spec(), "a"), (_spec(user="bob"), "a")], None, True, ALICE)
+    assert _all_tasks(setup.store) == before and setup.woken() == set()
+    batch = arrays.submit(
+        [(_spec(), "a"), (_spec(), "b"), (_spec(env={"FLEET_ARRAY_INDEX": "7"}), "a")], 1, True, ALICE
+    )
+    assert batch.array is not None and batch.array.startswith("a-") and len(batch.tasks) == 3
+    assert setup.woken() == {"h:gpu0", "h:gpu1", "h:dgpu"}
+    made = [setup.store.get_task(t) for t in batch.tasks]
+    assert [(t.array_id, t.array_index, t.user) for t in made] == [(batch.array, i, "alice") for i in range(3)]
+    assert [t.env["FLEET_ARRAY_INDEX"] for t in made] == ["0", "1", "7"]  # the caller's own index is kept
+    assert {t.env["FLEET_ARRAY_ID"] for t in made} == {batch.array}
+    info = arrays.get(batch.array)
+    assert (info.size, info.max_running, info.queue, info.counts) == (3, 1, None, {"queued": 3})
+    with pytest.raises(Forbidden):  # only its submitter, the manager's user and root
+        arrays.abort(batch.array, "", BOB)
+    assert setup.woken() == set()
+    assert {t.status for t in arrays.abort(batch.array, "", ALICE)} == {TaskStatus.STOPPED}
+    setup.store.set_worker_state("h:gpu1", WorkerState.DEAD, "stopped", "test")
+    with pytest.raises(UsageError) as oversized:  # only the pool of 2 GPUs serves b now
+        arrays.submit([(_spec(), "b"), (_spec(gpus=4), "b")], None, True, ALICE)
+    assert oversized.value.field == "gpus" and setup.woken() == set()
+    plain = arrays.submit([(_spec(), None)], None, False, ALICE)
+    assert plain.array is None and setup.store.get_task(plain.tasks[0]).array_id is None
+    assert setup.woken() == set()  # nothing queued: nobody to wake

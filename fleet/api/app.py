@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet import __version__
 from fleet.api import (
+    routes_arrays,
     routes_clearml,
     routes_gpus,
     routes_login,
@@ -163,6 +164,7 @@ def create_app(backend: Backend) -> FastAPI:
         routes_login,
         routes_workers,
         routes_queues,
+        routes_arrays,
         routes_tasks,
         routes_remote,
         routes_metrics,

@@ -43,6 +43,7 @@ def list_tasks(
     queue: str | None = None,
     status: Annotated[str | None, Query(max_length=1000, description="comma-separated statuses")] = None,
     worker: str | None = None,
+    array: Annotated[str | None, Query(pattern=r"^a-[0-9a-f]{16}$", description="only this array's tasks")] = None,
     limit: ListLimit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
@@ -51,10 +52,16 @@ def list_tasks(
 
     At most ``limit`` rows and about ``MAX_LIST_BYTES`` bytes: when rows were
     left out for size, ``truncated`` is true and ``next_offset`` continues.
-    A ``queue`` that does not exist and that no task names is a 404."""
+    A ``queue`` that does not exist and that no task names is a 404.
+    With ``array`` the array's tasks in index order (the other filters but
+    ``status`` do not apply)."""
     tasks = service.tasks
+    statuses = _statuses(status)
+    if array is not None:
+        page = service.arrays.page(array, statuses=statuses, limit=limit, offset=offset, max_bytes=MAX_LIST_BYTES)
+        return task_page_json(page, hidden=tasks.hidden)
     page = tasks.page(
-        queue=queue, statuses=_statuses(status), worker=worker, limit=limit, offset=offset, max_bytes=MAX_LIST_BYTES
+        queue=queue, statuses=statuses, worker=worker, limit=limit, offset=offset, max_bytes=MAX_LIST_BYTES
     )
     return task_page_json(page, hidden=tasks.hidden)
 
@@ -63,11 +70,11 @@ def list_tasks(
 def create_task(body: TaskCreate, service: ServiceDep, who: WhoDep) -> dict[str, Any]:
     """The task's ``user`` is the caller; a ``user`` in the body naming anyone
     else is refused (403, field ``user``)."""
-    task = service.tasks.submit(_spec(body), body.queue, who)
+    task = service.tasks.submit(task_spec(body), body.queue, who)
     return task_json(task, hidden=service.tasks.hidden)
 
 
-def _spec(body: TaskCreate) -> TaskSpec:
+def task_spec(body: TaskCreate) -> TaskSpec:
     return TaskSpec(
         script=_script(body),
         requirements=body.requirements.to_json() if body.requirements is not None else {},

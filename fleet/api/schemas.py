@@ -204,6 +204,23 @@ class TaskCreate(Strict):
         return value
 
 
+class BatchTask(TaskCreate):
+    array_index: int | None = Field(None, ge=0, le=1_000_000_000, description="the index the task gets in its array")
+
+
+class ArrayBody(Strict):
+    max_running: int | None = Field(None, ge=1, le=100_000, description="at most this many of the array run at once")
+
+
+class TaskBatch(Strict):
+    """``POST /tasks/batch``: up to MAX_BATCH tasks in one transaction; ``script`` (the
+    code: repo, commit, diff) is given once for every task that has none of its own."""
+
+    tasks: list[BatchTask] = Field(min_length=1, max_length=10_000)
+    array: ArrayBody | None = None
+    script: ScriptBody | None = None
+
+
 class EnqueueBody(Strict):
     queue: QueueName
     head: bool = False

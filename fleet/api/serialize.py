@@ -80,6 +80,8 @@ def task_json(task: Task, attempts: list[TaskAttempt] | None = None, *, hidden: 
         "env_cached": task.env_cached,
         "abort_requested": bool(task.abort_requested),
         "parent": task.parent,
+        "array_id": task.array_id,
+        "array_index": task.array_index,
     }
     if attempts is not None:
         out["attempts"] = [

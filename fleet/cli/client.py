@@ -120,7 +120,7 @@ class Client:
         headers = dict(self._headers)
         data = None
         if body is not None:
-            data = json_dumps(body).encode()
+            data = json_dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         target = quote(self._prefix + path, safe=_PATH_SAFE) + _query(params)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shlex
 import sys
 import time
@@ -15,12 +16,14 @@ import click
 from fleet.cli import output, when
 from fleet.cli.context import Context
 from fleet.cli.output import WIDE, Col, short_id
+from fleet.cli.sweep import combinations, grid_words, parse_array, parse_grid, substitute
 from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
 from fleet.validate import task_id as check_task_id
 from fleet.worker.logfile import strip_stamp
 
 if TYPE_CHECKING:
     from fleet.capture import GitInfo
+    from fleet.cli.client import Client
 
 pass_ctx = click.make_pass_decorator(Context)
 WAIT_POLL_S = 0.1
@@ -39,6 +42,25 @@ class TaskIdType(click.ParamType):  # type: ignore[type-arg]
 
 
 TASK = TaskIdType()
+
+
+class TaskOrArrayType(TaskIdType):
+    """A task id (or prefix), or an array id (``a-`` and 16 hex characters)."""
+
+    name = "TASK|ARRAY"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).lower()
+        if text.startswith(ARRAY_PREFIX):
+            if not ARRAY_RE.fullmatch(text):
+                self.fail(f"invalid array id {value!r}: expected a- and 16 hex characters", param, ctx)
+            return text
+        return super().convert(value, param, ctx)
+
+
+TASK_OR_ARRAY = TaskOrArrayType()
+ARRAY_PREFIX = "a-"
+ARRAY_RE = re.compile(r"a-[0-9a-f]{16}")
 
 
 def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -107,7 +129,26 @@ def _env_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     is_flag=True,
     help="Inside a git checkout too: run the command as a plain task in this folder (no repo, commit or diff).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the task object.")
+@click.option(
+    "--array",
+    "array_spec",
+    metavar="START-END[:STEP][%MAX]",
+    help="One task per index, in one request: env FLEET_ARRAY_INDEX, {index} in the command and --name.",
+)
+@click.option(
+    "--grid",
+    "grid",
+    multiple=True,
+    metavar="NAME=V1,V2 ...",
+    help="One task per combination of the values: env NAME, {NAME} in the command and --name.",
+)
+@click.option(
+    "--max-running",
+    "max_running",
+    type=click.IntRange(1, 100_000),
+    help="At most N tasks of the array run at once, across every worker (--array's %N).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the task object (a sweep: its array and task ids).")
 @click.argument("command", nargs=-1, required=True)
 @pass_ctx
 def submit(
@@ -127,6 +168,9 @@ def submit(
     docker_args: tuple[str, ...],
     push: bool,
     no_code: bool,
+    array_spec: str | None,
+    grid: tuple[str, ...],
+    max_running: int | None,
     as_json: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -140,7 +184,26 @@ def submit(
     code exactly as it stands here.  The commit must be on the remote:
     push it first, or pass --push.  --no-code skips all that and runs the
     command in this folder as it is when the task starts, like outside git.
+
+    \b
+    A sweep in one call (one array, one request; the code captured once):
+    fleetctl submit --queue default --array 0-99%8 -- python run.py --seed {index}
+    fleetctl submit --queue default --grid lr=0.1,0.01 bs=32,64 -- python train.py --lr {lr}
+    Prints the array id (a-...) for `tasks --array`, `wait` and `abort`.
     """
+    sweeping = array_spec is not None or bool(grid)
+    if grid:
+        more, command = grid_words(command)
+        grid = (*grid, *more)
+        if not command:
+            raise UsageError("--grid: expected the command after the NAME=V1,V2 words", field="command")
+    if max_running is not None and not sweeping:
+        raise UsageError("--max-running: only with --array or --grid", field="max_running")
+    plan = _sweep(array_spec, grid, max_running) if sweeping else None
+    if plan is not None:  # a placeholder nobody defines is refused before the code is captured
+        for arg in command:
+            substitute(arg, plan[0][0], "argument")
+        substitute(name, plan[0][0], "--name")
     if no_code and push:
         raise UsageError("--push: not with --no-code (no code is recorded, so nothing is pushed)", field="push")
     requirements: dict[str, Any] = {}
@@ -181,8 +244,58 @@ def submit(
             "entry_point": git.entry_point,
             "repo_dir": git.repo_dir,
         }
+    if plan is not None:
+        _submit_sweep(client, body, plan, as_json)
+        return
     task = client.post("/tasks", json=body)
     _answer(task, as_json, task["id"])
+
+
+def _sweep(
+    array_spec: str | None, grid: tuple[str, ...], max_running: int | None
+) -> tuple[list[dict[str, str]], int | None]:
+    """Each task's placeholder values and the array's cap, checked before anything else is done."""
+    array = parse_array(array_spec) if array_spec is not None else None
+    cap = array.max_running if array is not None and array.max_running is not None else max_running
+    if (
+        array is not None
+        and array.max_running is not None
+        and max_running is not None
+        and array.max_running != max_running
+    ):
+        raise UsageError(f"--max-running {max_running}: --array already says %{array.max_running}", field="max_running")
+    return combinations(array, parse_grid(list(grid))), cap
+
+
+# What POST /tasks assumes when a key is left out: a sweep's body leaves these out of each task.
+_DEFAULTS: dict[str, Any] = {"name": "", "priority": 0, "timeout": None, "retries": 0, "gpus": None}
+
+
+def _submit_sweep(
+    client: Client, body: dict[str, Any], plan: tuple[list[dict[str, str]], int | None], as_json: bool
+) -> None:
+    """One ``POST /tasks/batch`` for the whole sweep; the code (``script``) is sent once."""
+    combos, cap = plan
+    script = body.pop("script", None)
+    names = [k for k in combos[0] if k != "index"]
+    tasks = []
+    common = {k: v for k, v in body.items() if v != _DEFAULTS.get(k, ...)}  # the API's defaults left out
+    for position, values in enumerate(combos):
+        task = dict(common)
+        task["command"] = [substitute(arg, values, "argument") for arg in body["command"]]
+        if body["name"]:
+            task["name"] = substitute(body["name"], values, "--name")
+        task["env"] = {**body["env"], **{n: values[n] for n in names}, "FLEET_ARRAY_INDEX": values["index"]}
+        task["array_index"] = position
+        tasks.append(task)
+    batch: dict[str, Any] = {"tasks": tasks, "array": {"max_running": cap}}
+    if script is not None:
+        batch["script"] = script
+    answer = client.post("/tasks/batch", json=batch)
+    if as_json:
+        output.emit_json(answer)
+    else:
+        output.info(str(answer["array"]))
 
 
 def _maybe_git(cwd: Path) -> bool:
@@ -233,14 +346,23 @@ def _read_text(option: str, path: str) -> str:
 
 
 @click.command()
-@click.argument("tasks", nargs=-1, required=True, type=TASK)
+@click.argument("tasks", nargs=-1, required=True, type=TASK_OR_ARRAY)
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up after SECONDS (exit 1).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def wait(ctx: Context, tasks: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
-    """Block until the tasks end; exit 0 if all completed, 1 otherwise."""
+    """Block until the tasks end; exit 0 if all completed, 1 otherwise.
+
+    An array id (a-...) waits for every task of the array: on a terminal one
+    line of progress (done/failed/running/queued), else a line per change."""
     client = ctx.client()
     deadline = None if timeout is None else time.monotonic() + timeout
+    arrays = [t for t in tasks if t.startswith(ARRAY_PREFIX)]
+    if arrays:
+        if len(tasks) > 1:
+            raise UsageError(f"wait {' '.join(tasks)}: expected one array id alone, or task ids", field="tasks")
+        _wait_array(client, arrays[0], deadline, timeout, as_json)
+        return
     pending = list(dict.fromkeys(tasks))
     final: dict[str, dict[str, Any]] = {}
     while pending:
@@ -265,10 +387,56 @@ def wait(ctx: Context, tasks: tuple[str, ...], timeout: float | None, as_json: b
         raise SystemExit(EXIT_FAILURE)
 
 
+def _wait_array(client: Client, array_id: str, deadline: float | None, timeout: float | None, as_json: bool) -> None:
+    """Poll the array's counts until every task ended; exit 1 when any did not complete."""
+    tty = sys.stderr.isatty() and not as_json
+    last = ""
+    while True:
+        array = client.get(f"/arrays/{array_id}")
+        line = _progress(array)
+        if line != last:
+            if tty:
+                sys.stderr.write("\r\x1b[2K" + line)
+                sys.stderr.flush()
+            elif not as_json:
+                output.info(line)
+            last = line
+        if array["ended"]:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            if tty:
+                sys.stderr.write("\n")
+            raise FleetError(f"timed out after {timeout:g}s waiting for array {array_id} ({line})")
+        time.sleep(max(WAIT_POLL_S, 0.5 if array["size"] > 100 else WAIT_POLL_S))
+    if tty:
+        sys.stderr.write("\n")
+        if not sys.stdout.isatty():  # the final counts for a script reading stdout; a terminal has them
+            output.info(line)
+    if as_json:
+        output.emit_json(array)
+    counts = array["counts"]
+    if counts["failed"] or counts["stopped"]:
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _progress(array: dict[str, Any]) -> str:
+    """``a-... [#####.....] 40/100 done, 2 failed, 8 running, 50 queued``."""
+    c, size = array["counts"], max(array["size"], 1)
+    ended = c["completed"] + c["failed"] + c["stopped"]
+    width = 20
+    bar = "#" * (width * ended // size) + "." * (width - width * ended // size)
+    failed = c["failed"] + c["stopped"]
+    return (
+        f"{array['id']} [{bar}] {c['completed']}/{array['size']} done, {failed} failed,"
+        f" {c['in_progress']} running, {c['queued'] + c['created']} queued"
+    )
+
+
 @click.command("tasks")
 @click.option("--queue", help="Only this queue.")
 @click.option("--status", help="Only these statuses (comma-separated).")
 @click.option("--worker", help="Only tasks of this worker.")
+@click.option("--array", "array_id", type=TASK_OR_ARRAY, help="Only this array's tasks (a-...), in index order.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0)
 @WIDE
@@ -279,14 +447,17 @@ def list_tasks(
     queue: str | None,
     status: str | None,
     worker: str | None,
+    array_id: str | None,
     limit: int,
     offset: int,
     wide: bool,
     as_json: bool,
 ) -> None:
     """List tasks, newest first."""
+    if array_id is not None and not array_id.startswith(ARRAY_PREFIX):
+        raise UsageError(f"--array {array_id}: expected an array id (a- and 16 hex characters)", field="array")
     params: dict[str, Any] = {"limit": limit, "offset": offset}
-    for key, value in (("queue", queue), ("status", status), ("worker", worker)):
+    for key, value in (("queue", queue), ("status", status), ("worker", worker), ("array", array_id)):
         if value is not None:
             params[key] = value
     answer = ctx.client().get("/tasks", params=params)
@@ -456,14 +627,21 @@ def _print_lines(lines: list[bytes], no_timestamps: bool) -> None:
 
 
 @click.command()
-@click.argument("task", type=TASK)
+@click.argument("task", type=TASK_OR_ARRAY)
 @click.option("--json", "as_json", is_flag=True, help="Print the task object.")
 @pass_ctx
 def abort(ctx: Context, task: str, as_json: bool) -> None:
     """Stop a task: a queued one at once, a running one via its worker.
 
     A task that is not queued or running (it ended, or was never queued) is
-    a failure (exit 1) naming its state, not bad usage: the command was right."""
+    a failure (exit 1) naming its state, not bad usage: the command was right.
+    An array id (a-...) stops every queued task of the array and asks its
+    running ones to stop, at once."""
+    if task.startswith(ARRAY_PREFIX):
+        a = ctx.client().post(f"/arrays/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
+        text = f"{a['id']}: {a['stopped']} stopped, {a['abort_requested']} abort requested"
+        _answer(a, as_json, text)
+        return
     try:
         t = ctx.client().post(f"/tasks/{task}/abort", json={"reason": f"aborted by {getpass.getuser()}"})
     except Conflict as exc:

@@ -11,6 +11,8 @@ operations on a store it opens itself.
 
 - :mod:`fleet.service.tasks`: submit, enqueue, dequeue, abort, clone, start
   outside a queue, record an attempt's end; the task reads the API answers.
+- :mod:`fleet.service.arrays`: many tasks in one call (a sweep), an array's
+  counts and abort.
 - :mod:`fleet.service.remote`: a remote executor's start, log and finish.
 - :mod:`fleet.service.queues`: create, tag, delete queues.
 - :mod:`fleet.service.workers`: add (``up``), find, stop workers; set and

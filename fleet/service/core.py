@@ -10,6 +10,7 @@ from fleet.config import Config
 from fleet.home import Home
 from fleet.leases import Leases
 from fleet.nvml import Nvml
+from fleet.service.arrays import Arrays
 from fleet.service.gpus import Gpus
 from fleet.service.queues import Queues
 from fleet.service.remote import Remote
@@ -24,6 +25,7 @@ class Service:
     store: Store  # for reads that are no operation's (the Prometheus collector)
     wake: Wake
     tasks: Tasks
+    arrays: Arrays
     queues: Queues
     workers: Workers
     gpus: Gpus
@@ -47,6 +49,7 @@ def build_service(
         store=store,
         wake=wake,
         tasks=tasks,
+        arrays=Arrays(tasks),
         queues=Queues(store, wake),
         workers=Workers(store, wake, processes, config, hostname, nvml, lock),
         gpus=Gpus(store, wake, nvml, hostname),

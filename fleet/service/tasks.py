@@ -174,6 +174,6 @@ class Tasks:
             usage=end.usage,
         )
         ended = self.store.get_task(task.id)
-        if ended.status == TaskStatus.QUEUED:
+        if ended.status == TaskStatus.QUEUED or ended.array_id is not None:  # an array's cap may let the next run
             self.wake.queue(ended.queue)
         return ended

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleet.models import (
+    ArraySpec,
     Event,
     ExitUsage,
     GpuDrain,
@@ -25,6 +26,7 @@ from fleet.models import (
     Runner,
     RuntimeProperty,
     Task,
+    TaskArray,
     TaskAttempt,
     TaskSpec,
     TaskStatus,
@@ -63,6 +65,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_task(self, id_or_prefix: str) -> Task: ...
+
+    # -- arrays (many tasks made in one call) ----------------------------------------
+    @abc.abstractmethod
+    def create_tasks(self, specs: list[tuple[TaskSpec, str | None]], array: ArraySpec | None, actor: str) -> list[str]:
+        """Create every ``(spec, queue)`` in one transaction (all or none), queued in
+        the order given; with ``array`` they form that array.  Their ids, in order."""
+
+    @abc.abstractmethod
+    def get_array(self, array_id: str) -> TaskArray:
+        """The array with its tasks counted by status (NotFound when there is none)."""
+
+    @abc.abstractmethod
+    def array_tasks(self, array_id: str, statuses: list[TaskStatus] | None = None) -> list[Task]:
+        """The array's tasks in index order."""
+
+    @abc.abstractmethod
+    def abort_array(self, array_id: str, actor: str, reason: str) -> list[Task]:
+        """In one transaction: the array's queued tasks stopped, its running ones
+        flagged for their workers; the tasks changed."""
 
     @abc.abstractmethod
     def list_tasks(

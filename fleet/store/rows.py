@@ -128,6 +128,8 @@ def to_task(row: dict[str, Any]) -> Task:
         gpu_uuids=loads(row["gpu_uuids"], []),
         owner=row["owner"],
         runner=Runner(row["runner"]) if row["runner"] else None,
+        array_id=row.get("array_id"),
+        array_index=row.get("array_index"),
     )
 
 

@@ -209,6 +209,19 @@ def _owner(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX tasks_status_host ON tasks (status, host)")
 
 
+def _arrays(db: sqlite_utils.Database) -> None:
+    """Arrays of tasks made in one call (``fleetctl submit --array/--grid``):
+    each task names its array and its place in it; ``max_running`` caps how
+    many of an array's tasks are in progress at once (checked by the claim)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN array_id TEXT")
+    db.execute("ALTER TABLE tasks ADD COLUMN array_index INTEGER")
+    db.execute("CREATE INDEX tasks_array_status ON tasks (array_id, status)")
+    db.execute(
+        "CREATE TABLE arrays (id TEXT PRIMARY KEY, max_running INTEGER, created_at FLOAT NOT NULL,"
+        " user TEXT NOT NULL, queue TEXT, size INTEGER NOT NULL)"
+    )
+
+
 def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
     """(owner, runner) of a row written before ``_owner``, by the old rule: a
     static worker runs a task under its own id; a pool's task runs as
@@ -252,5 +265,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _pid_boot,
     _exit_usage,
     _owner,
+    _arrays,
 ]
 LATEST = len(MIGRATIONS)

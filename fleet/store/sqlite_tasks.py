@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,48 +27,14 @@ from fleet.models import (
 )
 from fleet.procs import Identity
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
-from fleet.store.sqlite_base import SQLiteBase
+from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
 
 
-class SQLiteTasks(SQLiteBase):
+class SQLiteTasks(SQLiteArrays):
     """Mixed into :class:`fleet.store.sqlite.SQLiteStore`."""
 
     def create_task(self, spec: TaskSpec, queue: str | None, actor: str) -> Task:
-        task_id = uuid.uuid4().hex
-        now = time.time()
-        with self._tx() as conn:
-            if queue is not None:
-                queue = self._queue_row(conn, queue)["name"]
-            conn.execute(
-                "INSERT INTO tasks (id, name, status, status_reason, queue, priority, script, env, user, requirements,"
-                " docker, attempt, retries, timeout, gpus_needed, created_at, parent, env_cached)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
-                (
-                    task_id,
-                    spec.name or " ".join(spec.script.command)[:80] or task_id,
-                    TaskStatus.CREATED.value,
-                    "",
-                    queue,
-                    spec.priority,
-                    dumps(spec.script.to_json()),
-                    dumps(spec.env),
-                    spec.user,
-                    dumps(spec.requirements),
-                    dumps(spec.docker),
-                    0,
-                    spec.retries,
-                    spec.timeout,
-                    spec.gpus,
-                    now,
-                    spec.parent,
-                ),
-            )
-            self._event(conn, "task", task_id, None, TaskStatus.CREATED.value, actor, "")
-            if queue is not None:
-                row = self._task_row(conn, task_id)
-                self._move_task(
-                    conn, row, TaskStatus.QUEUED, actor, "", queued_at=now, seq=self._next_seq(conn, queue, False)
-                )
+        (task_id,) = self.create_tasks([(spec, queue)], None, actor)
         return self.get_task(task_id)
 
     def get_task(self, id_or_prefix: str) -> Task:
@@ -232,7 +197,8 @@ class SQLiteTasks(SQLiteBase):
             for queue in queues:
                 found = conn.execute(
                     "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
-                    " AND (gpus_needed IS NULL OR gpus_needed <= ?) ORDER BY priority DESC, seq ASC LIMIT 1",
+                    f" AND (gpus_needed IS NULL OR gpus_needed <= ?) AND {UNDER_CAP}"
+                    " ORDER BY priority DESC, seq ASC LIMIT 1",
                     (queue, capacity if worker.gpus is not None else 0),
                 ).fetchone()
                 if found is None:
@@ -328,7 +294,8 @@ class SQLiteTasks(SQLiteBase):
         for queue, limit in queues.items():
             fits = "" if limit is None else " AND (gpus_needed IS NULL OR gpus_needed <= ?)"
             row = self.conn.execute(
-                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} ORDER BY priority DESC, seq ASC LIMIT 1",
+                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} AND {UNDER_CAP}"
+                " ORDER BY priority DESC, seq ASC LIMIT 1",
                 (queue,) if limit is None else (queue, limit),
             ).fetchone()
             if row is not None:
@@ -337,7 +304,9 @@ class SQLiteTasks(SQLiteBase):
 
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
         with self._tx() as conn:
-            found = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'queued'", (task_id,)).fetchone()
+            found = conn.execute(
+                f"SELECT * FROM tasks WHERE id = ? AND status = 'queued' AND {UNDER_CAP}", (task_id,)
+            ).fetchone()
             if found is None:
                 return None
             runner = Runner.SERVICE if worker.mode == WorkerMode.SERVICES else Runner.POOL

@@ -45,6 +45,10 @@ const state = {
   logGen: 0, // bumped whenever a new log poll starts; older polls stop
   queueWaits: {}, // queue -> {p50, p95} from the 24 h report
   waitsAt: 0,
+  expanded: new Set(), // array ids shown with their tasks
+  arrays: {}, // array id -> GET /arrays/{id}
+  arrayTasks: {}, // array id -> its tasks, while expanded
+  lastTasks: null,
 };
 
 // -- small helpers -------------------------------------------------------------
@@ -388,23 +392,86 @@ function renderQueues(queues, waitingSince) {
   labelCells(table);
 }
 
+// An array (a sweep: `fleetctl submit --array/--grid`) shows as one row with its
+// counts; the row's button expands it to its tasks (fetched for that array).
 function renderTasks(tasks) {
-  const rows = tasks.map((t) => {
-    const running = t.status === "in_progress" || t.status === "queued";
-    const runtime = t.started_at ? ((t.finished_at ? Date.parse(t.finished_at) : Date.now()) - Date.parse(t.started_at)) / 1000 : null;
-    return h("tr", { dataTask: t.id, class: t.id === state.selected ? "selected" : "" },
-      h("td", {}, taskLinks([t.id])),
-      h("td", { class: "name", title: t.name }, t.name),
-      h("td", {}, t.queue || ""),
-      h("td", {}, badge(t.status)),
-      h("td", {}, t.worker || ""),
-      h("td", { class: "when" }, timeCell(t.started_at)),
-      h("td", {}, runtime === null ? "" : duration(runtime)),
-      h("td", {}, running ? h("button", { type: "button", dataAction: "abort", onclick: () => abortTask(t.id, t.name) }, "abort") : null),
-    );
-  });
+  state.lastTasks = tasks;
+  const rows = [];
+  const seen = new Set();
+  for (const t of tasks) {
+    if (!t.array_id) {
+      rows.push(taskRow(t, ""));
+      continue;
+    }
+    if (seen.has(t.array_id)) continue;
+    seen.add(t.array_id);
+    const members = tasks.filter((m) => m.array_id === t.array_id).sort((a, b) => a.array_index - b.array_index);
+    rows.push(arrayRow(t.array_id, members));
+    if (state.expanded.has(t.array_id)) {
+      rows.push(...(state.arrayTasks[t.array_id] || members).map((m) => taskRow(m, "member")));
+    }
+  }
   document.querySelector("#tasks tbody").replaceChildren(...rows);
   labelCells(document.getElementById("tasks"));
+}
+
+function taskRow(t, kind) {
+  const running = t.status === "in_progress" || t.status === "queued";
+  const runtime = t.started_at ? ((t.finished_at ? Date.parse(t.finished_at) : Date.now()) - Date.parse(t.started_at)) / 1000 : null;
+  return h("tr", { dataTask: t.id, class: [kind, t.id === state.selected ? "selected" : ""].join(" ").trim() },
+    h("td", {}, taskLinks([t.id])),
+    h("td", { class: "name", title: t.name }, t.name),
+    h("td", {}, t.queue || ""),
+    h("td", {}, badge(t.status)),
+    h("td", {}, t.worker || ""),
+    h("td", { class: "when" }, timeCell(t.started_at)),
+    h("td", {}, runtime === null ? "" : duration(runtime)),
+    h("td", {}, running ? h("button", { type: "button", dataAction: "abort", onclick: () => abortTask(t.id, t.name) }, "abort") : null),
+  );
+}
+
+function arrayRow(id, members) {
+  const open = state.expanded.has(id);
+  const info = state.arrays[id];
+  const c = info ? info.counts : null;
+  const summary = c
+    ? `${c.completed}/${info.size} done · ${c.failed + c.stopped} failed · ${c.in_progress} running · ${c.queued + c.created} queued`
+    : `${members.length} tasks`;
+  const active = c ? c.in_progress + c.queued > 0 : members.some((m) => m.status === "in_progress" || m.status === "queued");
+  const toggle = h("button", { type: "button", class: "expand", dataAction: "expand", "aria-expanded": String(open), onclick: () => toggleArray(id) },
+    (open ? "▾ " : "▸ ") + id.slice(0, 10));
+  return h("tr", { dataArray: id, class: "array" + (open ? " open" : "") },
+    h("td", {}, toggle),
+    h("td", { class: "name", title: members[0].name }, members[0].name + (members.length > 1 ? " …" : "")),
+    h("td", {}, members[0].queue || ""),
+    h("td", { colSpan: 4, class: "counts" }, summary),
+    h("td", {}, active ? h("button", { type: "button", dataAction: "abort-array", onclick: () => abortArray(id, info) }, "abort") : null),
+  );
+}
+
+async function toggleArray(id) {
+  if (state.expanded.has(id)) state.expanded.delete(id);
+  else {
+    state.expanded.add(id);
+    await loadArray(id);
+  }
+  renderTasks(state.lastTasks || []);
+}
+
+async function loadArray(id) {
+  const [info, list] = await Promise.all([getJSON(`/arrays/${id}`), getJSON(`/tasks?array=${id}&limit=1000`)]);
+  state.arrays[id] = info;
+  state.arrayTasks[id] = list.tasks;
+}
+
+async function abortArray(id, info) {
+  const what = `array ${id}${info ? " (" + info.size + " tasks)" : ""}`;
+  const yes = await confirmAction(`Abort ${what}? Its queued tasks stop at once, its running ones get SIGTERM (then SIGKILL).`, "Abort array");
+  if (!yes) {
+    setStatus(`abort of ${what}: cancelled`);
+    return;
+  }
+  await act("abort " + id, () => api(`/arrays/${id}/abort`, { method: "POST", body: { reason: "aborted from the web page" } }));
 }
 
 // Abort only after the person confirms in the page's dialog.
@@ -435,6 +502,8 @@ async function refresh() {
     renderWorkers(workers.workers, bySeries);
     renderGpus(gpus.gpus);
     renderQueues(queues.queues, current.queues_waiting_since || {});
+    const arrayIds = [...new Set(tasks.tasks.map((t) => t.array_id).filter(Boolean))];
+    await Promise.all(arrayIds.map((id) => (state.expanded.has(id) ? loadArray(id) : getJSON(`/arrays/${id}`).then((a) => { state.arrays[id] = a; }))));
     renderTasks(tasks.tasks);
     renderQueueChoices();
     if (state.selected) await refreshPanel();
