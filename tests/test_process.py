@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleet.outcome import Outcome, StopCause
 from fleet.procs import PR_SET_CHILD_SUBREAPER, become_subreaper, group_alive, reap_orphans, signal_group
-from fleet.worker.logfile import TaskLog, strip_stamp
-from fleet.worker.process import Outcome, StopCause, TaskProcess
+from fleet.tasklog import TaskLog, strip_stamp
+from fleet.worker.process import TaskProcess
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 Spawn = Callable[..., TaskProcess]
@@ -203,8 +204,8 @@ def test_start_failure_raises(tmp_path: Path) -> None:
 
 def test_stop_before_start_signals_nobody(tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom pathlib import Path\nfrom fleet.worker.logfile import TaskLog\n"
-        "from fleet.worker.process import StopCause, TaskProcess\n"
+        "import sys\nfrom pathlib import Path\nfrom fleet.tasklog import TaskLog\n"
+        "from fleet.outcome import StopCause\nfrom fleet.worker.process import TaskProcess\n"
         "p = TaskProcess(['true'], '.', {}, TaskLog(Path(sys.argv[1]), 1 << 20), 0.5)\n"
         "p.stop(StopCause.ABORT, 'never started')\np.kill_now()\nprint('survived')\n"
     )

@@ -32,7 +32,7 @@ from fleet.errors import StoreUnavailable
 from fleet.models import Script, TaskSpec
 from fleet.store.faults import QUIET_S, Backoff, Outage
 from fleet.store.sqlite import SQLiteStore
-from fleet.worker.logfile import TaskLog
+from fleet.tasklog import TaskLog
 from tests.conftest import Fleet, alive
 
 

@@ -18,8 +18,8 @@ from fleet.cli.context import Context
 from fleet.cli.output import WIDE, Col, short_id
 from fleet.cli.sweep import combinations, grid_words, parse_array, parse_grid, substitute
 from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
+from fleet.tasklog import strip_stamp
 from fleet.validate import task_id as check_task_id
-from fleet.worker.logfile import strip_stamp
 
 if TYPE_CHECKING:
     from fleet.capture import GitInfo

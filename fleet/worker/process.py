@@ -42,8 +42,7 @@ import psutil
 from fleet.contain import Attempt, die_with_parent
 from fleet.home import TASK_UMASK
 from fleet.models import ExitUsage
-from fleet.outcome import Outcome as Outcome
-from fleet.outcome import StopCause as StopCause
+from fleet.outcome import Outcome, StopCause
 from fleet.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
 from fleet.tasklog import TaskLog
 from fleet.worker.runas import RunAs
