@@ -11,7 +11,7 @@ Three runs over the same stream, in the same run of this script:
    dual=2 single=1``; each task is ``sleep LENGTH``, posted to the API at its
    arrival time.  A task's GPUs count as busy from its claim to its end as
    the store records them (so the per-task worker's start is counted busy).
-2. **fleet policy, simulated**: the same :func:`fleet.scheduler.allocate.allocate`
+2. **fleet policy, simulated**: the same :func:`fleet.policy.allocate.allocate`
    driven by a discrete-event simulation of the same arrivals and lengths
    (no start-up cost).
 3. **naive first-fit, simulated**: the same simulation with reservations off
@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass
 
 from bench._common import machine, parse_iso, temp_fleet
-from fleet.scheduler.allocate import Head, allocate
-from fleet.scheduler.queuespec import QueueSpec
+from fleet.policy.allocate import Head, allocate
+from fleet.policy.queuespec import QueueSpec
 
 GPUS = list(range(8))
 SPECS = [QueueSpec("quad", 4, 4), QueueSpec("dual", 2, 2), QueueSpec("single", 1, 1)]

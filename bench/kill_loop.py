@@ -37,7 +37,7 @@ import httpx
 import psutil
 
 from bench._common import CONFIG, PYTHON, TempFleet, machine, temp_fleet
-from fleet.contain import Attempt
+from fleet.core.contain import Attempt
 
 TAG = "FLEET_KILL_BENCH"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.models import Script, Task, TaskStatus, Worker, WorkerMode, WorkerState
 
 
 def running_task(script: Script, **fields: Any) -> Task:

@@ -50,7 +50,7 @@ def use_standin(fleet: Fleet, **state: Any) -> StandIn:
 
 def load_standin(path: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> tuple[ModuleType, StandIn]:
     """The stand-in loaded in this process (under another name than ``pynvml``), over
-    ``state`` written to ``path``: pass the module to :class:`fleet.nvml.Nvml`."""
+    ``state`` written to ``path``: pass the module to :class:`fleet.core.nvml.Nvml`."""
     standin = StandIn(path, **state)
     monkeypatch.setenv("FAKE_NVML_STATE", str(path))
     spec = importlib.util.spec_from_file_location(f"standin_pynvml_{id(standin)}", STANDIN_DIR / "pynvml.py")

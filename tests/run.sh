@@ -7,9 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need_apt=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v git >/dev/null || need_apt+=(git)
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the page test's browser (tests/test_page.py)
-command -v curl >/dev/null || need_apt+=(curl)  # tests/test_auth.py speaks HTTP as another user
-command -v chattr >/dev/null || need_apt+=(e2fsprogs)  # tests/test_store_faults.py: a read-only database
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the page test's browser (tests/metrics/test_page.py)
+command -v curl >/dev/null || need_apt+=(curl)  # tests/api/test_auth.py speaks HTTP as another user
+command -v chattr >/dev/null || need_apt+=(e2fsprogs)  # tests/store/test_store_faults.py: a read-only database
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
@@ -20,7 +20,7 @@ fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
 
-# Docker mode's tests (tests/test_docker.py) need an engine: start one when none answers
+# Docker mode's tests (tests/worker/test_docker.py) need an engine: start one when none answers
 # (vfs storage, no iptables, no bridge: containers use --network=none).  Best effort: without
 # an engine those tests skip with the reason.
 if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then

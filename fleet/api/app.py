@@ -35,8 +35,8 @@ from fleet.api.auth import Caller, basic_matches
 from fleet.api.deps import Backend
 from fleet.api.guards import BodyGuard, CatchAll
 from fleet.api.peer import PEER_UID
-from fleet.errors import FleetError, Forbidden, Unauthorized, UsageError
-from fleet.validate import queue_name, task_id, worker_id
+from fleet.core.errors import FleetError, Forbidden, Unauthorized, UsageError
+from fleet.core.validate import queue_name, task_id, worker_id
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fleet.errors import ConfigError, Forbidden, Unauthorized
-from fleet.home import Home
+from fleet.core.errors import ConfigError, Forbidden, Unauthorized
+from fleet.core.home import Home
 
 LOGIN_CODE_S = 120.0  # a one-time login code is good this long
 SESSION_S = 12 * 3600.0  # and the page's cookie this long

@@ -1,7 +1,7 @@
 """Dependencies shared by the routes, and what the app needs of its host.
 
 The app depends on :class:`Backend`, an interface, not on the manager
-module: the manager (:class:`fleet.manager.Manager`) builds the app and
+module: the manager (:class:`fleet.manager.daemon.Manager`) builds the app and
 passes itself in.  Routes change state only through the service's
 operations (:mod:`fleet.service`)."""
 
@@ -14,14 +14,14 @@ from pydantic import AfterValidator
 
 from fleet.api.auth import Access, Caller
 from fleet.api.schemas import as_value_error
-from fleet.config import Config
-from fleet.errors import Unauthorized
-from fleet.home import Home
+from fleet.core.config import Config
+from fleet.core.errors import Unauthorized
+from fleet.core.home import Home
+from fleet.core.nvml import Nvml
+from fleet.core.validate import queue_name, task_id, worker_id
 from fleet.metrics.sampler import Sampler
-from fleet.nvml import Nvml
-from fleet.service.core import Service
+from fleet.service.operations import Service
 from fleet.service.who import Who
-from fleet.validate import queue_name, task_id, worker_id
 
 
 class Backend(Protocol):

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.api.bounds import MAX_JSON_DEPTH
-from fleet.errors import FleetError, PayloadTooLarge, UsageError
+from fleet.core.errors import FleetError, PayloadTooLarge, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fleet.home import Home
+from fleet.core.home import Home
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from fleet.api.deps import ServiceDep, WhoDep
 from fleet.api.routes_tasks import task_spec
 from fleet.api.schemas import AbortBody, TaskBatch
 from fleet.api.serialize import iso
-from fleet.models import TaskArray, TaskSpec
+from fleet.core.models import TaskArray, TaskSpec
 
 router = APIRouter(tags=["arrays"])
 

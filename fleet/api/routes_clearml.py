@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.api.bounds import ExpiryOrZero
 from fleet.api.deps import ServiceDep
-from fleet.errors import FleetError
-from fleet.validate import worker_id as check_worker_id
+from fleet.core.errors import FleetError
+from fleet.core.validate import worker_id as check_worker_id
 
 router = APIRouter(tags=["clearml"])
 API_VERSION = "2.30"

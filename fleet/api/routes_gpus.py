@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.api.deps import ServiceDep
 from fleet.api.serialize import drain_json, gpu_view_json
-from fleet.drains import MAX_REASON
+from fleet.service.drains import MAX_REASON
 
 router = APIRouter(tags=["gpus"])
 

@@ -24,14 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 import fleet
 from fleet.api.bounds import GPUS_MAX, MetricsStep
 from fleet.api.deps import Backend, BackendDep, TaskId
-from fleet.errors import NotFound, UsageError
-from fleet.gpus import gpu_json
+from fleet.core.errors import NotFound, UsageError
+from fleet.core.gpuspec import gpu_json
+from fleet.core.validate import task_id, worker_id
 from fleet.metrics import report as reports
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.prometheus import FleetCollector
 from fleet.metrics.samples import KINDS, Snapshot
 from fleet.metrics.timespec import iso, window
-from fleet.validate import task_id, worker_id
 
 router = APIRouter(tags=["metrics"])
 

@@ -1,6 +1,6 @@
 """The remote executor API: HTTP for :mod:`fleet.service.remote`.
 
-``fleet/worker/remote.py`` (the entry point of images built by ``fleetctl
+``fleet/remote_executor.py`` (the entry point of images built by ``fleetctl
 build --docker``) posts ``start``, then ``log`` (output, at least every few
 seconds: it renews the task's lease), then ``finish``.
 """

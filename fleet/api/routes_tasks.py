@@ -14,8 +14,8 @@ from fleet.api.bounds import MAX_LIST_BYTES, ListLimit, Offset
 from fleet.api.deps import BackendDep, ServiceDep, TaskId, WhoDep
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json, task_page_json
-from fleet.errors import Conflict, StoreError, UsageError
-from fleet.models import Script, TaskSpec, TaskStatus
+from fleet.core.errors import Conflict, StoreError, UsageError
+from fleet.core.models import Script, TaskSpec, TaskStatus
 from fleet.service.tasks import CloneEdits
 
 router = APIRouter(tags=["tasks"])

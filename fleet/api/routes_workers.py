@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path
 from fleet.api.deps import ServiceDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
 from fleet.api.serialize import properties_json, worker_json
-from fleet.scheduler.claims import UpRequest
-from fleet.service.core import Service
+from fleet.policy.upplan import UpRequest
+from fleet.service.operations import Service
 from fleet.service.workers import WorkerView
 
 router = APIRouter(tags=["workers"])

@@ -29,13 +29,13 @@ from fleet.api.bounds import (
     ServicesMax,
     TimeoutSeconds,
 )
-from fleet.capture import MAX_DIFF_BYTES
-from fleet.errors import UsageError
-from fleet.validate import env_name, queue_name, worker_id
+from fleet.core.errors import UsageError
+from fleet.core.models import MAX_DIFF_BYTES
+from fleet.core.validate import env_name, queue_name, worker_id
 
 
 def as_value_error(check: Callable[[str], str]) -> Callable[[str], str]:
-    """Run one of :mod:`fleet.validate`'s checks as a pydantic validator, so a
+    """Run one of :mod:`fleet.core.validate`'s checks as a pydantic validator, so a
     bad value gets its readable message ("invalid task id 'x': expected ...")."""
 
     def run(value: str) -> str:
@@ -298,7 +298,7 @@ MAX_LOG_POST = 1024 * 1024  # characters of output in one ``log`` post of a remo
 
 
 class RemoteStartBody(Strict):
-    """A remote executor (``fleet/worker/remote.py``) starts a task: itself, or a clone."""
+    """A remote executor (``fleet/remote_executor.py``) starts a task: itself, or a clone."""
 
     worker: WorkerName = Field(description="the executor's id, shown as the task's worker")
     gpus: list[GpuIndex] = Field(default_factory=list, max_length=1024)

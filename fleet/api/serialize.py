@@ -1,11 +1,11 @@
 """The JSON shapes of tasks, workers, queues, GPUs and events (API answers and
 ``--json``): the one place each record's wire shape is written.
 
-Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.secrets` says
+Times are ISO 8601 in UTC; secrets are masked as :mod:`fleet.core.secrets` says
 (environment values by name and by value, with the configured extra names in
 ``hidden``; ``docker run`` arguments; credentials in URLs: the repository,
 index URLs in requirements); the diff and the setup script are not sent,
-only whether there is one.  GPUs are written as :func:`fleet.gpus.gpu_json` writes a
+only whether there is one.  GPUs are written as :func:`fleet.core.gpuspec.gpu_json` writes a
 unit: the index of a whole GPU, ``"0:3"`` for a MIG slice; ``gpu_uuids`` are
 NVML's UUIDs of the attempt's GPUs (empty without NVML).
 """
@@ -16,11 +16,21 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fleet.gpus import gpu_json, gpu_label
-from fleet.models import DockerMode, Event, GpuDrain, Queue, RuntimeProperty, Task, TaskAttempt, WorkerMode, WorkerState
-from fleet.scheduler.allocate import PoolState
-from fleet.scheduler.pool import services_max, worker_specs
-from fleet.secrets import mask_args, mask_env, mask_urls
+from fleet.core.gpuspec import gpu_json, gpu_label
+from fleet.core.models import (
+    DockerMode,
+    Event,
+    GpuDrain,
+    Queue,
+    RuntimeProperty,
+    Task,
+    TaskAttempt,
+    WorkerMode,
+    WorkerState,
+)
+from fleet.core.secrets import mask_args, mask_env, mask_urls
+from fleet.policy.allocate import PoolState
+from fleet.policy.pool_rules import services_max, worker_specs
 from fleet.service.gpus import GpuView
 from fleet.service.tasks import TaskPage
 from fleet.service.workers import WorkerView

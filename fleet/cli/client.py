@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from fleet.cli.http11 import ProtocolError, Response, Target, exchange
-from fleet.errors import Conflict, FleetError, Forbidden, ManagerUnavailable, NotFound, Unauthorized, UsageError
-from fleet.home import Home
+from fleet.core.errors import Conflict, FleetError, Forbidden, ManagerUnavailable, NotFound, Unauthorized, UsageError
+from fleet.core.home import Home
 
 _BY_STATUS: dict[int, type[FleetError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict}
 _SOCKET_URL = "http://fleet.sock"

@@ -31,7 +31,7 @@ from fleet.cli import output
 from fleet.cli.cmd_up import bring_up, docker_option, make_request, pass_ctx, request_body, worker_options
 from fleet.cli.cmd_workers import stop_and_wait
 from fleet.cli.context import Context
-from fleet.errors import FleetError
+from fleet.core.errors import FleetError
 
 log = logging.getLogger(__name__)
 

@@ -36,17 +36,17 @@ import click
 from fleet.cli.cmd_tasks import TASK
 from fleet.cli.context import Context
 from fleet.cli.output import printable
-from fleet.clone import clone_spec
-from fleet.config import Config
-from fleet.errors import FleetError, UsageError
-from fleet.gpus import parse_gpu_list
-from fleet.home import Home
-from fleet.models import DockerMode, Runner, Task, Worker, WorkerMode, WorkerOptions, WorkerState
-from fleet.nvml import Nvml
-from fleet.outcome import StopCause
-from fleet.procs import become_subreaper
+from fleet.core.config import Config
+from fleet.core.errors import FleetError, UsageError
+from fleet.core.gpuspec import parse_gpu_list
+from fleet.core.home import Home
+from fleet.core.models import DockerMode, Runner, Task, Worker, WorkerMode, WorkerOptions, WorkerState
+from fleet.core.nvml import Nvml
+from fleet.core.outcome import StopCause
+from fleet.core.procs import become_subreaper
+from fleet.core.tasklog import TaskLog
+from fleet.service.clone import clone_spec
 from fleet.store import open_store
-from fleet.tasklog import TaskLog
 from fleet.worker.admission import record_gpu_uuids
 from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log

@@ -9,7 +9,7 @@ import click
 from fleet.cli import output
 from fleet.cli.context import Context
 from fleet.cli.output import WIDE, Col
-from fleet.drains import check_reason, parse_gpu_ref
+from fleet.service.drains import check_reason, parse_gpu_ref
 
 pass_ctx = click.make_pass_decorator(Context)
 

@@ -17,12 +17,12 @@ from fleet.cli import output, when
 from fleet.cli.context import Context
 from fleet.cli.output import WIDE, Col, short_id
 from fleet.cli.sweep import combinations, grid_words, parse_array, parse_grid, substitute
-from fleet.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
-from fleet.tasklog import strip_stamp
-from fleet.validate import task_id as check_task_id
+from fleet.core.errors import EXIT_FAILURE, Conflict, FleetError, UsageError
+from fleet.core.tasklog import strip_stamp
+from fleet.core.validate import task_id as check_task_id
 
 if TYPE_CHECKING:
-    from fleet.capture import GitInfo
+    from fleet.cli.capture import GitInfo
     from fleet.cli.client import Client
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -308,7 +308,7 @@ def _maybe_git(cwd: Path) -> bool:
 
 
 def _capture(cwd: Path, command: tuple[str, ...], push: bool) -> GitInfo | None:
-    from fleet.capture import capture  # git and the worker's code module: only inside a checkout
+    from fleet.cli.capture import capture  # git and the worker's code module: only inside a checkout
 
     return capture(cwd, command, push=push)
 

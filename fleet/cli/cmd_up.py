@@ -17,15 +17,15 @@ import click
 from fleet.cli import output
 from fleet.cli.cmd_workers import wait_gone, workers_table
 from fleet.cli.context import Context
-from fleet.errors import FleetError, UsageError
-from fleet.gpus import parse_gpu_list, resolve_gpus
-from fleet.home import Home
-from fleet.nvml import Nvml
-from fleet.scheduler.claims import UpRequest, check_pool_size, check_request, no_pool_gpus
-from fleet.scheduler.queuespec import QueueSpec, is_dynamic
-from fleet.scheduler.schedule import HELP as SCHEDULE_HELP
-from fleet.scheduler.schedule import make_schedule
-from fleet.validate import worker_id as check_worker_id
+from fleet.core.errors import FleetError, UsageError
+from fleet.core.gpuspec import parse_gpu_list, resolve_gpus
+from fleet.core.home import Home
+from fleet.core.nvml import Nvml
+from fleet.core.validate import worker_id as check_worker_id
+from fleet.policy.hours import HELP as SCHEDULE_HELP
+from fleet.policy.hours import make_schedule
+from fleet.policy.queuespec import QueueSpec, is_dynamic
+from fleet.policy.upplan import UpRequest, check_pool_size, check_request, no_pool_gpus
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -203,7 +203,7 @@ def bring_up(
     log_level: int = logging.INFO,
 ) -> None:
     """Start the manager if none runs for this home (or run it here with ``foreground``) and add the worker."""
-    from fleet.manager import Manager, check_bind, configure_logging
+    from fleet.manager.daemon import Manager, check_bind, configure_logging
 
     config = ctx.config
     check_bind(config.fleet.api.host, config.fleet.api.token)
@@ -239,7 +239,7 @@ def bring_up(
 @pass_ctx
 def manager(ctx: Context, home_dir: str, port: int | None, log_level: int) -> None:
     """Run a manager with no initial workers (what `up` starts detached)."""
-    from fleet.manager import Manager, configure_logging
+    from fleet.manager.daemon import Manager, configure_logging
 
     configure_logging(None, log_level)
     logging.getLogger(__name__).info("manager starting for %s", home_dir)

@@ -13,7 +13,7 @@ from fleet.cli.client import Client, pid_running
 from fleet.cli.cmd_queues import queues_table
 from fleet.cli.context import Context
 from fleet.cli.output import WIDE, Col, short_id
-from fleet.errors import FleetError, UsageError
+from fleet.core.errors import FleetError, UsageError
 
 pass_ctx = click.make_pass_decorator(Context)
 

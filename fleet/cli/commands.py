@@ -7,7 +7,7 @@ standard library's http.client and fleet's light modules, never the manager,
 the worker, the store, httpx or pydantic.
 ``fleetctl --help`` lists every command from :data:`COMMANDS` without
 importing any of them, so each entry also carries the command's one-line help
-(tests/test_cli_fast.py checks it against the command's own docstring).
+(tests/cli/test_cli_fast.py checks it against the command's own docstring).
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleet.cli.client import Client, Endpoint, manager_url
-from fleet.cli.settings import ClientSettings, client_settings
-from fleet.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
-from fleet.home import Home, resolve_home
+from fleet.cli.client_config import ClientSettings, client_settings
+from fleet.core.errors import EXIT_USAGE, FleetError, ManagerUnavailable, UsageError
+from fleet.core.home import Home, resolve_home
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.core.config import Config
 
 MANAGER_START_TIMEOUT_S = 30.0
 
@@ -30,14 +30,14 @@ class Context:
     def config(self) -> Config:
         """The whole configuration (parsed): for the commands that act here."""
         if self._config is None:
-            from fleet.config import load_config  # the schema and HOCON parser: not for a client command
+            from fleet.core.config import load_config  # the schema and HOCON parser: not for a client command
 
             self._config = load_config(self.config_path)
         return self._config
 
     @property
     def settings(self) -> ClientSettings:
-        """What a client needs of the configuration, cheaply (fleet/cli/settings.py)."""
+        """What a client needs of the configuration, cheaply (fleet/cli/client_config.py)."""
         if self._settings is None:
             if self._config is not None:
                 config = self._config

@@ -18,9 +18,9 @@ from typing import Any, NoReturn
 
 import click
 
-from fleet import _convert as cv
-from fleet.config import PACKAGE_MANAGERS, Config, config_to_hocon
-from fleet.errors import EXIT_FAILURE, EXIT_USAGE
+from fleet.core import convert as cv
+from fleet.core.config import PACKAGE_MANAGERS, Config, config_to_hocon
+from fleet.core.errors import EXIT_FAILURE, EXIT_USAGE
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from fleet.cli.commands import LazyGroup
 from fleet.cli.context import Context
 from fleet.cli.output import printable
 from fleet.cli.wording import message
-from fleet.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
+from fleet.core.errors import EXIT_FAILURE, EXIT_USAGE, FleetError
 
 # Options that take several values after one flag (``--queue a b c``), per command.
 MULTI_VALUE = {

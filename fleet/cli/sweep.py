@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from fleet.errors import UsageError
+from fleet.core.errors import UsageError
 
 MAX_TASKS = 10_000  # the API's bound for one batch
 ARRAY_FORM = "START-END[:STEP][%MAX_RUNNING] or a comma list of them, e.g. 0-999, 0-99:2%8, 1,4,7"

@@ -2,7 +2,7 @@
 roll-ups and retention, the usage report, and the Prometheus exposition.
 
 - :mod:`fleet.metrics.sampler`: one thread in the manager samples the host,
-  the GPUs (through :mod:`fleet.nvml`) and every running task's processes.
+  the GPUs (through :mod:`fleet.core.nvml`) and every running task's processes.
 - :mod:`fleet.metrics.storage`: the sample tables (schema version 3), their
   roll-ups and retention, time-series queries, and the read-only history the
   report is computed from.

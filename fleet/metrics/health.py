@@ -20,9 +20,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from fleet.errors import FleetError
-from fleet.gpus import gpu_label, overlap
-from fleet.nvml import Nvml, NvmlEvents
+from fleet.core.errors import FleetError
+from fleet.core.gpuspec import gpu_label, overlap
+from fleet.core.nvml import Nvml, NvmlEvents
 from fleet.store import Store
 
 log = logging.getLogger(__name__)

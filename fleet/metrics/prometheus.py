@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from fleet.gpus import gpu_label, parent_gpu
+from fleet.core.gpuspec import gpu_label, parent_gpu
+from fleet.core.models import WorkerState
 from fleet.metrics.history import HistoryReader
 from fleet.metrics.samples import Snapshot
-from fleet.models import WorkerState
 from fleet.store import Store
 
 log = logging.getLogger(__name__)

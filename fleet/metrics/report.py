@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fleet.gpus import gpu_label
+from fleet.core.gpuspec import gpu_label
 
 BY = ("gpu", "worker", "queue", "user")
 LOW_UTIL_PERCENT = 10.0

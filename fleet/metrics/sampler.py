@@ -1,7 +1,7 @@
 """The manager's sampler: one thread, one tick every ``fleet.metrics.interval``.
 
 A tick reads the host (CPU, load, memory, disk free under ``FLEET_HOME``,
-network rates) with psutil, every GPU through :mod:`fleet.nvml` (nothing
+network rates) with psutil, every GPU through :mod:`fleet.core.nvml` (nothing
 without a driver), and the process group of every running task (CPU %, RSS,
 and GPU memory of its processes); it derives each worker's figures from its
 GPUs and tasks, writes one row per series, and once a minute rolls up and
@@ -23,14 +23,14 @@ from typing import Any
 
 import psutil
 
-from fleet.config import MetricsConfig
-from fleet.errors import StoreUnavailable
+from fleet.core.config import MetricsConfig
+from fleet.core.errors import StoreUnavailable
+from fleet.core.models import Task, TaskStatus, Worker
+from fleet.core.nvml import GpuSample, Nvml
 from fleet.metrics.health import GpuHealth
-from fleet.metrics.procs import ProcessMeter
+from fleet.metrics.proc_usage import ProcessMeter
 from fleet.metrics.samples import HostSample, Snapshot, TaskSample, WorkerSample
 from fleet.metrics.storage import ROLLUP_S, MetricsStorage
-from fleet.models import Task, TaskStatus, Worker
-from fleet.nvml import GpuSample, Nvml
 from fleet.store import Store
 from fleet.store.faults import Backoff
 

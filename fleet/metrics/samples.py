@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleet.nvml import GpuSample
+from fleet.core.nvml import GpuSample
 
 
 @dataclass(frozen=True)

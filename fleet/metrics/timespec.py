@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from fleet.errors import UsageError
+from fleet.core.errors import UsageError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -2,7 +2,7 @@
 
 Each operation validates its input once, commits in the store, then wakes
 whoever must act (:mod:`fleet.service.wake`), in that order and in one
-place.  Operations take and return typed records (:mod:`fleet.models` and
+place.  Operations take and return typed records (:mod:`fleet.core.models` and
 the frozen dataclasses here), never wire dicts: the REST routes, the
 ClearML-compatible routes and the remote executor routes (``fleet/api/``)
 translate HTTP to these calls and their answers to JSON
@@ -18,5 +18,5 @@ operations on a store it opens itself.
 - :mod:`fleet.service.workers`: add (``up``), find, stop workers; set and
   clear runtime properties (``force``).
 - :mod:`fleet.service.gpus`: drain and undrain GPUs.
-- :mod:`fleet.service.core`: the bundle the manager builds and the API uses.
+- :mod:`fleet.service.operations`: the bundle the manager builds and the API uses.
 """

@@ -16,9 +16,9 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 
-from fleet.errors import Forbidden
-from fleet.models import ArraySpec, Task, TaskArray, TaskSpec, TaskStatus
-from fleet.scheduler.pool import refuse_oversized
+from fleet.core.errors import Forbidden
+from fleet.core.models import ArraySpec, Task, TaskArray, TaskSpec, TaskStatus
+from fleet.policy.pool_rules import refuse_oversized
 from fleet.service.tasks import TaskPage, Tasks
 from fleet.service.who import Who
 from fleet.worker.runas import refuse_unrunnable

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleet.drains import drain, known_gpus, parse_gpu_ref, undrain
-from fleet.gpus import is_mig, parent_gpu
-from fleet.models import GpuDrain
-from fleet.nvml import Nvml
+from fleet.core.gpuspec import is_mig, parent_gpu
+from fleet.core.models import GpuDrain
+from fleet.core.nvml import Nvml
+from fleet.service.drains import drain, known_gpus, parse_gpu_ref, undrain
 from fleet.service.wake import Wake
 from fleet.store import Store
 

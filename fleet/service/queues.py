@@ -1,15 +1,15 @@
 """Queue operations: create, tag, delete; and the reads.
 
 A queue's tags can pause or force its workers (``force_workers:on|off``,
-see :mod:`fleet.scheduler.effective`), so a tag change recomputes the
+see :mod:`fleet.policy.effective`), so a tag change recomputes the
 workers' effective states and wakes the queue's workers.  A queue a live
 worker pulls from is not deleted unless forced.
 """
 
 from __future__ import annotations
 
-from fleet.errors import Conflict
-from fleet.models import Queue, WorkerState
+from fleet.core.errors import Conflict
+from fleet.core.models import Queue, WorkerState
 from fleet.service.wake import Wake
 from fleet.store import Store
 

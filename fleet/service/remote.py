@@ -1,13 +1,13 @@
 """The remote executor's operations: a task run elsewhere reports here.
 
-``fleet/worker/remote.py`` (the entry point of images built by ``fleetctl
+``fleet/remote_executor.py`` (the entry point of images built by ``fleetctl
 build --docker``) runs a task's command wherever the image runs and reports
 through the API: :meth:`Remote.start` moves the task (or a clone of it) to
 in_progress under the executor's worker id, :meth:`Remote.log` appends output
 and renews the task's lease (answering whether an abort was asked),
 :meth:`Remote.finish` records the attempt's end with the verdict a worker
-would give (:mod:`fleet.outcome`).  A task whose executor falls silent for
-``fleet.remote_lease_seconds`` is failed by the manager (:mod:`fleet.leases`).
+would give (:mod:`fleet.core.outcome`).  A task whose executor falls silent for
+``fleet.remote_lease_seconds`` is failed by the manager (:mod:`fleet.manager.leases`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fleet.config import Config
-from fleet.errors import Conflict
-from fleet.home import Home
-from fleet.leases import Leases
-from fleet.models import Runner, Task, TaskStatus, Worker, WorkerMode, WorkerState
-from fleet.outcome import Outcome, StopCause
-from fleet.scheduler.pool import id_taken
+from fleet.core.config import Config
+from fleet.core.errors import Conflict
+from fleet.core.home import Home
+from fleet.core.models import Runner, Task, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.outcome import Outcome, StopCause
+from fleet.core.tasklog import TaskLog, strip_stamp
+from fleet.manager.leases import Leases
+from fleet.policy.pool_rules import id_taken
 from fleet.service.tasks import AttemptEnd, Tasks
 from fleet.store import Store
-from fleet.tasklog import TaskLog, strip_stamp
 
 ACTOR = "api"
 TAIL_BYTES = 8192

@@ -6,7 +6,7 @@ Rules that live here and nowhere else: a task's ``user`` is its caller (a
 body naming anyone else is refused, 403); only a task's submitter, the
 manager's user and root change a task; a ``--gpus`` count that no worker
 serving the queue can ever give is refused at submit
-(:func:`fleet.scheduler.pool.refuse_oversized`); a task that cannot run as its
+(:func:`fleet.policy.pool_rules.refuse_oversized`); a task that cannot run as its
 submitter is refused at submit (:func:`fleet.worker.runas.refuse_unrunnable`).
 """
 
@@ -15,15 +15,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from fleet.clone import clone_spec
-from fleet.config import Config
-from fleet.errors import Forbidden
-from fleet.models import Event, ExitUsage, Runner, Task, TaskAttempt, TaskSpec, TaskStatus, Worker
-from fleet.scheduler.pool import refuse_oversized
+from fleet.core.config import Config
+from fleet.core.errors import Forbidden
+from fleet.core.models import Event, ExitUsage, Runner, Task, TaskAttempt, TaskSpec, TaskStatus, Worker
+from fleet.core.validate import queue_name, worker_id
+from fleet.policy.pool_rules import refuse_oversized
+from fleet.service.clone import clone_spec
 from fleet.service.wake import Wake
 from fleet.service.who import Who
 from fleet.store import Store
-from fleet.validate import queue_name, worker_id
 from fleet.worker.runas import refuse_unrunnable
 
 
@@ -51,7 +51,7 @@ class TaskPage:
 
 @dataclass(frozen=True)
 class AttemptEnd:
-    """How an attempt ended, as its runner decided (:meth:`fleet.outcome.Outcome.verdict`)."""
+    """How an attempt ended, as its runner decided (:meth:`fleet.core.outcome.Outcome.verdict`)."""
 
     status: TaskStatus
     exit_code: int | None

@@ -3,7 +3,7 @@
 Every operation that gives a worker something to do (a task enqueued, an
 abort, a stop, a tag or a force that changes what it may pull, a GPU drained
 or returned) calls one of these after its commit.  A wake-up is a datagram
-(:func:`fleet.notify.wake`); a lost one costs only the worker's fallback
+(:func:`fleet.core.wakeups.wake`); a lost one costs only the worker's fallback
 poll.  A change of tags or runtime properties also asks the working-hours
 driver to recompute the workers' effective states now (:meth:`Wake.schedule`),
 once the manager serves (before that there is nothing to recompute for).
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from fleet import notify
+from fleet.core import wakeups
 from fleet.store import Store
 
 
@@ -29,7 +29,7 @@ class Wake:
         self.recompute: Callable[[], None] = _nothing  # the schedule driver's, set when the manager serves
 
     def workers(self, worker_ids: Iterable[str]) -> None:
-        notify.wake(self.home, list(worker_ids))
+        wakeups.wake(self.home, list(worker_ids))
 
     def worker(self, worker_id: str | None) -> None:
         """The worker that runs a task (none for a task that runs nowhere)."""

@@ -2,7 +2,7 @@
 properties (ClearML's ``force``); and the views the API answers with.
 
 Adding is all or nothing: the request is planned against the live workers
-(:func:`fleet.scheduler.claims.plan_up`, pure: every clash is refused before
+(:func:`fleet.policy.upplan.plan_up`, pure: every clash is refused before
 anything changes), missing queues are created when asked, the new workers
 are registered, the working-hours driver recomputes, and their processes are
 started (:class:`Processes`, the manager's supervisor).  The manager's lock
@@ -17,21 +17,21 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from fleet.config import Config
-from fleet.errors import Conflict, NotFound, StoreUnavailable, UsageError
-from fleet.gpus import gpu_label, overlap
-from fleet.models import RuntimeProperty, Worker, WorkerState
-from fleet.nvml import Nvml
-from fleet.scheduler.claims import Plan, UpRequest, check_queues, plan_up
+from fleet.core.config import Config
+from fleet.core.errors import Conflict, NotFound, StoreUnavailable, UsageError
+from fleet.core.gpuspec import gpu_label, overlap
+from fleet.core.models import RuntimeProperty, Worker, WorkerState
+from fleet.core.nvml import Nvml
+from fleet.core.validate import worker_id as check_worker_id
+from fleet.policy.upplan import Plan, UpRequest, check_queues, plan_up
 from fleet.service.wake import Wake
 from fleet.store import Store
-from fleet.validate import worker_id as check_worker_id
 
 FORCE_VALUES = ("on", "off")
 
 
 class Processes(Protocol):
-    """The workers' processes (the manager's :class:`fleet.supervise.WorkerSupervisor`)."""
+    """The workers' processes (the manager's :class:`fleet.manager.supervise.WorkerSupervisor`)."""
 
     def spawn(self, worker: Worker) -> object: ...
 

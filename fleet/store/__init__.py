@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fleet.home import Home
-from fleet.store.base import Store
+from fleet.core.home import Home
+from fleet.store.interface import Store
 
 
 def open_store(home: Home) -> Store:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import StoreError, StoreUnavailable
+from fleet.core.errors import StoreError, StoreUnavailable
 from fleet.store.faults import IO_ERROR, READ_ONLY, Outage, unavailable
 
 BUSY_TIMEOUT_MS = 60_000

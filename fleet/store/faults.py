@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fleet.errors import StoreUnavailable
+from fleet.core.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

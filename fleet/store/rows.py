@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from fleet.errors import FleetError, StoreError
-from fleet.models import (
+from fleet.core.errors import FleetError, StoreError
+from fleet.core.models import (
     DockerMode,
     Runner,
     Script,
@@ -31,10 +31,10 @@ from fleet.models import (
     WorkerOptions,
     WorkerState,
 )
-from fleet.scheduler.allocate import PoolChild, PoolState, Reservation
-from fleet.scheduler.effective import Effective
-from fleet.scheduler.queuespec import parse_queue_spec
-from fleet.scheduler.schedule import Schedule, make_schedule
+from fleet.policy.allocate import PoolChild, PoolState, Reservation
+from fleet.policy.effective import Effective
+from fleet.policy.hours import Schedule, make_schedule
+from fleet.policy.queuespec import parse_queue_spec
 
 T = TypeVar("T")
 

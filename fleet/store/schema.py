@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from fleet.gpus import format_gpus
+from fleet.core.gpuspec import format_gpus
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -164,7 +164,7 @@ def _gpus(db: sqlite_utils.Database) -> None:
 
 
 def _pid_boot(db: sqlite_utils.Database) -> None:
-    """Process identity that survives clock steps (:mod:`fleet.procs`): ``pid_start``
+    """Process identity that survives clock steps (:mod:`fleet.core.procs`): ``pid_start``
     now holds the start in clock ticks since boot and ``pid_boot`` the boot id.
     Rows from before keep their wall-clock ``pid_start`` and a NULL ``pid_boot``,
     which is how they are told apart."""
@@ -181,7 +181,7 @@ def _exit_usage(db: sqlite_utils.Database) -> None:
 
 def _owner(db: sqlite_utils.Database) -> None:
     """Ownership as data (issue 13): each attempt's ``owner`` (the registered
-    worker it belongs to) and ``runner`` (:class:`fleet.models.Runner`),
+    worker it belongs to) and ``runner`` (:class:`fleet.core.models.Runner`),
     written when the attempt starts.  Rows from before are filled in here by
     the rule that read ownership out of worker ids (the only place it is
     left): every task (its latest attempt: ``list --worker``, the running

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import sqlite_utils
 
-from fleet.errors import Conflict, StoreError
-from fleet.models import (
+from fleet.core.errors import Conflict, StoreError
+from fleet.core.models import (
     Queue,
     TaskStatus,
 )
 from fleet.store import schema
-from fleet.store.base import Store
 from fleet.store.connections import Connections
+from fleet.store.interface import Store
 from fleet.store.rows import (
     dumps,
     loads,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from fleet.errors import NotFound
-from fleet.models import ArraySpec, Task, TaskArray, TaskSpec, TaskStatus
+from fleet.core.errors import NotFound
+from fleet.core.models import ArraySpec, Task, TaskArray, TaskSpec, TaskStatus
 from fleet.store.rows import dumps, to_task
 from fleet.store.sqlite_base import SQLiteBase
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import Conflict, NotFound, UsageError
-from fleet.models import TaskStatus, check_task_move
+from fleet.core.errors import Conflict, NotFound, UsageError
+from fleet.core.models import TaskStatus, check_task_move
 from fleet.store.connections import Connections
 
 log = logging.getLogger(__name__)

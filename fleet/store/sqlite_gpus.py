@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleet.gpus import gpu_label
-from fleet.models import GpuDrain
+from fleet.core.gpuspec import gpu_label
+from fleet.core.models import GpuDrain
 from fleet.store.rows import dumps
 from fleet.store.sqlite_base import SQLiteBase
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fleet.core.models import Event, WorkerState
 from fleet.metrics.report import Attempt, StateChange, WorkerInfo
-from fleet.models import Event, WorkerState
 from fleet.store.sqlite_base import SQLiteBase
 
 _STATES = tuple(s.value for s in WorkerState)

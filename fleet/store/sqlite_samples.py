@@ -19,10 +19,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import StoreError
+from fleet.core.errors import StoreError
 from fleet.metrics.samples import KINDS, Kind, Snapshot, rows
-from fleet.store.base import ROLLUP_S, AttemptUsage, Maintenance, SampleStore
 from fleet.store.connections import Connections
+from fleet.store.interface import ROLLUP_S, AttemptUsage, Maintenance, SampleStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A claim is atomic across processes: the first fitting queued task is
 selected and marked in progress inside one ``BEGIN IMMEDIATE`` transaction.
 Each attempt records the worker that owns it and its runner
-(:class:`fleet.models.Runner`) when it starts, so "which tasks does this
+(:class:`fleet.core.models.Runner`) when it starts, so "which tasks does this
 worker run" is an indexed read (:meth:`SQLiteTasks.running_tasks`).
 """
 
@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from fleet.errors import Conflict
-from fleet.models import (
+from fleet.core.errors import Conflict
+from fleet.core.models import (
     ExitUsage,
     Runner,
     Task,
@@ -25,7 +25,7 @@ from fleet.models import (
     Worker,
     WorkerMode,
 )
-from fleet.procs import Identity
+from fleet.core.procs import Identity
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
 from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
 

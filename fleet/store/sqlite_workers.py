@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleet.errors import NotFound
-from fleet.models import RuntimeProperty, Worker, WorkerState, check_worker_move
+from fleet.core.errors import NotFound
+from fleet.core.models import RuntimeProperty, Worker, WorkerState, check_worker_move
 from fleet.store.rows import to_worker, usable_timestamp, worker_columns, worker_updates
 from fleet.store.sqlite_base import SQLiteBase
 

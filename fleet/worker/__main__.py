@@ -1,6 +1,6 @@
 """Entry point of a worker subprocess: ``python -m fleet.worker --home H --worker-id W``.
 
-A dynamic pool or services worker runs :class:`~fleet.worker.pool.PoolLoop`;
+A dynamic pool or services worker runs :class:`~fleet.worker.gpupool.PoolLoop`;
 the per-task worker it starts for each task is this entry point again with
 ``--task ID --run-as ID --parent PID``."""
 
@@ -11,13 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-from fleet.config import load_config
-from fleet.errors import FleetError
-from fleet.home import Home
-from fleet.models import WorkerMode
+from fleet.core.config import load_config
+from fleet.core.errors import FleetError
+from fleet.core.home import Home
+from fleet.core.models import WorkerMode
 from fleet.store import open_store
+from fleet.worker.gpupool import PoolLoop
 from fleet.worker.loop import TaskWorker, WorkerLoop
-from fleet.worker.pool import PoolLoop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from fleet.errors import FleetError
-from fleet.gpus import gpu_label, parent_gpu
-from fleet.models import GpuDrain, Task
-from fleet.nvml import Nvml
+from fleet.core.errors import FleetError
+from fleet.core.gpuspec import gpu_label, parent_gpu
+from fleet.core.models import GpuDrain, Task
+from fleet.core.nvml import Nvml
 from fleet.store import Store
 
 log = logging.getLogger(__name__)

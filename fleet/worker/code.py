@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from fleet.config import AgentConfig
-from fleet.git import CodeError, Git
-from fleet.home import Home, resolve_home
-from fleet.models import Script
-from fleet.secrets import mask_urls, split_credentials, strip_credentials
+from fleet.core.config import AgentConfig
+from fleet.core.git import CodeError, Git
+from fleet.core.home import Home, resolve_home
+from fleet.core.models import Script
+from fleet.core.secrets import mask_urls, split_credentials, strip_credentials
 
 logger = logging.getLogger(__name__)
 

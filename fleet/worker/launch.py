@@ -20,10 +20,10 @@ import os
 import sys
 from dataclasses import dataclass
 
-from fleet.config import Config
-from fleet.contain import Attempt
-from fleet.home import Home, resolve_home
-from fleet.models import Task, Worker
+from fleet.core.config import Config
+from fleet.core.contain import Attempt
+from fleet.core.home import Home, resolve_home
+from fleet.core.models import Task, Worker
 from fleet.worker.launch_outcome import LaunchKind
 from fleet.worker.prepare import needs_preparation
 from fleet.worker.runas import RunAs, run_as
@@ -62,7 +62,7 @@ def plan_launch(
     home = home or Home(resolve_home("", base_env))
     env = task_environment(task, worker, base_env)
     env.update({k: v for k, v in cuda_environment(config).items() if k not in task.env})
-    env.update([Attempt(home.root, task.id, task.attempt).marker])  # how its processes are found (fleet.contain)
+    env.update([Attempt(home.root, task.id, task.attempt).marker])  # how its processes are found (fleet.core.contain)
     docker = worker.options.docker
     who = run_as(config, task.user) if config is not None else None
     if who is not None:

@@ -14,13 +14,13 @@ Decisions:
 
 * A file per attempt, ``$FLEET_HOME/work/<task id>-<attempt>.outcome.json``,
   found from (home, task, attempt) alone, like everything else of an attempt
-  (:mod:`fleet.contain`); written with a rename, so a reader sees a whole
+  (:mod:`fleet.core.contain`); written with a rename, so a reader sees a whole
   record or none.  No record (a launcher that crashed before it knew the
   task) reads as "nothing known", and the verdict is the exit status's.
 * The runner removes the record once the attempt's end is recorded, except
   when the launch found no disk space: then the record stays until the
   task's next attempt starts, because a pool reads it from the head of its
-  queue to back off (:meth:`fleet.worker.pool.PoolLoop._backing_off`) however
+  queue to back off (:meth:`fleet.worker.gpupool.PoolLoop._backing_off`) however
   its per-task worker's exit and the requeue interleave.
 * Only the standard library here: the runner imports this on the launch path.
 """

@@ -13,12 +13,12 @@ the task runner's (:mod:`fleet.worker.runner`); the loops here only drive it.
 
 :class:`WorkerLoop` is a static worker (one task at a time on its GPU
 group).  :class:`TaskWorker` is the per-task worker a dynamic pool or
-services worker starts for each task it claims (:mod:`fleet.worker.pool`):
+services worker starts for each task it claims (:mod:`fleet.worker.gpupool`):
 it runs the one task it is given under its own id, takes stop requests from
 its pool's row, dies with its pool (``PR_SET_PDEATHSIG``) and then exits.
 
 Hand-over: a manager that gets SIGTERM exits and leaves its workers running
-(see :mod:`fleet.manager`).  A static or pool worker notices that no manager
+(see :mod:`fleet.manager.daemon`).  A static or pool worker notices that no manager
 is there (its parent, the manager that spawned it, is gone and
 ``manager.pid`` names no live process); if none appears within
 ``fleet.handover_seconds`` it writes a stop request into its own row (so a
@@ -46,14 +46,14 @@ import signal
 import socket
 import time
 
-from fleet.config import Config
-from fleet.errors import StoreUnavailable
-from fleet.gpus import gpu_label
-from fleet.home import Home
-from fleet.models import Runner, WorkerMode, WorkerState
-from fleet.notify import Listener
-from fleet.outcome import StopCause
-from fleet.procs import become_subreaper
+from fleet.core.config import Config
+from fleet.core.errors import StoreUnavailable
+from fleet.core.gpuspec import gpu_label
+from fleet.core.home import Home
+from fleet.core.models import Runner, WorkerMode, WorkerState
+from fleet.core.outcome import StopCause
+from fleet.core.procs import become_subreaper
+from fleet.core.wakeups import Listener
 from fleet.store import Store
 from fleet.worker.docker.engine import EngineProbe
 from fleet.worker.loop_base import LoopBase

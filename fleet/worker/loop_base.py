@@ -2,7 +2,7 @@
 
 :class:`LoopBase` is the part of a worker's event loop that is the same for a
 static worker and its per-task workers (:mod:`fleet.worker.loop`) and for a
-dynamic pool or services worker (:mod:`fleet.worker.pool`): the row it
+dynamic pool or services worker (:mod:`fleet.worker.gpupool`): the row it
 re-reads (stop requests, the effective state the manager's schedule driver
 computed), the stop it derives from the row, a signal or a manager gone past
 its hand-over time, the state it records and its heartbeat.  Writes go
@@ -17,16 +17,16 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from fleet.config import Config
-from fleet.errors import FleetError, StoreUnavailable
-from fleet.home import Home, manager_pidfile
-from fleet.models import StopRequest, Task, Worker, WorkerState
-from fleet.nvml import Nvml
-from fleet.procs import identity, pidfile_alive
-from fleet.scheduler.order import QueueOrder
+from fleet.core.config import Config
+from fleet.core.errors import FleetError, StoreUnavailable
+from fleet.core.home import Home, manager_pidfile
+from fleet.core.models import StopRequest, Task, Worker, WorkerState
+from fleet.core.nvml import Nvml
+from fleet.core.procs import identity, pidfile_alive
+from fleet.core.tasklog import no_room
+from fleet.policy.queue_order import QueueOrder
 from fleet.store import Store
 from fleet.store.faults import Backoff
-from fleet.tasklog import no_room
 from fleet.worker.admission import GpuAdmission, record_gpu_uuids
 from fleet.worker.runner import write_through
 

@@ -36,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.config import Config, load_config
-from fleet.errors import FleetError
-from fleet.home import TASK_UMASK, Home
-from fleet.models import Task, TaskStatus
-from fleet.procs import describe_exit
+from fleet.core.config import Config, load_config
+from fleet.core.errors import FleetError
+from fleet.core.home import TASK_UMASK, Home
+from fleet.core.models import Task, TaskStatus
+from fleet.core.procs import describe_exit
 from fleet.store import Store, open_store
 from fleet.worker.code import VcsCache, checkout
 from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
-from fleet.worker.envs.base import Interpreter, Requirements
+from fleet.worker.envs.builder import Interpreter, Requirements
 from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.python import PythonFinder
 from fleet.worker.envs.requirements import gather

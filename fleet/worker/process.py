@@ -19,7 +19,7 @@ timeout) those strays get SIGKILL at once (they already outlived their
 group's grace) and the task is over only when none is left.  ``fleetctl
 exec`` runs a task inside the CLI and leaves ``contain`` off.
 
-With an ``attempt`` (:mod:`fleet.contain`), as the worker gives, the task is
+With an ``attempt`` (:mod:`fleet.core.contain`), as the worker gives, the task is
 also born in its own cgroup (where ``cgroup`` is on and fleet may create one)
 and tied to the worker with ``PR_SET_PDEATHSIG``; what is left of the attempt
 (cgroup members, processes carrying its marker) counts as strays too, and
@@ -39,12 +39,12 @@ from typing import Any
 
 import psutil
 
-from fleet.contain import Attempt, die_with_parent
-from fleet.home import TASK_UMASK
-from fleet.models import ExitUsage
-from fleet.outcome import Outcome, StopCause
-from fleet.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
-from fleet.tasklog import TaskLog
+from fleet.core.contain import Attempt, die_with_parent
+from fleet.core.home import TASK_UMASK
+from fleet.core.models import ExitUsage
+from fleet.core.outcome import Outcome, StopCause
+from fleet.core.procs import Identity, describe_exit, group_alive, identity, reap_orphans, signal_group
+from fleet.core.tasklog import TaskLog
 from fleet.worker.runas import RunAs
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from fleet.config import Config
-from fleet.errors import UsageError
-from fleet.models import TaskSpec
+from fleet.core.config import Config
+from fleet.core.errors import UsageError
+from fleet.core.models import TaskSpec
 
 
 @dataclass(frozen=True)

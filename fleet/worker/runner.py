@@ -38,16 +38,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fleet.config import Config
-from fleet.contain import Attempt
-from fleet.errors import FleetError, StoreUnavailable
-from fleet.gpus import format_gpus
-from fleet.home import Home
-from fleet.models import ExitUsage, Runner, Task, TaskStatus, Worker
-from fleet.outcome import Outcome, StopCause
+from fleet.core.config import Config
+from fleet.core.contain import Attempt
+from fleet.core.errors import FleetError, StoreUnavailable
+from fleet.core.gpuspec import format_gpus
+from fleet.core.home import Home
+from fleet.core.models import ExitUsage, Runner, Task, TaskStatus, Worker
+from fleet.core.outcome import Outcome, StopCause
+from fleet.core.tasklog import LOG_FAILED, TaskLog
 from fleet.store import Store
 from fleet.store.faults import Backoff
-from fleet.tasklog import LOG_FAILED, TaskLog
 from fleet.worker.admission import GpuAdmission
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind, LaunchOutcome, outcome_path, read_outcome, remove_outcome

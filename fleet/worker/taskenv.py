@@ -8,8 +8,8 @@ variables, plus what fleet promises every task: its devices
 
 from __future__ import annotations
 
-from fleet.gpus import format_gpus, is_mig
-from fleet.models import Task, Worker
+from fleet.core.gpuspec import format_gpus, is_mig
+from fleet.core.models import Task, Worker
 
 # Never handed down to a task: the API token lets its holder run anything here.
 WITHHELD = ("FLEET_API_TOKEN",)

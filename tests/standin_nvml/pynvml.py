@@ -2,7 +2,7 @@
 have for real, as this machine has no GPU.  It is not fleet code and is never installed.
 
 Put first on ``PYTHONPATH`` (see :func:`tests.nvml_standin.use_standin`), it answers
-fleet's single NVML module (``fleet/nvml.py``) in every process of a test's fleet
+fleet's single NVML module (``fleet/core/nvml.py``) in every process of a test's fleet
 (manager, workers, pools) with the hardware written in the JSON file named by
 ``$FAKE_NVML_STATE``, read again on every call, so a test changes the hardware by
 rewriting the file:

@@ -18,7 +18,7 @@ Decisions:
   letters; the format can cut it, ``{rand_string:.8}``).  Characters Docker
   refuses become ``-``; the result is checked against Docker's rule.
 * The command line *shown* (log, API) is a ``docker run`` equivalent with the
-  secrets masked (:mod:`fleet.secrets`); the container itself gets the real
+  secrets masked (:mod:`fleet.core.secrets`); the container itself gets the real
   values.
 """
 
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.secrets import mask_command
+from fleet.core.secrets import mask_command
 from fleet.worker.docker import runflags
 from fleet.worker.docker.runflags import DockerArgsError as DockerArgsError
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 LABEL_TASK = "fleet.task"
 LABEL_WORKER = "fleet.worker"
 LABEL_HOST = "fleet.host"
-LABEL_HOME = "fleet.home"
+LABEL_HOME = "fleet.core.home"
 LABEL_PID = "fleet.runner_pid"
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")

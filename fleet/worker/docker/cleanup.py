@@ -1,7 +1,7 @@
 """Containers left behind: found by their labels and removed.
 
 Every container fleet starts carries ``fleet.task``, ``fleet.worker``,
-``fleet.host``, ``fleet.home`` (its ``FLEET_HOME``) and ``fleet.runner_pid``
+``fleet.host``, ``fleet.core.home`` (its ``FLEET_HOME``) and ``fleet.runner_pid``
 (the runner process that owns it).  A container of this host and this home
 is an orphan when its runner is gone (the worker or runner crashed, or was
 SIGKILLed before it could remove it) or when its task is no longer
@@ -19,8 +19,8 @@ import logging
 import os
 from typing import Any
 
-from fleet.errors import FleetError
-from fleet.models import TaskStatus
+from fleet.core.errors import FleetError
+from fleet.core.models import TaskStatus
 from fleet.store import Store
 from fleet.worker.docker.args import LABEL_HOME, LABEL_HOST, LABEL_PID, LABEL_TASK
 

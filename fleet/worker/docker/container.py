@@ -17,7 +17,7 @@ from typing import Any
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
-from fleet.errors import FleetError
+from fleet.core.errors import FleetError
 from fleet.worker.docker.args import ContainerSpec
 from fleet.worker.docker.scripts import say
 

@@ -22,13 +22,13 @@ Decisions:
   image has the venv first on ``PATH``.  The image needs a Python.  The
   package manager settings are bind-mounted for the build only.
 * Secrets are never baked into a layer: environment variables that are
-  secret by name or by value (the masked ones, :mod:`fleet.secrets`) are
+  secret by name or by value (the masked ones, :mod:`fleet.core.secrets`) are
   left out of the build container and of the image, and named in the
   output; pass them with ``docker run -e``.
 * Entry point: none — the image is the task's environment, a base image;
   its ``CMD`` is the task's command, which runs on its own, reporting to no
   one.  ``reuse_task`` / ``clone_task`` — the entry point is fleet's
-  stdlib-only runner (:mod:`fleet.worker.remote`, copied to
+  stdlib-only runner (:mod:`fleet.remote_executor`, copied to
   ``/fleet/run/remote.py``): run with ``FLEET_API_URL`` (and
   ``FLEET_API_TOKEN`` when the manager has one), it starts that task (or a
   clone of it) on the manager, streams the log there, follows aborts and
@@ -54,11 +54,11 @@ from typing import Any
 
 from docker.utils import parse_repository_tag
 
-from fleet.config import Config
-from fleet.errors import UsageError
-from fleet.home import Home
-from fleet.models import Task
-from fleet.secrets import is_secret
+from fleet.core.config import Config
+from fleet.core.errors import UsageError
+from fleet.core.home import Home
+from fleet.core.models import Task
+from fleet.core.secrets import is_secret
 from fleet.worker.docker.args import ContainerSpec, choose_image, parse_docker_args
 from fleet.worker.docker.container import DockerRunError, ensure_image, run_container
 from fleet.worker.docker.run import cache_volumes

@@ -55,11 +55,11 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
-from fleet.config import Config, load_config
-from fleet.errors import FleetError
-from fleet.home import Home
-from fleet.models import Task
-from fleet.secrets import secret_values
+from fleet.core.config import Config, load_config
+from fleet.core.errors import FleetError
+from fleet.core.home import Home
+from fleet.core.models import Task
+from fleet.core.secrets import secret_values
 from fleet.store import open_store
 from fleet.worker.docker.args import (
     LABEL_HOME,

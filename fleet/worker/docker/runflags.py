@@ -29,7 +29,7 @@ from typing import Any
 
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from fleet.errors import UsageError
+from fleet.core.errors import UsageError
 
 
 class DockerArgsError(UsageError):

@@ -40,9 +40,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from fleet.config import Config
-from fleet.models import Task
-from fleet.worker.envs.base import Requirements, pip_version_spec
+from fleet.core.config import Config
+from fleet.core.models import Task
+from fleet.worker.envs.builder import Requirements, pip_version_spec
 from fleet.worker.envs.requirements import gather
 
 RUN_DIR = "/fleet/run"

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.config import Config
-from fleet.home import Home
+from fleet.core.config import Config
+from fleet.core.home import Home
 from fleet.worker.docker.args import ContainerSpec
 from fleet.worker.docker.scripts import (
     BUILD_ENV,
@@ -50,7 +50,7 @@ from fleet.worker.docker.scripts import (
     scripts_digest,
     write_build_env,
 )
-from fleet.worker.envs.base import Log, Requirements
+from fleet.worker.envs.builder import Log, Requirements
 from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.settings import builds_dir, cache_root
 from fleet.worker.prepare import check_space

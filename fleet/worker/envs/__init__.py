@@ -7,7 +7,7 @@ poetry project, and uv -> pip when the configured one is not installed here.
 
 from __future__ import annotations
 
-from fleet.worker.envs.base import EnvBuilder, EnvBuildError, Log, Requirements
+from fleet.worker.envs.builder import EnvBuilder, EnvBuildError, Log, Requirements
 from fleet.worker.envs.conda import CondaBuilder
 from fleet.worker.envs.pip import PipBuilder
 from fleet.worker.envs.poetry import PoetryBuilder

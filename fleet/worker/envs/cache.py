@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.worker.envs.base import Log
+from fleet.worker.envs.builder import Log
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from fleet.worker.envs.base import (
+from fleet.worker.envs.builder import (
     BuildSettings,
     EnvBuildError,
     Interpreter,

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fleet.worker.envs.base import EnvBuildError, Interpreter
+from fleet.worker.envs.builder import EnvBuildError, Interpreter
 
 log = logging.getLogger(__name__)
 

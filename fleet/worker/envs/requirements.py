@@ -25,7 +25,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from fleet.worker.envs.base import EnvBuildError, Requirements
+from fleet.worker.envs.builder import EnvBuildError, Requirements
 
 if sys.version_info >= (3, 11):
     import tomllib

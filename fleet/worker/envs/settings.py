@@ -21,9 +21,9 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from fleet.config import AgentConfig, Config
-from fleet.home import Home
-from fleet.worker.envs.base import BuildSettings, torch_backend
+from fleet.core.config import AgentConfig, Config
+from fleet.core.home import Home
+from fleet.worker.envs.builder import BuildSettings, torch_backend
 
 KEEP = frozenset({"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR"})
 DROP = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "CONDA_PREFIX", "PIP_REQUIRE_VIRTUALENV")

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleet.worker.envs.base import (
+from fleet.worker.envs.builder import (
     BuildSettings,
     Interpreter,
     Log,

@@ -1,0 +1,1 @@
+"""The manager daemon: supervision of workers, leases, the working-hours driver."""

@@ -1,0 +1,98 @@
+"""The plan of an ``up``: worker ids, GPU claims, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.core.errors import Conflict, UsageError
+from fleet.core.nvml import GpuUnit, Nvml
+from fleet.policy.upplan import UpRequest, plan_up
+from tests.factories import live_worker
+
+
+class FakeNvml(Nvml):
+    """Stands in for NVML with ``count`` GPUs (None: no driver).  A GPU cannot
+    exist on the machine these tests run on, so this is the only way to reach
+    the code paths of a host that has one."""
+
+    def __init__(self, count: int | None) -> None:
+        super().__init__()
+        self.count = count
+
+    @property
+    def available(self) -> bool:
+        return self.count is not None
+
+    def device_count(self) -> int:
+        return self.count or 0
+
+    def units(self) -> list[GpuUnit]:
+        return [GpuUnit(i, i, f"GPU-fake-{i}", False) for i in range(self.count or 0)]
+
+
+def test_plan_up_new_gpu_worker() -> None:
+    plan = plan_up(UpRequest(queues=["a", "b"], gpus="0-1"), [], "h", FakeNvml(4))
+    assert [(w.id, w.gpus, w.queues) for w in plan.new] == [("h:gpu0,1", [0, 1], ["a", "b"])]
+    assert plan.existing == [] and plan.warnings == []
+
+
+def test_plan_up_conflict_names_owner() -> None:
+    live = [live_worker("h:gpu0,1", [0, 1], ["a"])]
+    with pytest.raises(Conflict, match=r"GPU 1 is already claimed by worker h:gpu0,1"):
+        plan_up(UpRequest(queues=["b"], gpus="1-2"), live, "h", FakeNvml(4))
+
+
+def test_plan_up_same_spec_is_idempotent() -> None:
+    live = [live_worker("h:gpu0", [0], ["a", "b"])]
+    plan = plan_up(UpRequest(queues=["a", "b"], gpus="0"), live, "h", FakeNvml(None))
+    assert plan.new == [] and plan.existing == live
+
+
+def test_plan_up_other_spec_same_id_conflicts() -> None:
+    live = [live_worker("h:gpu0", [0], ["a"])]
+    with pytest.raises(Conflict, match="already runs"):
+        plan_up(UpRequest(queues=["b"], gpus="0"), live, "h", FakeNvml(None))
+    with pytest.raises(Conflict, match="already runs"):
+        plan_up(UpRequest(queues=["a"], gpus="0", order_fairness=True), live, "h", FakeNvml(None))
+
+
+def test_plan_up_cpu_worker_ids() -> None:
+    first = plan_up(UpRequest(queues=["a"], cpu_only=True), [], "h", FakeNvml(4)).new[0]
+    assert (first.id, first.gpus) == ("h:cpu", None)
+    live = [live_worker("h:cpu", None, ["a"])]
+    assert plan_up(UpRequest(queues=["b"], cpu_only=True), live, "h", FakeNvml(4)).new[0].id == "h:cpu:1"
+    live.append(live_worker("h:cpu:1", None, ["b"]))
+    assert plan_up(UpRequest(queues=["c"], cpu_only=True), live, "h", FakeNvml(4)).new[0].id == "h:cpu:2"
+    again = plan_up(UpRequest(queues=["b"], cpu_only=True), live, "h", FakeNvml(4))
+    assert [w.id for w in again.existing] == ["h:cpu:1"] and again.new == []
+
+
+def test_plan_up_without_gpus_or_driver_is_cpu() -> None:
+    plan = plan_up(UpRequest(queues=["a"]), [], "h", FakeNvml(None))
+    assert plan.new[0].id == "h:cpu" and plan.new[0].gpus is None
+    assert "CPU-only" in plan.warnings[0]
+    assert plan_up(UpRequest(queues=["a"]), [], "h", FakeNvml(2)).new[0].id == "h:gpu0,1"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (UpRequest(queues=["q=4"], gpus="0"), "asks for up to 4 GPUs but the pool has 1"),
+        (UpRequest(queues=["a", "b", "a"], gpus="0"), "given twice"),
+        (UpRequest(queues=[], gpus="0"), "at least one"),
+        (UpRequest(queues=["bad name"], gpus="0"), "invalid queue name"),
+        (UpRequest(queues=["a"], gpus="0", cpu_only=True), "exclude"),
+        (UpRequest(queues=["a"], gpus="1-0"), "goes down"),
+    ],
+)
+def test_plan_up_refusals(request_: UpRequest, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        plan_up(request_, [], "h", FakeNvml(None))
+
+
+def test_plan_up_worker_id_override() -> None:
+    plan = plan_up(UpRequest(queues=["a"], gpus="0"), [], "h", FakeNvml(None), worker_id_override="trainer-1")
+    assert plan.new[0].id == "trainer-1" and plan.new[0].gpus == [0]
+    with pytest.raises(UsageError, match="invalid worker id") as info:
+        plan_up(UpRequest(queues=["a"], gpus="0"), [], "h", FakeNvml(None), worker_id_override="bad/id")
+    assert info.value.field == "agent.worker_id"
