@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -123,6 +124,15 @@ class Fleet:
         with self.api() as api:
             data: dict[str, Any] = api.get(f"/tasks/{task_id}").raise_for_status().json()
             return data
+
+    def task_row(self, task_id: str) -> dict[str, Any]:
+        """The task's row as the store holds it, read from the database file (columns no API shows, such as ``pid``)."""
+        conn = sqlite3.connect(self.home / "fleet.db")
+        conn.row_factory = sqlite3.Row
+        try:
+            return dict(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
+        finally:
+            conn.close()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout

@@ -291,20 +291,7 @@ def options_from_json(data: dict[str, Any]) -> WorkerOptions:
 
 
 def pool_json(pool: PoolState) -> dict[str, Any]:
-    return {
-        "gpus": list(pool.gpus),
-        "free": list(pool.free),
-        "children": [
-            {"worker": c.worker, "task": c.task_id, "queue": c.queue, "gpus": list(c.gpus), "pid": c.pid}
-            for c in pool.children
-        ],
-        "reservations": [
-            {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": list(r.gpus)} for r in pool.reservations
-        ],
-        "waiting": dict(pool.waiting),
-        "busy": {str(g): why for g, why in sorted(pool.busy.items())},
-        "max": pool.max,
-    }
+    return pool.as_json()
 
 
 def pool_from_json(data: dict[str, Any]) -> PoolState:
