@@ -25,6 +25,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.gitrepo import Repo, isolate, make_repo
+
 # A task object's keys, as SPEC promises them (API answers and --json).
 TASK_KEYS = (
     "id",
@@ -188,6 +190,18 @@ def fleet_at(root: Path) -> Iterator[Fleet]:
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     with fleet_at(tmp_path) as f:
         yield f
+
+
+@pytest.fixture
+def git_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Git runs without the machine's configuration (for the code under test too)."""
+    isolate(monkeypatch)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """A remote and a pushed clone in the test's temp folder (tests/gitrepo.py)."""
+    return make_repo(tmp_path)
 
 
 def alive(pid: int) -> bool:

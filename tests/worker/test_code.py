@@ -29,19 +29,11 @@ from fleet.worker.code import (
     to_https,
     to_ssh,
 )
-from tests.gitrepo import Repo, git, isolate, make_repo, tree
+from tests.gitrepo import Repo, git, tree
+
+pytestmark = pytest.mark.usefixtures("git_isolated")  # the repo fixture: tests/conftest.py
 
 SECRET = "s3cret-Pa55"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    return make_repo(tmp_path)
 
 
 def script_of(repo: Repo, cwd: Path | None = None) -> Script:
