@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIG, Fleet, alive
+from tests.threads import at_once
 
 DAEMON = """
 import os, sys, time
@@ -162,11 +163,7 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
             latencies.extend(mine)
             submitted.extend(ids)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(client, 50)
     assert not errors, errors[:5]
     latencies.sort()
     p50 = latencies[len(latencies) // 2]
