@@ -179,7 +179,7 @@ def worker_updates(fields: dict[str, Any]) -> dict[str, Any]:
     encode: dict[str, Callable[[Any], dict[str, Any]]] = {
         "stop_request": stop_request_json,
         "effective": effective_json,
-        "pool": pool_json,
+        "pool": PoolState.as_json,
     }
     return {k: (dumps(encode[k](v)) if k in encode and v is not None else v) for k, v in fields.items()}
 
@@ -268,10 +268,6 @@ def options_from_json(data: dict[str, Any]) -> WorkerOptions:
             else None
         ),
     )
-
-
-def pool_json(pool: PoolState) -> dict[str, Any]:
-    return pool.as_json()
 
 
 def pool_from_json(data: dict[str, Any]) -> PoolState:
