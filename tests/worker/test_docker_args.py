@@ -54,12 +54,12 @@ def worker(options: WorkerOptions | None = None) -> Worker:
 
 
 def test_image_task_then_worker_then_default() -> None:
-    task = {"image": "task/img:1", "args": ["--ipc=host"]}
+    task = DockerMode("task/img:1", ("--ipc=host",))
     assert choose_image(task, "worker/img", "default/img", ["-e", "D=1"]) == ("task/img:1", ["--ipc=host"])
-    assert choose_image({}, "worker/img", "default/img", ["-e", "D=1"]) == ("worker/img", [])
-    assert choose_image({}, "", "default/img", ["-e", "D=1"]) == ("default/img", ["-e", "D=1"])
+    assert choose_image(None, "worker/img", "default/img", ["-e", "D=1"]) == ("worker/img", [])
+    assert choose_image(None, "", "default/img", ["-e", "D=1"]) == ("default/img", ["-e", "D=1"])
     with pytest.raises(DockerArgsError, match="no image"):
-        choose_image({}, "", "", [])
+        choose_image(None, "", "", [])
 
 
 # -- names ---------------------------------------------------------------------------
