@@ -359,7 +359,7 @@ def test_only_tasks_that_need_it_are_prepared(tmp_path: Path) -> None:
     config = parse_config_string("", tmp_path / "fleet.conf")
     plain = plan_launch(make_task(tmp_path), worker, {"PATH": "/bin"}, home=home, config=config)
     assert plain.argv == ["python", "x.py"] and plain.kind == LaunchKind.PLAIN
-    for fields in ({"requirements": {"packages": ["six"]}}, {"setup_script": "echo hi"}):
+    for fields in ({"requirements": TaskRequirements(packages=("six",))}, {"setup_script": "echo hi"}):
         launch = plan_launch(make_task(tmp_path, **fields), worker, {"PATH": "/bin"}, home=home, config=config)
         assert launch.kind == LaunchKind.PREPARED  # decided once: the runner reads the kind, never the argv
         assert launch.argv[1:3] == ["-m", "fleet.worker.prepare"]
