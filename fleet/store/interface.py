@@ -133,8 +133,12 @@ class Store(abc.ABC):
         actor: str,
         requeue: str | None = None,
         usage: ExitUsage | None = None,
+        pid: int | None = None,
+        started: Identity | None = None,
     ) -> Task:
-        """End the current attempt with ``status``; ``requeue`` ("head"/"tail")
+        """End the current attempt with ``status`` (and, with ``pid``, record the
+        attempt's process in the same transaction, for a task that ended before
+        its worker wrote it); ``requeue`` ("head"/"tail")
         then puts the task back in its queue (retries, ``stop --requeue``);
         ``usage`` is the attempt's figures from the kernel, when reaped."""
 

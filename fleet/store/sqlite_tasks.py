@@ -207,11 +207,13 @@ class SQLiteTasks(SQLiteArrays):
         return None
 
     def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
-        start, boot = (started.ticks, started.boot) if started is not None else (None, None)
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?", (pid, start, boot, task_id)
-            )
+            self._set_process(conn, task_id, pid, started)
+
+    @staticmethod
+    def _set_process(conn: sqlite3.Connection, task_id: str, pid: int, started: Identity | None) -> None:
+        start, boot = (started.ticks, started.boot) if started is not None else (None, None)
+        conn.execute("UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?", (pid, start, boot, task_id))
 
     def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
         with self._tx() as conn:
@@ -239,10 +241,17 @@ class SQLiteTasks(SQLiteArrays):
         actor: str,
         requeue: str | None = None,
         usage: ExitUsage | None = None,
+        pid: int | None = None,
+        started: Identity | None = None,
     ) -> Task:
         now = time.time()
         with self._tx() as conn:
             row = self._task_row(conn, task_id)
+            if pid is not None:
+                self._set_process(conn, task_id, pid, started)
+                row.update(
+                    pid=pid, pid_start=started.ticks if started else None, pid_boot=started.boot if started else None
+                )
             self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
             conn.execute(
                 "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"

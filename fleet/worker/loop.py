@@ -156,11 +156,9 @@ class WorkerLoop(RunnerLoop):
             if why:
                 self._set_state(WorkerState.IDLE, f"not pulling: {why}")
             return
-        self._set_state(*self._waiting_state())
-        if not queues:
-            return
-        task = self.runner.claim_next(self.worker, queues)
-        if task is None:
+        task = self.runner.claim_next(self.worker, queues) if queues else None
+        if task is None:  # idle or paused is recorded only when nothing was claimed: one write less per task
+            self._set_state(*self._waiting_state())
             return
         if task.queue is not None:
             self.order.served(task.queue)
