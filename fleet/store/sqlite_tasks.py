@@ -9,12 +9,13 @@ worker run" is an indexed read (:meth:`SQLiteTasks.running_tasks`).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from fleet.core.errors import Conflict
+from fleet.core.errors import Conflict, InvalidTransition, NotFound
 from fleet.core.models import (
     ExitUsage,
     Runner,
@@ -24,10 +25,12 @@ from fleet.core.models import (
     TaskStatus,
     Worker,
     WorkerMode,
+    WorkerState,
 )
 from fleet.core.procs import Identity
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
 from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
+from fleet.store.sqlite_workers import move_worker
 
 
 class SQLiteTasks(SQLiteArrays):
@@ -183,7 +186,9 @@ class SQLiteTasks(SQLiteArrays):
         )
         return to_task(row)
 
-    def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
+    def claim_next_task(
+        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+    ) -> Task | None:
         capacity = len(gpus)
         if not queues:
             return None
@@ -203,7 +208,14 @@ class SQLiteTasks(SQLiteArrays):
                 ).fetchone()
                 if found is None:
                     continue
-                return self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
+                task = self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
+                if busy is not None:  # one transaction less per task than a separate state write
+                    with contextlib.suppress(NotFound, InvalidTransition):
+                        reason = busy.replace("{task}", task.id)
+                        move_worker(
+                            conn, worker.id, WorkerState.BUSY, reason, f"worker:{worker.id}", {"last_seen": time.time()}
+                        )
+                return task
         return None
 
     def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:

@@ -27,15 +27,17 @@ the cgroup is removed when the task is over.  That is what lets whoever finds
 the worker dead kill the task without knowing its pid.
 
 Checking that a task is over costs no scan of ``/proc`` in the common case
-(the drain rate of short tasks depends on it): the worker, a subreaper,
-reaps its exited children and asks the kernel whether it has any child left
-(``waitid``); none means no descendant lives, so there are no strays.  A
-task born in its cgroup has every process of its own in that cgroup (nothing
-a process does takes it out of its descendants' tree or, short of a root
-process moving itself, out of the group), so ``cgroup.procs`` replaces the
-scan of every process's environment for the marker; the marker scan stays
-for a task the worker could not put in a cgroup, and for whoever ends an
-attempt after its worker died (:meth:`~fleet.core.contain.Attempt.end`).
+(the drain rate of short tasks depends on it).  While the worker lives,
+every process of its task is its descendant: nothing a process does
+(``setsid``, double forks) takes it out of that tree, since orphans
+re-parent to the worker, a subreaper.  So the worker reaps its exited
+children and asks the kernel whether it has any child left (``waitid``):
+none means nothing of the task lives, neither strays nor marked processes.
+A task born in its cgroup has every process in that cgroup, so
+``cgroup.procs`` replaces the scan of every process's environment for the
+marker; the scans stay for a task not in a cgroup whose worker still has
+children, and for whoever ends an attempt after its worker died
+(:meth:`~fleet.core.contain.Attempt.end`).
 """
 
 from __future__ import annotations
@@ -230,7 +232,9 @@ class TaskProcess:
         """What is left of the attempt outside the worker's descendants (see the module docstring)."""
         if self.attempt is None:
             return set()
-        return self.attempt.cgroup_members() if self.in_cgroup else self.attempt.members()
+        if self.in_cgroup:
+            return self.attempt.cgroup_members()
+        return self.attempt.members() if _has_children() else set()
 
     def _kill_strays(self) -> None:
         strays = self._strays()

@@ -182,11 +182,12 @@ class TaskRunner:
         return self.proc is None and self.ending is None
 
     # -- claim ---------------------------------------------------------------------
-    def claim_next(self, worker: Worker, queues: list[str]) -> Task | None:
-        """The next task of ``queues`` for ``worker`` (a static worker); None
+    def claim_next(self, worker: Worker, queues: list[str], busy: str | None = None) -> Task | None:
+        """The next task of ``queues`` for ``worker`` (a static worker), which
+        becomes busy with the reason ``busy`` in the same transaction; None
         when there is none or the store is unavailable (backing off)."""
         try:
-            task = self.store.claim_next_task(worker, queues, worker.gpus or [])
+            task = self.store.claim_next_task(worker, queues, worker.gpus or [], busy)
         except StoreUnavailable:
             self.retry.failed()
             return None
