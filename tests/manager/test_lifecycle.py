@@ -238,6 +238,7 @@ def test_crashed_worker_fails_its_task_and_is_restarted(fleet: Fleet) -> None:
     fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
     with fleet.api() as api:
         worker = api.get(f"/workers/{HOST}:gpu0").json()
+    fleet.wait_for(lambda: bool(_task_from_db(fleet, task_id)["pid"]), what="task process recorded")
     task_pid = _task_from_db(fleet, task_id)["pid"]
     assert alive(task_pid)
 
