@@ -8,7 +8,7 @@ token is ``FLEET_API_TOKEN``, ``fleet.api.token`` or ``$FLEET_HOME/api.token``.
 HTTP errors are turned back into fleet's exceptions, so the CLI's exit
 codes follow the API's status codes.
 
-Requests go through :mod:`fleet.cli.http11`, one connection each: importing
+Requests go through :mod:`fleet.cli.http11` (http.client), one connection each: importing
 httpx (with httpcore, h11 and a TLS context loading the CA bundle) cost more
 than half of a ``fleetctl submit``, and a command makes one to four requests
 to a manager on this host.

@@ -85,10 +85,8 @@ def check_space(folder: Path, threshold_gb: float) -> None:
 def needs_preparation(task: Task) -> bool:
     """A repository, requirements or a setup script; else the command runs directly."""
     script = task.script
-    reqs = task.requirements or {}
-    return bool(
-        script.repo or (script.setup_script or "").strip() or reqs.get("packages") or (reqs.get("file") or "").strip()
-    )
+    reqs = task.requirements
+    return bool(script.repo or (script.setup_script or "").strip() or reqs.packages or reqs.file.strip())
 
 
 @dataclass
@@ -159,12 +157,12 @@ class Preparer:
     def environment(self, task: Task, code_root: Path | None, target: Path | None = None) -> Environment | None:
         """Build or reuse the task's environment; None when it has no requirements and no code."""
         agent = self.config.agent
-        requirements = gather(task.requirements or {}, code_root, agent.package_manager.type)
+        requirements = gather(task.requirements, code_root, agent.package_manager.type)
         if requirements is None:
             return None
         builder = choose_builder(agent.package_manager.type, requirements, self.out)
         finder = PythonFinder(self.home.root / "cache" / "pythons.json", self.env)
-        wanted = str((task.requirements or {}).get("python_version") or "")
+        wanted = task.requirements.python_version
         python = finder.find(wanted, agent.python_binary, self.out.note)
         settings = build_settings(self.home, self.config, self.env, task.env)
 
@@ -219,7 +217,7 @@ class Preparer:
             "requirements": list(requirements.lines),
             "project": requirements.digest,
             "indexes": [index, *pm.extra_index_url],
-            "docker": str((task.docker or {}).get("image") or ""),
+            "docker": task.docker.image if task.docker is not None else "",
             "options": [
                 pm.system_site_packages,
                 pm.force_upgrade,

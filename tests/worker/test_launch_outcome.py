@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 from fleet.core.home import Home
-from fleet.core.models import Runner, Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.models import (
+    Runner,
+    Script,
+    Task,
+    TaskRequirements,
+    TaskSpec,
+    TaskStatus,
+    Worker,
+    WorkerMode,
+    WorkerState,
+)
 from fleet.core.outcome import Outcome, StopCause
 from fleet.store import open_store
 from fleet.worker.launch_outcome import (
@@ -142,7 +152,7 @@ def _prepare(tmp_path: Path, threshold_gb: float, setup: str | None = None) -> t
     store = open_store(home)
     spec = TaskSpec(Script(["python", "-c", "print(1)"], str(tmp_path), setup_script=setup))
     if setup is None:
-        spec = TaskSpec(spec.script, requirements={"packages": ["six"]})
+        spec = TaskSpec(spec.script, requirements=TaskRequirements(packages=("six",)))
     task = store.create_task(spec, None, "test")
     worker = Worker("h:cpu", "h", WorkerMode.STATIC, None, [], False, WorkerState.BUSY, "", 0.0)
     task = store.start_task(task.id, worker, [], "test", Runner.EXECUTE)

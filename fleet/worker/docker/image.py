@@ -81,7 +81,7 @@ VENV_DIR = "/fleet/venv"
 LABEL_BUILD = "fleet.build"
 LABEL_BUILT_FROM = "fleet.built_from"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RUNNER = Path(__file__).resolve().parent.parent / "remote.py"
+RUNNER = Path(__file__).resolve().parents[2] / "remote_executor.py"  # the standalone remote executor
 _IMAGE_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 
 
@@ -152,7 +152,7 @@ def build_image(
             f"--entry-point {entry_point!r}: expected one of {', '.join(ENTRY_POINTS)}", field="entry_point"
         )
     agent = config.agent
-    image, args = choose_image(task.docker or {}, "", agent.default_docker.image, agent.default_docker.arguments)
+    image, args = choose_image(task.docker, "", agent.default_docker.image, agent.default_docker.arguments)
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
     try:
         root, folder = Preparer(home, config, Log(write)).code(task, work / "code")
