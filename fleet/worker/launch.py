@@ -26,6 +26,7 @@ from fleet.core.home import Home, resolve_home
 from fleet.core.models import Task, Worker
 from fleet.worker.launch_outcome import LaunchKind
 from fleet.worker.prepare import needs_preparation
+from fleet.worker.prepare_spec import spec_path, write_spec
 from fleet.worker.runas import RunAs, run_as
 from fleet.worker.taskenv import task_environment
 
@@ -94,4 +95,8 @@ def plan_launch(
     cwd = str(home.work) if has_repo else task.script.working_dir
     if has_repo:
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if config is not None:  # the task and config in hand: the preparing step need not load them (prepare_spec)
+        spec = spec_path(home.root, task.id, task.attempt)
+        write_spec(spec, task, config)
+        argv += ["--spec", str(spec)]
     return Launch(argv, cwd, env, LaunchKind.PREPARED)

@@ -41,7 +41,6 @@ from fleet.core.errors import FleetError
 from fleet.core.home import TASK_UMASK, Home
 from fleet.core.models import Task, TaskStatus
 from fleet.core.procs import describe_exit
-from fleet.store import Store, open_store
 from fleet.worker.code import VcsCache, checkout
 from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
 from fleet.worker.envs.builder import Interpreter, Requirements
@@ -49,7 +48,15 @@ from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.python import PythonFinder
 from fleet.worker.envs.requirements import gather
 from fleet.worker.envs.settings import build_settings, builds_dir, cache_root, installer_env_digest, tool_environment
-from fleet.worker.launch_outcome import Failure, LaunchOutcome, Phase, outcome_path, write_outcome
+from fleet.worker.launch_outcome import (
+    Failure,
+    LaunchedEnvironment,
+    LaunchOutcome,
+    Phase,
+    outcome_path,
+    write_outcome,
+)
+from fleet.worker.prepare_spec import read_spec
 
 log = logging.getLogger(__name__)
 
@@ -255,26 +262,53 @@ class Preparer:
         return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
 
 
-def prune_one_off_builds(folder: Path, store: Store, current: str) -> None:
-    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running."""
+def prune_one_off_builds(folder: Path, home: Home, current: str) -> None:
+    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running.
+
+    Called after this task built one of its own (only then can there be more
+    of them), so the store is opened on that path alone."""
+    from fleet.store import open_store  # sqlite-utils: not on the cached path
+
     if not folder.is_dir():
         return
-    for entry in folder.iterdir():
-        if entry.name == current or not TASK_DIR.fullmatch(entry.name):
-            continue
+    store = open_store(home)
+    try:
+        for entry in folder.iterdir():
+            if entry.name == current or not TASK_DIR.fullmatch(entry.name):
+                continue
+            try:
+                running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
+            except FleetError:
+                running = False
+            if not running:
+                shutil.rmtree(entry, ignore_errors=True)
+    finally:
+        store.close()
+
+
+def launched(environment: Environment | None) -> LaunchedEnvironment | None:
+    """What the runner records on the task (env_cached, the frozen packages)."""
+    if environment is None:
+        return None
+    return LaunchedEnvironment(environment.cached, environment.frozen, environment.builder.name, environment.python)
+
+
+def load(home: Home, spec: str | None, config_file: str | None, task_id: str) -> tuple[Task, Config]:
+    """The task and config the worker handed over (:mod:`fleet.worker.prepare_spec`);
+    without that file (an older worker, a test), the store and the config file."""
+    if spec:
         try:
-            running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
-        except FleetError:
-            running = False
-        if not running:
-            shutil.rmtree(entry, ignore_errors=True)
+            return read_spec(Path(spec))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("prepare spec %s unreadable (%s); loading the task from the store", spec, exc)
+    from fleet.store import open_store
 
-
-def record(store: Store, task: Task, environment: Environment | None) -> None:
-    if environment is not None:
-        store.record_environment(
-            task.id, environment.cached, environment.frozen, environment.builder.name, environment.python
-        )
+    config = load_config(config_file)
+    store = open_store(home)
+    try:
+        return store.get_task(task_id), config
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--task", required=True)
     parser.add_argument("--config", default=None)
+    parser.add_argument("--spec", default=None)
     args = parser.parse_args(argv)
     out = Log(lambda text: print(text, flush=True))
     home = Home(Path(args.home))
@@ -296,15 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PREPARE_FAILED
 
     try:
-        config = load_config(args.config)
-        store = open_store(home)
-        task = store.get_task(args.task)
+        task, config = load(home, args.spec, args.config, args.task)
         report = outcome_path(home.root, task.id, task.attempt)
-        prune_one_off_builds(builds_dir(home, config.agent), store, task.id)
         preparer = Preparer(home, config, out)
         prepared = preparer.prepare(task)
-        record(store, task, prepared.environment)
-        store.close()
+        environment = prepared.environment
+        if environment is not None and environment.lease is None:  # a one-off build: clear older ones
+            prune_one_off_builds(builds_dir(home, config.agent), home, task.id)
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
         return failed(exc.message, failure=Failure.NO_SPACE)
@@ -312,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         return failed(exc.message)
     except OSError as exc:
         return failed(f"preparation failed: {exc}", exc)
-    if prepared.environment is not None and prepared.environment.lease is not None:
-        prepared.environment.lease.keep_across_exec()
-    write_outcome(report, LaunchOutcome(Phase.TASK, True))
+    if environment is not None and environment.lease is not None:
+        environment.lease.keep_across_exec()
+    write_outcome(report, LaunchOutcome(Phase.TASK, True, environment=launched(environment)))
     try:
         os.chdir(prepared.cwd)
-        os.umask(TASK_UMASK)  # opening the store made it fleet's owner-only one
+        os.umask(TASK_UMASK)  # the task's, not fleet's owner-only one
         os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
     except OSError as exc:
         message = f"could not start {prepared.argv[0]}: {exc.strerror or exc}"
