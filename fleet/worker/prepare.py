@@ -124,6 +124,7 @@ class Preparer:
         self.out = out
         self.env = dict(os.environ if env is None else env)
         self.phase = Phase.CODE  # the step under way, for the launch record
+        self.linked = False  # a worktree of the vcs cache's mirror (fleet.worker.code): the worker's own tasks
 
     # -- steps -------------------------------------------------------------------
     def code(self, task: Task, dest: Path) -> tuple[Path | None, Path]:
@@ -140,7 +141,7 @@ class Preparer:
         if dest.exists():  # an earlier attempt's checkout
             shutil.rmtree(dest)
         try:
-            folder = Path(checkout(script, dest, agent, self.out.note, cache=cache, env=git_env))
+            folder = Path(checkout(script, dest, agent, self.out.note, cache=cache, env=git_env, linked=self.linked))
         except FleetError as exc:
             raise PrepareError(exc.message) from None
         return dest, folder
@@ -334,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         task, config = load(home, args.spec, args.config, args.task)
         report = outcome_path(home.root, task.id, task.attempt)
         preparer = Preparer(home, config, out)
+        preparer.linked = True  # the folder is used here only (docker mounts its own clone)
         prepared = preparer.prepare(task)
         environment = prepared.environment
         if environment is not None and environment.lease is None:  # a one-off build: clear older ones
