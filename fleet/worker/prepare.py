@@ -40,7 +40,6 @@ from fleet.core.config import Config, load_config
 from fleet.core.errors import FleetError
 from fleet.core.home import TASK_UMASK, Home
 from fleet.core.models import Task, TaskStatus
-from fleet.core.procs import describe_exit
 from fleet.worker.code import VcsCache, checkout
 from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
 from fleet.worker.envs.builder import Interpreter, Requirements
@@ -160,6 +159,8 @@ class Preparer:
         except OSError as exc:
             raise PrepareError(f"setup script failed: cannot run bash: {exc.strerror or exc}") from None
         if rc != 0:
+            from fleet.core.procs import describe_exit  # psutil: off the path of tasks without a setup script
+
             raise PrepareError(f"setup script failed ({describe_exit(rc)})")
 
     def environment(self, task: Task, code_root: Path | None, target: Path | None = None) -> Environment | None:
