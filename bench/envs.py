@@ -38,7 +38,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._common import CONFIG, TempFleet, first_line, machine, median_table, parse_iso, temp_fleet, until_first_line
+from bench._common import CONFIG, TempFleet, first_line, machine, median_table, temp_fleet, until_first_line
 from fleet.worker.envs.python import fleet_python
 
 PACKAGES = ["six", "numpy"]
@@ -105,17 +105,6 @@ def git_repo(folder: Path) -> tuple[str, str]:
     return str(folder), commit.stdout.strip()
 
 
-def claim_to_first_line(api: httpx.Client, body: dict[str, object]) -> tuple[float, bool]:
-    """Submit; (seconds from the attempt's start in the store to the task's first line, env_cached)."""
-    task_id = api.post("/tasks", json=body).raise_for_status().json()["id"]
-    with api.stream("GET", f"/tasks/{task_id}/log", params={"follow": True}, timeout=600) as answer:
-        log = answer.raise_for_status().read().decode()
-    task = api.get(f"/tasks/{task_id}").raise_for_status().json()
-    if task["status"] != "completed":
-        raise RuntimeError(f"task {task_id} ended {task['status']}: {task['status_reason']}\n{log}")
-    return first_line(log) - parse_iso(task["attempts"][-1]["started_at"]), bool(task["env_cached"])
-
-
 def bare_first_line(python: Path) -> float:
     t0 = time.time()
     out = subprocess.run([str(python), "-c", GIT_CODE], check=True, capture_output=True, text=True)
@@ -134,12 +123,12 @@ def git_runs(runs: int) -> dict[str, list[float]]:
         }
         with fleet.api() as api:
             fleet.wait_idle(api, 1)
-            _, cached = claim_to_first_line(api, body)  # builds the environment
+            _, cached = until_first_line(api, body, from_claim=True)  # builds the environment
             assert not cached
             task_runs, bare_runs = [], []
             pythons = sorted((fleet.home / "venvs-cache").glob("*/bin/python"))
             for _ in range(runs):
-                seconds, cached = claim_to_first_line(api, body)
+                seconds, cached = until_first_line(api, body, from_claim=True)
                 assert cached
                 task_runs.append(seconds)
                 bare_runs.append(bare_first_line(pythons[0]))

@@ -7,12 +7,22 @@ so abort, timeout and log capture cover preparation exactly as they cover
 the task.  Its stdout *is* the task log; fleet's own lines start with
 ``[prepare]``.
 
-Steps: get the code (into ``$FLEET_HOME/work/<task-id>/``), run the setup
+Steps: read the task and config the worker handed over
+(:mod:`fleet.worker.prepare_spec`; the store and the config file only when
+there is no such file), get the code (a linked worktree of the vcs cache's
+mirror in ``$FLEET_HOME/work/<task-id>/``: one git process, the mirror's
+objects, the task's own folder; see :mod:`fleet.worker.code`), run the setup
 script (``bash <file>`` in the task's folder, before the environment is built,
 as the issue orders it: after the checkout, so the script can see the code),
-build or reuse the environment, record ``env_cached`` and the frozen package
-list on the task, then ``exec`` the command with the environment's ``bin``
-first on PATH and ``VIRTUAL_ENV`` set.  A failure exits 1 with a one-line
+build or reuse the environment, then ``exec`` the command with the
+environment's ``bin`` first on PATH and ``VIRTUAL_ENV`` set.
+
+It starts the task as soon as it can: it imports no store (sqlite-utils), no
+HOCON parser (pyhocon), no psutil, pydantic or docker on the way to a task
+whose environment is cached; ``env_cached`` and the frozen packages travel in
+the launch record and the runner writes them on the task when the attempt
+ends.  The store is opened only to prune older one-off environments, after
+this task built one of its own.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
 
