@@ -34,7 +34,6 @@ on the kind, never on this process's exit code or its output.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -323,15 +322,33 @@ def load(home: Home, spec: str | None, config_file: str | None, task_id: str) ->
         store.close()
 
 
+USAGE = "--home H --task ID [--spec FILE] [--config FILE]"
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """``--name value`` pairs (the worker writes them; argparse and its gettext
+    would cost milliseconds on every prepared task's start)."""
+    known, found = ("--home", "--task", "--spec", "--config"), {}
+    rest = list(argv)
+    while rest:
+        name = rest.pop(0)
+        if name not in known or not rest:
+            raise ValueError(f"unexpected argument {name!r}" if name not in known else f"{name} needs a value")
+        found[name[2:]] = rest.pop(0)
+    missing = [n for n in ("home", "task") if n not in found]
+    if missing:
+        raise ValueError(f"missing --{missing[0]}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleet.worker.prepare")
-    parser.add_argument("--home", required=True)
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--spec", default=None)
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(f"usage: python -m fleet.worker.prepare {USAGE}\n{exc}", file=sys.stderr)
+        return 2
     out = Log(lambda text: print(text, flush=True))
-    home = Home(Path(args.home))
+    home = Home(Path(args["home"]))
     report: Path | None = None  # the launch record's file, once the attempt is known
     preparer: Preparer | None = None
 
@@ -343,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PREPARE_FAILED
 
     try:
-        task, config = load(home, args.spec, args.config, args.task)
+        task, config = load(home, args.get("spec"), args.get("config"), args["task"])
         report = outcome_path(home.root, task.id, task.attempt)
         preparer = Preparer(home, config, out)
         preparer.linked = True  # the folder is used here only (docker mounts its own clone)

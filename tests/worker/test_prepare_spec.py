@@ -17,6 +17,7 @@ from fleet.core.home import Home
 from fleet.core.models import Script, Worker, WorkerMode, WorkerState
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind
+from fleet.worker.prepare import parse_args
 from fleet.worker.prepare_spec import read_spec, spec_path, write_spec
 from tests.factories import running_task
 
@@ -90,3 +91,14 @@ def test_the_step_imports_no_heavy_library() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == ""
+
+
+def test_the_steps_arguments_are_checked() -> None:
+    assert parse_args(["--home", "/h", "--task", "t", "--spec", "/s"]) == {"home": "/h", "task": "t", "spec": "/s"}
+    for bad, words in ((["--home", "/h"], "missing --task"), (["--home"], "needs a value"), (["-x", "1"], "'-x'")):
+        with pytest.raises(ValueError, match=words):
+            parse_args(bad)
+    done = subprocess.run(
+        [sys.executable, "-m", "fleet.worker.prepare", "--home", "/h"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "missing --task" in done.stderr
