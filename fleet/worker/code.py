@@ -10,9 +10,11 @@ Decisions:
   fetch at all, so tasks queued together fetch once.  A new mirror is cloned
   into a temporary name and renamed, so a half-made mirror is never used.
 - A worker's task (``linked=True``, :mod:`fleet.worker.prepare`) gets a
-  linked worktree of the mirror: ``git worktree add -f --detach <folder>
-  <commit>`` and then ``git apply`` of the diff.  One git process instead of
-  a clone, a ``remote set-url`` and a checkout, and no copy of the objects:
+  linked worktree of the mirror: ``git worktree add -f --detach
+  --no-checkout <folder> <commit>`` under the mirror's lock (git's own
+  ``worktree add`` is not safe to run at once in one repository), ``reset
+  --hard`` outside it, then ``git apply`` of the diff.  Two git processes
+  instead of a clone, a ``remote set-url`` and a checkout, no copy of the objects:
   every task on a repository shares the mirror's object store, and each
   gets its own folder and index, so what a task writes, changes or deletes
   in its folder reaches neither the mirror nor another task's folder.
@@ -302,11 +304,7 @@ def checkout(
         if cache is not None:
             mirror = cache.update(url, commit, git, log)
             if linked:
-                git.run(
-                    ["worktree", "add", "-f", "--detach", "--quiet", str(dest.absolute()), commit],
-                    cwd=mirror,
-                    what=f"git worktree add {commit[:12]}",
-                )
+                add_worktree(git, cache, mirror, dest, commit)
                 if script.diff:
                     apply_diff(git, dest, script.diff, log)
                 return workdir
@@ -325,6 +323,23 @@ def checkout(
         if script.diff:
             apply_diff(git, dest, script.diff, log)
     return workdir
+
+
+def add_worktree(git: Git, cache: VcsCache, mirror: Path, dest: Path, commit: str) -> None:
+    """``dest`` as a worktree of ``mirror`` at ``commit`` (detached).
+
+    git's ``worktree add`` reads the other worktrees' records while it writes
+    its own, and fails when one is half-written ("failed to read
+    worktrees/<name>/commondir"): the registration (``--no-checkout``) takes
+    the mirror's lock; filling the folder (``reset --hard``) runs outside it,
+    so tasks of one repository still check out side by side."""
+    with cache.locked(mirror, lambda _: None):
+        git.run(
+            ["worktree", "add", "-f", "--detach", "--no-checkout", "--quiet", str(dest.absolute()), commit],
+            cwd=mirror,
+            what=f"git worktree add {commit[:12]}",
+        )
+    git.run(["reset", "--hard", "--quiet"], cwd=dest, what=f"git checkout {commit[:12]}")
 
 
 def apply_diff(git: Git, tree: Path, diff: str, log: Callable[[str], None]) -> None:

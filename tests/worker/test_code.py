@@ -204,6 +204,27 @@ def test_a_task_writing_its_folder_leaves_the_next_ones_alone(repo: Repo, tmp_pa
     assert git(second, "status", "--porcelain", "--untracked-files=no") == ""  # nothing but the diff's new file
 
 
+def test_linked_checkouts_at_once_each_get_their_folder(repo: Repo, tmp_path: Path) -> None:
+    repo.write("train.py", "print('dirty')\n")
+    script = script_of(repo)
+    cache = VcsCache(tmp_path / "cache")
+    errors: list[BaseException] = []
+
+    def one(n: int) -> None:
+        try:
+            linked(script, tmp_path / f"task{n}", cache)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(tree(tmp_path / f"task{n}") == tree(repo.work) for n in range(6))
+
+
 def test_a_retried_attempt_gets_a_fresh_linked_folder(repo: Repo, tmp_path: Path) -> None:
     script = script_of(repo)
     cache = VcsCache(tmp_path / "cache")
