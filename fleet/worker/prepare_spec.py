@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.core.config import Config, config_from_plain
-from fleet.core.models import Script, Task, TaskStatus
+from fleet.core.models import DockerMode, Script, Task, TaskRequirements, TaskStatus
 
 VERSION = 1
 
@@ -61,8 +61,8 @@ def write_spec(path: Path, task: Task, config: Config) -> None:
             "attempt": task.attempt,
             "script": task.script.to_json(),
             "env": dict(task.env),
-            "requirements": task.requirements,
-            "docker": task.docker,
+            "requirements": task.requirements.to_json(),
+            "docker": task.docker.to_json() if task.docker is not None else None,
         },
         "config": plain(config),
         "config_path": str(config.path) if config.path is not None else None,
@@ -100,8 +100,8 @@ def read_spec(path: Path) -> tuple[Task, Config]:
         user="",
         created_at=0.0,
         attempt=int(raw["attempt"]),
-        requirements=dict(raw["requirements"] or {}),
-        docker=dict(raw["docker"] or {}),
+        requirements=TaskRequirements.from_json(raw["requirements"] or {}),
+        docker=DockerMode.from_json(raw["docker"]),
     )
     source = body.get("config_path")
     return task, config_from_plain(body["config"], Path(source) if source else None)

@@ -14,7 +14,7 @@ import pytest
 
 from fleet.core.config import parse_config_string
 from fleet.core.home import Home
-from fleet.core.models import Script, Worker, WorkerMode, WorkerState
+from fleet.core.models import DockerMode, Script, TaskRequirements, Worker, WorkerMode, WorkerState
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind
 from fleet.worker.prepare import parse_args
@@ -22,6 +22,7 @@ from fleet.worker.prepare_spec import read_spec, spec_path, write_spec
 from tests.factories import running_task
 
 SECRET = "pa55-w0rd-xyz"
+REQS = TaskRequirements(packages=("six",), python_version="3.11")
 CONFIG = f"""
 agent {{
   git_user: bob
@@ -49,7 +50,7 @@ def git_task() -> tuple[Script, dict[str, str]]:
 def test_the_task_and_config_round_trip_and_the_file_is_gone(tmp_path: Path) -> None:
     config = parse_config_string(CONFIG, tmp_path / "fleet.conf")
     script, env = git_task()
-    task = running_task(script, env=env, attempt=3, requirements={"packages": ["six"]}, docker={"image": "x"})
+    task = running_task(script, env=env, attempt=3, requirements=REQS, docker=DockerMode("x", ("--shm-size", "1g")))
     path = spec_path(tmp_path, task.id, task.attempt)
     write_spec(path, task, config)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -57,7 +58,7 @@ def test_the_task_and_config_round_trip_and_the_file_is_gone(tmp_path: Path) -> 
     assert not path.exists()
     assert got_config == config
     assert (got.id, got.attempt, got.script, got.env) == (task.id, 3, script, env)
-    assert (got.requirements, got.docker) == ({"packages": ["six"]}, {"image": "x"})
+    assert (got.requirements, got.docker) == (REQS, DockerMode("x", ("--shm-size", "1g")))
 
 
 def test_a_missing_or_foreign_file_is_an_error_the_step_falls_back_on(tmp_path: Path) -> None:
