@@ -37,6 +37,7 @@ Every store call the runner makes is a method of :class:`TaskRunner`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -339,6 +340,10 @@ class TaskRunner:
         ended = proc.finish()
         record = outcome_path(self.home.root, task.id, task.attempt)
         launched = read_outcome(record) if self.kind != LaunchKind.PLAIN else None
+        if launched is not None and launched.environment is not None:  # the preparing step's (prepfast)
+            env = launched.environment
+            with contextlib.suppress(StoreUnavailable):  # the facts are lost, the verdict is not
+                self.store.record_environment(task.id, env.cached, env.frozen, env.manager, env.python)
         judged = verdict(
             task, ended, proc.log.tail, launched, requeue=self.profile.requeue, stop_requeue=self.stop_requeue
         )

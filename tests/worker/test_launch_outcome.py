@@ -32,6 +32,7 @@ from fleet.core.outcome import Outcome, StopCause
 from fleet.store import open_store
 from fleet.worker.launch_outcome import (
     Failure,
+    LaunchedEnvironment,
     LaunchOutcome,
     Phase,
     failure_in,
@@ -43,7 +44,10 @@ from fleet.worker.launch_outcome import (
 from fleet.worker.runner import NO_SPACE_BACKOFF_S, verdict
 from tests.factories import running_task
 
-ALL = [LaunchOutcome(Phase.TASK, True)] + [
+ALL = [
+    LaunchOutcome(Phase.TASK, True),
+    LaunchOutcome(Phase.TASK, True, environment=LaunchedEnvironment(True, ["six==1.17.0"], "uv", "3.11.7")),
+] + [
     LaunchOutcome(phase, False, failure, f'{failure.value} at {phase.value}: ünïcode | and, "quotes"')
     for phase in Phase
     for failure in Failure
@@ -75,6 +79,9 @@ def test_a_record_round_trips(record: LaunchOutcome, tmp_path: Path) -> None:
         b'{"v": 1, "phase": "task", "ok": true, "failure": "no_space"}',  # ok with a failure kind
         b'{"v": 1, "phase": "task", "ok": false, "failure": "disk full"}',
         b"\xff\xfe",
+        b'{"v": 1, "phase": "task", "ok": true, "environment": {"cached": "yes"}}',
+        b'{"v": 1, "phase": "task", "ok": true, "environment": {"cached": true, "frozen": [1], '
+        b'"manager": "uv", "python": "3"}}',
     ],
 )
 def test_anything_else_is_not_a_record(data: bytes, tmp_path: Path) -> None:

@@ -27,11 +27,6 @@ from packaging.utils import canonicalize_name
 from fleet.core.models import TaskRequirements
 from fleet.worker.envs.builder import EnvBuildError, Requirements
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef, import-not-found, unused-ignore]
-
 log = logging.getLogger(__name__)
 
 _FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
@@ -133,6 +128,10 @@ def gather(requirements: TaskRequirements, code_dir: Path | None, manager: str) 
     lock = code_dir / "poetry.lock"
     if manager == "poetry" or lock.is_file():
         return Requirements(source="poetry", project=code_dir, digest=_digest(pyproject, lock))
+    if sys.version_info >= (3, 11):  # imported here: off the path of a requirements.txt (prepare's start-up)
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef, import-not-found, unused-ignore]
     try:
         data = tomllib.loads(pyproject.read_text(errors="replace"))
     except tomllib.TOMLDecodeError as exc:
