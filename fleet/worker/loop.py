@@ -131,9 +131,7 @@ class WorkerLoop(RunnerLoop):
         try:
             look = True
             while True:
-                if look or self.signals:
-                    self._refresh()
-                    self._check_stop()
+                self._look(look)
                 self.runner.flush()
                 if self.runner.free:
                     if self.stopping is not None:
@@ -224,9 +222,7 @@ class TaskWorker(RunnerLoop):
         try:
             look = True
             while not self.runner.free:
-                if look or self.signals:
-                    self._refresh()
-                    self._check_stop()
+                self._look(look)
                 self.runner.flush()
                 if self.runner.free:
                     break
