@@ -11,6 +11,7 @@ through the shared back-off (:func:`fleet.worker.runner.write_through`).
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import time
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 
 
-class LoopBase:
+class LoopBase(abc.ABC):
     """What every worker process shares: its row (stop requests, the effective
     state the manager's schedule driver computed), signals, state changes and
     heartbeats."""
@@ -130,9 +131,9 @@ class LoopBase:
             self._refresh()
             self._check_stop()
 
+    @abc.abstractmethod
     def _check_stop(self) -> None:
         """Act on a stop asked in the row (each kind of loop stops its own way)."""
-        raise NotImplementedError
 
     def _refresh(self) -> None:
         """Re-read this worker's row: stop requests and the effective state the
