@@ -97,7 +97,7 @@ class SQLiteHistory(SQLiteBase):
                 owner=r["owner"],
             )
             for r in self.conn.execute(
-                f"SELECT a.*, t.queue, t.user, {_QUEUED_AT} AS queued_at FROM task_attempts a"
+                f'SELECT a.*, t.queue, t."user", {_QUEUED_AT} AS queued_at FROM task_attempts a'
                 " JOIN tasks t ON t.id = a.task_id"
                 " WHERE a.started_at < ? AND (a.finished_at IS NULL OR a.finished_at >= ?)",
                 (until, since),

@@ -9,7 +9,6 @@ worker run" is an indexed read (:meth:`SQLiteTasks.running_tasks`).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +25,7 @@ from fleet.core.models import (
     WorkerMode,
 )
 from fleet.core.procs import Identity
+from fleet.store.dbapi import DbConn
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
 from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
 
@@ -65,7 +65,7 @@ class SQLiteTasks(SQLiteArrays):
             params.extend(values)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
-        columns = summary_columns(self._task_columns()) if summary else "*"
+        columns = self._summary_columns() if summary else "*"
         cursor = self.conn.execute(
             f"SELECT {columns} FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             (*params, limit, offset),
@@ -80,8 +80,9 @@ class SQLiteTasks(SQLiteArrays):
         cursor.close()
         return tasks, int(total)
 
-    def _task_columns(self) -> list[str]:
-        return [r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")]
+    def _summary_columns(self) -> str:
+        """The select list of a task summary (SQLite's JSON functions)."""
+        return summary_columns([r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")])
 
     @staticmethod
     def _worker_clause(worker_id: str) -> tuple[str, list[Any]]:
@@ -134,7 +135,7 @@ class SQLiteTasks(SQLiteArrays):
 
     def _start_attempt(
         self,
-        conn: sqlite3.Connection,
+        conn: DbConn,
         row: dict[str, Any],
         worker: Worker,
         run_as: str,

@@ -93,7 +93,9 @@ class SQLiteWorkers(SQLiteBase):
             if conn.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone() is None:
                 raise NotFound(f"worker {worker_id} does not exist", field="worker")
             conn.execute(
-                "INSERT OR REPLACE INTO runtime_properties (worker, key, value, expires_at, set_at) VALUES (?,?,?,?,?)",
+                "INSERT INTO runtime_properties (worker, key, value, expires_at, set_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (worker, key) DO UPDATE SET value = excluded.value,"
+                " expires_at = excluded.expires_at, set_at = excluded.set_at",
                 (worker_id, key, value, expires_at, time.time()),
             )
             until = f" until {expires_at:.0f}" if expires_at is not None else ""
