@@ -27,6 +27,12 @@ def _gpus(text: str | None) -> tuple[int, ...]:
 class SQLiteHistory(SQLiteBase):
     """Mixed into :class:`fleet.store.sqlite.SQLiteStore`."""
 
+    # each worker's last state change before a time (SQLite: the row of MAX(at) in its group)
+    _LAST_CHANGES = (
+        f"SELECT subject, MAX(at) AS at, new FROM events WHERE kind = 'worker' AND new IN ({_MARKS})"
+        " AND at < ? GROUP BY subject"
+    )
+
     # -- events -----------------------------------------------------------------
     def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]:
         where: list[str] = []
@@ -63,12 +69,7 @@ class SQLiteHistory(SQLiteBase):
     def worker_state_changes(self, since: float, until: float) -> list[StateChange]:
         conn = self.conn
         changes = [
-            StateChange(r["subject"], r["at"], r["new"])
-            for r in conn.execute(
-                f"SELECT subject, MAX(at) AS at, new FROM events WHERE kind = 'worker' AND new IN ({_MARKS})"
-                " AND at < ? GROUP BY subject",
-                (*_STATES, since),
-            )
+            StateChange(r["subject"], r["at"], r["new"]) for r in conn.execute(self._LAST_CHANGES, (*_STATES, since))
         ]
         changes += [
             StateChange(r["subject"], r["at"], r["new"])

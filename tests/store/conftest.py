@@ -1,0 +1,35 @@
+"""The store's targets: an SQLite file, and a database on a real PostgreSQL
+server (one per test session, a fresh database per test; see pgserver.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.store.pgserver import PgServer, find_bin, running_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    folder, why = find_bin()
+    if folder is None:
+        pytest.skip(why)
+    with running_server(folder) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    name = pg_server.create_database()
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store lives: an SQLite file, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fleet.db")
+    return str(request.getfixturevalue("pg_url"))
