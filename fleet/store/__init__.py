@@ -6,8 +6,14 @@ from fleet.core.home import Home
 from fleet.store.interface import Store
 
 
-def open_store(home: Home) -> Store:
-    """SQLite under ``FLEET_HOME`` (the default, and today the only one)."""
+def open_store(home: Home, url: str = "") -> Store:
+    """SQLite under ``FLEET_HOME`` (the default: one host, nothing to install), or
+    the PostgreSQL database at ``url`` (``fleet.store.url`` / ``FLEET_STORE_URL``),
+    shared by the managers and workers of many hosts."""
+    if url:
+        from fleet.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     from fleet.store.sqlite import SQLiteStore
 
     home.ensure()

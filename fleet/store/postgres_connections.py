@@ -29,7 +29,7 @@ from fleet.store.faults import Outage
 from fleet.store.postgres_faults import StoreUrl, refusal, unavailable
 
 POOL_SIZE = 8  # connections a process keeps at most (the manager's API threads share them)
-POOL_WAIT_S = 10.0  # how long a call waits for a free connection before the store is unavailable
+POOL_WAIT_S = 5.0  # how long a call waits for a free connection before the store is unavailable
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout
 
 

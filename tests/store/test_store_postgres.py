@@ -1,0 +1,291 @@
+"""What only the PostgreSQL store has: its schema versions and their lock,
+claims from threads on one queue (and an array's cap among them), a server
+that goes away and comes back, secrets of the URL kept out of every message,
+and the ``fleet.store.url`` setting.  The rest of the store's behaviour is
+tested on both implementations (test_store.py and friends)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fleet.core.config import load_config, parse_config_string
+from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
+from fleet.core.home import Home
+from fleet.core.models import ArraySpec, Script, Task, TaskSpec, TaskStatus
+from fleet.store import open_store, postgres_schema
+from fleet.store.postgres import PostgresStore
+from tests.store.pgserver import PgServer, find_bin, running_server
+from tests.store.test_store import make_worker, spec
+
+PASSWORD = "s3cr3t-Pa55word"
+
+
+def _version(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return postgres_schema.read_version(conn)
+
+
+# -- schema ------------------------------------------------------------------------------
+
+
+def test_a_new_database_gets_the_latest_schema_and_reopening_writes_nothing(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    PostgresStore(pg_url).close()
+    assert _version(pg_url) == postgres_schema.LATEST
+    with caplog.at_level(logging.INFO, logger="fleet.store"):
+        PostgresStore(pg_url).close()
+    assert "migrated" not in caplog.text
+
+
+def test_an_older_schema_is_upgraded_and_keeps_its_rows(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        postgres_schema.migrate(conn, "test", upto=1)  # before arrays
+        conn.execute(
+            'INSERT INTO tasks (id, name, status, priority, script, created_at, "user", queue, seq, queued_at)'
+            " VALUES (%s, 'old', 'queued', 0, '{\"command\": [\"true\"], \"working_dir\": \".\"}', 1.0, 'ann',"
+            " 'q', 1.0, 1.0)",
+            ("a" * 32,),
+        )
+        conn.execute("INSERT INTO queues (id, name, tags, created_at) VALUES ('q1', 'q', '[]', 1.0)")
+    assert _version(pg_url) == 1
+    store = PostgresStore(pg_url)
+    try:
+        assert _version(pg_url) == postgres_schema.LATEST
+        old = store.get_task("a" * 32)
+        assert (old.name, old.user, old.status, old.array_id) == ("old", "ann", TaskStatus.QUEUED, None)
+        claimed = store.claim_next_task(store.register_worker(make_worker(), "t"), ["q"], [])
+        assert claimed is not None and claimed.id == "a" * 32
+        store.create_tasks([(spec(), "q")], ArraySpec(id="arr", max_running=1), "t")  # the new tables work
+        assert store.get_array("arr").size == 1
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (postgres_schema.LATEST + 1,))
+    with pytest.raises(StoreError, match=f"schema version {postgres_schema.LATEST + 1}, newer than this fleet"):
+        PostgresStore(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert tables == ["schema_version"]
+    assert _version(pg_url) == postgres_schema.LATEST + 1
+
+
+def test_managers_starting_together_migrate_once(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The first takes the advisory lock and migrates; the others wait, then find it done."""
+    go = threading.Barrier(6)
+
+    def start() -> None:
+        go.wait(30)
+        PostgresStore(pg_url, pool_size=1).close()
+
+    with caplog.at_level(logging.INFO, logger="fleet.store"), ThreadPoolExecutor(6) as pool:
+        for done in [pool.submit(start) for _ in range(6)]:
+            done.result(60)
+    assert _version(pg_url) == postgres_schema.LATEST
+    migrated = [r for r in caplog.records if "migrated schema to version 1" in r.getMessage()]
+    assert len(migrated) == 1
+
+
+# -- claims from threads, each with its own connections --------------------------------------
+
+
+def _claimers(url: str, n: int) -> Iterator[PostgresStore]:
+    return (PostgresStore(url, pool_size=2) for _ in range(n))
+
+
+@pytest.mark.timeout(120)
+def test_threads_claiming_one_queue_get_each_task_once(pg_url: str) -> None:
+    seed = PostgresStore(pg_url)
+    seed.create_queue("q", [], "t")
+    ids = set(seed.create_tasks([(spec(), "q") for _ in range(300)], None, "t"))
+    stores = list(_claimers(pg_url, 6))
+    go = threading.Barrier(len(stores))
+
+    def claim(i: int, store: PostgresStore) -> list[str]:
+        worker = store.register_worker(make_worker(f"w{i}"), "t")
+        go.wait(30)
+        got = []
+        while (task := store.claim_next_task(worker, ["q"], [])) is not None:
+            got.append(task.id)
+            store.finish_task(task.id, TaskStatus.COMPLETED, exit_code=0, reason="", actor="t")
+        return got
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            results = [f.result(90) for f in [pool.submit(claim, i, s) for i, s in enumerate(stores)]]
+        everything = [tid for got in results for tid in got]
+        assert len(everything) == len(set(everything)) == len(ids)
+        assert set(everything) == ids
+        assert sum(1 for got in results if got) > 1
+        starts = [e.subject for e in seed.events("task", limit=5000) if e.new == "in_progress"]
+        assert sorted(starts) == sorted(ids)
+    finally:
+        for s in [*stores, seed]:
+            s.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_arrays_cap_holds_among_claimers_running_side_by_side(pg_url: str) -> None:
+    seed = PostgresStore(pg_url)
+    seed.create_queue("q", [], "t")
+    capped = seed.create_tasks([(spec(), "q") for _ in range(20)], ArraySpec(id="cap", max_running=2), "t")
+    free = seed.create_tasks([(spec(), "q") for _ in range(6)], None, "t")
+    stores = list(_claimers(pg_url, 8))
+    go = threading.Barrier(len(stores))
+
+    def claim(i: int, store: PostgresStore) -> list[Task]:
+        worker = store.register_worker(make_worker(f"w{i}"), "t")
+        go.wait(30)
+        got = []
+        while (task := store.claim_next_task(worker, ["q"], [])) is not None:
+            got.append(task)  # never finished: the cap must hold with all of them running
+        return got
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            results = [f.result(90) for f in [pool.submit(claim, i, s) for i, s in enumerate(stores)]]
+        claimed = [t.id for got in results for t in got]
+        assert len(claimed) == len(set(claimed))
+        assert len([t for t in claimed if t in set(capped)]) == 2  # the cap, with 8 claimers at once
+        assert set(free) <= set(claimed)  # the tasks behind the capped ones were still taken
+        assert seed.get_array("cap").counts == {"in_progress": 2, "queued": 18}
+    finally:
+        for s in [*stores, seed]:
+            s.close()
+
+
+# -- a server that goes away ---------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server() -> Iterator[PgServer]:
+    """A server of this test's own, to stop and start."""
+    folder, why = find_bin()
+    if folder is None:
+        pytest.skip(why)
+    with running_server(folder) as server:
+        yield server
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(own_server: PgServer) -> None:
+    url = own_server.url("postgres", password=PASSWORD)  # trust: any password is taken
+    store = PostgresStore(url)
+    try:
+        store.create_queue("q", [], "t")
+        queued = store.create_task(spec(), "q", "t")
+        own_server.stop("fast")  # every connection closed by the server
+        calls: list[Callable[[], object]] = [
+            lambda: store.get_task(queued.id),
+            lambda: store.create_task(spec(), "q", "t"),
+        ]
+        for call in calls:
+            with pytest.raises(StoreUnavailable, match="database server unreachable") as caught:
+                call()
+            assert PASSWORD not in str(caught.value)
+            assert caught.value.__cause__ is None  # the driver's error (which may hold the URL) is not chained
+        assert store._pg.outage.down
+        own_server.start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                again = store.get_task(queued.id)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store never came back"
+                time.sleep(0.2)
+        assert again.status == TaskStatus.QUEUED
+        assert [t.id for t in store.list_tasks(queue="q")[0]] == [queued.id]  # the failed create left nothing
+    finally:
+        store.close()
+
+
+def test_a_server_that_cannot_be_reached_at_start_is_store_unavailable(own_server: PgServer) -> None:
+    url = own_server.url("postgres", password=PASSWORD)
+    own_server.stop("immediate")
+    with pytest.raises(StoreUnavailable) as caught:
+        PostgresStore(url)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_a_database_that_does_not_exist_is_a_store_error_not_a_wait(pg_server: PgServer) -> None:
+    with pytest.raises(StoreError, match="refused the connection") as caught:
+        PostgresStore(pg_server.url("no_such_db", password=PASSWORD))
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_the_password_never_shows(pg_server: PgServer, caplog: pytest.LogCaptureFixture) -> None:
+    name = pg_server.create_database()
+    url = pg_server.url(name, password=PASSWORD) + f"?sslmode=disable&sslpassword={PASSWORD}x"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            store = PostgresStore(url)
+            store.create_queue("q", [], "t")
+            shown = f"{store!r} {store.url} {store.url.shown} {store._pg.outage.path}"
+            store.close()
+        assert PASSWORD not in shown and PASSWORD not in caplog.text
+        assert f"postgres:********@127.0.0.1:{pg_server.port}/{name}" in shown
+        assert "sslpassword=********" in shown
+    finally:
+        pg_server.drop_database(name)
+
+
+# -- the setting -------------------------------------------------------------------------------
+
+
+def test_the_store_url_setting_and_its_environment_variable(tmp_path: Path) -> None:
+    assert parse_config_string("").fleet.store.url == ""
+    url = "postgresql://fleet@db.lab:5432/fleet"
+    assert parse_config_string(f'fleet {{ store {{ url: "{url}" }} }}').fleet.store.url == url
+    assert load_config(None, env={"FLEET_STORE_URL": url, "HOME": str(tmp_path)}).fleet.store.url == url
+    with pytest.raises(ConfigError, match=r"fleet\.store\.url") as caught:
+        parse_config_string(f'fleet {{ store {{ url: "mysql://fleet:{PASSWORD}@db/fleet" }} }}')
+    assert PASSWORD not in str(caught.value) and "mysql://fleet:********@db/fleet" in str(caught.value)
+    with pytest.raises(ConfigError, match="port is not a number"):
+        parse_config_string('fleet { store { url: "postgresql://db:port/fleet" } }')
+    with pytest.raises(ConfigError, match="FLEET_STORE_URL") as caught:
+        load_config(None, env={"FLEET_STORE_URL": f"http://u:{PASSWORD}@x/", "HOME": str(tmp_path)})
+    assert PASSWORD not in str(caught.value)
+    assert PASSWORD not in repr(parse_config_string(f'fleet {{ store {{ url: "postgresql://u:{PASSWORD}@db/f" }} }}'))
+
+
+def test_open_store_picks_the_implementation(tmp_path: Path, pg_url: str) -> None:
+    home = Home(tmp_path / "home")
+    local = open_store(home)
+    shared = open_store(home, pg_url)
+    try:
+        assert type(local).__name__ == "SQLiteStore" and (tmp_path / "home" / "fleet.db").exists()
+        assert isinstance(shared, PostgresStore)
+    finally:
+        local.close()
+        shared.close()
+
+
+def test_a_summary_list_leaves_the_large_fields_out(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        store.create_queue("q", [], "t")
+        big = TaskSpec(
+            script=Script(command=["true"], working_dir=".", diff="x" * 1000),
+            env={"A": "1", "SECRET": "2"},
+            requirements={"file": "numpy\n" * 100},
+        )
+        store.create_task(big, "q", "t")
+        (task,), _ = store.list_tasks(summary=True)
+        assert task.script.diff == "…" and task.env == {"A": "", "SECRET": ""}
+        assert task.requirements["file"] == "…"
+    finally:
+        store.close()
