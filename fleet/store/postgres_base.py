@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from fleet.store.dbapi import DbConn
-from fleet.store.postgres_connections import PgConnections
+from fleet.store.postgres_connections import PgConn, PgConnections
 from fleet.store.postgres_faults import StoreUrl
 from fleet.store.sqlite_base import SQLiteBase
 
@@ -33,6 +33,13 @@ class PostgresBase(SQLiteBase):
 
     def _tx(self) -> contextlib.AbstractContextManager[DbConn]:
         return self._pg.tx()
+
+    def _for_update(self, conn: DbConn) -> str:
+        """In a write transaction the task or queue row read is locked until it
+        ends, so a read-check-write of a task (enqueue, abort, finish, start) is
+        never interleaved with another host's, and a queue is not deleted while
+        a task is being put in it."""
+        return " FOR UPDATE" if isinstance(conn, PgConn) else ""
 
     def _lock_queue_order(self, conn: DbConn) -> None:
         """Submits and requeues on many hosts take queue positions one at a time

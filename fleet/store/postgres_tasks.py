@@ -59,13 +59,7 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
         )
 
     def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
-        if not queues:
-            return None
-        marks = ",".join("?" * len(queues))
-        waiting = self.conn.execute(
-            f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1", queues
-        ).fetchone()
-        if waiting is None:  # the common case for a woken worker that lost the race: no transaction
+        if not self._any_waiting(queues):  # the common case for a woken worker that lost the race
             return None
         capacity = len(gpus) if worker.gpus is not None else 0
         with self._tx() as conn:

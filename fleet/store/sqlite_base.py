@@ -46,14 +46,21 @@ class SQLiteBase:
             (time.time(), kind, subject, old, new, actor, reason),
         )
 
+    def _for_update(self, conn: DbConn) -> str:
+        """The clause that locks a row read in order to change it: none in SQLite,
+        whose one writer (``BEGIN IMMEDIATE``) holds the whole database."""
+        return ""
+
     def _queue_row(self, conn: DbConn, name_or_id: str) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM queues WHERE name = ? OR id = ?", (name_or_id, name_or_id)).fetchone()
+        row = conn.execute(
+            "SELECT * FROM queues WHERE name = ? OR id = ?" + self._for_update(conn), (name_or_id, name_or_id)
+        ).fetchone()
         if row is None:
             raise NotFound(f"queue {name_or_id!r} does not exist", field="queue")
         return dict(row)
 
     def _task_row(self, conn: DbConn, task_id: str) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = conn.execute("SELECT * FROM tasks WHERE id = ?" + self._for_update(conn), (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"task {task_id} does not exist", field="task")
         return dict(row)
@@ -75,7 +82,7 @@ class SQLiteBase:
         cur = conn.execute(
             f"UPDATE tasks SET {columns} WHERE id = ? AND status = ?", (*fields.values(), row["id"], old.value)
         )
-        if cur.rowcount != 1:  # pragma: no cover - guarded by BEGIN IMMEDIATE
+        if cur.rowcount != 1:  # pragma: no cover - guarded by BEGIN IMMEDIATE (PostgreSQL: the row's lock)
             raise Conflict(f"task {row['id']} changed while being updated")
         row.update(fields)
         self._event(conn, "task", row["id"], old.value, new.value, actor, reason)

@@ -17,13 +17,12 @@ class SQLiteQueues(SQLiteBase):
     # -- queues -----------------------------------------------------------------
     def create_queue(self, name: str, tags: list[str], actor: str) -> Queue:
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM queues WHERE name = ?", (name,)).fetchone():
-                raise Conflict(f"queue {name!r} already exists", field="name")
-            qid = uuid.uuid4().hex
-            conn.execute(
-                "INSERT INTO queues (id, name, tags, created_at) VALUES (?,?,?,?)",
-                (qid, name, dumps(sorted(set(tags))), time.time()),
+            added = conn.execute(  # one statement: two hosts creating the same queue at once get one queue
+                "INSERT INTO queues (id, name, tags, created_at) VALUES (?,?,?,?) ON CONFLICT (name) DO NOTHING",
+                (uuid.uuid4().hex, name, dumps(sorted(set(tags))), time.time()),
             )
+            if added.rowcount != 1:
+                raise Conflict(f"queue {name!r} already exists", field="name")
             self._event(conn, "queue", name, None, "created", actor, "")
         return self.get_queue(name)
 

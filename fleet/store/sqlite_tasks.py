@@ -186,13 +186,7 @@ class SQLiteTasks(SQLiteArrays):
 
     def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
         capacity = len(gpus)
-        if not queues:
-            return None
-        marks = ",".join("?" * len(queues))
-        waiting = self.conn.execute(
-            f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1", queues
-        ).fetchone()
-        if waiting is None:  # the common case for a woken worker that lost the race: no write lock taken
+        if not self._any_waiting(queues):  # the common case for a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
             for queue in queues:
@@ -206,6 +200,14 @@ class SQLiteTasks(SQLiteArrays):
                     continue
                 return self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
         return None
+
+    def _any_waiting(self, queues: list[str]) -> bool:
+        """A read, no lock: whether any task is queued in ``queues``."""
+        if not queues:
+            return False
+        marks = ",".join("?" * len(queues))
+        sql = f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1"
+        return self.conn.execute(sql, queues).fetchone() is not None
 
     def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
         start, boot = (started.ticks, started.boot) if started is not None else (None, None)

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.store.pgserver import PgServer, find_bin, running_server
+from tests.store.pgserver import PgServer, server_or_skip
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    folder, why = find_bin()
-    if folder is None:
-        pytest.skip(why)
-    with running_server(folder) as server:
+    with server_or_skip() as server:
         yield server
 
 

@@ -107,3 +107,15 @@ def running_server(bin_folder: Path) -> Iterator[PgServer]:
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def server_or_skip() -> Iterator[PgServer]:
+    """A running server, or the test skipped with the reason there is none."""
+    folder, why = find_bin()
+    if folder is None:
+        import pytest
+
+        pytest.skip(why)
+    with running_server(folder) as server:
+        yield server

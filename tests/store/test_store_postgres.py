@@ -19,10 +19,10 @@ import pytest
 from fleet.core.config import load_config, parse_config_string
 from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
 from fleet.core.home import Home
-from fleet.core.models import ArraySpec, Script, Task, TaskSpec, TaskStatus
+from fleet.core.models import ArraySpec, Script, TaskSpec, TaskStatus
 from fleet.store import open_store, postgres_schema
 from fleet.store.postgres import PostgresStore
-from tests.store.pgserver import PgServer, find_bin, running_server
+from tests.store.pgserver import PgServer, server_or_skip
 from tests.store.test_store import make_worker, spec
 
 PASSWORD = "s3cr3t-Pa55word"
@@ -101,17 +101,12 @@ def test_managers_starting_together_migrate_once(pg_url: str, caplog: pytest.Log
 # -- claims from threads, each with its own connections --------------------------------------
 
 
-def _claimers(url: str, n: int) -> Iterator[PostgresStore]:
-    return (PostgresStore(url, pool_size=2) for _ in range(n))
-
-
-@pytest.mark.timeout(120)
-def test_threads_claiming_one_queue_get_each_task_once(pg_url: str) -> None:
-    seed = PostgresStore(pg_url)
-    seed.create_queue("q", [], "t")
-    ids = set(seed.create_tasks([(spec(), "q") for _ in range(300)], None, "t"))
-    stores = list(_claimers(pg_url, 6))
-    go = threading.Barrier(len(stores))
+def _claim_side_by_side(url: str, threads: int, finish: bool) -> list[list[str]]:
+    """``threads`` claimers, each with its own store (own connections), start
+    together and claim from queue ``q`` until it has nothing for them; each
+    finishes its tasks when ``finish``.  What each claimed, in order."""
+    stores = [PostgresStore(url, pool_size=2) for _ in range(threads)]
+    go = threading.Barrier(threads)
 
     def claim(i: int, store: PostgresStore) -> list[str]:
         worker = store.register_worker(make_worker(f"w{i}"), "t")
@@ -119,12 +114,25 @@ def test_threads_claiming_one_queue_get_each_task_once(pg_url: str) -> None:
         got = []
         while (task := store.claim_next_task(worker, ["q"], [])) is not None:
             got.append(task.id)
-            store.finish_task(task.id, TaskStatus.COMPLETED, exit_code=0, reason="", actor="t")
+            if finish:
+                store.finish_task(task.id, TaskStatus.COMPLETED, exit_code=0, reason="", actor="t")
         return got
 
     try:
-        with ThreadPoolExecutor(len(stores)) as pool:
-            results = [f.result(90) for f in [pool.submit(claim, i, s) for i, s in enumerate(stores)]]
+        with ThreadPoolExecutor(threads) as pool:
+            return [f.result(90) for f in [pool.submit(claim, i, s) for i, s in enumerate(stores)]]
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.timeout(120)
+def test_threads_claiming_one_queue_get_each_task_once(pg_url: str) -> None:
+    seed = PostgresStore(pg_url)
+    try:
+        seed.create_queue("q", [], "t")
+        ids = set(seed.create_tasks([(spec(), "q") for _ in range(300)], None, "t"))
+        results = _claim_side_by_side(pg_url, 6, finish=True)
         everything = [tid for got in results for tid in got]
         assert len(everything) == len(set(everything)) == len(ids)
         assert set(everything) == ids
@@ -132,38 +140,24 @@ def test_threads_claiming_one_queue_get_each_task_once(pg_url: str) -> None:
         starts = [e.subject for e in seed.events("task", limit=5000) if e.new == "in_progress"]
         assert sorted(starts) == sorted(ids)
     finally:
-        for s in [*stores, seed]:
-            s.close()
+        seed.close()
 
 
 @pytest.mark.timeout(120)
 def test_an_arrays_cap_holds_among_claimers_running_side_by_side(pg_url: str) -> None:
     seed = PostgresStore(pg_url)
-    seed.create_queue("q", [], "t")
-    capped = seed.create_tasks([(spec(), "q") for _ in range(20)], ArraySpec(id="cap", max_running=2), "t")
-    free = seed.create_tasks([(spec(), "q") for _ in range(6)], None, "t")
-    stores = list(_claimers(pg_url, 8))
-    go = threading.Barrier(len(stores))
-
-    def claim(i: int, store: PostgresStore) -> list[Task]:
-        worker = store.register_worker(make_worker(f"w{i}"), "t")
-        go.wait(30)
-        got = []
-        while (task := store.claim_next_task(worker, ["q"], [])) is not None:
-            got.append(task)  # never finished: the cap must hold with all of them running
-        return got
-
     try:
-        with ThreadPoolExecutor(len(stores)) as pool:
-            results = [f.result(90) for f in [pool.submit(claim, i, s) for i, s in enumerate(stores)]]
-        claimed = [t.id for got in results for t in got]
+        seed.create_queue("q", [], "t")
+        capped = seed.create_tasks([(spec(), "q") for _ in range(20)], ArraySpec(id="cap", max_running=2), "t")
+        free = seed.create_tasks([(spec(), "q") for _ in range(6)], None, "t")
+        # never finished: the cap must hold with all of them running
+        claimed = [tid for got in _claim_side_by_side(pg_url, 8, finish=False) for tid in got]
         assert len(claimed) == len(set(claimed))
         assert len([t for t in claimed if t in set(capped)]) == 2  # the cap, with 8 claimers at once
         assert set(free) <= set(claimed)  # the tasks behind the capped ones were still taken
         assert seed.get_array("cap").counts == {"in_progress": 2, "queued": 18}
     finally:
-        for s in [*stores, seed]:
-            s.close()
+        seed.close()
 
 
 # -- a server that goes away ---------------------------------------------------------------
@@ -172,10 +166,7 @@ def test_an_arrays_cap_holds_among_claimers_running_side_by_side(pg_url: str) ->
 @pytest.fixture
 def own_server() -> Iterator[PgServer]:
     """A server of this test's own, to stop and start."""
-    folder, why = find_bin()
-    if folder is None:
-        pytest.skip(why)
-    with running_server(folder) as server:
+    with server_or_skip() as server:
         yield server
 
 
