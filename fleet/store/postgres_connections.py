@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -28,7 +29,16 @@ from psycopg_pool import ConnectionPool
 from fleet.store.faults import Outage
 from fleet.store.postgres_faults import StoreUrl, refusal, unavailable
 
+# The pool logs each failed connection attempt; an outage is told once, with its cause and its
+# end, by the store's Outage (fleet.store.faults), as with SQLite.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
 POOL_SIZE = 8  # connections a process keeps at most (the manager's API threads share them)
+# A session of fleet's waits at most LOCK_WAIT_S for a lock (then: StoreUnavailable, "database is
+# locked", and the caller backs off), and a transaction left open IDLE_IN_TX_S (a frozen process,
+# a VM paused mid-transaction) is ended by the server, releasing its locks for the other hosts.
+LOCK_WAIT_S = 10.0
+IDLE_IN_TX_S = 30.0
 POOL_WAIT_S = 5.0  # how long a call waits for a free connection before the store is unavailable
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout
 
@@ -81,6 +91,12 @@ class Rows:
 def pg_sql(sql: str) -> str:
     """Portable SQL (``?`` placeholders) as psycopg takes it (``%s``, a literal ``%`` doubled)."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _configure(raw: psycopg.Connection[Any]) -> None:
+    """Each new pooled connection's session settings (see :data:`LOCK_WAIT_S`)."""
+    raw.execute(f"SET lock_timeout = {int(LOCK_WAIT_S * 1000)}")
+    raw.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TX_S * 1000)}")
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> Rows:
@@ -142,6 +158,7 @@ class PgConnections:
             max_size=size,
             timeout=POOL_WAIT_S,
             check=ConnectionPool.check_connection,
+            configure=_configure,
             name=f"fleet-{name}",
             open=False,
         )

@@ -10,7 +10,9 @@ first, which also replaces the known secret values wherever they appear.
 
 Faults: a server that cannot be reached or went away, a connection pool
 that gives none in time, a full disk on the server, a read-only standby, a
-deadlock or a cancelled statement are passing states:
+deadlock, a cancelled statement or a transaction the server ended (this
+process was frozen in it past ``idle_in_transaction_session_timeout``) are
+passing states:
 :class:`~fleet.errors.StoreUnavailable` (503 at the API, back-off in the
 loops), exactly like SQLite's (:mod:`fleet.store.faults`).  Refused
 credentials or a database that does not exist are not: they are a
@@ -35,6 +37,7 @@ from fleet.store.faults import DISK_FULL, READ_ONLY
 UNREACHABLE = "database server unreachable"
 LOCKED = "database is locked"
 BUSY = "database is busy"
+ENDED = "transaction ended by the server"
 SCHEMES = ("postgresql", "postgres")
 # connection parameters whose values are secret (libpq's names)
 SECRET_PARAMS = frozenset({"password", "sslpassword"})
@@ -106,6 +109,8 @@ def unavailable(exc: BaseException, url: StoreUrl) -> StoreUnavailable | None:
         return StoreUnavailable(LOCKED, detail)
     if isinstance(exc, pgerr.QueryCanceled):
         return StoreUnavailable(BUSY, detail)
+    if isinstance(exc, pgerr.IdleInTransactionSessionTimeout):  # this process was frozen mid-transaction
+        return StoreUnavailable(ENDED, detail)
     if refusal(exc, url) is not None:
         return None
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):

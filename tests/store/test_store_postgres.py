@@ -20,7 +20,7 @@ from fleet.core.config import load_config, parse_config_string
 from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
 from fleet.core.home import Home
 from fleet.core.models import ArraySpec, Script, TaskSpec, TaskStatus
-from fleet.store import open_store, postgres_schema
+from fleet.store import open_store, postgres_connections, postgres_schema
 from fleet.store.postgres import PostgresStore
 from tests.store.pgserver import PgServer, server_or_skip
 from tests.store.test_store import make_worker, spec
@@ -199,6 +199,59 @@ def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(own_serve
                 time.sleep(0.2)
         assert again.status == TaskStatus.QUEUED
         assert [t.id for t in store.list_tasks(queue="q")[0]] == [queued.id]  # the failed create left nothing
+    finally:
+        store.close()
+
+
+def test_a_lock_held_by_a_frozen_session_is_waited_for_boundedly_then_freed(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process frozen inside a transaction (SIGSTOP, a paused VM) holds its row
+    locks: the others' writes fail ``database is locked`` after ``LOCK_WAIT_S``
+    instead of hanging, and the server ends the frozen transaction after
+    ``IDLE_IN_TX_S``, which frees the row."""
+    monkeypatch.setattr(postgres_connections, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(postgres_connections, "IDLE_IN_TX_S", 1.5)
+    store = PostgresStore(pg_url)
+    try:
+        store.create_queue("q", [], "t")
+        task = store.create_task(spec(), "q", "t")
+        with psycopg.connect(pg_url, autocommit=True) as frozen:
+            postgres_connections._configure(frozen)  # a session of fleet's
+            frozen.execute("BEGIN")
+            frozen.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task.id,))
+            with pytest.raises(StoreUnavailable, match="database is locked"):
+                store.request_abort(task.id, "t", "x")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    stopped = store.request_abort(task.id, "t", "x")
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline, "the frozen transaction was never ended"
+                    time.sleep(0.2)
+            assert stopped.status == TaskStatus.STOPPED
+            with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+                frozen.execute("SELECT 1")  # the server ended it
+    finally:
+        store.close()
+
+
+def test_a_process_frozen_in_its_transaction_finds_it_ended_and_changed_nothing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen side: when it runs again, its transaction is gone (StoreUnavailable,
+    nothing of it written) and its next call works on a fresh connection."""
+    monkeypatch.setattr(postgres_connections, "IDLE_IN_TX_S", 0.5)
+    store = PostgresStore(pg_url)
+    try:
+        store.create_queue("q", [], "t")
+        task = store.create_task(spec(), "q", "t")
+        with pytest.raises(StoreUnavailable, match="transaction ended by the server"), store._tx() as conn:
+            conn.execute("UPDATE tasks SET status_reason = 'frozen' WHERE id = ?", (task.id,))
+            time.sleep(1.5)  # frozen past the server's limit
+            conn.execute("SELECT 1")
+        assert store.get_task(task.id).status_reason == ""
     finally:
         store.close()
 
