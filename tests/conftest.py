@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+
+from tests.gitrepo import Repo, isolate, make_repo
 
 # A task object's keys, as SPEC promises them (API answers and --json).
 TASK_KEYS = (
@@ -124,6 +127,15 @@ class Fleet:
             data: dict[str, Any] = api.get(f"/tasks/{task_id}").raise_for_status().json()
             return data
 
+    def task_row(self, task_id: str) -> dict[str, Any]:
+        """The task's row as the store holds it, read from the database file (columns no API shows, such as ``pid``)."""
+        conn = sqlite3.connect(self.home / "fleet.db")
+        conn.row_factory = sqlite3.Row
+        try:
+            return dict(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
+        finally:
+            conn.close()
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
@@ -178,6 +190,18 @@ def fleet_at(root: Path) -> Iterator[Fleet]:
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     with fleet_at(tmp_path) as f:
         yield f
+
+
+@pytest.fixture
+def git_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Git runs without the machine's configuration (for the code under test too)."""
+    isolate(monkeypatch)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """A remote and a pushed clone in the test's temp folder (tests/gitrepo.py)."""
+    return make_repo(tmp_path)
 
 
 def alive(pid: int) -> bool:

@@ -189,26 +189,7 @@ def properties_json(properties: Mapping[str, RuntimeProperty]) -> dict[str, Any]
 
 def pool_json(pool: PoolState | None) -> dict[str, Any] | None:
     """A pool's last decision (``Worker.pool``) with its GPUs written as labels."""
-    if pool is None:
-        return None
-
-    def units(values: Iterable[int]) -> list[int | str]:
-        return [gpu_json(g) for g in values]
-
-    return {
-        "gpus": units(pool.gpus),
-        "free": units(pool.free),
-        "children": [
-            {"worker": c.worker, "task": c.task_id, "queue": c.queue, "gpus": units(c.gpus), "pid": c.pid}
-            for c in pool.children
-        ],
-        "reservations": [
-            {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": units(r.gpus)} for r in pool.reservations
-        ],
-        "waiting": dict(pool.waiting),
-        "busy": {gpu_label(g): why for g, why in sorted(pool.busy.items())},
-        "max": pool.max,
-    }
+    return pool.as_json(gpu_json, gpu_label) if pool is not None else None
 
 
 def docker_mode_json(docker: DockerMode | None, hidden: Iterable[str]) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 Converter = Callable[[Any], T]
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -114,46 +115,33 @@ def int_between(low: int, high: int) -> Converter[int]:
     return convert
 
 
-def number_at_least(low: float) -> Converter[float]:
-    def convert(value: Any) -> float:
-        number = to_float(value)
-        if number < low:
-            raise ValueError(f"expected a number >= {low:g}")
+def _bounded(parse: Converter[N], accept: Callable[[N], bool], expected: str) -> Converter[N]:
+    """``parse`` the value (its own message on a wrong type), then refuse one ``accept`` rejects."""
+
+    def convert(value: Any) -> N:
+        number = parse(value)
+        if not accept(number):
+            raise ValueError(expected)
         return number
 
     return convert
+
+
+def number_at_least(low: float) -> Converter[float]:
+    return _bounded(to_float, lambda number: number >= low, f"expected a number >= {low:g}")
 
 
 def number_above(low: float) -> Converter[float]:
-    def convert(value: Any) -> float:
-        number = to_float(value)
-        if number <= low:
-            raise ValueError(f"expected a number > {low:g}")
-        return number
-
-    return convert
+    return _bounded(to_float, lambda number: number > low, f"expected a number > {low:g}")
 
 
 def number_in(low: float, high: float) -> Converter[float]:
     """A number above ``low`` and at most ``high`` (NaN and infinities refused)."""
-
-    def convert(value: Any) -> float:
-        number = to_float(value)
-        if not low < number <= high:
-            raise ValueError(f"expected a number > {low:g} and <= {high:g}")
-        return number
-
-    return convert
+    return _bounded(to_float, lambda number: low < number <= high, f"expected a number > {low:g} and <= {high:g}")
 
 
 def int_at_least(low: int) -> Converter[int]:
-    def convert(value: Any) -> int:
-        number = to_int(value)
-        if number < low:
-            raise ValueError(f"expected an integer >= {low}")
-        return number
-
-    return convert
+    return _bounded(to_int, lambda number: number >= low, f"expected an integer >= {low}")
 
 
 def to_plain_tuple(value: Any) -> tuple[Any, ...]:

@@ -16,31 +16,25 @@ WORKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:,\-]{0,127}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def task_id(value: str, field: str = "task") -> str:
-    if not TASK_ID_RE.fullmatch(value):
-        raise UsageError(f"invalid task id {value!r}: expected 4-32 hex characters", field=field)
+def _matching(pattern: re.Pattern[str], value: str, field: str, what: str, expected: str) -> str:
+    if not pattern.fullmatch(value):
+        raise UsageError(f"invalid {what} {value!r}: expected {expected}", field=field)
     return value
+
+
+def task_id(value: str, field: str = "task") -> str:
+    return _matching(TASK_ID_RE, value, field, "task id", "4-32 hex characters")
 
 
 def queue_name(value: str, field: str = "queue") -> str:
-    if not QUEUE_RE.fullmatch(value):
-        raise UsageError(
-            f"invalid queue name {value!r}: expected letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)",
-            field=field,
-        )
-    return value
+    expected = "letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)"
+    return _matching(QUEUE_RE, value, field, "queue name", expected)
 
 
 def worker_id(value: str, field: str = "worker") -> str:
-    if not WORKER_RE.fullmatch(value):
-        raise UsageError(
-            f"invalid worker id {value!r}: expected letters, digits and '_.:,-' (starting with a letter or digit)",
-            field=field,
-        )
-    return value
+    expected = "letters, digits and '_.:,-' (starting with a letter or digit)"
+    return _matching(WORKER_RE, value, field, "worker id", expected)
 
 
 def env_name(value: str, field: str = "env") -> str:
-    if not ENV_NAME_RE.fullmatch(value):
-        raise UsageError(f"invalid environment variable name {value!r}: expected [A-Za-z_][A-Za-z0-9_]*", field=field)
-    return value
+    return _matching(ENV_NAME_RE, value, field, "environment variable name", "[A-Za-z_][A-Za-z0-9_]*")

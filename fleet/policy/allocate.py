@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleet.core.gpuspec import format_gpus, gpu_label, is_mig
 from fleet.policy.queuespec import QueueSpec
@@ -108,6 +109,31 @@ class PoolState:
     waiting: Mapping[str, str] = field(default_factory=dict)
     busy: Mapping[int, str] = field(default_factory=dict)
     max: int | None = None
+
+    def as_json(self, gpu: Callable[[int], int | str] = int, key: Callable[[int], str] = str) -> dict[str, Any]:
+        """This decision as plain JSON, each GPU written by ``gpu`` and a busy GPU's key by
+        ``key``: the store keeps indices, the API shows labels."""
+        return {
+            "gpus": [gpu(g) for g in self.gpus],
+            "free": [gpu(g) for g in self.free],
+            "children": [
+                {
+                    "worker": c.worker,
+                    "task": c.task_id,
+                    "queue": c.queue,
+                    "gpus": [gpu(g) for g in c.gpus],
+                    "pid": c.pid,
+                }
+                for c in self.children
+            ],
+            "reservations": [
+                {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": [gpu(g) for g in r.gpus]}
+                for r in self.reservations
+            ],
+            "waiting": dict(self.waiting),
+            "busy": {key(g): why for g, why in sorted(self.busy.items())},
+            "max": self.max,
+        }
 
 
 def _short(task_id: str) -> str:

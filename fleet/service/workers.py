@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fleet.core.config import Config
@@ -52,25 +52,16 @@ class WorkerView:
     drained: dict[str, str]  # GPU label -> why, for the drained GPUs it holds
 
 
+@dataclass(eq=False)
 class Workers:
-    def __init__(
-        self,
-        store: Store,
-        wake: Wake,
-        processes: Processes,
-        config: Config,
-        hostname: str,
-        nvml: Nvml,
-        lock: threading.RLock,
-    ) -> None:
-        self.store = store
-        self.wake = wake
-        self.processes = processes
-        self.config = config
-        self.hostname = hostname
-        self.nvml = nvml
-        self.lock = lock
-        self.closed: str | None = None  # why no worker may be added (the manager is shutting down)
+    store: Store
+    wake: Wake
+    processes: Processes
+    config: Config
+    hostname: str
+    nvml: Nvml
+    lock: threading.RLock
+    closed: str | None = field(default=None, init=False)  # why no worker may be added (the manager is shutting down)
 
     # -- views --------------------------------------------------------------------------
     def views(self, workers: list[Worker]) -> list[WorkerView]:

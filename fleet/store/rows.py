@@ -11,11 +11,12 @@ worker, the column and the value, never read as something else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fleet.core.errors import FleetError, StoreError
 from fleet.core.models import (
@@ -36,7 +37,11 @@ from fleet.policy.effective import Effective
 from fleet.policy.hours import Schedule, make_schedule
 from fleet.policy.queuespec import parse_queue_spec
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
+R = TypeVar("R", bound="DataclassInstance")
 
 WORKER_FIELDS = {"pid", "pid_start", "pid_boot", "last_seen", "stop_request", "restarts", "effective", "pool"}
 
@@ -94,39 +99,27 @@ def loads(text: str | None, default: Any) -> Any:
     return default if text is None or text == "" else json.loads(text)
 
 
+def from_columns(record: type[R], row: Mapping[str, Any], **decoded: Any) -> R:
+    """A ``record`` whose fields are the row's columns of the same name, as stored, except
+    those given in ``decoded`` (the columns that need decoding)."""
+    plain = {f.name: row[f.name] for f in dataclasses.fields(record) if f.name not in decoded}
+    return record(**plain, **decoded)
+
+
 def to_task(row: dict[str, Any]) -> Task:
-    return Task(
-        id=row["id"],
-        name=row["name"],
+    return from_columns(
+        Task,
+        row,
         status=TaskStatus(row["status"]),
         status_reason=row["status_reason"] or "",
-        queue=row["queue"],
-        priority=row["priority"],
         script=Script.from_json(loads(row["script"], {})),
         env=loads(row["env"], {}),
         user=row["user"] or "",
-        created_at=row["created_at"],
-        attempt=row["attempt"],
-        retries=row["retries"],
-        timeout=row["timeout"],
-        gpus_needed=row["gpus_needed"],
-        worker=row["worker"],
-        host=row["host"],
         gpus=loads(row["gpus"], []),
-        exit_code=row["exit_code"],
-        queued_at=row["queued_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        pid=row["pid"],
-        pid_start=row["pid_start"],
-        pid_boot=row["pid_boot"],
-        abort_requested=row["abort_requested"],
         requirements=loads(row["requirements"], {}),
         docker=loads(row["docker"], {}),
         env_cached=bool(row["env_cached"]),
-        parent=row["parent"],
         gpu_uuids=loads(row["gpu_uuids"], []),
-        owner=row["owner"],
         runner=Runner(row["runner"]) if row["runner"] else None,
         array_id=row.get("array_id"),
         array_index=row.get("array_index"),
@@ -134,41 +127,28 @@ def to_task(row: dict[str, Any]) -> Task:
 
 
 def to_attempt(row: dict[str, Any]) -> TaskAttempt:
-    return TaskAttempt(
-        task_id=row["task_id"],
-        attempt=row["attempt"],
-        worker=row["worker"],
-        host=row["host"],
+    return from_columns(
+        TaskAttempt,
+        row,
         gpus=loads(row["gpus"], []),
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
         status=TaskStatus(row["status"]),
-        exit_code=row["exit_code"],
         reason=row["reason"] or "",
         gpu_uuids=loads(row["gpu_uuids"], []),
-        peak_rss_mb=row["peak_rss_mb"],
-        cpu_s=row["cpu_s"],
-        owner=row["owner"],
         runner=Runner(row["runner"]) if row["runner"] else None,
     )
 
 
 def to_worker(row: dict[str, Any]) -> Worker:
     wid = row["id"]
-    return Worker(
-        id=wid,
-        host=row["host"],
+    return from_columns(
+        Worker,
+        row,
         mode=WorkerMode(row["mode"]),
         gpus=loads(row["gpus"], None),
         queues=loads(row["queues"], []),
         order_fairness=bool(row["order_fairness"]),
         state=WorkerState(row["state"]),
         state_reason=row["state_reason"] or "",
-        created_at=row["created_at"],
-        pid=row["pid"],
-        pid_start=row["pid_start"],
-        pid_boot=row["pid_boot"],
-        last_seen=row["last_seen"],
         stop_request=_column(wid, "stop_request", row["stop_request"], stop_request_from_json),
         restarts=row["restarts"] or 0,
         schedule=_column(wid, "schedule", row["schedule"], schedule_from_json),
@@ -199,7 +179,7 @@ def worker_updates(fields: dict[str, Any]) -> dict[str, Any]:
     encode: dict[str, Callable[[Any], dict[str, Any]]] = {
         "stop_request": stop_request_json,
         "effective": effective_json,
-        "pool": pool_json,
+        "pool": PoolState.as_json,
     }
     return {k: (dumps(encode[k](v)) if k in encode and v is not None else v) for k, v in fields.items()}
 
@@ -288,23 +268,6 @@ def options_from_json(data: dict[str, Any]) -> WorkerOptions:
             else None
         ),
     )
-
-
-def pool_json(pool: PoolState) -> dict[str, Any]:
-    return {
-        "gpus": list(pool.gpus),
-        "free": list(pool.free),
-        "children": [
-            {"worker": c.worker, "task": c.task_id, "queue": c.queue, "gpus": list(c.gpus), "pid": c.pid}
-            for c in pool.children
-        ],
-        "reservations": [
-            {"queue": r.queue, "task": r.task_id, "need": r.need, "gpus": list(r.gpus)} for r in pool.reservations
-        ],
-        "waiting": dict(pool.waiting),
-        "busy": {str(g): why for g, why in sorted(pool.busy.items())},
-        "max": pool.max,
-    }
 
 
 def pool_from_json(data: dict[str, Any]) -> PoolState:

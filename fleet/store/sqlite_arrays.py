@@ -15,7 +15,7 @@ import uuid
 
 from fleet.core.errors import NotFound
 from fleet.core.models import ArraySpec, Task, TaskArray, TaskSpec, TaskStatus
-from fleet.store.rows import dumps, to_task
+from fleet.store.rows import dumps, from_columns, to_task
 from fleet.store.sqlite_base import SQLiteBase
 
 # The claim condition: the task is in no array, or its array is not at its cap.  The arrays at
@@ -112,15 +112,7 @@ class SQLiteArrays(SQLiteBase):
                 "SELECT status, COUNT(*) FROM tasks WHERE array_id = ? GROUP BY status", (array_id,)
             )
         }
-        return TaskArray(
-            id=row["id"],
-            max_running=row["max_running"],
-            created_at=row["created_at"],
-            user=row["user"],
-            queue=row["queue"],
-            size=row["size"],
-            counts=counts,
-        )
+        return from_columns(TaskArray, row, counts=counts)
 
     def array_tasks(self, array_id: str, statuses: list[TaskStatus] | None = None) -> list[Task]:
         """The array's tasks in index order (every column; an array is at most a batch's size)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from fleet.core.models import Event, WorkerState
 from fleet.metrics.report import Attempt, StateChange, WorkerInfo
+from fleet.store.rows import from_columns
 from fleet.store.sqlite_base import SQLiteBase
 
 _STATES = tuple(s.value for s in WorkerState)
@@ -45,19 +46,7 @@ class SQLiteHistory(SQLiteBase):
             params.append(subject)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.conn.execute(f"SELECT * FROM events{clause} ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [
-            Event(
-                id=r["id"],
-                at=r["at"],
-                kind=r["kind"],
-                subject=r["subject"],
-                old=r["old"],
-                new=r["new"],
-                actor=r["actor"],
-                reason=r["reason"] or "",
-            )
-            for r in rows
-        ][::-1]
+        return [from_columns(Event, r, reason=r["reason"] or "") for r in rows][::-1]
 
     # -- the report's and the collector's reads ------------------------------------
     def worker_units(self) -> list[WorkerInfo]:

@@ -26,14 +26,14 @@ from fleet.store import Store
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(eq=False)
 class GpuAdmission:
-    def __init__(self, nvml: Nvml, store: Store, host: str, threshold_mb: int, who: str) -> None:
-        self.nvml = nvml
-        self.store = store
-        self.host = host
-        self.threshold_mb = threshold_mb
-        self.who = who
-        self._said_off = False
+    nvml: Nvml
+    store: Store
+    host: str
+    threshold_mb: int
+    who: str
+    _said_off: bool = dataclasses.field(default=False, init=False)
 
     @property
     def on(self) -> bool:

@@ -12,17 +12,9 @@ import pytest
 import fleet.cli.capture
 from fleet.cli.capture import GitInfo, capture, entry_point
 from fleet.core.errors import UsageError
-from tests.gitrepo import Repo, git, isolate, make_repo, tree
+from tests.gitrepo import Repo, git, tree
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    return make_repo(tmp_path)
+pytestmark = pytest.mark.usefixtures("git_isolated")  # the repo fixture: tests/conftest.py
 
 
 def rebuild(info: GitInfo, remote: Path, dest: Path) -> Path:

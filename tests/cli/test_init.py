@@ -196,26 +196,31 @@ def test_default_target_from_env_then_home(tmp_path: Path) -> None:
     assert (tmp_path / "fleet.conf").exists()
 
 
+def _init_argv(target: Path, *args: str) -> list[str]:
+    """``init --config TARGET ARGS`` as a process of its own (the real entry, not click's runner)."""
+    return [sys.executable, "-c", "from fleet.cli.init_cmd import init; init()", "--config", str(target), *args]
+
+
+def _run_init(
+    target: Path, env: dict[str, str], *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _init_argv(target, *args),
+        input=input,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=target.parent,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_real_subprocess_interactive(tmp_path: Path) -> None:
     target = tmp_path / "fleet.conf"
     env = {k: v for k, v in os.environ.items() if k != "FLEET_CONFIG_FILE"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from fleet.cli.init_cmd import init; init()",
-            "--config",
-            str(target),
-        ],
-        input='carol\nsecret\\$#"x\n\n9200\n\n',
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    proc = _run_init(target, env, input='carol\nsecret\\$#"x\n\n9200\n\n')
     assert proc.returncode == 0, proc.stderr
     assert "secret" not in proc.stdout + proc.stderr
     assert "password=********" in proc.stdout
@@ -227,22 +232,7 @@ def test_real_subprocess_interactive(tmp_path: Path) -> None:
     assert config.agent.package_manager.type == "uv"
     assert config.fleet.api.port == 9200
     assert config.agent.package_manager.extra_index_url == ()
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from fleet.cli.init_cmd import init; init()",
-            "--config",
-            str(target),
-            "--non-interactive",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    again = _run_init(target, env, "--non-interactive")
     assert again.returncode == 1
     assert "exists; not overwriting" in again.stderr
 
@@ -269,13 +259,7 @@ def test_terminal_prompts_hide_the_password(tmp_path: Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from fleet.cli.init_cmd import init; init()",
-            "--config",
-            str(target),
-        ],
+        _init_argv(target),
         stdin=slave,
         stdout=slave,
         stderr=slave,

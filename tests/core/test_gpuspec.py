@@ -10,27 +10,8 @@ import pytest
 
 from fleet.core.errors import UsageError
 from fleet.core.gpuspec import parse_gpu_list, resolve_gpus
-from fleet.core.nvml import GpuUnit, Nvml
-
-
-class FakeNvml(Nvml):
-    """Stands in for NVML with ``count`` GPUs (None: no driver).  A GPU cannot
-    exist on the machine these tests run on, so this is the only way to reach
-    the code paths of a host that has one."""
-
-    def __init__(self, count: int | None) -> None:
-        super().__init__()
-        self.count = count
-
-    @property
-    def available(self) -> bool:
-        return self.count is not None
-
-    def device_count(self) -> int:
-        return self.count or 0
-
-    def units(self) -> list[GpuUnit]:
-        return [GpuUnit(i, i, f"GPU-fake-{i}", False) for i in range(self.count or 0)]
+from fleet.core.nvml import Nvml
+from tests.factories import FakeNvml
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import CONFIG, Fleet, alive
+from tests.threads import at_once
 
 DAEMON = """
 import os, sys, time
@@ -163,11 +163,7 @@ def test_load_50_clients_lose_nothing(fleet: Fleet) -> None:
             latencies.extend(mine)
             submitted.extend(ids)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(client, 50)
     assert not errors, errors[:5]
     latencies.sort()
     p50 = latencies[len(latencies) // 2]
@@ -256,7 +252,7 @@ def test_a_task_that_died_while_nobody_watched_is_failed_and_retried(fleet: Flee
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
     task_id = fleet.submit("q", "sleep", "300", opts=("--retries", "1"))
     fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
-    task_pid = int(_db_task(fleet, task_id)["pid"])
+    task_pid = int(fleet.task_row(task_id)["pid"])
     manager_pid = fleet.manager_info()["pid"]
     worker_pid = next(p.pid for p in fleet.processes() if "fleet.worker" in " ".join(p.cmdline()))
     for pid in (manager_pid, worker_pid, task_pid):
@@ -279,14 +275,3 @@ def test_files_under_the_home_are_owner_only(fleet: Fleet) -> None:
         if not path.is_symlink() and path.stat().st_mode & 0o077
     ]
     assert loose == []
-
-
-def _db_task(fleet: Fleet, task_id: str) -> dict[str, Any]:
-    import sqlite3
-
-    conn = sqlite3.connect(fleet.home / "fleet.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return dict(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
-    finally:
-        conn.close()

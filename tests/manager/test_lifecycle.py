@@ -9,7 +9,6 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -142,15 +141,21 @@ def test_failed_command_not_found(fleet: Fleet) -> None:
     assert task["status"] == "failed" and "no-such-program-here" in task["status_reason"]
 
 
-def test_stop_default_stops_running_tasks(fleet: Fleet) -> None:
+def _running_sleep(fleet: Fleet) -> str:
+    """One worker on GPU 0 serving queue q, running ``sleep 300``: the task's id."""
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
     task_id = fleet.submit("q", "sleep", "300")
     fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
+    return task_id
+
+
+def test_stop_default_stops_running_tasks(fleet: Fleet) -> None:
+    task_id = _running_sleep(fleet)
     with fleet.api() as api:
         pid = api.get(f"/tasks/{task_id}").json()
     stop = fleet.cli("stop", "--timeout", "30")
     assert stop.returncode == 0, stop.stderr
-    db_task = _task_from_db(fleet, task_id)
+    db_task = fleet.task_row(task_id)
     assert db_task["status"] == "stopped"
     assert pid["status"] == "in_progress"
     assert fleet.processes() == []
@@ -173,17 +178,15 @@ def test_stop_drain_lets_running_tasks_finish(fleet: Fleet, tmp_path: Path) -> N
     go.touch()  # only now may the running task finish
     out, _ = draining.communicate(timeout=60)
     assert draining.returncode == 0, out
-    assert _task_from_db(fleet, task_id)["status"] == "completed"
-    assert _task_from_db(fleet, waiting)["status"] == "queued"  # drained workers pull nothing new
+    assert fleet.task_row(task_id)["status"] == "completed"
+    assert fleet.task_row(waiting)["status"] == "queued"  # drained workers pull nothing new
 
 
 def test_stop_requeue_puts_tasks_back_at_the_head(fleet: Fleet) -> None:
-    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    running = fleet.submit("q", "sleep", "300")
-    fleet.wait_for(lambda: fleet.task(running)["status"] == "in_progress", what="start")
+    running = _running_sleep(fleet)
     behind = fleet.submit("q", "true")
     assert fleet.cli("stop", "--requeue", "--timeout", "30").returncode == 0
-    assert _task_from_db(fleet, running)["status"] == "queued"
+    assert fleet.task_row(running)["status"] == "queued"
     # A new manager runs the requeued task first, as attempt 2.
     fleet.up("--gpus", "0", "--queue", "q")
     fleet.wait_for(lambda: fleet.task(running)["status"] == "in_progress", what="restart")
@@ -233,12 +236,10 @@ def test_cpu_worker_hides_gpus(fleet: Fleet) -> None:
 
 
 def test_crashed_worker_fails_its_task_and_is_restarted(fleet: Fleet) -> None:
-    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    task_id = fleet.submit("q", "sleep", "300")
-    fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
+    task_id = _running_sleep(fleet)
     with fleet.api() as api:
         worker = api.get(f"/workers/{HOST}:gpu0").json()
-    task_pid = _task_from_db(fleet, task_id)["pid"]
+    task_pid = fleet.task_row(task_id)["pid"]
     assert alive(task_pid)
 
     os.kill(worker["pid"], signal.SIGKILL)
@@ -266,19 +267,6 @@ def test_logs_follow_streams_until_the_end(fleet: Fleet) -> None:
     assert "ended: completed" in out
 
 
-def _task_from_db(fleet: Fleet, task_id: str) -> dict[str, Any]:
-    """Read a task straight from SQLite (for after the manager has stopped)."""
-    import sqlite3
-
-    conn = sqlite3.connect(fleet.home / "fleet.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return dict(row)
-    finally:
-        conn.close()
-
-
 def test_manager_kill9_keeps_running_tasks(fleet: Fleet) -> None:
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
     task_id = fleet.submit("q", "python", "-c", "import time; time.sleep(2); print('survived')")
@@ -288,7 +276,7 @@ def test_manager_kill9_keeps_running_tasks(fleet: Fleet) -> None:
     os.kill(manager_pid, signal.SIGKILL)
     fleet.wait_for(lambda: not alive(manager_pid), what="manager gone")
     # The worker and its task go on without the manager and record the result.
-    fleet.wait_for(lambda: _task_from_db(fleet, task_id)["status"] == "completed", timeout=15, what="completed")
+    fleet.wait_for(lambda: fleet.task_row(task_id)["status"] == "completed", timeout=15, what="completed")
     assert alive(worker_pid)
     # A new manager adopts the running worker instead of starting another.
     fleet.up("--gpus", "0", "--queue", "q")
@@ -304,9 +292,7 @@ def test_second_stop_forces_a_draining_stop(fleet: Fleet) -> None:
     import subprocess
     import sys
 
-    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
-    task_id = fleet.submit("q", "sleep", "300")
-    fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
+    task_id = _running_sleep(fleet)
     draining = subprocess.Popen(
         [sys.executable, "-m", "fleet.cli", "stop", "--drain"], env=fleet.env, stdout=subprocess.PIPE, text=True
     )
@@ -315,4 +301,4 @@ def test_second_stop_forces_a_draining_stop(fleet: Fleet) -> None:
     fleet.ok("stop", "--timeout", "30")
     out, _ = draining.communicate(timeout=30)
     assert draining.returncode == 0, out
-    assert _task_from_db(fleet, task_id)["status"] == "stopped"
+    assert fleet.task_row(task_id)["status"] == "stopped"

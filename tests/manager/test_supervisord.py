@@ -11,13 +11,11 @@ manager needs about one more to start).
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -95,15 +93,6 @@ def _manager_pid(fleet: Fleet) -> int | None:
         return None
 
 
-def _task_from_db(fleet: Fleet, task_id: str) -> dict[str, Any]:
-    conn = sqlite3.connect(fleet.home / "fleet.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return dict(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def supervised(fleet: Fleet) -> Iterator[Fleet]:
     (fleet.root / "fleet.conf").write_text(HANDOVER_CONFIG)
@@ -163,7 +152,7 @@ def test_supervisord_kill9_restart_and_stop(supervised: Fleet) -> None:
     # 3. supervisorctl stop: after the hand-over window nothing is left and the task ends stopped.
     task_c = fleet.submit("q", "sleep", "300")
     fleet.wait_for(lambda: fleet.task(task_c)["status"] == "in_progress", what="task c started")
-    task_pid = int(_task_from_db(fleet, task_c)["pid"])
+    task_pid = int(fleet.task_row(task_c)["pid"])
     # The window starts when the manager exits, somewhere inside `supervisorctl stop` (which can
     # take seconds to return on a loaded machine): measure from before the call.
     stopped_at = time.monotonic()
@@ -178,7 +167,7 @@ def test_supervisord_kill9_restart_and_stop(supervised: Fleet) -> None:
         what="everything stopped after the hand-over",
     )
     assert time.monotonic() - stopped_at >= 4  # the window was honoured
-    row = _task_from_db(fleet, task_c)
+    row = fleet.task_row(task_c)
     assert row["status"] == "stopped", row
 
 
@@ -197,9 +186,9 @@ def test_sigterm_hands_over_a_pool_and_sigint_stops_now(fleet: Fleet) -> None:
     os.kill(manager, signal.SIGTERM)
     fleet.wait_for(lambda: not alive(manager), timeout=10, what="manager exits at once")
     assert not (fleet.home / "manager.json").exists()
-    assert _task_from_db(fleet, task_id)["status"] == "in_progress"  # handed over, still running
+    assert fleet.task_row(task_id)["status"] == "in_progress"  # handed over, still running
     fleet.wait_for(lambda: not fleet.processes(), timeout=20, what="the pool stopped itself")
-    row = _task_from_db(fleet, task_id)
+    row = fleet.task_row(task_id)
     assert row["status"] == "stopped" and "no manager" in row["status_reason"], row
 
     fleet.up("--gpus", "0,1", "--queue", "pair=2")
@@ -208,4 +197,4 @@ def test_sigterm_hands_over_a_pool_and_sigint_stops_now(fleet: Fleet) -> None:
     manager = int(fleet.manager_info()["pid"])
     os.kill(manager, signal.SIGINT)
     fleet.wait_for(lambda: not fleet.processes(), timeout=10, what="everything stopped by SIGINT")
-    assert _task_from_db(fleet, task_id)["status"] == "stopped"
+    assert fleet.task_row(task_id)["status"] == "stopped"

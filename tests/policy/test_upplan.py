@@ -5,29 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fleet.core.errors import Conflict, UsageError
-from fleet.core.nvml import GpuUnit, Nvml
 from fleet.policy.upplan import UpRequest, plan_up
-from tests.factories import live_worker
-
-
-class FakeNvml(Nvml):
-    """Stands in for NVML with ``count`` GPUs (None: no driver).  A GPU cannot
-    exist on the machine these tests run on, so this is the only way to reach
-    the code paths of a host that has one."""
-
-    def __init__(self, count: int | None) -> None:
-        super().__init__()
-        self.count = count
-
-    @property
-    def available(self) -> bool:
-        return self.count is not None
-
-    def device_count(self) -> int:
-        return self.count or 0
-
-    def units(self) -> list[GpuUnit]:
-        return [GpuUnit(i, i, f"GPU-fake-{i}", False) for i in range(self.count or 0)]
+from tests.factories import FakeNvml, live_worker
 
 
 def test_plan_up_new_gpu_worker() -> None:

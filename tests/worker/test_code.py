@@ -29,19 +29,12 @@ from fleet.worker.code import (
     to_https,
     to_ssh,
 )
-from tests.gitrepo import Repo, git, isolate, make_repo, tree
+from tests.gitrepo import Repo, git, tree
+from tests.threads import at_once
+
+pytestmark = pytest.mark.usefixtures("git_isolated")  # the repo fixture: tests/conftest.py
 
 SECRET = "s3cret-Pa55"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    return make_repo(tmp_path)
 
 
 def script_of(repo: Repo, cwd: Path | None = None) -> Script:
@@ -213,11 +206,7 @@ def test_concurrent_checkouts_fetch_once(repo: Repo, tmp_path: Path) -> None:
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(run, 4)
     assert not errors
     assert sum("vcs cache: cloning" in line or "vcs cache: fetching" in line for line in lines) == 1
     assert sum("already cached" in line for line in lines) == 3

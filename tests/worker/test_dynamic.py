@@ -117,8 +117,8 @@ def test_kill9_of_a_task_worker_frees_its_gpus_at_once(fleet: Fleet, tmp_path: P
     fleet.wait_for(lambda: bool(_shown(fleet)["children"]), what="pool shows its task worker")
     child = _pool(fleet)["pool"]["children"][0]
     assert child["worker"] == f"{HOST}:gpu0,1" and child["task"] == doomed
-    fleet.wait_for(lambda: bool(_db_task(fleet, doomed)["pid"]), what="task process recorded")
-    task_pid = _db_task(fleet, doomed)["pid"]
+    fleet.wait_for(lambda: bool(fleet.task_row(doomed)["pid"]), what="task process recorded")
+    task_pid = fleet.task_row(doomed)["pid"]
     assert alive(task_pid)
 
     os.kill(child["pid"], signal.SIGKILL)
@@ -132,17 +132,6 @@ def test_kill9_of_a_task_worker_frees_its_gpus_at_once(fleet: Fleet, tmp_path: P
     # freed as soon as the killed worker's task is gone, not at the pool's next poll or heartbeat
     assert views_of(views)[after]["start"] - killed < 4.0
     assert _pool(fleet)["state"] in ("idle", "busy")  # the pool itself lives on
-
-
-def _db_task(fleet: Fleet, task_id: str) -> dict[str, Any]:
-    import sqlite3
-
-    conn = sqlite3.connect(fleet.home / "fleet.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return dict(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
-    finally:
-        conn.close()
 
 
 def test_kill9_of_the_pool_fails_its_tasks_and_restarts_it(fleet: Fleet) -> None:

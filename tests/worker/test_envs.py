@@ -5,7 +5,6 @@ here), interpreter resolution, settings, the launch decision and the store."""
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from fleet.worker.envs.settings import installer_env_digest, pip_index_url, tool
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind
 from tests.factories import running_task
+from tests.threads import at_once
 
 
 def lines_of() -> tuple[Log, list[str]]:
@@ -124,17 +124,13 @@ def test_concurrent_acquires_of_one_key_build_once(tmp_path: Path) -> None:
     log, seen = lines_of()
     results: list[bool] = []
 
-    def take() -> None:
+    def take(_: int) -> None:
         lease = cache.acquire("same", fake_build(built, delay=0.3), log)
         assert lease is not None
         results.append(lease.cached)
         lease.release()
 
-    threads = [threading.Thread(target=take) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(take, 3)
     assert built == ["same"] and sorted(results) == [False, True, True]
     assert any("waiting for another task" in line for line in seen)
 

@@ -81,7 +81,7 @@ VENV_DIR = "/fleet/venv"
 LABEL_BUILD = "fleet.build"
 LABEL_BUILT_FROM = "fleet.built_from"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RUNNER = Path(__file__).resolve().parent.parent / "remote.py"
+RUNNER = Path(__file__).resolve().parents[2] / "remote_executor.py"  # the standalone remote executor
 _IMAGE_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 
 
