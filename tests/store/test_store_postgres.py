@@ -24,6 +24,7 @@ from fleet.store import open_store, postgres_connections, postgres_schema
 from fleet.store.postgres import PostgresStore
 from tests.store.pgserver import PgServer, server_or_skip
 from tests.store.test_store import make_worker, spec
+from tests.threads import at_once
 
 PASSWORD = "s3cr3t-Pa55word"
 
@@ -84,15 +85,12 @@ def test_a_newer_schema_is_refused_and_left_untouched(pg_url: str) -> None:
 
 def test_managers_starting_together_migrate_once(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """The first takes the advisory lock and migrates; the others wait, then find it done."""
-    go = threading.Barrier(6)
 
-    def start() -> None:
-        go.wait(30)
+    def start(_: int) -> None:
         PostgresStore(pg_url, pool_size=1).close()
 
-    with caplog.at_level(logging.INFO, logger="fleet.store"), ThreadPoolExecutor(6) as pool:
-        for done in [pool.submit(start) for _ in range(6)]:
-            done.result(60)
+    with caplog.at_level(logging.INFO, logger="fleet.store"):
+        at_once(start, 6)
     assert _version(pg_url) == postgres_schema.LATEST
     migrated = [r for r in caplog.records if "migrated schema to version 1" in r.getMessage()]
     assert len(migrated) == 1
