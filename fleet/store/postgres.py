@@ -25,8 +25,8 @@ from fleet.store.postgres_connections import PgConnections
 from fleet.store.postgres_faults import StoreUrl
 from fleet.store.postgres_history import PostgresHistory
 from fleet.store.postgres_tasks import PostgresTasks
+from fleet.store.sqlite import SQLiteQueues
 from fleet.store.sqlite_gpus import SQLiteGpus
-from fleet.store.sqlite_queues import SQLiteQueues
 from fleet.store.sqlite_workers import SQLiteWorkers
 
 log = logging.getLogger(__name__)
