@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet.core.home import Home
-from fleet.store.interface import Store
+from fleet.store.interface import SampleStore, Store
 
 
 def open_store(home: Home, url: str = "") -> Store:
@@ -20,4 +20,15 @@ def open_store(home: Home, url: str = "") -> Store:
     return SQLiteStore(home.db)
 
 
-__all__ = ["Store", "open_store"]
+def open_samples(home: Home, url: str = "") -> SampleStore:
+    """The metrics samples of the same store as :func:`open_store` (``url`` alike)."""
+    if url:
+        from fleet.store.postgres_samples import PostgresSamples
+
+        return PostgresSamples(url)
+    from fleet.store.sqlite_samples import SQLiteSamples
+
+    return SQLiteSamples(home.db)
+
+
+__all__ = ["SampleStore", "Store", "open_samples", "open_store"]

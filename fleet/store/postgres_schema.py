@@ -3,8 +3,10 @@
 The same tables and columns as the SQLite schema at its latest version
 (:mod:`fleet.store.schema`), with PostgreSQL's types: times are
 ``DOUBLE PRECISION`` epoch seconds, counts ``BIGINT``, JSON columns ``TEXT``
-(decoded once, in :mod:`fleet.store.rows`), task ids ``COLLATE "C"`` (a
-prefix is a range of ids).  ``task_attempts`` has an explicit ``rowid`` (the
+(decoded once, in :mod:`fleet.store.rows`).  The names that lists are
+ordered by or looked up by range (task ids: a prefix is a range; queue
+names, worker ids, hosts) are ``COLLATE "C"``, so they sort byte by byte as
+in SQLite, whatever the database's locale.  ``task_attempts`` has an explicit ``rowid`` (the
 dispatch-latency cursor), which SQLite has built in.
 
 Migrations only move forward, each in the one transaction that applies them
@@ -35,7 +37,8 @@ def _base(conn: psycopg.Connection[Any]) -> None:
     """Queues, tasks, attempts, workers, events, runtime properties, drained GPUs."""
     for statement in (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
-        "CREATE TABLE queues (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, tags TEXT, created_at DOUBLE PRECISION)",
+        'CREATE TABLE queues (id TEXT PRIMARY KEY, name TEXT COLLATE "C" NOT NULL UNIQUE, tags TEXT,'
+        " created_at DOUBLE PRECISION)",
         'CREATE TABLE tasks (id TEXT COLLATE "C" PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,'
         " status_reason TEXT DEFAULT '', queue TEXT, priority BIGINT NOT NULL, seq DOUBLE PRECISION,"
         ' script TEXT NOT NULL, env TEXT, "user" TEXT, requirements TEXT, docker TEXT,'
@@ -55,7 +58,7 @@ def _base(conn: psycopg.Connection[Any]) -> None:
         " finished_at DOUBLE PRECISION, status TEXT, exit_code BIGINT, reason TEXT, gpu_uuids TEXT,"
         " peak_rss_mb DOUBLE PRECISION, cpu_s DOUBLE PRECISION, owner TEXT, runner TEXT,"
         " PRIMARY KEY (task_id, attempt))",
-        "CREATE TABLE workers (id TEXT PRIMARY KEY, host TEXT, mode TEXT, gpus TEXT, queues TEXT,"
+        'CREATE TABLE workers (id TEXT COLLATE "C" PRIMARY KEY, host TEXT, mode TEXT, gpus TEXT, queues TEXT,'
         " order_fairness BIGINT DEFAULT 0, state TEXT, state_reason TEXT DEFAULT '', created_at DOUBLE PRECISION,"
         " pid BIGINT, pid_start DOUBLE PRECISION, pid_boot TEXT, last_seen DOUBLE PRECISION, stop_request TEXT,"
         " restarts BIGINT DEFAULT 0, schedule TEXT, effective TEXT, options TEXT, pool TEXT)",
@@ -64,7 +67,7 @@ def _base(conn: psycopg.Connection[Any]) -> None:
         "CREATE INDEX events_kind_subject ON events (kind, subject)",
         "CREATE TABLE runtime_properties (worker TEXT NOT NULL, key TEXT NOT NULL, value TEXT,"
         " expires_at DOUBLE PRECISION, set_at DOUBLE PRECISION, PRIMARY KEY (worker, key))",
-        "CREATE TABLE gpu_drains (host TEXT NOT NULL, gpu BIGINT NOT NULL, reason TEXT NOT NULL,"
+        'CREATE TABLE gpu_drains (host TEXT COLLATE "C" NOT NULL, gpu BIGINT NOT NULL, reason TEXT NOT NULL,'
         " source TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL, PRIMARY KEY (host, gpu))",
     ):
         conn.execute(statement)
@@ -82,7 +85,32 @@ def _arrays(conn: psycopg.Connection[Any]) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays]
+def _metrics(conn: psycopg.Connection[Any]) -> None:
+    """Metrics samples, per host (as SQLite's ``_v3``: :mod:`fleet.store.sqlite_samples`)."""
+    real = "DOUBLE PRECISION"
+    tables = {
+        "metrics_host": f'host TEXT COLLATE "C" NOT NULL, cpu_percent {real}, load1 {real}, mem_used_mb {real},'
+        f" mem_total_mb {real}, mem_percent {real}, disk_free_gb {real}, net_rx_bps {real}, net_tx_bps {real}",
+        "metrics_gpu": f'host TEXT COLLATE "C" NOT NULL, gpu BIGINT NOT NULL, util_percent {real},'
+        f" mem_used_mb {real}, mem_total_mb {real}, temperature_c {real}, power_w {real}, processes {real}",
+        "metrics_worker": f'worker TEXT COLLATE "C" NOT NULL, busy {real}, paused {real}, gpu_util_percent {real},'
+        f" gpu_mem_mb {real}, cpu_percent {real}, rss_mb {real}",
+        "metrics_task": f'task TEXT COLLATE "C" NOT NULL, attempt BIGINT, cpu_percent {real}, rss_mb {real},'
+        f" gpu_mem_mb {real}, processes {real}",
+    }
+    for table, columns in tables.items():
+        conn.execute(f"CREATE TABLE {table} (res INTEGER NOT NULL, at {real} NOT NULL, {columns})")
+        conn.execute(f"CREATE INDEX {table}_res_at ON {table} (res, at)")
+    conn.execute("CREATE INDEX metrics_task_task ON metrics_task (task, res, at)")
+    conn.execute(
+        f"CREATE TABLE metrics_task_usage (task TEXT NOT NULL, attempt BIGINT NOT NULL, samples BIGINT NOT NULL,"
+        f" cpu_sum {real} NOT NULL, cpu_max {real}, rss_peak_mb {real}, gpu_mem_peak_mb {real},"
+        f" first_at {real} NOT NULL, last_at {real} NOT NULL, PRIMARY KEY (task, attempt))"
+    )
+    conn.execute(f"CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value {real})")
+
+
+MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics]
 LATEST = len(MIGRATIONS)
 
 

@@ -20,7 +20,7 @@ from fleet.core.config import load_config, parse_config_string
 from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
 from fleet.core.home import Home
 from fleet.core.models import ArraySpec, Script, TaskSpec, TaskStatus
-from fleet.store import open_store, postgres_connections, postgres_schema
+from fleet.store import SampleStore, Store, open_samples, open_store, postgres_connections, postgres_schema
 from fleet.store.postgres import PostgresStore
 from tests.store.pgserver import PgServer, server_or_skip
 from tests.store.test_store import make_worker, spec
@@ -306,14 +306,19 @@ def test_the_store_url_setting_and_its_environment_variable(tmp_path: Path) -> N
 
 def test_open_store_picks_the_implementation(tmp_path: Path, pg_url: str) -> None:
     home = Home(tmp_path / "home")
-    local = open_store(home)
-    shared = open_store(home, pg_url)
+    opened: list[Store | SampleStore] = [open_store(home), open_store(home, pg_url)]
+    opened += [open_samples(home), open_samples(home, pg_url)]
     try:
-        assert type(local).__name__ == "SQLiteStore" and (tmp_path / "home" / "fleet.db").exists()
-        assert isinstance(shared, PostgresStore)
+        assert [type(s).__name__ for s in opened] == [
+            "SQLiteStore",
+            "PostgresStore",
+            "SQLiteSamples",
+            "PostgresSamples",
+        ]
+        assert (tmp_path / "home" / "fleet.db").exists()
     finally:
-        local.close()
-        shared.close()
+        for s in opened:
+            s.close()
 
 
 def test_a_summary_list_leaves_the_large_fields_out(pg_url: str) -> None:
