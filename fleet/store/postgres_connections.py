@@ -2,8 +2,8 @@
 that reads like :class:`sqlite3.Connection` for the store's portable SQL.
 
 Each process keeps a small :class:`psycopg_pool.ConnectionPool` (autocommit
-connections, checked before each use, so one that the server dropped is
-replaced instead of failing a call).  A read outside a transaction borrows a
+connections; one idle for a while is checked before use, so one that the
+server dropped is replaced instead of failing a call).  A read outside a transaction borrows a
 connection for one statement; :meth:`PgConnections.tx` holds one for a
 transaction.  :class:`PgConn` maps the ``?`` placeholders of the portable
 SQL to psycopg's ``%s`` and returns every row at once as :class:`Row`
@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -41,6 +43,10 @@ LOCK_WAIT_S = 10.0
 IDLE_IN_TX_S = 30.0
 POOL_WAIT_S = 5.0  # how long a call waits for a free connection before the store is unavailable
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout
+# A pooled connection idle longer than this is checked (one round trip) before it is handed out;
+# one used more recently is trusted (if the server went away since, that one call answers
+# StoreUnavailable and its connection is replaced).  Checking every time doubled a read's cost.
+CHECK_IDLE_S = 2.0
 
 
 class Row(tuple[Any, ...]):
@@ -157,13 +163,18 @@ class PgConnections:
             min_size=1,
             max_size=size,
             timeout=POOL_WAIT_S,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             configure=_configure,
             name=f"fleet-{name}",
             open=False,
         )
         self._pool.open(wait=False)
         self.conn = _Borrowing(self)
+        self._used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+
+    def _check(self, raw: psycopg.Connection[Any]) -> None:
+        if time.monotonic() - self._used.get(raw, 0.0) > CHECK_IDLE_S:
+            ConnectionPool.check_connection(raw)
 
     def connect(self) -> psycopg.Connection[Any]:
         """A connection of its own (the migration's), not from the pool."""
@@ -190,7 +201,10 @@ class PgConnections:
     def borrow(self) -> Iterator[psycopg.Connection[Any]]:
         try:
             with self._pool.connection() as raw:
-                yield raw
+                try:
+                    yield raw
+                finally:
+                    self._used[raw] = time.monotonic()
         except psycopg.Error as exc:
             self.reraise(exc)
 

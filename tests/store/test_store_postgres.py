@@ -169,9 +169,12 @@ def own_server() -> Iterator[PgServer]:
 
 
 @pytest.mark.timeout(120)
-def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(own_server: PgServer) -> None:
+def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(
+    own_server: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
     url = own_server.url("postgres", password=PASSWORD)  # trust: any password is taken
     store = PostgresStore(url)
+    caplog.set_level(logging.INFO)
     try:
         store.create_queue("q", [], "t")
         queued = store.create_task(spec(), "q", "t")
@@ -196,6 +199,10 @@ def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(own_serve
                 assert time.monotonic() < deadline, "the store never came back"
                 time.sleep(0.2)
         assert again.status == TaskStatus.QUEUED
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len([w for w in warnings if "retrying with back-off" in w]) == 1  # the outage, told once
+        assert not [r for r in caplog.records if r.name.startswith("psycopg")]  # not once per connection attempt
+        assert PASSWORD not in caplog.text
         assert [t.id for t in store.list_tasks(queue="q")[0]] == [queued.id]  # the failed create left nothing
     finally:
         store.close()
