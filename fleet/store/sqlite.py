@@ -104,7 +104,7 @@ class SQLiteQueues(SQLiteBase):
                     field="queue",
                 )
             for task in conn.execute(
-                "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'", (row["name"],)
+                "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'" + self._for_update(conn), (row["name"],)
             ).fetchall():
                 why = f"queue {row['name']} deleted"
                 self._move_task(conn, dict(task), TaskStatus.CREATED, actor, why, queued_at=None)

@@ -132,7 +132,9 @@ class SQLiteArrays(SQLiteBase):
         now = time.time()
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT * FROM tasks WHERE array_id = ? AND status IN ('queued', 'in_progress')", (array_id,)
+                "SELECT * FROM tasks WHERE array_id = ? AND status IN ('queued', 'in_progress')"
+                + self._for_update(conn),
+                (array_id,),
             ).fetchall()
             for found in rows:
                 row = dict(found)

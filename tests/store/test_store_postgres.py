@@ -19,7 +19,7 @@ import pytest
 from fleet.core.config import load_config, parse_config_string
 from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
 from fleet.core.home import Home
-from fleet.core.models import ArraySpec, Script, TaskSpec, TaskStatus
+from fleet.core.models import ArraySpec, Script, Task, TaskSpec, TaskStatus
 from fleet.store import SampleStore, Store, open_samples, open_store, postgres_connections, postgres_schema
 from fleet.store.postgres import PostgresStore
 from tests.store.pgserver import PgServer, server_or_skip
@@ -156,6 +156,32 @@ def test_an_arrays_cap_holds_among_claimers_running_side_by_side(pg_url: str) ->
         assert seed.get_array("cap").counts == {"in_progress": 2, "queued": 18}
     finally:
         seed.close()
+
+
+def test_an_array_abort_waits_for_a_claim_in_flight_and_flags_what_it_took(pg_url: str) -> None:
+    """A claim on another host holds a task of the array while the abort runs:
+    the abort waits for it, then flags the task it took instead of failing."""
+    store = PostgresStore(pg_url)
+    try:
+        store.create_queue("q", [], "t")
+        first, second = store.create_tasks([(spec(), "q"), (spec(), "q")], ArraySpec(id="arr"), "t")
+        with psycopg.connect(pg_url) as claim:  # a transaction in flight
+            claim.execute("UPDATE tasks SET status = 'in_progress' WHERE id = %s", (first,))
+            aborted: list[list[Task]] = []
+            waiter = threading.Thread(target=lambda: aborted.append(store.abort_array("arr", "t", "enough")))
+            waiter.start()
+            deadline = time.monotonic() + 30
+            while claim.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+                assert time.monotonic() < deadline, "the abort never waited for the claim"
+                time.sleep(0.05)
+            claim.commit()
+            waiter.join(30)
+        (changed,) = aborted
+        by_id = {t.id: t for t in changed}
+        assert by_id[first].status == TaskStatus.IN_PROGRESS and by_id[first].abort_requested == "enough"
+        assert by_id[second].status == TaskStatus.STOPPED
+    finally:
+        store.close()
 
 
 # -- a server that goes away ---------------------------------------------------------------
