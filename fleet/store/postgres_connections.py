@@ -157,6 +157,7 @@ class PgConnections:
     def __init__(self, url: StoreUrl, name: str = "store", size: int = POOL_SIZE) -> None:
         self.url = url
         self.outage = Outage(url.shown, name)
+        self._used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url.conninfo,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
@@ -170,7 +171,6 @@ class PgConnections:
         )
         self._pool.open(wait=False)
         self.conn = _Borrowing(self)
-        self._used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
 
     def _check(self, raw: psycopg.Connection[Any]) -> None:
         if time.monotonic() - self._used.get(raw, 0.0) > CHECK_IDLE_S:
