@@ -165,8 +165,10 @@ def first_line(log: str) -> float:
     raise RuntimeError(f"the task printed no first line:\n{log}")
 
 
-def until_first_line(api: httpx.Client, body: dict[str, Any]) -> tuple[float, bool]:
-    """Submit a task; (seconds from just before the POST to its first line, env_cached)."""
+def until_first_line(api: httpx.Client, body: dict[str, Any], *, from_claim: bool = False) -> tuple[float, bool]:
+    """Submit a task; (seconds from just before the POST to its first line, env_cached).
+
+    ``from_claim``: from its attempt's start in the store (the claim) instead."""
     t0 = time.time()
     task_id = api.post("/tasks", json=body).raise_for_status().json()["id"]
     with api.stream("GET", f"/tasks/{task_id}/log", params={"follow": True}, timeout=600) as answer:
@@ -174,6 +176,8 @@ def until_first_line(api: httpx.Client, body: dict[str, Any]) -> tuple[float, bo
     task = api.get(f"/tasks/{task_id}").raise_for_status().json()
     if task["status"] != "completed":
         raise RuntimeError(f"task {task_id} ended {task['status']}: {task['status_reason']}\n{log}")
+    if from_claim:
+        t0 = parse_iso(task["attempts"][-1]["started_at"])
     return first_line(log) - t0, bool(task["env_cached"])
 
 

@@ -14,7 +14,15 @@ Baseline, in the same run: plain ``python -m venv D`` + ``D/bin/pip install six
 numpy`` + the same command, timed from the start, with an empty pip cache
 (cold) and with the cache it filled (warm dl; plain pip has no "warm").
 
+Cached environment + code (``--git``): a task with a git repository whose
+``requirements.txt`` (``six``) is already built, run ``--runs`` times on the
+same commit + diff.  Latency = its first line (``time.time()`` it prints into
+its log) minus the attempt's ``started_at`` in the store (the claim).
+Baseline, in the same run: the same cached environment's ``bin/python``
+started bare, spawn -> first line.
+
 Run:  .venv/bin/python -m bench.envs [--repeat 2]
+      .venv/bin/python -m bench.envs --git [--runs 10]
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -80,10 +89,70 @@ def baseline_runs() -> dict[str, float]:
     return {"cold": cold, "warm dl": warm_dl}
 
 
+GIT_CODE = "import time; print('FIRST' + '-LINE', time.time(), flush=True)\n"
+
+
+def git_repo(folder: Path) -> tuple[str, str]:
+    """A one-commit repository with ``requirements.txt`` and ``main.py``: (url, commit)."""
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("six\n")
+    (folder / "main.py").write_text("import six\n" + GIT_CODE)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run([*git, "init", "-q", str(folder)], check=True)
+    subprocess.run([*git, "-C", str(folder), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(folder), "commit", "-qm", "bench"], check=True)
+    commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+    return str(folder), commit.stdout.strip()
+
+
+def bare_first_line(python: Path) -> float:
+    t0 = time.time()
+    out = subprocess.run([str(python), "-c", GIT_CODE], check=True, capture_output=True, text=True)
+    return first_line(out.stdout) - t0
+
+
+def git_runs(runs: int) -> dict[str, list[float]]:
+    with temp_fleet() as fleet:
+        url, commit = git_repo(fleet.root / "repo")
+        fleet.up("0", "q")
+        body = {
+            "command": ["python", "main.py"],
+            "working_dir": str(fleet.root),
+            "queue": "q",
+            "script": {"repo": url, "commit": commit},
+        }
+        with fleet.api() as api:
+            fleet.wait_idle(api, 1)
+            _, cached = until_first_line(api, body, from_claim=True)  # builds the environment
+            assert not cached
+            task_runs, bare_runs = [], []
+            pythons = sorted((fleet.home / "venvs-cache").glob("*/bin/python"))
+            for _ in range(runs):
+                seconds, cached = until_first_line(api, body, from_claim=True)
+                assert cached
+                task_runs.append(seconds)
+                bare_runs.append(bare_first_line(pythons[0]))
+            print(f"  {machine(api)}")
+    return {"fleet: claim -> first line": task_runs, "bare venv python": bare_runs}
+
+
+def main_git(runs: int) -> None:
+    results = git_runs(runs)
+    print(f"git task, cached environment (six): claim -> first line, {runs} runs (milliseconds)")
+    for label, values in results.items():
+        ms = sorted(v * 1000 for v in values)
+        print(f"  {label:<28} median {statistics.median(ms):7.1f}  min {ms[0]:7.1f}  max {ms[-1]:7.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=2, help="runs of everything; the median is shown (default 2)")
+    parser.add_argument("--git", action="store_true", help="the cached environment + code case only")
+    parser.add_argument("--runs", type=int, default=10, help="tasks in the --git case (default 10)")
     args = parser.parse_args()
+    if args.git:
+        main_git(args.runs)
+        return
     results: dict[str, list[dict[str, float]]] = {"fleet uv": [], "fleet pip": [], "venv + pip": []}
     for n in range(args.repeat):
         print(f"run {n + 1}/{args.repeat}")

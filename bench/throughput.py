@@ -2,14 +2,18 @@
 
 Eight static workers (one ``fleetctl up --gpus i --queue t`` per GPU 0-7).
 M tasks of a trivial command (``/bin/true``, or ``[python, -c, pass]`` with
-``--command python``) are submitted as fast as one ``httpx.Client`` can; the
-script then waits until none is queued or running.  Reported: tasks/s end to
-end (first submit -> last ``finished_at``), the submit rate, and a check that
-every task ran exactly once (``completed``, ``attempt == 1``, one start note in
-its log).
+``--command python``) are submitted in one ``POST /tasks/batch`` (one
+transaction, one wake-up), so the workers find a queue of M waiting tasks;
+the script then waits until none is queued or running.  Reported: the drain
+rate (tasks/s from the batch's answer to the last ``finished_at``), and a
+check that every task ran exactly once (``completed``, ``attempt == 1``, one
+start note in its log).  ``--each`` submits one ``POST /tasks`` per task
+instead (the rate is then end to end, first submit -> last end).
 
-Baseline, in the same run: the same M commands run by 8 threads, each doing
-``subprocess.run`` -- what a bare launcher does on this machine.
+Yardsticks, in the same run: the same M commands run by 8 threads, each doing
+``subprocess.run`` (what a bare launcher does on this machine), and
+task-spooler with 8 slots (``tsp -S 8``, M ``tsp -n`` calls then wait for the
+last; skipped when ``tsp`` is not installed).
 
 Run:  .venv/bin/python -m bench.throughput [--tasks 1000] [--command true|python]
 """
@@ -17,7 +21,10 @@ Run:  .venv/bin/python -m bench.throughput [--tasks 1000] [--command true|python
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +50,25 @@ def bare_pool(command: list[str], count: int) -> float:
     return time.time() - start
 
 
+def task_spooler(command: list[str], count: int) -> float | None:
+    """Seconds for ``count`` runs of ``command`` through task-spooler with 8 slots
+    (its own server, in a temporary socket); None when ``tsp`` is not installed."""
+    tsp = shutil.which("tsp") or shutil.which("ts")
+    if tsp is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-tsp-") as tmp:
+        env = {**os.environ, "TS_SOCKET": f"{tmp}/socket", "TS_SAVELIST": f"{tmp}/list", "TMPDIR": tmp}
+        subprocess.run([tsp, "-S", str(GPUS)], env=env, check=True)
+        start = time.time()
+        last = ""
+        for _ in range(count):
+            last = subprocess.run([tsp, "-n", *command], env=env, capture_output=True, text=True, check=True).stdout
+        subprocess.run([tsp, "-w", last.strip()], env=env, capture_output=True)
+        elapsed = time.time() - start
+        subprocess.run([tsp, "-K"], env=env, capture_output=True)
+    return elapsed
+
+
 def all_tasks(api: httpx.Client) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = []
     while True:
@@ -65,8 +91,8 @@ def check_once(fleet: TempFleet, ids: list[str], tasks: list[dict[str, Any]]) ->
     return problems
 
 
-def through_fleet(fleet: TempFleet, command: list[str], count: int) -> float:
-    """Tasks/s end to end, after printing the details."""
+def through_fleet(fleet: TempFleet, command: list[str], count: int, each: bool) -> float:
+    """Tasks/s (the drain, or end to end with ``each``), after printing the details."""
     for gpu in range(GPUS):
         fleet.up(str(gpu), "t")
     with fleet.api() as api:
@@ -74,16 +100,23 @@ def through_fleet(fleet: TempFleet, command: list[str], count: int) -> float:
         print(machine(api))
         body = {"command": command, "working_dir": str(fleet.root), "queue": "t"}
         first = time.time()
-        ids = [api.post("/tasks", json=body).raise_for_status().json()["id"] for _ in range(count)]
+        if each:
+            ids = [api.post("/tasks", json=body).raise_for_status().json()["id"] for _ in range(count)]
+        else:
+            batch = {"tasks": [body] * count}
+            ids = api.post("/tasks/batch", json=batch).raise_for_status().json()["tasks"]
         submitted = time.time() - first
+        if not each:
+            first = time.time()  # the drain: from a queue of ``count`` waiting tasks
         pending: dict[str, str | int] = {"queue": "t", "status": "queued,in_progress", "limit": 1}
         while api.get("/tasks", params=pending).raise_for_status().json()["total"]:
             time.sleep(0.2)
         tasks = all_tasks(api)
     last = max(parse_iso(t["finished_at"]) for t in tasks)
     per_worker = Counter(t["worker"] for t in tasks)
-    print(f"fleet       {count / (last - first):8.1f} tasks/s end to end ({last - first:.2f} s)")
-    print(f"            {count / submitted:8.1f} tasks/s submitted ({submitted:.2f} s for {count} POSTs)")
+    what = "end to end" if each else "drain"
+    print(f"fleet       {count / (last - first):8.1f} tasks/s {what} ({last - first:.2f} s)")
+    print(f"            {count / submitted:8.1f} tasks/s submitted ({submitted:.2f} s for {count} tasks)")
     print(f"            tasks per worker: {' '.join(f'{n}' for _, n in sorted(per_worker.items()))}")
     problems = check_once(fleet, ids, tasks)
     print("exactly once: " + ("ok" if not problems else f"{len(problems)} problems"))
@@ -96,15 +129,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=1000, help="tasks per side (default 1000)")
     parser.add_argument("--command", choices=["true", "python"], default="true", help="/bin/true or python -c pass")
+    parser.add_argument("--each", action="store_true", help="one POST /tasks per task (end to end)")
     args = parser.parse_args()
     command = ["/bin/true"] if args.command == "true" else [PYTHON, "-c", "pass"]
 
     print(f"{args.tasks} x {' '.join(command)} through {GPUS} workers")
     bare_s = bare_pool(command, args.tasks)
+    tsp_s = task_spooler(command, args.tasks)
     with temp_fleet() as fleet:
-        fleet_rate = through_fleet(fleet, command, args.tasks)
+        fleet_rate = through_fleet(fleet, command, args.tasks, args.each)
     bare_rate = args.tasks / bare_s
     print(f"bare pool   {bare_rate:8.1f} tasks/s ({bare_s:.2f} s, 8 threads x subprocess.run)")
+    if tsp_s is not None:
+        print(f"tsp -S 8    {args.tasks / tsp_s:8.1f} tasks/s ({tsp_s:.2f} s, {args.tasks} x tsp -n, then tsp -w)")
     print(f"fleet / bare = {fleet_rate / bare_rate:.3f}")
 
 

@@ -15,7 +15,7 @@ from fleet.api.deps import BackendDep, ServiceDep, TaskId, WhoDep
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json, task_page_json
 from fleet.core.errors import Conflict, StoreError, UsageError
-from fleet.core.models import Script, TaskSpec, TaskStatus
+from fleet.core.models import DockerMode, Script, TaskRequirements, TaskSpec, TaskStatus
 from fleet.service.tasks import CloneEdits
 
 router = APIRouter(tags=["tasks"])
@@ -77,8 +77,10 @@ def create_task(body: TaskCreate, service: ServiceDep, who: WhoDep) -> dict[str,
 def task_spec(body: TaskCreate) -> TaskSpec:
     return TaskSpec(
         script=_script(body),
-        requirements=body.requirements.to_json() if body.requirements is not None else {},
-        docker=body.docker.to_json() if body.docker is not None else {},
+        requirements=TaskRequirements.from_json(body.requirements.to_json())
+        if body.requirements
+        else TaskRequirements(),
+        docker=DockerMode(body.docker.image, tuple(body.docker.args)) if body.docker is not None else None,
         name=body.name,
         env=body.env,
         priority=body.priority,

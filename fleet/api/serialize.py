@@ -12,6 +12,7 @@ NVML's UUIDs of the attempt's GPUs (empty without NVML).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from fleet.core.models import (
     RuntimeProperty,
     Task,
     TaskAttempt,
+    TaskRequirements,
     WorkerMode,
     WorkerState,
 )
@@ -42,11 +44,11 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def masked_docker(docker: dict[str, Any] | None, hidden: Iterable[str]) -> dict[str, Any] | None:
-    """The task's image and ``docker run`` arguments, secret values masked."""
-    if not docker or not isinstance(docker.get("args"), list):
-        return docker
-    return {**docker, "args": mask_args([str(a) for a in docker["args"]], hidden)}
+def masked_docker(docker: DockerMode | None, hidden: Iterable[str]) -> dict[str, Any]:
+    """The task's image and ``docker run`` arguments, secret values masked (``{}``: none)."""
+    if docker is None:
+        return {}
+    return {"image": docker.image, "args": mask_args(list(docker.args), hidden)}
 
 
 def task_json(task: Task, attempts: list[TaskAttempt] | None = None, *, hidden: Iterable[str] = ()) -> dict[str, Any]:
@@ -136,13 +138,11 @@ def task_summary_json(task: Task, *, hidden: Iterable[str] = ()) -> dict[str, An
     return out
 
 
-def _masked_requirements(requirements: dict[str, Any]) -> dict[str, Any]:
-    out = dict(requirements)
-    if isinstance(out.get("file"), str):
-        out["file"] = mask_urls(out["file"])
-    if isinstance(out.get("packages"), list):
-        out["packages"] = [mask_urls(p) if isinstance(p, str) else p for p in out["packages"]]
-    return out
+def _masked_requirements(requirements: TaskRequirements) -> dict[str, Any]:
+    masked = dataclasses.replace(
+        requirements, file=mask_urls(requirements.file), packages=tuple(mask_urls(p) for p in requirements.packages)
+    )
+    return masked.to_json()
 
 
 def worker_json(view: WorkerView, hidden: Iterable[str] = ()) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def run_foreground(runner: TaskRunner, task: Task, worker: Worker) -> int:
             if look:
                 last_look = time.monotonic()
             runner.watch(look)
+            runner.flush()  # the task's pid, once it has run a turn
     finally:
         for signum, handler in old.items():
             signal.signal(signum, handler)

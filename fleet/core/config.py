@@ -305,6 +305,13 @@ def parse_config_string(text: str, path: Path | None = None) -> Config:
     return _from_tree(tree, path)
 
 
+def config_from_plain(tree: Mapping[str, Any], source: Path | None = None) -> Config:
+    """A config from plain JSON-like data (a config another process already
+    loaded, e.g. the worker's, handed to its preparing step), validated as a
+    file is; no environment overrides (they were applied where it was loaded)."""
+    return _from_tree(tree, source)
+
+
 def _from_tree(tree: Any, source: Path | None) -> Config:
     where = f"{source}: " if source is not None else ""
     if not isinstance(tree, Mapping):

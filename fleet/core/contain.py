@@ -149,9 +149,10 @@ class Attempt:
         return (path / "cgroup.procs").exists()
 
     @contextlib.contextmanager
-    def inside(self) -> Iterator[None]:
+    def inside(self) -> Iterator[bool]:
         """Run the body (a fork) with this process in the attempt's cgroup, so
-        the child is born in it; the caller made it with :meth:`create_cgroup`."""
+        the child is born in it; the caller made it with :meth:`create_cgroup`.
+        Yields whether this process entered the group (False: the marker alone finds the child)."""
         path, mount = self.cgroup, cgroup2_mount()
         home = _own_cgroup(mount) if mount is not None else None
         back = home / "cgroup.procs" if home is not None else None
@@ -163,7 +164,7 @@ class Attempt:
             except OSError as exc:
                 log.warning("task %s: cannot enter its cgroup (%s); its environment marks it", self.task_id, exc)
         try:
-            yield
+            yield entered
         finally:
             if entered and back is not None:
                 try:
@@ -174,9 +175,10 @@ class Attempt:
     # -- anyone's side -----------------------------------------------------------
     def members(self) -> set[int]:
         """Live processes of the attempt: its cgroup's and those with its marker."""
-        return self._in_cgroup() | self._marked()
+        return self.cgroup_members() | self._marked()
 
-    def _in_cgroup(self) -> set[int]:
+    def cgroup_members(self) -> set[int]:
+        """Live processes in the attempt's cgroup (none where it has none)."""
         path = self.cgroup
         if path is None:
             return set()
@@ -197,7 +199,7 @@ class Attempt:
             try:
                 (path / "cgroup.kill").write_text("1")
             except FileNotFoundError:  # Linux < 5.14: one by one (end() repeats until none is left)
-                for pid in self._in_cgroup():
+                for pid in self.cgroup_members():
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
             except OSError as exc:

@@ -151,6 +151,81 @@ class Script:
         )
 
 
+@dataclass(frozen=True)
+class DockerMode:
+    """An image and extra ``docker run`` arguments.  A worker in docker mode
+    (``up --docker IMAGE ARGS``) runs every task in a container of ``image``
+    ("": the task's own image, else the configured default); a task's own
+    (``submit --docker IMAGE --docker-args ...``) is used by such a worker."""
+
+    image: str = ""
+    args: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.image}
+        if self.args:
+            out["args"] = list(self.args)
+        return out
+
+    @classmethod
+    def from_json(cls, data: object) -> DockerMode | None:
+        """None for an empty or missing value (``{}`` in the store)."""
+        if not isinstance(data, dict) or not data:
+            return None
+        return cls(str(data.get("image") or ""), tuple(str(a) for a in data.get("args") or []))
+
+
+@dataclass(frozen=True)
+class TaskRequirements:
+    """What a task's environment must hold beyond its code: a requirements
+    file's text, packages (one requirement each) and a Python version; once
+    an attempt has built or reused its environment, what it holds: the frozen
+    package list, the package manager and the Python that ran it (recorded by
+    the store's ``record_environment``, answered under the same key)."""
+
+    file: str = ""
+    packages: tuple[str, ...] = ()
+    python_version: str = ""
+    frozen: tuple[str, ...] = ()
+    manager: str = ""
+    python: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.file or self.packages or self.python_version)
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the parts given (``{}`` when none), as stored and answered."""
+        out: dict[str, Any] = {}
+        if self.packages:
+            out["packages"] = list(self.packages)
+        if self.file:
+            out["file"] = self.file
+        if self.python_version:
+            out["python_version"] = self.python_version
+        if self.manager:
+            out.update(frozen=list(self.frozen), manager=self.manager, python=self.python)
+        return out
+
+    @classmethod
+    def from_json(cls, data: object) -> TaskRequirements:
+        """Raises ValueError for a value that is not this shape."""
+        if not data:
+            return cls()
+        if not isinstance(data, dict):
+            raise ValueError(f"requirements: expected an object, got {type(data).__name__}")
+        packages, text = data.get("packages") or [], data.get("file") or ""
+        if not isinstance(packages, list) or not isinstance(text, str):
+            raise ValueError("requirements: expected packages (a list) and file (text)")
+        return cls(
+            text,
+            tuple(str(p) for p in packages),
+            str(data.get("python_version") or ""),
+            tuple(str(p) for p in data.get("frozen") or []),
+            str(data.get("manager") or ""),
+            str(data.get("python") or ""),
+        )
+
+
 @dataclass
 class TaskSpec:
     """What a user asks for when creating a task."""
@@ -163,8 +238,8 @@ class TaskSpec:
     retries: int = 0
     gpus: int | None = None
     user: str = ""
-    requirements: dict[str, Any] = field(default_factory=dict)
-    docker: dict[str, Any] = field(default_factory=dict)
+    requirements: TaskRequirements = field(default_factory=lambda: TaskRequirements())
+    docker: DockerMode | None = None  # ``submit --docker IMAGE [--docker-args ...]``
     parent: str | None = None
     array_index: int | None = None  # its place in an array (a sweep); the array is given to the store
 
@@ -218,8 +293,8 @@ class Task:
     pid_start: float | None = None  # clock ticks since boot (fleet.procs); wall-clock seconds in old rows
     pid_boot: str | None = None  # the boot id; None in rows from before it was recorded
     abort_requested: str | None = None
-    requirements: dict[str, Any] = field(default_factory=dict)
-    docker: dict[str, Any] = field(default_factory=dict)
+    requirements: TaskRequirements = field(default_factory=lambda: TaskRequirements())
+    docker: DockerMode | None = None
     env_cached: bool = False
     parent: str | None = None
     gpu_uuids: list[str] = field(default_factory=list)  # NVML's UUIDs of ``gpus`` this attempt; [] without NVML
@@ -238,16 +313,6 @@ class StopRequest:
     drain: bool = False
     requeue: bool = False
     by: str = "fleetctl stop"
-
-
-@dataclass(frozen=True)
-class DockerMode:
-    """A worker in docker mode (``up --docker IMAGE ARGS``): every task runs in a
-    container of ``image`` ("": the task's own image, else the configured
-    default) with these extra ``docker run`` arguments."""
-
-    image: str = ""
-    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def clone_spec(
         retries=source.retries,
         gpus=source.gpus_needed,
         user=source.user,
-        requirements=dict(source.requirements),
-        docker=dict(source.docker),
+        requirements=source.requirements,
+        docker=source.docker,
         parent=source.id,
     )

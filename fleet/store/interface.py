@@ -110,10 +110,14 @@ class Store(abc.ABC):
     def dequeue_task(self, task_id: str, actor: str) -> Task: ...
 
     @abc.abstractmethod
-    def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
+    def claim_next_task(
+        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+    ) -> Task | None:
         """Atomically hand the first fitting queued task of ``queues`` (in that
         order) to ``worker``: under any number of concurrent callers a task is
-        handed to exactly one."""
+        handed to exactly one.  With ``busy`` (a reason, ``{task}`` replaced by
+        the task's id), the worker's row becomes busy in the same transaction
+        where it may (a worker with no row, or one stopping, is left as it is)."""
 
     @abc.abstractmethod
     def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None: ...
@@ -133,8 +137,12 @@ class Store(abc.ABC):
         actor: str,
         requeue: str | None = None,
         usage: ExitUsage | None = None,
+        pid: int | None = None,
+        started: Identity | None = None,
     ) -> Task:
-        """End the current attempt with ``status``; ``requeue`` ("head"/"tail")
+        """End the current attempt with ``status`` (and, with ``pid``, record the
+        attempt's process in the same transaction, for a task that ended before
+        its worker wrote it); ``requeue`` ("head"/"tail")
         then puts the task back in its queue (retries, ``stop --requeue``);
         ``usage`` is the attempt's figures from the kernel, when reaped."""
 

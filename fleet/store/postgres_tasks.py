@@ -58,7 +58,9 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
             for c in self._columns
         )
 
-    def claim_next_task(self, worker: Worker, queues: list[str], gpus: list[int]) -> Task | None:
+    def claim_next_task(
+        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+    ) -> Task | None:
         if not self._any_waiting(queues):  # the common case for a woken worker that lost the race
             return None
         capacity = len(gpus) if worker.gpus is not None else 0
@@ -79,7 +81,9 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
                     if self._array_full(conn, row):
                         passed.append(row["id"])
                         continue
-                    return self._start_attempt(conn, row, worker, worker.id, gpus, Runner.STATIC)
+                    task = self._start_attempt(conn, row, worker, worker.id, gpus, Runner.STATIC)
+                    self._claimed_busy(conn, worker, task, busy)
+                    return task
         return None
 
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:

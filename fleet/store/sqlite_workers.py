@@ -12,6 +12,7 @@ from typing import Any
 
 from fleet.core.errors import NotFound
 from fleet.core.models import RuntimeProperty, Worker, WorkerState, check_worker_move
+from fleet.store.dbapi import DbConn
 from fleet.store.rows import to_worker, usable_timestamp, worker_columns, worker_updates
 from fleet.store.sqlite_base import SQLiteBase
 
@@ -65,16 +66,7 @@ class SQLiteWorkers(SQLiteBase):
     def set_worker_state(self, worker_id: str, state: WorkerState, reason: str, actor: str, **fields: Any) -> Worker:
         """The one transition function for workers: check, update, record."""
         with self._tx() as conn:
-            row = conn.execute("SELECT * FROM workers WHERE id = ?", (worker_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"worker {worker_id} does not exist", field="worker")
-            old = WorkerState(row["state"])
-            check_worker_move(worker_id, old, state)
-            updates = {**worker_updates(fields), "state": state.value, "state_reason": reason}
-            columns = ", ".join(f"{k} = ?" for k in updates)
-            conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
-            if old != state or row["state_reason"] != reason:
-                self._event(conn, "worker", worker_id, old.value, state.value, actor, reason)
+            move_worker(conn, worker_id, state, reason, actor, fields, self._for_update(conn))
         return self.get_worker(worker_id)
 
     def update_worker(self, worker_id: str, **fields: Any) -> None:
@@ -129,3 +121,28 @@ class SQLiteWorkers(SQLiteBase):
                 conn.execute("DELETE FROM runtime_properties WHERE worker = ? AND key = ?", (worker, key))
                 self._event(conn, "worker", worker, key, "expired", actor, "runtime property")
         return sorted({r[0] for r in rows})
+
+
+def move_worker(
+    conn: DbConn,
+    worker_id: str,
+    state: WorkerState,
+    reason: str,
+    actor: str,
+    fields: dict[str, Any],
+    lock: str = "",
+) -> None:
+    """A worker's state change inside the caller's transaction (check, update,
+    record): :meth:`SQLiteWorkers.set_worker_state`'s, and a claim's (the
+    claiming worker becomes busy in the claim's own transaction).  ``lock``:
+    the store's clause that locks the row read (:meth:`SQLiteBase._for_update`)."""
+    row = conn.execute("SELECT * FROM workers WHERE id = ?" + lock, (worker_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"worker {worker_id} does not exist", field="worker")
+    old = WorkerState(row["state"])
+    check_worker_move(worker_id, old, state)
+    updates = {**worker_updates(fields), "state": state.value, "state_reason": reason}
+    columns = ", ".join(f"{k} = ?" for k in updates)
+    conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
+    if old != state or row["state_reason"] != reason:
+        SQLiteBase._event(conn, "worker", worker_id, old.value, state.value, actor, reason)

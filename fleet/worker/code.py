@@ -9,11 +9,32 @@ Decisions:
   clone and fetch; a task whose commit is already in the mirror does not
   fetch at all, so tasks queued together fetch once.  A new mirror is cloned
   into a temporary name and renamed, so a half-made mirror is never used.
-- The task's checkout is a local clone from the mirror (git hardlinks the
-  objects: cheap, and unlike ``--shared`` it keeps working if the mirror is
-  later pruned), ``checkout --detach <commit>``, then ``git apply`` of the
-  diff from the tree's root.  ``origin`` is pointed back at the real URL
-  (without credentials) so the task's code sees its true remote.
+- A worker's task (``linked=True``, :mod:`fleet.worker.prepare`) gets a
+  linked worktree of the mirror: ``git worktree add -f --detach
+  --no-checkout <folder> <commit>`` under the mirror's lock (git's own
+  ``worktree add`` is not safe to run at once in one repository), ``reset
+  --hard`` outside it, then ``git apply`` of the diff.  Two git processes
+  instead of a clone, a ``remote set-url`` and a checkout, no copy of the objects:
+  every task on a repository shares the mirror's object store, and each
+  gets its own folder and index, so what a task writes, changes or deletes
+  in its folder reaches neither the mirror nor another task's folder.
+  Decided against a hard-linked copy of a prepared tree (``cp -al``): a task
+  that writes a file in place would write through the shared inode into the
+  cache and every other task's copy, and nothing offers copy-on-write here.
+  In a linked folder ``.git`` is a file naming the mirror, so ``origin`` is
+  the URL fleet fetches from (after translation, without credentials), and a
+  task's own ``git commit`` adds objects to the mirror (reachable only from
+  its worktree's HEAD; harmless to others).  A retried attempt's folder is
+  removed and re-added (``-f`` overrides the stale registration); stale
+  registrations are pruned whenever the mirror is fetched.
+- Docker tasks, ``fleetctl execute`` and image builds (``linked=False``)
+  keep a self-contained clone, because their folder is mounted into a
+  container or built elsewhere where the mirror's path does not exist: a
+  local clone from the mirror (git hardlinks the objects: cheap, and unlike
+  ``--shared`` it keeps working if the mirror is later pruned), ``checkout
+  --detach <commit>``, then ``git apply`` of the diff from the tree's root.
+  ``origin`` is pointed back at the real URL (without credentials) so the
+  task's code sees its true remote.
 - Credentials never reach an argument vector, a URL or a log: git asks a
   0700 askpass script, written per checkout into a temporary folder, which
   prints values it reads from the environment of git's process.  The user's
@@ -233,6 +254,7 @@ class VcsCache:
                 return mirror
             else:
                 say(f"vcs cache: fetching {shown}")
+                git.ok(["worktree", "prune"], cwd=mirror)  # the registrations of task folders now gone
                 git.run(["remote", "set-url", "origin", url], cwd=mirror)
                 git.run(["fetch", "--prune", "--quiet", "origin"], cwd=mirror, what=f"git fetch {shown}")
             if not _has_commit(git, mirror, commit):
@@ -256,9 +278,13 @@ def checkout(
     *,
     cache: VcsCache | None = None,
     env: Mapping[str, str] | None = None,
+    linked: bool = False,
 ) -> Path:
     """Clone ``task_script.repo`` at its commit into ``dest`` (absent or empty),
     apply its diff, and return the working folder (``dest / repo_dir``).
+
+    ``linked``: with a cache, a worktree of the mirror instead of a clone
+    (see the module doc: for a folder used on this machine only).
 
     Without ``cache``, the cache comes from the config (``vcs_cache.enabled``
     false: a direct clone).  Raises :class:`CodeError` with git's message."""
@@ -277,6 +303,11 @@ def checkout(
             cache = VcsCache.from_config(config, Home(resolve_home()))
         if cache is not None:
             mirror = cache.update(url, commit, git, log)
+            if linked:
+                add_worktree(git, cache, mirror, dest, commit)
+                if script.diff:
+                    apply_diff(git, dest, script.diff, log)
+                return workdir
             git.run(["clone", "--no-checkout", "--quiet", "--", str(mirror), str(dest)], what="git clone")
             git.run(["remote", "set-url", "origin", clean], cwd=dest)
         else:
@@ -294,11 +325,30 @@ def checkout(
     return workdir
 
 
+def add_worktree(git: Git, cache: VcsCache, mirror: Path, dest: Path, commit: str) -> None:
+    """``dest`` as a worktree of ``mirror`` at ``commit`` (detached).
+
+    git's ``worktree add`` reads the other worktrees' records while it writes
+    its own, and fails when one is half-written ("failed to read
+    worktrees/<name>/commondir"): the registration (``--no-checkout``) takes
+    the mirror's lock; filling the folder (``reset --hard``) runs outside it,
+    so tasks of one repository still check out side by side."""
+    with cache.locked(mirror, lambda _: None):
+        git.run(
+            ["worktree", "add", "-f", "--detach", "--no-checkout", "--quiet", str(dest.absolute()), commit],
+            cwd=mirror,
+            what=f"git worktree add {commit[:12]}",
+        )
+    git.run(["reset", "--hard", "--quiet"], cwd=dest, what=f"git checkout {commit[:12]}")
+
+
 def apply_diff(git: Git, tree: Path, diff: str, log: Callable[[str], None]) -> None:
     """``git apply`` the submitter's uncommitted changes at the root of ``tree``."""
     data = diff.encode("utf-8", errors="surrogateescape")
     log(f"code: applying uncommitted changes ({len(data) / 1024:.1f} KiB)")
-    with tempfile.NamedTemporaryFile(prefix="fleet-", suffix=".diff", dir=tree / ".git") as fh:
+    private = tree / ".git"  # a folder in a clone; a file naming the mirror in a linked worktree
+    folder = private if private.is_dir() else tree.parent
+    with tempfile.NamedTemporaryFile(prefix=f".{tree.name}-", suffix=".diff", dir=folder) as fh:
         fh.write(data)
         fh.flush()
         git.run(["apply", "--binary", "--whitespace=nowarn", fh.name], cwd=tree, what="git apply")

@@ -132,9 +132,7 @@ class PoolLoop(LoopBase):
         try:
             look = True
             while True:
-                if look or self.signals:
-                    self._refresh()
-                    self._check_stop()
+                self._look(look)
                 self._reap()
                 if self.stopping is not None and not self.children:
                     break

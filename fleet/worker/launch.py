@@ -26,6 +26,7 @@ from fleet.core.home import Home, resolve_home
 from fleet.core.models import Task, Worker
 from fleet.worker.launch_outcome import LaunchKind
 from fleet.worker.prepare import needs_preparation
+from fleet.worker.prepare_spec import spec_path, write_spec
 from fleet.worker.runas import RunAs, run_as
 from fleet.worker.taskenv import task_environment
 
@@ -89,8 +90,12 @@ def plan_launch(
     if not needs_preparation(task):
         return Launch(list(task.script.command), task.script.working_dir, env)
     argv = [sys.executable, "-m", "fleet.worker.prepare", "--home", str(home.root), "--task", task.id]
+    if config is not None:  # the task and config in hand: the preparing step need not load them (prepare_spec)
+        spec = spec_path(home.root, task.id, task.attempt)
+        write_spec(spec, task, config)
+        argv += ["--spec", str(spec)]
     if config is not None and config.path is not None:
-        argv += ["--config", str(config.path)]
+        argv += ["--config", str(config.path)]  # read only when the spec cannot be
     cwd = str(home.work) if has_repo else task.script.working_dir
     if has_repo:
         home.work.mkdir(parents=True, exist_ok=True, mode=0o700)

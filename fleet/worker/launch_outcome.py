@@ -22,6 +22,10 @@ Decisions:
   task's next attempt starts, because a pool reads it from the head of its
   queue to back off (:meth:`fleet.worker.gpupool.PoolLoop._backing_off`) however
   its per-task worker's exit and the requeue interleave.
+* A launch that got through carries the environment it runs in
+  (:class:`LaunchedEnvironment`: cached or built, the frozen packages, the
+  manager and Python); the runner records it on the task when the attempt
+  ends, so the preparing step never opens the store (it ``exec``s sooner).
 * Only the standard library here: the runner imports this on the launch path.
 """
 
@@ -87,11 +91,36 @@ def failure_in(phase: Phase, exc: BaseException | None = None) -> Failure:
 
 
 @dataclass(frozen=True)
+class LaunchedEnvironment:
+    """The Python environment a prepared task runs in, as the store records it."""
+
+    cached: bool
+    frozen: list[str]
+    manager: str
+    python: str
+
+    def encode(self) -> dict[str, object]:
+        return {"cached": self.cached, "frozen": self.frozen, "manager": self.manager, "python": self.python}
+
+    @classmethod
+    def decode(cls, body: object) -> LaunchedEnvironment:
+        if not isinstance(body, dict):
+            raise ValueError("not a launched environment")
+        cached, frozen, manager, python = body["cached"], body["frozen"], body["manager"], body["python"]
+        if not (isinstance(cached, bool) and isinstance(frozen, list) and isinstance(manager, str)):
+            raise ValueError("not a launched environment")
+        if not isinstance(python, str) or not all(isinstance(line, str) for line in frozen):
+            raise ValueError("not a launched environment")
+        return cls(cached, list(frozen), manager, python)
+
+
+@dataclass(frozen=True)
 class LaunchOutcome:
     phase: Phase
     ok: bool
     failure: Failure | None = None  # set exactly when not ok
     message: str = ""
+    environment: LaunchedEnvironment | None = None  # a prepared task's, once it got through
 
     def __post_init__(self) -> None:
         if self.ok != (self.failure is None):
@@ -102,9 +131,11 @@ class LaunchOutcome:
         return self.failure is Failure.NO_SPACE
 
     def encode(self) -> bytes:
-        body = {"v": VERSION, "phase": self.phase.value, "ok": self.ok, "message": self.message}
+        body: dict[str, object] = {"v": VERSION, "phase": self.phase.value, "ok": self.ok, "message": self.message}
         if self.failure is not None:
             body["failure"] = self.failure.value
+        if self.environment is not None:
+            body["environment"] = self.environment.encode()
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -118,7 +149,10 @@ class LaunchOutcome:
             ok, message = body["ok"], body.get("message", "")
             if not isinstance(ok, bool) or not isinstance(message, str):
                 raise ValueError("not a launch outcome record")
-            return cls(Phase(body["phase"]), ok, None if failure is None else Failure(failure), message)
+            env = body.get("environment")
+            environment = None if env is None else LaunchedEnvironment.decode(env)
+            kind = None if failure is None else Failure(failure)
+            return cls(Phase(body["phase"]), ok, kind, message, environment)
         except (KeyError, TypeError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a launch outcome record: {exc}") from None
 

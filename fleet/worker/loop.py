@@ -62,6 +62,7 @@ from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+BUSY_REASON = "running task {task}"  # a static worker's state while it runs a task
 
 
 class RunnerLoop(LoopBase):
@@ -130,9 +131,7 @@ class WorkerLoop(RunnerLoop):
         try:
             look = True
             while True:
-                if look or self.signals:
-                    self._refresh()
-                    self._check_stop()
+                self._look(look)
                 self.runner.flush()
                 if self.runner.free:
                     if self.stopping is not None:
@@ -156,16 +155,17 @@ class WorkerLoop(RunnerLoop):
             if why:
                 self._set_state(WorkerState.IDLE, f"not pulling: {why}")
             return
-        self._set_state(*self._waiting_state())
-        if not queues:
-            return
-        task = self.runner.claim_next(self.worker, queues)
+        # idle or paused is recorded only when nothing was claimed, and busy in
+        # the claim's own transaction: a task costs two state writes less
+        task = self.runner.claim_next(self.worker, queues, BUSY_REASON) if queues else None
         if task is None:
+            self._set_state(*self._waiting_state())
             return
         if task.queue is not None:
             self.order.served(task.queue)
         task = self._with_uuids(task)
-        self._set_state(WorkerState.BUSY, f"running task {task.id}")
+        self._refresh()  # a read: the state the claim recorded (the write below is then skipped)
+        self._set_state(WorkerState.BUSY, BUSY_REASON.replace("{task}", task.id))
         self.runner.start(task, self.worker)
 
     def _not_pulling(self, queues: list[str]) -> str | None:
@@ -222,9 +222,7 @@ class TaskWorker(RunnerLoop):
         try:
             look = True
             while not self.runner.free:
-                if look or self.signals:
-                    self._refresh()
-                    self._check_stop()
+                self._look(look)
                 self.runner.flush()
                 if self.runner.free:
                     break

@@ -124,6 +124,16 @@ class LoopBase:
             log.info("worker %s: no manager; stopping in %gs unless one starts", self.worker.id, self.handover_s)
         return now - self.manager_gone_at >= self.handover_s
 
+    def _look(self, look: bool) -> None:
+        """A turn's first step, when woken or signalled: re-read the row, act on a stop asked."""
+        if look or self.signals:
+            self._refresh()
+            self._check_stop()
+
+    def _check_stop(self) -> None:
+        """Act on a stop asked in the row (each kind of loop stops its own way)."""
+        raise NotImplementedError
+
     def _refresh(self) -> None:
         """Re-read this worker's row: stop requests and the effective state the
         manager's schedule driver computed (which queues it may pull from)."""

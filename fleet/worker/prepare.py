@@ -7,12 +7,22 @@ so abort, timeout and log capture cover preparation exactly as they cover
 the task.  Its stdout *is* the task log; fleet's own lines start with
 ``[prepare]``.
 
-Steps: get the code (into ``$FLEET_HOME/work/<task-id>/``), run the setup
+Steps: read the task and config the worker handed over
+(:mod:`fleet.worker.prepare_spec`; the store and the config file only when
+there is no such file), get the code (a linked worktree of the vcs cache's
+mirror in ``$FLEET_HOME/work/<task-id>/``: one git process, the mirror's
+objects, the task's own folder; see :mod:`fleet.worker.code`), run the setup
 script (``bash <file>`` in the task's folder, before the environment is built,
 as the issue orders it: after the checkout, so the script can see the code),
-build or reuse the environment, record ``env_cached`` and the frozen package
-list on the task, then ``exec`` the command with the environment's ``bin``
-first on PATH and ``VIRTUAL_ENV`` set.  A failure exits 1 with a one-line
+build or reuse the environment, then ``exec`` the command with the
+environment's ``bin`` first on PATH and ``VIRTUAL_ENV`` set.
+
+It starts the task as soon as it can: it imports no store (sqlite-utils), no
+HOCON parser (pyhocon), no psutil, pydantic or docker on the way to a task
+whose environment is cached; ``env_cached`` and the frozen packages travel in
+the launch record and the runner writes them on the task when the attempt
+ends.  The store is opened only to prune older one-off environments, after
+this task built one of its own.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
 
@@ -24,7 +34,6 @@ on the kind, never on this process's exit code or its output.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -40,8 +49,6 @@ from fleet.core.config import Config, load_config
 from fleet.core.errors import FleetError
 from fleet.core.home import TASK_UMASK, Home
 from fleet.core.models import Task, TaskStatus
-from fleet.core.procs import describe_exit
-from fleet.store import Store, open_store
 from fleet.worker.code import VcsCache, checkout
 from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
 from fleet.worker.envs.builder import Interpreter, Requirements
@@ -49,7 +56,15 @@ from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.python import PythonFinder
 from fleet.worker.envs.requirements import gather
 from fleet.worker.envs.settings import build_settings, builds_dir, cache_root, installer_env_digest, tool_environment
-from fleet.worker.launch_outcome import Failure, LaunchOutcome, Phase, outcome_path, write_outcome
+from fleet.worker.launch_outcome import (
+    Failure,
+    LaunchedEnvironment,
+    LaunchOutcome,
+    Phase,
+    outcome_path,
+    write_outcome,
+)
+from fleet.worker.prepare_spec import read_spec
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +100,8 @@ def check_space(folder: Path, threshold_gb: float) -> None:
 def needs_preparation(task: Task) -> bool:
     """A repository, requirements or a setup script; else the command runs directly."""
     script = task.script
-    reqs = task.requirements or {}
-    return bool(
-        script.repo or (script.setup_script or "").strip() or reqs.get("packages") or (reqs.get("file") or "").strip()
-    )
+    reqs = task.requirements
+    return bool(script.repo or (script.setup_script or "").strip() or reqs.packages or reqs.file.strip())
 
 
 @dataclass
@@ -119,6 +132,7 @@ class Preparer:
         self.out = out
         self.env = dict(os.environ if env is None else env)
         self.phase = Phase.CODE  # the step under way, for the launch record
+        self.linked = False  # a worktree of the vcs cache's mirror (fleet.worker.code): the worker's own tasks
 
     # -- steps -------------------------------------------------------------------
     def code(self, task: Task, dest: Path) -> tuple[Path | None, Path]:
@@ -135,7 +149,7 @@ class Preparer:
         if dest.exists():  # an earlier attempt's checkout
             shutil.rmtree(dest)
         try:
-            folder = Path(checkout(script, dest, agent, self.out.note, cache=cache, env=git_env))
+            folder = Path(checkout(script, dest, agent, self.out.note, cache=cache, env=git_env, linked=self.linked))
         except FleetError as exc:
             raise PrepareError(exc.message) from None
         return dest, folder
@@ -154,17 +168,19 @@ class Preparer:
         except OSError as exc:
             raise PrepareError(f"setup script failed: cannot run bash: {exc.strerror or exc}") from None
         if rc != 0:
+            from fleet.core.procs import describe_exit  # psutil: off the path of tasks without a setup script
+
             raise PrepareError(f"setup script failed ({describe_exit(rc)})")
 
     def environment(self, task: Task, code_root: Path | None, target: Path | None = None) -> Environment | None:
         """Build or reuse the task's environment; None when it has no requirements and no code."""
         agent = self.config.agent
-        requirements = gather(task.requirements or {}, code_root, agent.package_manager.type)
+        requirements = gather(task.requirements, code_root, agent.package_manager.type)
         if requirements is None:
             return None
         builder = choose_builder(agent.package_manager.type, requirements, self.out)
         finder = PythonFinder(self.home.root / "cache" / "pythons.json", self.env)
-        wanted = str((task.requirements or {}).get("python_version") or "")
+        wanted = task.requirements.python_version
         python = finder.find(wanted, agent.python_binary, self.out.note)
         settings = build_settings(self.home, self.config, self.env, task.env)
 
@@ -219,7 +235,7 @@ class Preparer:
             "requirements": list(requirements.lines),
             "project": requirements.digest,
             "indexes": [index, *pm.extra_index_url],
-            "docker": str((task.docker or {}).get("image") or ""),
+            "docker": task.docker.image if task.docker is not None else "",
             "options": [
                 pm.system_site_packages,
                 pm.force_upgrade,
@@ -257,36 +273,82 @@ class Preparer:
         return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
 
 
-def prune_one_off_builds(folder: Path, store: Store, current: str) -> None:
-    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running."""
+def prune_one_off_builds(folder: Path, home: Home, current: str) -> None:
+    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running.
+
+    Called after this task built one of its own (only then can there be more
+    of them), so the store is opened on that path alone."""
+    from fleet.store import open_store  # sqlite-utils: not on the cached path
+
     if not folder.is_dir():
         return
-    for entry in folder.iterdir():
-        if entry.name == current or not TASK_DIR.fullmatch(entry.name):
-            continue
+    store = open_store(home)
+    try:
+        for entry in folder.iterdir():
+            if entry.name == current or not TASK_DIR.fullmatch(entry.name):
+                continue
+            try:
+                running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
+            except FleetError:
+                running = False
+            if not running:
+                shutil.rmtree(entry, ignore_errors=True)
+    finally:
+        store.close()
+
+
+def launched(environment: Environment | None) -> LaunchedEnvironment | None:
+    """What the runner records on the task (env_cached, the frozen packages)."""
+    if environment is None:
+        return None
+    return LaunchedEnvironment(environment.cached, environment.frozen, environment.builder.name, environment.python)
+
+
+def load(home: Home, spec: str | None, config_file: str | None, task_id: str) -> tuple[Task, Config]:
+    """The task and config the worker handed over (:mod:`fleet.worker.prepare_spec`);
+    without that file (an older worker, a test), the store and the config file."""
+    if spec:
         try:
-            running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
-        except FleetError:
-            running = False
-        if not running:
-            shutil.rmtree(entry, ignore_errors=True)
+            return read_spec(Path(spec))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("prepare spec %s unreadable (%s); loading the task from the store", spec, exc)
+    from fleet.store import open_store
+
+    config = load_config(config_file)
+    store = open_store(home)
+    try:
+        return store.get_task(task_id), config
+    finally:
+        store.close()
 
 
-def record(store: Store, task: Task, environment: Environment | None) -> None:
-    if environment is not None:
-        store.record_environment(
-            task.id, environment.cached, environment.frozen, environment.builder.name, environment.python
-        )
+USAGE = "--home H --task ID [--spec FILE] [--config FILE]"
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """``--name value`` pairs (the worker writes them; argparse and its gettext
+    would cost milliseconds on every prepared task's start)."""
+    known, found = ("--home", "--task", "--spec", "--config"), {}
+    rest = list(argv)
+    while rest:
+        name = rest.pop(0)
+        if name not in known or not rest:
+            raise ValueError(f"unexpected argument {name!r}" if name not in known else f"{name} needs a value")
+        found[name[2:]] = rest.pop(0)
+    missing = [n for n in ("home", "task") if n not in found]
+    if missing:
+        raise ValueError(f"missing --{missing[0]}")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleet.worker.prepare")
-    parser.add_argument("--home", required=True)
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--config", default=None)
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(f"usage: python -m fleet.worker.prepare {USAGE}\n{exc}", file=sys.stderr)
+        return 2
     out = Log(lambda text: print(text, flush=True))
-    home = Home(Path(args.home))
+    home = Home(Path(args["home"]))
     report: Path | None = None  # the launch record's file, once the attempt is known
     preparer: Preparer | None = None
 
@@ -298,15 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PREPARE_FAILED
 
     try:
-        config = load_config(args.config)
-        store = open_store(home)
-        task = store.get_task(args.task)
+        task, config = load(home, args.get("spec"), args.get("config"), args["task"])
         report = outcome_path(home.root, task.id, task.attempt)
-        prune_one_off_builds(builds_dir(home, config.agent), store, task.id)
         preparer = Preparer(home, config, out)
+        preparer.linked = True  # the folder is used here only (docker mounts its own clone)
         prepared = preparer.prepare(task)
-        record(store, task, prepared.environment)
-        store.close()
+        environment = prepared.environment
+        if environment is not None and environment.lease is None:  # a one-off build: clear older ones
+            prune_one_off_builds(builds_dir(home, config.agent), home, task.id)
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
         return failed(exc.message, failure=Failure.NO_SPACE)
@@ -314,12 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         return failed(exc.message)
     except OSError as exc:
         return failed(f"preparation failed: {exc}", exc)
-    if prepared.environment is not None and prepared.environment.lease is not None:
-        prepared.environment.lease.keep_across_exec()
-    write_outcome(report, LaunchOutcome(Phase.TASK, True))
+    if environment is not None and environment.lease is not None:
+        environment.lease.keep_across_exec()
+    write_outcome(report, LaunchOutcome(Phase.TASK, True, environment=launched(environment)))
     try:
         os.chdir(prepared.cwd)
-        os.umask(TASK_UMASK)  # opening the store made it fleet's owner-only one
+        os.umask(TASK_UMASK)  # the task's, not fleet's owner-only one
         os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
     except OSError as exc:
         message = f"could not start {prepared.argv[0]}: {exc.strerror or exc}"

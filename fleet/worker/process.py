@@ -25,6 +25,19 @@ and tied to the worker with ``PR_SET_PDEATHSIG``; what is left of the attempt
 (cgroup members, processes carrying its marker) counts as strays too, and
 the cgroup is removed when the task is over.  That is what lets whoever finds
 the worker dead kill the task without knowing its pid.
+
+Checking that a task is over costs no scan of ``/proc`` in the common case
+(the drain rate of short tasks depends on it).  While the worker lives,
+every process of its task is its descendant: nothing a process does
+(``setsid``, double forks) takes it out of that tree, since orphans
+re-parent to the worker, a subreaper.  So the worker reaps its exited
+children and asks the kernel whether it has any child left (``waitid``):
+none means nothing of the task lives, neither strays nor marked processes.
+A task born in its cgroup has every process in that cgroup, so
+``cgroup.procs`` replaces the scan of every process's environment for the
+marker; the scans stay for a task not in a cgroup whose worker still has
+children, and for whoever ends an attempt after its worker died
+(:meth:`~fleet.core.contain.Attempt.end`).
 """
 
 from __future__ import annotations
@@ -83,12 +96,14 @@ class TaskProcess:
         self._fd: int | None = None
         self._pidfd: int | None = None
         self.usage: ExitUsage | None = None
+        self.in_cgroup = False  # born in the attempt's cgroup: its members are exactly the cgroup's
 
     def start(self) -> None:
         """Spawn the command; ``OSError`` (no such program, bad folder) propagates."""
         attempt = self.attempt
         cgroup = attempt is not None and self.cgroup and attempt.create_cgroup()
-        with attempt.inside() if attempt is not None and cgroup else contextlib.nullcontext():
+        with attempt.inside() if attempt is not None and cgroup else contextlib.nullcontext(False) as entered:
+            self.in_cgroup = entered
             self.popen = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
@@ -198,7 +213,7 @@ class TaskProcess:
     def _strays(self) -> list[psutil.Process]:
         """Live descendants of this (worker) process: with ``contain``, what
         the task left outside its group (see the module docstring)."""
-        if not self.contain:
+        if not self.contain or not _has_children():
             return []
         try:
             found = psutil.Process().children(recursive=True)
@@ -215,7 +230,11 @@ class TaskProcess:
 
     def _left(self) -> set[int]:
         """What is left of the attempt outside the worker's descendants (see the module docstring)."""
-        return self.attempt.members() if self.attempt is not None else set()
+        if self.attempt is None:
+            return set()
+        if self.in_cgroup:
+            return self.attempt.cgroup_members()
+        return self.attempt.members() if _has_children() else set()
 
     def _kill_strays(self) -> None:
         strays = self._strays()
@@ -255,6 +274,16 @@ class TaskProcess:
         if self.attempt is not None:
             self.attempt.remove()
         return Outcome(self.returncode, self.cause, self.detail, self.usage)
+
+
+def _has_children() -> bool:
+    """Whether this process has any child, live or exited and not yet reaped
+    (a ``waitid`` that neither waits nor reaps: no scan of ``/proc``)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _identity(who: RunAs | None) -> dict[str, Any]:

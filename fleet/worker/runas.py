@@ -67,12 +67,12 @@ def refuse_unrunnable(config: Config, spec: TaskSpec) -> None:
     """Refuse, at submit, a task that cannot yet run as its submitter (see the module)."""
     if not switches_user(config, spec.user):
         return
-    script, reqs = spec.script, spec.requirements or {}
+    script, reqs = spec.script, spec.requirements
     reasons = (
         ("script", "a repository", bool(script.repo)),
         ("setup_script", "a setup script", bool((script.setup_script or "").strip())),
-        ("requirements", "requirements", bool(reqs.get("packages") or (reqs.get("file") or "").strip())),
-        ("docker", "a docker image", bool(spec.docker)),
+        ("requirements", "requirements", bool(reqs.packages or reqs.file.strip())),
+        ("docker", "a docker image", spec.docker is not None),
     )
     for field, what, present in reasons:
         if present:

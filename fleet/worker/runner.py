@@ -19,7 +19,13 @@ and ``fleetctl execute`` (:mod:`fleet.cli.cmd_exec`).  The steps, in order:
    launcher's typed record (:mod:`fleet.worker.launch_outcome`) make the status,
    the reason and whether the task goes back into its queue;
 5. **record** (:meth:`TaskRunner.flush`): its pid, then its end; while the
-   store is unavailable both are kept and tried again with back-off.
+   store is unavailable both are kept and tried again with back-off.  The pid
+   is written on the loop's next turn after the launch (within
+   ``PID_WRITE_S``), or, for a task that has already ended by then, in the
+   same transaction as its end: a short task costs three transactions (claim,
+   state, end), not four.  Nothing depends on the pid for safety: whoever
+   finds a worker dead ends the attempt from its cgroup and marker
+   (:mod:`fleet.core.contain`) before it hands the task's GPUs on.
 
 The callers differ only in the data of a :class:`RunnerProfile`, never in
 branches on who is calling.  The caller owns the loop (its wake-up socket,
@@ -31,6 +37,7 @@ Every store call the runner makes is a method of :class:`TaskRunner`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -58,6 +65,7 @@ log = logging.getLogger(__name__)
 CHECK_S = 0.5  # re-read abort requests (and the caller its stop requests) at least this often
 NO_SPACE_BACKOFF_S = 30.0  # how long a worker pulls nothing after a task found no disk space
 LOG_RETRY_S = CHECK_S  # how long a worker pulls nothing after a task's first log line failed
+PID_WRITE_S = 0.05  # the longest a started task's pid waits to be written (or to join its end)
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class Ending:
     verdict: Verdict
     returncode: int | None
     usage: ExitUsage | None = None
+    process: TaskProcess | None = None  # its pid, when not written yet: recorded with the end
 
 
 def verdict(
@@ -174,11 +183,12 @@ class TaskRunner:
         return self.proc is None and self.ending is None
 
     # -- claim ---------------------------------------------------------------------
-    def claim_next(self, worker: Worker, queues: list[str]) -> Task | None:
-        """The next task of ``queues`` for ``worker`` (a static worker); None
+    def claim_next(self, worker: Worker, queues: list[str], busy: str | None = None) -> Task | None:
+        """The next task of ``queues`` for ``worker`` (a static worker), which
+        becomes busy with the reason ``busy`` in the same transaction; None
         when there is none or the store is unavailable (backing off)."""
         try:
-            task = self.store.claim_next_task(worker, queues, worker.gpus or [])
+            task = self.store.claim_next_task(worker, queues, worker.gpus or [], busy)
         except StoreUnavailable:
             self.retry.failed()
             return None
@@ -223,8 +233,7 @@ class TaskRunner:
             return
         self.proc = proc
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
-        self.pid_pending = True
-        self.flush()
+        self.pid_pending = True  # written on the next turn, or with its end (see the module docstring)
         log.info("worker %s: task %s started (pid %d)", worker.id, task.id, proc.pid)
 
     def _open_log(self, task: Task, worker: Worker) -> TaskLog | None:
@@ -269,7 +278,7 @@ class TaskRunner:
         waitables = list(fds)
         timeout = limit
         if self.pid_pending or self.ending is not None:  # writes that must land: try again when due
-            timeout = min(timeout, max(self.retry.remaining(), 0.05))
+            timeout = min(timeout, max(self.retry.remaining(), PID_WRITE_S))
         proc = self.proc
         if proc is not None:
             waitables.extend(proc.waitables())
@@ -331,6 +340,10 @@ class TaskRunner:
         ended = proc.finish()
         record = outcome_path(self.home.root, task.id, task.attempt)
         launched = read_outcome(record) if self.kind != LaunchKind.PLAIN else None
+        if launched is not None and launched.environment is not None:  # the preparing step's (prepfast)
+            env = launched.environment
+            with contextlib.suppress(StoreUnavailable):  # the facts are lost, the verdict is not
+                self.store.record_environment(task.id, env.cached, env.frozen, env.manager, env.python)
         judged = verdict(
             task, ended, proc.log.tail, launched, requeue=self.profile.requeue, stop_requeue=self.stop_requeue
         )
@@ -338,17 +351,23 @@ class TaskRunner:
         proc.log.close()
         if launched is not None and not judged.hold_off_s:
             remove_outcome(record)
+        unwritten = proc if self.pid_pending else None
         self.proc = None
         self.deadline = None
         self.pid_pending = False
-        self._record(task, judged, ended.returncode, ended.usage)
+        self._record(task, judged, ended.returncode, ended.usage, unwritten)
 
     def _record(
-        self, task: Task, judged: Verdict, returncode: int | None = None, usage: ExitUsage | None = None
+        self,
+        task: Task,
+        judged: Verdict,
+        returncode: int | None = None,
+        usage: ExitUsage | None = None,
+        process: TaskProcess | None = None,
     ) -> None:
         if judged.hold_off_s:
             self.hold_off(judged.hold_off_s, judged.reason)
-        self.ending = Ending(task, judged, returncode, usage)
+        self.ending = Ending(task, judged, returncode, usage, process)
         if not self._land(self.ending):
             log.warning(
                 "worker %s: task %s ended %s; keeping its end until the store takes it",
@@ -370,7 +389,7 @@ class TaskRunner:
     def _land(self, ending: Ending) -> bool:
         """Record a task's end; while the store is unavailable it is kept (and
         the caller claims nothing) and False is returned."""
-        task, judged = ending.task, ending.verdict
+        task, judged, proc = ending.task, ending.verdict, ending.process
         if not self.retry.ready():
             return False
         try:
@@ -382,6 +401,8 @@ class TaskRunner:
                 actor=self.profile.actor,
                 requeue=judged.requeue,
                 usage=ending.usage,
+                pid=proc.pid if proc is not None else None,
+                started=proc.started if proc is not None else None,
             )
         except StoreUnavailable:
             self.retry.failed()

@@ -252,6 +252,7 @@ def test_a_task_that_died_while_nobody_watched_is_failed_and_retried(fleet: Flee
     fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
     task_id = fleet.submit("q", "sleep", "300", opts=("--retries", "1"))
     fleet.wait_for(lambda: fleet.task(task_id)["status"] == "in_progress", what="start")
+    fleet.wait_for(lambda: bool(fleet.task_row(task_id)["pid"]), what="task process recorded")
     task_pid = int(fleet.task_row(task_id)["pid"])
     manager_pid = fleet.manager_info()["pid"]
     worker_pid = next(p.pid for p in fleet.processes() if "fleet.worker" in " ".join(p.cmdline()))

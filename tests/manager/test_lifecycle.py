@@ -239,6 +239,7 @@ def test_crashed_worker_fails_its_task_and_is_restarted(fleet: Fleet) -> None:
     task_id = _running_sleep(fleet)
     with fleet.api() as api:
         worker = api.get(f"/workers/{HOST}:gpu0").json()
+    fleet.wait_for(lambda: bool(fleet.task_row(task_id)["pid"]), what="task process recorded")
     task_pid = fleet.task_row(task_id)["pid"]
     assert alive(task_pid)
 

@@ -152,6 +152,7 @@ def test_supervisord_kill9_restart_and_stop(supervised: Fleet) -> None:
     # 3. supervisorctl stop: after the hand-over window nothing is left and the task ends stopped.
     task_c = fleet.submit("q", "sleep", "300")
     fleet.wait_for(lambda: fleet.task(task_c)["status"] == "in_progress", what="task c started")
+    fleet.wait_for(lambda: bool(fleet.task_row(task_c)["pid"]), what="task process recorded")
     task_pid = int(fleet.task_row(task_c)["pid"])
     # The window starts when the manager exits, somewhere inside `supervisorctl stop` (which can
     # take seconds to return on a loaded machine): measure from before the call.

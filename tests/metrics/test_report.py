@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import fleet.store.sqlite as sqlite_store
+import fleet.store.sqlite_arrays as sqlite_arrays
 import fleet.store.sqlite_base as sqlite_base
 import fleet.store.sqlite_tasks as sqlite_tasks
 import fleet.store.sqlite_workers as sqlite_workers
@@ -49,7 +50,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    for module in (sqlite_store, sqlite_base, sqlite_tasks, sqlite_workers):  # the store's clock
+    for module in (sqlite_store, sqlite_base, sqlite_arrays, sqlite_tasks, sqlite_workers):  # the store's clock
         monkeypatch.setattr(module, "time", fake)
     return fake
 

@@ -543,3 +543,20 @@ def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: Store
     ended = store.start_task(created.id, executor, [0, 1], "t", Runner.REMOTE)
     assert ended.gpus == [0, 1] and ended.queue is None
     assert [q.name for q in store.list_queues()] == ["q"]
+
+
+def test_a_claim_makes_its_worker_busy_in_the_same_transaction(store: Store) -> None:
+    worker = store.register_worker(make_worker(), "t")
+    first, second = (store.create_task(spec(), "q", "t").id for _ in range(2))
+    task = store.claim_next_task(worker, ["q"], [], busy="running {task}")
+    assert task is not None and task.id == first
+    busy = store.get_worker("w1")
+    assert (busy.state, busy.state_reason) == (WorkerState.BUSY, f"running {first}")
+    assert [e.reason for e in store.events("worker", "w1")][-1] == f"running {first}"
+    store.set_worker_state("w1", WorkerState.STOPPING, "stop", "t")
+    again = store.claim_next_task(worker, ["q"], [], busy="running {task}")  # a stopping worker is left as it is
+    assert again is not None and again.id == second
+    assert store.get_worker("w1").state == WorkerState.STOPPING
+    third = store.create_task(spec(), "q", "t").id
+    unregistered = store.claim_next_task(make_worker("nobody"), ["q"], [], busy="x")  # no row: none to change
+    assert unregistered is not None and unregistered.id == third

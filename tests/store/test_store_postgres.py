@@ -19,7 +19,7 @@ import pytest
 from fleet.core.config import load_config, parse_config_string
 from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
 from fleet.core.home import Home
-from fleet.core.models import ArraySpec, Script, Task, TaskSpec, TaskStatus
+from fleet.core.models import ArraySpec, Script, Task, TaskRequirements, TaskSpec, TaskStatus
 from fleet.store import SampleStore, Store, open_samples, open_store, postgres_connections, postgres_schema
 from fleet.store.postgres import PostgresStore
 from tests.store.pgserver import PgServer, server_or_skip
@@ -361,11 +361,11 @@ def test_a_summary_list_leaves_the_large_fields_out(pg_url: str) -> None:
         big = TaskSpec(
             script=Script(command=["true"], working_dir=".", diff="x" * 1000),
             env={"A": "1", "SECRET": "2"},
-            requirements={"file": "numpy\n" * 100},
+            requirements=TaskRequirements(file="numpy\n" * 100),
         )
         store.create_task(big, "q", "t")
         (task,), _ = store.list_tasks(summary=True)
         assert task.script.diff == "…" and task.env == {"A": "", "SECRET": ""}
-        assert task.requirements["file"] == "…"
+        assert task.requirements.file == "…"
     finally:
         store.close()

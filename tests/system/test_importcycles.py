@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.importcycles import cycles, imports, module_names
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -5,6 +5,7 @@ credentials that reach git through askpass and nowhere else."""
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -160,6 +161,96 @@ def test_dirty_tree_checks_out_exactly(repo: Repo, tmp_path: Path) -> None:
     out = subprocess.run(["python3", "train.py"], cwd=folder, capture_output=True, text=True, check=True).stdout
     assert out == "untracked\n"
     assert any("applying uncommitted changes" in line for line in lines)
+
+
+# -- linked checkouts: the worker's own tasks reuse the mirror -------------------------
+
+
+def linked(script: Script, dest: Path, cache: VcsCache) -> Path:
+    return checkout(script, dest, AgentConfig(), lambda _: None, cache=cache, linked=True)
+
+
+def test_linked_checkouts_share_the_mirror_and_each_have_a_folder(repo: Repo, tmp_path: Path) -> None:
+    repo.write("train.py", "print('dirty')\n")
+    repo.write("helper.py", "X = 1\n")
+    script = script_of(repo)
+    cache = VcsCache(tmp_path / "cache")
+    one, two = linked(script, tmp_path / "one", cache), linked(script, tmp_path / "two", cache)
+    assert one != two and tree(one) == tree(two) == tree(repo.work)
+    mirror = cache.mirror_path(str(repo.remote))
+    for folder in (one, two):
+        assert (folder / ".git").is_file()  # no objects of its own: a worktree of the mirror
+        common = Path(git(folder, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+        assert common == mirror.resolve()
+        assert git(folder, "rev-parse", "HEAD").strip() == repo.head()
+    assert not list(tmp_path.glob("*.diff")) and not list(tmp_path.glob(".*.diff"))  # the patch file is gone
+
+
+def test_a_task_writing_its_folder_leaves_the_next_ones_alone(repo: Repo, tmp_path: Path) -> None:
+    repo.write("helper.py", "X = 'untracked'\n")
+    script = script_of(repo)
+    cache = VcsCache(tmp_path / "cache")
+    first = linked(script, tmp_path / "first", cache)
+    expected = tree(first)
+    (first / "train.py").write_text("print('changed by the first task')\n")  # in place, same inode
+    (first / "helper.py").unlink()
+    (first / "pkg" / "sub" / "run.py").unlink()
+    (first / "new.txt").write_text("made by the first task\n")
+    git(first, "add", "-A")
+    git(first, "commit", "-qm", "the first task commits")
+    second = linked(script, tmp_path / "second", cache)
+    assert tree(second) == expected
+    assert git(second, "rev-parse", "HEAD").strip() == repo.head()
+    assert git(second, "status", "--porcelain", "--untracked-files=no") == ""  # nothing but the diff's new file
+
+
+def test_linked_checkouts_at_once_each_get_their_folder(repo: Repo, tmp_path: Path) -> None:
+    repo.write("train.py", "print('dirty')\n")
+    script = script_of(repo)
+    cache = VcsCache(tmp_path / "cache")
+    errors: list[BaseException] = []
+
+    def one(n: int) -> None:
+        try:
+            linked(script, tmp_path / f"task{n}", cache)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(tree(tmp_path / f"task{n}") == tree(repo.work) for n in range(6))
+
+
+def test_a_retried_attempt_gets_a_fresh_linked_folder(repo: Repo, tmp_path: Path) -> None:
+    script = script_of(repo)
+    cache = VcsCache(tmp_path / "cache")
+    folder = linked(script, tmp_path / "task", cache)
+    (folder / "train.py").write_text("half-done\n")
+    shutil.rmtree(folder)  # what the preparing step does before a retry
+    again = linked(script, tmp_path / "task", cache)
+    assert tree(again) == tree(repo.work)
+
+
+def test_a_different_diff_gets_its_own_content(repo: Repo, tmp_path: Path) -> None:
+    cache = VcsCache(tmp_path / "cache")
+    repo.write("train.py", "print('A')\n")
+    a = script_of(repo)
+    repo.write("train.py", "print('B')\n")
+    repo.write("only_b.py", "B = True\n")
+    b = script_of(repo)
+    assert a.commit == b.commit and a.diff != b.diff
+    clean = Script(command=a.command, working_dir=a.working_dir, repo=a.repo, commit=a.commit, repo_dir=".")
+    folders = [linked(s, tmp_path / name, cache) for s, name in ((a, "a"), (b, "b"), (clean, "c"))]
+    assert [(f / "train.py").read_text() for f in folders] == [
+        "print('A')\n",
+        "print('B')\n",
+        git(repo.work, "show", f"{a.commit}:train.py"),
+    ]
+    assert [(f / "only_b.py").exists() for f in folders] == [False, True, False]
 
 
 def test_working_folder_is_the_submitters(repo: Repo, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fleet.core.config import parse_config_string
 from fleet.core.home import Home
-from fleet.core.models import Script
+from fleet.core.models import DockerMode, Script
 from fleet.worker.docker.container import device_requests
 from fleet.worker.docker.run import build_spec
 from tests.conftest import Fleet
@@ -79,7 +79,7 @@ def test_docker_container_gets_the_order_and_uuid_device_requests(tmp_path: Path
     config = parse_config_string("", tmp_path / "fleet.conf")
     home = Home(tmp_path / "home")
     script = Script(["python3", "x.py"], str(tmp_path))
-    with_uuids = running_task(script, gpus=[2, 3], gpu_uuids=["GPU-a", "GPU-b"], docker={"image": "img:1"})
+    with_uuids = running_task(script, gpus=[2, 3], gpu_uuids=["GPU-a", "GPU-b"], docker=DockerMode("img:1"))
     spec = build_spec(with_uuids, "h:gpu2,3", "", config, home, tmp_path, [tmp_path], tmp_path / "run", rand="r" * 32)
     assert spec.environment["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert spec.environment["CUDA_VISIBLE_DEVICES"] == "2,3"
@@ -87,11 +87,11 @@ def test_docker_container_gets_the_order_and_uuid_device_requests(tmp_path: Path
     (request,) = device_requests(spec.gpus)
     assert request["DeviceIDs"] == ["GPU-a", "GPU-b"]
     assert "--gpus device=GPU-a,GPU-b" in spec.shown()
-    logical = running_task(script, gpus=[1], docker={"image": "img:1"})
+    logical = running_task(script, gpus=[1], docker=DockerMode("img:1"))
     spec = build_spec(logical, "h:gpu1", "", config, home, tmp_path, [tmp_path], tmp_path / "run", rand="r" * 32)
     assert spec.environment["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert device_requests(spec.gpus)[0]["DeviceIDs"] == ["1"]
-    cpu = running_task(script, docker={"image": "img:1"})
+    cpu = running_task(script, docker=DockerMode("img:1"))
     spec = build_spec(cpu, "h:cpu", "", config, home, tmp_path, [tmp_path], tmp_path / "run", rand="r" * 32)
     assert spec.environment["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert spec.environment["NVIDIA_VISIBLE_DEVICES"] == "none" and device_requests(spec.gpus) == []

@@ -54,12 +54,12 @@ def worker(options: WorkerOptions | None = None) -> Worker:
 
 
 def test_image_task_then_worker_then_default() -> None:
-    task = {"image": "task/img:1", "args": ["--ipc=host"]}
+    task = DockerMode("task/img:1", ("--ipc=host",))
     assert choose_image(task, "worker/img", "default/img", ["-e", "D=1"]) == ("task/img:1", ["--ipc=host"])
-    assert choose_image({}, "worker/img", "default/img", ["-e", "D=1"]) == ("worker/img", [])
-    assert choose_image({}, "", "default/img", ["-e", "D=1"]) == ("default/img", ["-e", "D=1"])
+    assert choose_image(None, "worker/img", "default/img", ["-e", "D=1"]) == ("worker/img", [])
+    assert choose_image(None, "", "default/img", ["-e", "D=1"]) == ("default/img", ["-e", "D=1"])
     with pytest.raises(DockerArgsError, match="no image"):
-        choose_image({}, "", "", [])
+        choose_image(None, "", "", [])
 
 
 # -- names ---------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_spec_for_a_two_gpu_task(tmp_path: Path) -> None:
         tmp_path / "fleet.conf",
     )
     home = Home(tmp_path / "home")
-    task = make_task(tmp_path, gpus=[2, 3], env={"AWS_SECRET_ACCESS_KEY": "real"}, docker={"image": "img:1"})
+    task = make_task(tmp_path, gpus=[2, 3], env={"AWS_SECRET_ACCESS_KEY": "real"}, docker=DockerMode("img:1"))
     spec = build_spec(task, "h:gpu2,3", "", config, home, tmp_path, [tmp_path], tmp_path / "run", rand="r" * 32)
     assert spec.image == "img:1" and spec.network_mode == "none"
     assert spec.environment["NVIDIA_VISIBLE_DEVICES"] == "2,3" == spec.environment["CUDA_VISIBLE_DEVICES"]
@@ -185,7 +185,7 @@ def test_docker_worker_launches_the_runner(tmp_path: Path) -> None:
     assert launch.argv[1:3] == ["-m", "fleet.worker.docker.run"]
     assert launch.argv[launch.argv.index("--image") + 1] == "w/img"
     assert launch.argv[launch.argv.index("--worker") + 1] == "h:gpu0,1"
-    plain = plan_launch(make_task(tmp_path, docker={"image": "x"}), worker(), {}, home=home, config=config)
+    plain = plan_launch(make_task(tmp_path, docker=DockerMode("x")), worker(), {}, home=home, config=config)
     assert plain.argv == ["python3", "x.py"]  # a task's image matters only on a docker-mode worker
 
 
@@ -242,7 +242,7 @@ def test_build_settings_reach_the_build_quoted_and_outside_the_environment(tmp_p
     )
     read = subprocess.run(["sh", "-c", script, "sh", str(path)], capture_output=True, text=True, check=True).stdout
     assert read == f"pip|pip<24|--upgrade|{index} https://two/simple"  # poetry cannot run in a bare image: pip
-    task = make_task(tmp_path, docker={"image": "img:1"})
+    task = make_task(tmp_path, docker=DockerMode("img:1"))
     spec = build_spec(task, "h:cpu", "", config, Home(tmp_path / "home"), tmp_path, [tmp_path], tmp_path / "run")
     env_spec = builder_spec(spec, tmp_path / "venv", path)
     assert "pa'ss" not in repr(env_spec.environment)

@@ -14,7 +14,7 @@ import pytest
 
 from fleet.core.config import PackageManagerConfig, parse_config_string
 from fleet.core.home import Home
-from fleet.core.models import Script, Task, TaskSpec, Worker, WorkerMode, WorkerState
+from fleet.core.models import Script, Task, TaskRequirements, TaskSpec, Worker, WorkerMode, WorkerState
 from fleet.store import open_store
 from fleet.worker.envs import choose_builder
 from fleet.worker.envs.builder import (
@@ -62,19 +62,19 @@ def test_local_paths_are_absolute_and_not_cacheable(tmp_path: Path) -> None:
 
 
 def test_requirement_sources_in_order(tmp_path: Path) -> None:
-    assert gather({}, None, "uv") is None
-    task = gather({"packages": ["B"], "file": "a\n"}, tmp_path, "uv")
+    assert gather(TaskRequirements(), None, "uv") is None
+    task = gather(TaskRequirements(file="a\n", packages=("B",)), tmp_path, "uv")
     assert task is not None and task.lines == ("a", "b") and task.source == "task"
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["Requests>=2"]\n')
-    found = gather({}, tmp_path, "uv")
+    found = gather(TaskRequirements(), tmp_path, "uv")
     assert found is not None and found.source == "pyproject.toml" and found.lines == ("requests>=2",)
-    poetry = gather({}, tmp_path, "poetry")
+    poetry = gather(TaskRequirements(), tmp_path, "poetry")
     assert poetry is not None and poetry.project == tmp_path and poetry.digest
     (tmp_path / "requirements.txt").write_text("numpy\n")
-    found = gather({}, tmp_path, "uv")
+    found = gather(TaskRequirements(), tmp_path, "uv")
     assert found is not None and found.source == "requirements.txt" and found.lines == ("numpy",)
-    with pytest.raises(EnvBuildError, match="malformed"):
-        gather({"packages": "six"}, None, "uv")
+    with pytest.raises(ValueError, match="packages \\(a list\\)"):  # a malformed row never reaches gather
+        TaskRequirements.from_json({"packages": "six"})
 
 
 def test_phases_follow_clearml_order() -> None:
@@ -359,7 +359,7 @@ def test_only_tasks_that_need_it_are_prepared(tmp_path: Path) -> None:
     config = parse_config_string("", tmp_path / "fleet.conf")
     plain = plan_launch(make_task(tmp_path), worker, {"PATH": "/bin"}, home=home, config=config)
     assert plain.argv == ["python", "x.py"] and plain.kind == LaunchKind.PLAIN
-    for fields in ({"requirements": {"packages": ["six"]}}, {"setup_script": "echo hi"}):
+    for fields in ({"requirements": TaskRequirements(packages=("six",))}, {"setup_script": "echo hi"}):
         launch = plan_launch(make_task(tmp_path, **fields), worker, {"PATH": "/bin"}, home=home, config=config)
         assert launch.kind == LaunchKind.PREPARED  # decided once: the runner reads the kind, never the argv
         assert launch.argv[1:3] == ["-m", "fleet.worker.prepare"]
@@ -369,9 +369,16 @@ def test_only_tasks_that_need_it_are_prepared(tmp_path: Path) -> None:
 
 def test_record_environment(tmp_path: Path) -> None:
     store = open_store(Home(tmp_path))
-    task = store.create_task(TaskSpec(Script(["true"], "/"), requirements={"packages": ["six"]}), None, "t")
+    task = store.create_task(
+        TaskSpec(Script(["true"], "/"), requirements=TaskRequirements(packages=("six",))), None, "t"
+    )
     store.record_environment(task.id, True, ["six==1.17.0"], "uv", "3.11.7")
     again = store.get_task(task.id)
     assert again.env_cached is True
-    assert again.requirements == {"packages": ["six"], "frozen": ["six==1.17.0"], "manager": "uv", "python": "3.11.7"}
+    assert again.requirements.to_json() == {
+        "packages": ["six"],
+        "frozen": ["six==1.17.0"],
+        "manager": "uv",
+        "python": "3.11.7",
+    }
     store.close()

@@ -12,10 +12,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from fleet.core.home import Home
-from fleet.core.models import Script, TaskSpec, TaskStatus
+from fleet.core.models import Script, TaskRequirements, TaskSpec, TaskStatus
 from fleet.store import open_store
 from tests.conftest import Fleet
 from tests.worker.test_prepare import configure, downloads  # noqa: F401 - the session's download cache
@@ -28,13 +27,15 @@ def make_task(
     command: list[str],
     queue: str | None = None,
     env: dict[str, str] | None = None,
-    requirements: dict[str, Any] | None = None,
+    requirements: TaskRequirements | None = None,
 ) -> str:
     store = open_store(Home(fleet.home))
     try:
         if queue is not None:
             store.create_queue(queue, [], "test")
-        spec = TaskSpec(Script(command, str(fleet.root)), env=env or {}, requirements=requirements or {})
+        spec = TaskSpec(
+            Script(command, str(fleet.root)), env=env or {}, requirements=requirements or TaskRequirements()
+        )
         task = store.create_task(spec, queue, "test")
         return task.id
     finally:
@@ -44,7 +45,7 @@ def make_task(
 def test_execute_clone_leaves_original_untouched(fleet: Fleet, downloads: Path) -> None:  # noqa: F811
     configure(fleet, downloads)
     code = "import six, sys; print('hello from', six.__name__); sys.exit(3)"
-    original = make_task(fleet, ["python", "-c", code], requirements={"packages": ["six"]})
+    original = make_task(fleet, ["python", "-c", code], requirements=TaskRequirements(packages=("six",)))
     result = fleet.cli("execute", "--id", original[:8], "--clone")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "[prepare] building a uv environment" in result.stdout
@@ -52,11 +53,11 @@ def test_execute_clone_leaves_original_untouched(fleet: Fleet, downloads: Path) 
     store = open_store(Home(fleet.home))
     source = store.get_task(original)
     assert source.status == TaskStatus.CREATED and source.attempt == 0 and source.worker is None
-    assert "frozen" not in source.requirements and not source.env_cached
+    assert not source.requirements.frozen and not source.env_cached
     (clone,) = [t for t in store.list_tasks()[0] if t.parent == original]
     assert clone.status == TaskStatus.FAILED and clone.exit_code == 3
     assert clone.worker == f"{HOST}:execute"
-    assert any(line.startswith("six==") for line in clone.requirements["frozen"])
+    assert any(line.startswith("six==") for line in clone.requirements.frozen)
     assert store.list_queues() == []  # the one-claim queue is gone
     log = (fleet.home / "logs" / "tasks" / f"{clone.id}.log").read_text()
     assert "hello from six" in log
@@ -87,7 +88,10 @@ def test_build_target_runs_on_its_own(fleet: Fleet, downloads: Path, tmp_path: P
     configure(fleet, downloads)
     code = "import os, six, sys; print(six.__version__, sys.prefix, os.environ['GREETING'], sys.argv[1:])"
     task_id = make_task(
-        fleet, ["python", "-c", code], env={"GREETING": 'it\'s "quoted" $HOME'}, requirements={"packages": ["six"]}
+        fleet,
+        ["python", "-c", code],
+        env={"GREETING": 'it\'s "quoted" $HOME'},
+        requirements=TaskRequirements(packages=("six",)),
     )
     target = tmp_path / "built"
     out = fleet.ok("build", "--id", task_id, "--target", str(target))

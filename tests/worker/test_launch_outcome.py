@@ -17,11 +17,22 @@ from pathlib import Path
 import pytest
 
 from fleet.core.home import Home
-from fleet.core.models import Runner, Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.models import (
+    Runner,
+    Script,
+    Task,
+    TaskRequirements,
+    TaskSpec,
+    TaskStatus,
+    Worker,
+    WorkerMode,
+    WorkerState,
+)
 from fleet.core.outcome import Outcome, StopCause
 from fleet.store import open_store
 from fleet.worker.launch_outcome import (
     Failure,
+    LaunchedEnvironment,
     LaunchOutcome,
     Phase,
     failure_in,
@@ -33,7 +44,10 @@ from fleet.worker.launch_outcome import (
 from fleet.worker.runner import NO_SPACE_BACKOFF_S, verdict
 from tests.factories import running_task
 
-ALL = [LaunchOutcome(Phase.TASK, True)] + [
+ALL = [
+    LaunchOutcome(Phase.TASK, True),
+    LaunchOutcome(Phase.TASK, True, environment=LaunchedEnvironment(True, ["six==1.17.0"], "uv", "3.11.7")),
+] + [
     LaunchOutcome(phase, False, failure, f'{failure.value} at {phase.value}: ünïcode | and, "quotes"')
     for phase in Phase
     for failure in Failure
@@ -65,6 +79,9 @@ def test_a_record_round_trips(record: LaunchOutcome, tmp_path: Path) -> None:
         b'{"v": 1, "phase": "task", "ok": true, "failure": "no_space"}',  # ok with a failure kind
         b'{"v": 1, "phase": "task", "ok": false, "failure": "disk full"}',
         b"\xff\xfe",
+        b'{"v": 1, "phase": "task", "ok": true, "environment": {"cached": "yes"}}',
+        b'{"v": 1, "phase": "task", "ok": true, "environment": {"cached": true, "frozen": [1], '
+        b'"manager": "uv", "python": "3"}}',
     ],
 )
 def test_anything_else_is_not_a_record(data: bytes, tmp_path: Path) -> None:
@@ -142,7 +159,7 @@ def _prepare(tmp_path: Path, threshold_gb: float, setup: str | None = None) -> t
     store = open_store(home)
     spec = TaskSpec(Script(["python", "-c", "print(1)"], str(tmp_path), setup_script=setup))
     if setup is None:
-        spec = TaskSpec(spec.script, requirements={"packages": ["six"]})
+        spec = TaskSpec(spec.script, requirements=TaskRequirements(packages=("six",)))
     task = store.create_task(spec, None, "test")
     worker = Worker("h:cpu", "h", WorkerMode.STATIC, None, [], False, WorkerState.BUSY, "", 0.0)
     task = store.start_task(task.id, worker, [], "test", Runner.EXECUTE)

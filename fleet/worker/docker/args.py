@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet.core.models import DockerMode
 from fleet.core.secrets import mask_command
 from fleet.worker.docker import runflags
 from fleet.worker.docker.runflags import DockerArgsError as DockerArgsError
@@ -66,7 +67,7 @@ class RunOptions:
 
 
 def choose_image(
-    task_docker: Mapping[str, Any],
+    task_docker: DockerMode | None,
     worker_image: str,
     default_image: str,
     default_args: Sequence[str],
@@ -76,10 +77,10 @@ def choose_image(
 
     The worker's arguments (``daemon --docker IMAGE ARGS``) go with the
     worker's image, before the task's, as ClearML's daemon does."""
-    image = str(task_docker.get("image") or "").strip()
+    image = task_docker.image.strip() if task_docker is not None else ""
+    task_args = list(task_docker.args) if task_docker is not None else []
     if image:
-        return image, [str(a) for a in task_docker.get("args") or []]
-    task_args = [str(a) for a in task_docker.get("args") or []]
+        return image, task_args
     if worker_image.strip():
         return worker_image.strip(), [*worker_args, *task_args]
     if default_image.strip():

@@ -152,7 +152,7 @@ def build_image(
             f"--entry-point {entry_point!r}: expected one of {', '.join(ENTRY_POINTS)}", field="entry_point"
         )
     agent = config.agent
-    image, args = choose_image(task.docker or {}, "", agent.default_docker.image, agent.default_docker.arguments)
+    image, args = choose_image(task.docker, "", agent.default_docker.image, agent.default_docker.arguments)
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
     try:
         root, folder = Preparer(home, config, Log(write)).code(task, work / "code")

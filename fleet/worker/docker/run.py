@@ -108,7 +108,7 @@ def build_spec(
     """The container for ``task``; ``mounts`` are host folders bound at the same path (the code)."""
     agent = config.agent
     image, args = choose_image(
-        task.docker or {}, worker_image, agent.default_docker.image, agent.default_docker.arguments, worker_args
+        task.docker, worker_image, agent.default_docker.image, agent.default_docker.arguments, worker_args
     )
     opts = parse_docker_args([*args, *agent.extra_docker_arguments], os.environ)
     env: dict[str, str] = {**cuda_environment(config), **task.env}

@@ -117,7 +117,7 @@ def requirements_for(task: Task, code_root: Path | None, root_inside: str | None
     ``root_inside``: where the checkout is inside the container when that is not
     its host path (an image build copies it to ``/fleet/code``); local paths in
     the lines are moved there."""
-    requirements = gather(task.requirements or {}, code_root, "pip")
+    requirements = gather(task.requirements, code_root, "pip")
     if requirements is None:
         return None
     if requirements.project is not None:

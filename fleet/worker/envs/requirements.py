@@ -18,19 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from fleet.core.models import TaskRequirements
 from fleet.worker.envs.builder import EnvBuildError, Requirements
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef, import-not-found, unused-ignore]
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +105,15 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def from_task(requirements: Mapping[str, Any], base: Path | None) -> Requirements | None:
-    packages = requirements.get("packages") or []
-    text = requirements.get("file") or ""
-    if not isinstance(packages, list) or not isinstance(text, str):
-        raise EnvBuildError("the task's requirements are malformed: expected packages (a list) and file (text)")
+def from_task(requirements: TaskRequirements, base: Path | None) -> Requirements | None:
+    packages, text = requirements.packages, requirements.file
     if not packages and not text.strip():
         return None
     lines, cacheable = normalize([*map(str, packages), text], base)
     return Requirements(lines=lines, source="task", cacheable=cacheable)
 
 
-def gather(requirements: Mapping[str, Any], code_dir: Path | None, manager: str) -> Requirements | None:
+def gather(requirements: TaskRequirements, code_dir: Path | None, manager: str) -> Requirements | None:
     """The task's requirements, else the repository's; None when there are none."""
     found = from_task(requirements, code_dir)
     if found is not None or code_dir is None:
@@ -136,6 +128,10 @@ def gather(requirements: Mapping[str, Any], code_dir: Path | None, manager: str)
     lock = code_dir / "poetry.lock"
     if manager == "poetry" or lock.is_file():
         return Requirements(source="poetry", project=code_dir, digest=_digest(pyproject, lock))
+    if sys.version_info >= (3, 11):  # imported here: off the path of a requirements.txt (prepare's start-up)
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef, import-not-found, unused-ignore]
     try:
         data = tomllib.loads(pyproject.read_text(errors="replace"))
     except tomllib.TOMLDecodeError as exc:
