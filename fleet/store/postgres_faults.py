@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from psycopg import errors as pgerr
 from psycopg.conninfo import conninfo_to_dict
 
+from fleet.core.config import masked_url
 from fleet.core.errors import StoreError, StoreUnavailable
-from fleet.core.secrets import MASK, mask_urls
+from fleet.core.secrets import MASK, MIN_SCRUBBED, mask_urls
 from fleet.store.faults import DISK_FULL, READ_ONLY
 
 UNREACHABLE = "database server unreachable"
@@ -55,16 +56,16 @@ class StoreUrl:
     def parse(cls, url: str) -> StoreUrl:
         parts = urlsplit(url)
         if parts.scheme not in SCHEMES or not (parts.hostname or parts.path.strip("/") or parts.query):
-            raise StoreError(f"store URL {mask_urls(url)!r}: expected postgresql://[user[:password]@]host[:port]/db")
+            raise StoreError(f"store URL {masked_url(url)!r}: expected postgresql://[user[:password]@]host[:port]/db")
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise StoreError(f"store URL {_mask(url)!r}: {_scrub(str(exc), _secret_values(url))}") from None
+            raise StoreError(f"store URL {masked_url(url)!r}: {_scrub(str(exc), _secret_values(url))}") from None
         secrets = tuple(str(params[k]) for k in SECRET_PARAMS if params.get(k))
         env_password = os.environ.get("PGPASSWORD", "")
         if env_password:
             secrets += (env_password,)
-        return cls(url, _mask(url), secrets)
+        return cls(url, masked_url(url), secrets)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this URL masked."""
@@ -74,16 +75,6 @@ class StoreUrl:
         return self.shown
 
 
-def _mask(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = mask_urls(f"{parts.scheme}://{parts.netloc}/").split("://", 1)[1].rstrip("/")
-    query = urlencode(
-        [(k, MASK if k in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="*/",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def _secret_values(url: str) -> tuple[str, ...]:
     parts = urlsplit(url)
     found = [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if k in SECRET_PARAMS]
@@ -91,8 +82,11 @@ def _secret_values(url: str) -> tuple[str, ...]:
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Known secret values masked wherever they appear (too short ones only
+    inside URLs, as :mod:`fleet.core.secrets` does with free text)."""
     for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, MASK)
+        if len(value) >= MIN_SCRUBBED:
+            text = text.replace(value, MASK)
     return mask_urls(text)
 
 
