@@ -184,6 +184,38 @@ def test_an_array_abort_waits_for_a_claim_in_flight_and_flags_what_it_took(pg_ur
         store.close()
 
 
+def test_submits_and_requeues_from_many_hosts_at_once_get_distinct_queue_positions(pg_url: str) -> None:
+    """A position is MAX(seq) + 1, read and written under the queue-order lock:
+    submits on some hosts and retries requeued on others never share one (so
+    first in is first out across hosts)."""
+    stores = [PostgresStore(pg_url, pool_size=1) for _ in range(4)]
+    try:
+        stores[0].create_queue("q", [], "t")
+        worker = stores[0].register_worker(make_worker(), "t")
+        running = []
+        for _ in range(60):
+            stores[0].create_task(spec(), "q", "t")
+            claimed = stores[0].claim_next_task(worker, ["q"], [])
+            assert claimed is not None
+            running.append(claimed.id)
+
+        def host(n: int) -> None:
+            for i in range(30):
+                if n % 2:
+                    stores[n].create_task(spec(), "q", f"host{n}")
+                else:
+                    task_id = running[(n // 2) * 30 + i]
+                    stores[n].finish_task(task_id, TaskStatus.FAILED, exit_code=1, reason="", actor="t", requeue="tail")
+
+        at_once(host, len(stores))
+        with psycopg.connect(pg_url) as conn:
+            counted = conn.execute("SELECT count(*), count(DISTINCT seq) FROM tasks WHERE status = 'queued'").fetchone()
+        assert counted == (120, 120)
+    finally:
+        for s in stores:
+            s.close()
+
+
 # -- a server that goes away ---------------------------------------------------------------
 
 
