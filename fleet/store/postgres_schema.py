@@ -7,7 +7,8 @@ The same tables and columns as the SQLite schema at its latest version
 ordered by or looked up by range (task ids: a prefix is a range; queue
 names, worker ids, hosts) are ``COLLATE "C"``, so they sort byte by byte as
 in SQLite, whatever the database's locale.  ``task_attempts`` has an explicit ``rowid`` (the
-dispatch-latency cursor), which SQLite has built in.
+dispatch-latency cursor), which SQLite has built in, and ``recorded_at``
+(the server's time of the insert: :mod:`fleet.store.postgres_history`).
 
 Migrations only move forward, each in the one transaction that applies them
 all.  They are applied by the first manager (or any process opening the
@@ -57,6 +58,7 @@ def _base(conn: psycopg.Connection[Any]) -> None:
         " attempt BIGINT NOT NULL, worker TEXT, host TEXT, gpus TEXT, started_at DOUBLE PRECISION,"
         " finished_at DOUBLE PRECISION, status TEXT, exit_code BIGINT, reason TEXT, gpu_uuids TEXT,"
         " peak_rss_mb DOUBLE PRECISION, cpu_s DOUBLE PRECISION, owner TEXT, runner TEXT,"
+        " recorded_at DOUBLE PRECISION DEFAULT extract(epoch FROM clock_timestamp()),"
         " PRIMARY KEY (task_id, attempt))",
         'CREATE TABLE workers (id TEXT COLLATE "C" PRIMARY KEY, host TEXT, mode TEXT, gpus TEXT, queues TEXT,'
         " order_fairness BIGINT DEFAULT 0, state TEXT, state_reason TEXT DEFAULT '', created_at DOUBLE PRECISION,"

@@ -105,15 +105,22 @@ class SQLiteHistory(SQLiteBase):
     def dispatch_latencies(self, after: int) -> tuple[int, list[float]]:
         last = after
         out: list[float] = []
+        settled, params = self._settled(after)
         for r in self.conn.execute(
             f"SELECT a.rowid AS rid, a.started_at, {_QUEUED_AT} AS queued_at FROM task_attempts a"
-            " WHERE a.rowid > ? ORDER BY a.rowid",
-            (after,),
+            f" WHERE a.rowid > ?{settled} ORDER BY a.rowid",
+            (after, *params),
         ):
             last = int(r["rid"])
             if r["queued_at"] is not None:
                 out.append(max(float(r["started_at"]) - float(r["queued_at"]), 0.0))
         return last, out
+
+    def _settled(self, after: int) -> tuple[str, tuple[Any, ...]]:
+        """A condition on attempt ``a`` past the cursor: no attempt still to be
+        committed can come before it.  None in SQLite, whose one writer commits
+        rowids in order."""
+        return "", ()
 
     def queue_waiting_since(self) -> dict[str, float]:
         rows = self.conn.execute("SELECT queue, MIN(queued_at) FROM tasks WHERE status = 'queued' GROUP BY queue")

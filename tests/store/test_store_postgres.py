@@ -20,7 +20,15 @@ from fleet.core.config import load_config, parse_config_string
 from fleet.core.errors import ConfigError, StoreError, StoreUnavailable
 from fleet.core.home import Home
 from fleet.core.models import ArraySpec, Script, Task, TaskRequirements, TaskSpec, TaskStatus
-from fleet.store import SampleStore, Store, open_samples, open_store, postgres_connections, postgres_schema
+from fleet.store import (
+    SampleStore,
+    Store,
+    open_samples,
+    open_store,
+    postgres_connections,
+    postgres_history,
+    postgres_schema,
+)
 from fleet.store.postgres import PostgresStore
 from tests.store.pgserver import PgServer, server_or_skip
 from tests.store.test_store import make_worker, spec
@@ -214,6 +222,32 @@ def test_submits_and_requeues_from_many_hosts_at_once_get_distinct_queue_positio
     finally:
         for s in stores:
             s.close()
+
+
+def test_dispatch_latencies_wait_until_no_earlier_claim_can_still_commit(pg_url: str) -> None:
+    """The cursor never passes an attempt recorded less than SETTLE_S ago (a claim
+    on another host may still commit one before it), and reads each once."""
+    store = PostgresStore(pg_url)
+    try:
+        store.create_queue("q", [], "t")
+        worker = store.register_worker(make_worker(), "t")
+        for _ in range(4):
+            store.create_task(spec(), "q", "t")
+            assert store.claim_next_task(worker, ["q"], []) is not None
+        assert store.dispatch_latencies(0) == (0, [])  # all four too fresh
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rowids = [r[0] for r in conn.execute("SELECT rowid FROM task_attempts ORDER BY rowid")]
+            settled = "UPDATE task_attempts SET recorded_at = recorded_at - %s WHERE rowid = ANY(%s)"
+            conn.execute(settled, (postgres_history.SETTLE_S + 1, [rowids[0], rowids[1], rowids[3]]))
+        cursor, latencies = store.dispatch_latencies(0)
+        assert cursor == rowids[1] and len(latencies) == 2  # not past the third, still fresh
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(settled, (postgres_history.SETTLE_S + 1, [rowids[2]]))
+        assert store.dispatch_latencies(cursor)[0] == rowids[3]
+        assert len(store.dispatch_latencies(cursor)[1]) == 2
+        assert store.dispatch_latencies(rowids[3]) == (rowids[3], [])
+    finally:
+        store.close()
 
 
 # -- a server that goes away ---------------------------------------------------------------
