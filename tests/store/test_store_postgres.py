@@ -7,6 +7,7 @@ tested on both implementations (test_store.py and friends)."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -418,6 +419,16 @@ def test_open_store_picks_the_implementation(tmp_path: Path, pg_url: str) -> Non
     finally:
         for s in opened:
             s.close()
+
+
+def test_a_postgres_url_without_the_extra_installed_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m == "psycopg" or m.startswith(("psycopg.", "fleet.store.postgres"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed: importing it fails
+    with pytest.raises(StoreError, match=r"psycopg is not installed: pip install 'fleet\[postgres\]'"):
+        open_store(Home(tmp_path), "postgresql://fleet@db/fleet")
 
 
 def test_a_summary_list_leaves_the_large_fields_out(pg_url: str) -> None:
