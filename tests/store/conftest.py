@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fleet.store.interface import Store
+from tests.store.backends import open_target
 from tests.store.pgserver import PgServer, server_or_skip
 
 
@@ -30,3 +32,12 @@ def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "fleet.db")
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_target: str) -> Iterator[Store]:
+    """A store of either implementation, with a queue ``q``."""
+    s = open_target(store_target)
+    s.create_queue("q", [], "test")
+    yield s
+    s.close()

@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from multiprocessing.queues import Queue as MpQueue
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
@@ -62,14 +61,6 @@ def make_worker(wid: str = "w1", gpus: list[int] | None = None, queues: tuple[st
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "fleet.db"
-
-
-@pytest.fixture
-def store(store_target: str) -> Iterator[Store]:
-    s = open_target(store_target)
-    s.create_queue("q", [], "test")
-    yield s
-    s.close()
 
 
 def _pragma(path: Path, name: str) -> Any:

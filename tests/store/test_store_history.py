@@ -6,23 +6,12 @@ counts, the longest wait per queue, and the event record."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-
-import pytest
 
 from fleet.core.models import TaskStatus, WorkerState
 from fleet.store.interface import Store
-from tests.store.backends import is_pg, open_target
+from tests.store.backends import is_pg
 from tests.store.test_store import make_worker, spec
-
-
-@pytest.fixture
-def store(store_target: str) -> Iterator[Store]:
-    s = open_target(store_target)
-    s.create_queue("q", [], "t")
-    yield s
-    s.close()
 
 
 def test_history_reads(store: Store, store_target: str) -> None:
