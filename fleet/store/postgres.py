@@ -19,6 +19,7 @@ import logging
 
 import psycopg
 
+from fleet.core.errors import StoreError
 from fleet.store import postgres_schema
 from fleet.store.interface import Store
 from fleet.store.postgres_connections import PgConnections
@@ -30,6 +31,8 @@ from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_workers import SQLiteWorkers
 
 log = logging.getLogger(__name__)
+
+MIN_SERVER_VERSION = 130000  # PostgreSQL 13 (libpq's number: major * 10000 + minor)
 
 
 class PostgresStore(PostgresTasks, PostgresHistory, SQLiteQueues, SQLiteWorkers, SQLiteGpus, Store):
@@ -45,6 +48,12 @@ class PostgresStore(PostgresTasks, PostgresHistory, SQLiteQueues, SQLiteWorkers,
 
     def _migrate(self) -> None:
         with contextlib.closing(self._pg.connect()) as conn:
+            version = conn.info.server_version
+            if version < MIN_SERVER_VERSION:
+                raise StoreError(
+                    f"store {self.url.shown}: the server is PostgreSQL {version // 10000}.{version % 10000};"
+                    f" fleet needs {MIN_SERVER_VERSION // 10000} or newer"
+                )
             try:
                 postgres_schema.migrate(conn, self.url.shown)
             except psycopg.Error as exc:

@@ -26,6 +26,7 @@ from fleet.store import (
     Store,
     open_samples,
     open_store,
+    postgres,
     postgres_connections,
     postgres_history,
     postgres_schema,
@@ -78,6 +79,13 @@ def test_an_older_schema_is_upgraded_and_keeps_its_rows(pg_url: str) -> None:
         assert store.get_array("arr").size == 1
     finally:
         store.close()
+
+
+def test_a_server_older_than_supported_is_refused_untouched(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "MIN_SERVER_VERSION", 990000)  # this server (15) as if too old
+    with pytest.raises(StoreError, match=r"the server is PostgreSQL 15\.\d+; fleet needs 99 or newer"):
+        PostgresStore(pg_url)
+    assert _version(pg_url) == 0
 
 
 def test_a_newer_schema_is_refused_and_left_untouched(pg_url: str) -> None:
