@@ -26,10 +26,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from fleet.core.errors import StoreUnavailable
 from fleet.store.faults import Outage
-from fleet.store.postgres_faults import StoreUrl, refusal, unavailable
+from fleet.store.postgres_faults import BUSY, StoreUrl, refusal, unavailable
 
 # The pool logs each failed connection attempt; an outage is told once, with its cause and its
 # end, by the store's Outage (fleet.store.faults), as with SQLite.
@@ -156,6 +157,7 @@ class PgConnections:
 
     def __init__(self, url: StoreUrl, name: str = "store", size: int = POOL_SIZE) -> None:
         self.url = url
+        self._size = size
         self.outage = Outage(url.shown, name)
         self._used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -205,6 +207,14 @@ class PgConnections:
                     yield raw
                 finally:
                     self._used[raw] = time.monotonic()
+        except PoolTimeout as exc:
+            stats = self._pool.get_stats()
+            if stats.get("pool_size", 0) >= self._size and not stats.get("pool_available", 0):
+                # every connection of the pool is in use: the callers are many, not the server gone
+                fault = StoreUnavailable(BUSY, f"all {self._size} connections of this process in use")
+                self.outage.failed(fault)
+                raise fault from None
+            self.reraise(exc)
         except psycopg.Error as exc:
             self.reraise(exc)
 

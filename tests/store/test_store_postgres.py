@@ -362,6 +362,30 @@ def test_a_process_frozen_in_its_transaction_finds_it_ended_and_changed_nothing(
         store.close()
 
 
+def test_a_process_whose_connections_are_all_in_use_is_busy_not_unreachable(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_connections, "POOL_WAIT_S", 0.3)
+    store = PostgresStore(pg_url, pool_size=1)
+    try:
+        store.create_queue("q", [], "t")
+        failed: list[BaseException] = []
+
+        def other_thread(_: int) -> None:
+            try:
+                store.list_queues()
+            except StoreUnavailable as exc:
+                failed.append(exc)
+
+        with store._tx():  # this thread holds the only connection
+            at_once(other_thread, 1)
+        (busy,) = failed
+        assert "database is busy" in str(busy) and "all 1 connections" in str(busy)
+        assert [q.name for q in store.list_queues()] == ["q"]  # free again
+    finally:
+        store.close()
+
+
 def test_a_server_that_cannot_be_reached_at_start_is_store_unavailable(own_server: PgServer) -> None:
     url = own_server.url("postgres", password=PASSWORD)
     own_server.stop("immediate")
