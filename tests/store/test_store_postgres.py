@@ -24,6 +24,7 @@ from fleet.core.models import ArraySpec, Script, Task, TaskRequirements, TaskSpe
 from fleet.store import (
     SampleStore,
     Store,
+    faults,
     open_samples,
     open_store,
     postgres,
@@ -271,8 +272,9 @@ def own_server() -> Iterator[PgServer]:
 
 @pytest.mark.timeout(120)
 def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(
-    own_server: PgServer, caplog: pytest.LogCaptureFixture
+    own_server: PgServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(faults, "QUIET_S", 0.0)  # the outage ends with the first write that lands
     url = own_server.url("postgres", password=PASSWORD)  # trust: any password is taken
     store = PostgresStore(url)
     caplog.set_level(logging.INFO)
@@ -305,6 +307,9 @@ def test_a_server_that_goes_away_is_store_unavailable_until_it_is_back(
         assert not [r for r in caplog.records if r.name.startswith("psycopg")]  # not once per connection attempt
         assert PASSWORD not in caplog.text
         assert [t.id for t in store.list_tasks(queue="q")[0]] == [queued.id]  # the failed create left nothing
+        store.create_task(spec(), "q", "t")
+        assert len([r for r in caplog.records if "takes writes again after" in r.getMessage()]) == 1
+        assert not store._pg.outage.down
     finally:
         store.close()
 
