@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import sqlite3
 import time
+from dataclasses import replace
 from multiprocessing.queues import Queue as MpQueue
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
@@ -35,6 +36,7 @@ from fleet.store import schema
 from fleet.store.interface import Store
 from fleet.store.sqlite import SQLiteStore
 from tests.store.backends import open_target
+from tests.threads import at_once
 
 ALL_PAIRS = [(old, new) for old in TaskStatus for new in TaskStatus]
 WORKER_PAIRS = [(old, new) for old in WorkerState for new in WorkerState]
@@ -551,3 +553,24 @@ def test_a_claim_makes_its_worker_busy_in_the_same_transaction(store: Store) -> 
     third = store.create_task(spec(), "q", "t").id
     unregistered = store.claim_next_task(make_worker("nobody"), ["q"], [], busy="x")  # no row: none to change
     assert unregistered is not None and unregistered.id == third
+
+
+def test_pools_claiming_one_task_by_id_at_once_hand_it_to_one(store: Store) -> None:
+    """A dynamic pool claims by id after choosing GPUs: of several claiming the
+    same task at once (threads, each on its own connection), exactly one gets it."""
+    pools = [
+        store.register_worker(replace(make_worker(f"box:pool{n}", gpus=[0, 1]), mode=WorkerMode.DYNAMIC), "t")
+        for n in range(6)
+    ]
+    for _ in range(5):
+        task_id = store.create_task(spec(), "q", "t").id
+        won: list[str] = []
+
+        def claim(n: int, task_id: str = task_id, won: list[str] = won) -> None:
+            if store.claim_task(task_id, pools[n], [0], f"box:pool{n}:gpu0") is not None:
+                won.append(pools[n].id)
+
+        at_once(claim, len(pools))
+        assert len(won) == 1
+        task = store.get_task(task_id)
+        assert (task.status, task.owner, task.attempt) == (TaskStatus.IN_PROGRESS, won[0], 1)
