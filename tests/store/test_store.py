@@ -574,3 +574,20 @@ def test_pools_claiming_one_task_by_id_at_once_hand_it_to_one(store: Store) -> N
         assert len(won) == 1
         task = store.get_task(task_id)
         assert (task.status, task.owner, task.attempt) == (TaskStatus.IN_PROGRESS, won[0], 1)
+
+
+def test_hosts_creating_one_queue_at_once_make_one(store: Store) -> None:
+    made: list[str] = []
+    refused: list[str] = []
+
+    def create(n: int) -> None:
+        try:
+            store.create_queue("shared", [f"t{n}"], f"host{n}")
+            made.append(f"host{n}")
+        except Conflict:
+            refused.append(f"host{n}")
+
+    at_once(create, 4)
+    assert len(made) == 1 and len(refused) == 3
+    assert [e.actor for e in store.events("queue", "shared")] == made
+    assert store.get_queue("shared").tags == [f"t{made[0][4:]}"]
