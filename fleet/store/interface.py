@@ -287,6 +287,12 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Release connections (optional)."""
 
+    @property
+    def location(self) -> str:
+        """Where the store lives, as people may see it (``status``, logs): a
+        file's path, or a database URL with its password masked."""
+        return type(self).__name__
+
 
 @dataclass(frozen=True)
 class AttemptUsage:

@@ -62,5 +62,9 @@ class PostgresStore(PostgresTasks, PostgresHistory, SQLiteQueues, SQLiteWorkers,
     def __repr__(self) -> str:
         return f"PostgresStore({self.url.shown!r})"
 
+    @property
+    def location(self) -> str:
+        return self.url.shown
+
     def close(self) -> None:
         self._pg.close()

@@ -163,3 +163,7 @@ class SQLiteStore(SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLit
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)

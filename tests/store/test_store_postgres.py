@@ -413,7 +413,7 @@ def test_the_password_never_shows(pg_server: PgServer, caplog: pytest.LogCapture
         with caplog.at_level(logging.DEBUG):
             store = PostgresStore(url)
             store.create_queue("q", [], "t")
-            shown = f"{store!r} {store.url} {store.url.shown} {store._pg.outage.path}"
+            shown = f"{store!r} {store.url} {store.location} {store._pg.outage.path}"
             store.close()
         assert PASSWORD not in shown and PASSWORD not in caplog.text
         assert f"postgres:********@127.0.0.1:{pg_server.port}/{name}" in shown
@@ -453,6 +453,9 @@ def test_open_store_picks_the_implementation(tmp_path: Path, pg_url: str) -> Non
             "PostgresSamples",
         ]
         assert (tmp_path / "home" / "fleet.db").exists()
+        local, shared = opened[0], opened[1]
+        assert isinstance(local, Store) and local.location == str(tmp_path / "home" / "fleet.db")
+        assert isinstance(shared, Store) and shared.location == pg_url  # no password in it to mask
     finally:
         for s in opened:
             s.close()
