@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fleet.core.errors import StoreUnavailable
 from fleet.store.faults import Outage
-from fleet.store.postgres_faults import BUSY, StoreUrl, refusal, unavailable
+from fleet.store.postgres_faults import BUSY, ENDED, UNREACHABLE, StoreUrl, refusal, unavailable
 
 # The pool logs each failed connection attempt; an outage is told once, with its cause and its
 # end, by the store's Outage (fleet.store.faults), as with SQLite.
@@ -46,7 +46,8 @@ POOL_WAIT_S = 5.0  # how long a call waits for a free connection before the stor
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout
 # A pooled connection idle longer than this is checked (one round trip) before it is handed out;
 # one used more recently is trusted (if the server went away since, that one call answers
-# StoreUnavailable and its connection is replaced).  Checking every time doubled a read's cost.
+# StoreUnavailable, and every pooled connection is checked before its next use).  Checking every
+# time doubled a read's cost.
 CHECK_IDLE_S = 2.0
 
 
@@ -192,6 +193,8 @@ class PgConnections:
         attributes may hold the connection string)."""
         fault = unavailable(exc, self.url)
         if fault is not None:
+            if fault.cause in (UNREACHABLE, ENDED):  # the other pooled connections may be gone too:
+                self._used.clear()  # check each before it is handed out again
             self.outage.failed(fault)
             raise fault from None
         refused = refusal(exc, self.url)

@@ -391,6 +391,26 @@ def test_a_process_whose_connections_are_all_in_use_is_busy_not_unreachable(
         store.close()
 
 
+def test_after_a_server_restart_one_call_fails_not_one_per_pooled_connection(
+    own_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_connections, "CHECK_IDLE_S", 600.0)  # every pooled connection is trusted
+    store = PostgresStore(own_server.url(), pool_size=3)
+    try:
+        store.create_queue("q", [], "t")
+        pg = store._pg
+        with pg.borrow(), pg.borrow(), pg.borrow():  # three connections, all just used
+            pass
+        own_server.stop("fast")
+        own_server.start()
+        with pytest.raises(StoreUnavailable):
+            store.list_queues()  # the first call meets a connection the restart closed
+        for _ in range(3):
+            assert [q.name for q in store.list_queues()] == ["q"]  # the others were checked, and replaced
+    finally:
+        store.close()
+
+
 def test_a_server_that_cannot_be_reached_at_start_is_store_unavailable(own_server: PgServer) -> None:
     url = own_server.url("postgres", password=PASSWORD)
     own_server.stop("immediate")
