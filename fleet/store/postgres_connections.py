@@ -28,7 +28,8 @@ from typing import Any, NoReturn
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from fleet.core.errors import StoreUnavailable
+from fleet.core.errors import StoreError, StoreUnavailable
+from fleet.store import postgres_schema
 from fleet.store.faults import Outage
 from fleet.store.postgres_faults import BUSY, ENDED, UNREACHABLE, StoreUrl, refusal, unavailable
 
@@ -36,6 +37,7 @@ from fleet.store.postgres_faults import BUSY, ENDED, UNREACHABLE, StoreUrl, refu
 # end, by the store's Outage (fleet.store.faults), as with SQLite.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
+MIN_SERVER_VERSION = 130000  # PostgreSQL 13 (libpq's number: major * 10000 + minor)
 POOL_SIZE = 8  # connections a process keeps at most (the manager's API threads share them)
 # A session of fleet's waits at most LOCK_WAIT_S for a lock (then: StoreUnavailable, "database is
 # locked", and the caller backs off), and a transaction left open IDLE_IN_TX_S (a frozen process,
@@ -234,3 +236,25 @@ class PgConnections:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def open_database(url: StoreUrl, name: str = "store", size: int = POOL_SIZE) -> PgConnections:
+    """The process's connections to the database at ``url``, once the server is
+    new enough and the schema migrated to this version (refused when newer)."""
+    pg = PgConnections(url, name, size)
+    try:
+        with contextlib.closing(pg.connect()) as conn:
+            version = conn.info.server_version
+            if version < MIN_SERVER_VERSION:
+                raise StoreError(
+                    f"store {url.shown}: the server is PostgreSQL {version // 10000}.{version % 10000};"
+                    f" fleet needs {MIN_SERVER_VERSION // 10000} or newer"
+                )
+            try:
+                postgres_schema.migrate(conn, url.shown)
+            except psycopg.Error as exc:
+                pg.reraise(exc)
+    except BaseException:
+        pg.close()
+        raise
+    return pg

@@ -13,13 +13,8 @@ done.
 
 from __future__ import annotations
 
-import contextlib
-
-import psycopg
-
-from fleet.store import postgres_schema
 from fleet.store.dbapi import DbConn
-from fleet.store.postgres_connections import PgConnections
+from fleet.store.postgres_connections import open_database
 from fleet.store.postgres_faults import StoreUrl
 from fleet.store.sqlite_samples import SQLiteSamples
 
@@ -33,16 +28,7 @@ class PostgresSamples(SQLiteSamples):
 
     def __init__(self, url: str) -> None:  # (SQLiteSamples.__init__ would open a file: not called)
         self.url = StoreUrl.parse(url)
-        self.db = pg = PgConnections(self.url, "metrics", size=POOL_SIZE)
-        try:
-            with contextlib.closing(pg.connect()) as conn:
-                try:
-                    postgres_schema.migrate(conn, self.url.shown)
-                except psycopg.Error as exc:
-                    pg.reraise(exc)
-        except BaseException:
-            pg.close()
-            raise
+        self.db = open_database(self.url, "metrics", POOL_SIZE)
 
     def _lock_maintenance(self, conn: DbConn) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (MAINTENANCE_LOCK,))

@@ -27,7 +27,6 @@ from fleet.store import (
     faults,
     open_samples,
     open_store,
-    postgres,
     postgres_connections,
     postgres_history,
     postgres_schema,
@@ -83,7 +82,7 @@ def test_an_older_schema_is_upgraded_and_keeps_its_rows(pg_url: str) -> None:
 
 
 def test_a_server_older_than_supported_is_refused_untouched(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres, "MIN_SERVER_VERSION", 990000)  # this server (15) as if too old
+    monkeypatch.setattr(postgres_connections, "MIN_SERVER_VERSION", 990000)  # this server (15) as if too old
     with pytest.raises(StoreError, match=r"the server is PostgreSQL 15\.\d+; fleet needs 99 or newer"):
         PostgresStore(pg_url)
     assert _version(pg_url) == 0
