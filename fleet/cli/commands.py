@@ -45,7 +45,7 @@ COMMANDS: dict[str, Entry] = {
     "force": Entry(
         _WORKERS, "force", "Force a worker on or off, over its schedule (a runtime property); `clear` removes it."
     ),
-    "submit": Entry(_TASKS, "submit", "Create a task from the current folder and enqueue it."),
+    "submit": Entry("fleet.cli.cmd_submit", "submit", "Create a task from the current folder and enqueue it."),
     "wait": Entry(_TASKS, "wait", "Block until the tasks end; exit 0 if all completed, 1 otherwise."),
     "tasks": Entry(_TASKS, "list_tasks", "List tasks, newest first."),
     "show": Entry(

@@ -149,3 +149,11 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     sys.stdout.write(printable(message, keep_newlines=True) + "\n")
+
+
+def answer(obj: dict[str, Any], as_json: bool, text: str) -> None:
+    """The object for a script (``--json``), else one line for people."""
+    if as_json:
+        emit_json(obj)
+    else:
+        info(text)

@@ -41,7 +41,17 @@ print("LOADED=" + ",".join(sorted(loaded)), file=sys.stderr)
 sys.exit(rc)
 """
 
-MODULES = ("cmd_up", "cmd_daemon", "cmd_workers", "cmd_tasks", "cmd_queues", "cmd_exec", "cmd_report", "cmd_gpus")
+MODULES = (
+    "cmd_up",
+    "cmd_daemon",
+    "cmd_workers",
+    "cmd_submit",
+    "cmd_tasks",
+    "cmd_queues",
+    "cmd_exec",
+    "cmd_report",
+    "cmd_gpus",
+)
 
 
 def _probe(fleet: Fleet, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
