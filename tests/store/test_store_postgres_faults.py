@@ -88,7 +88,7 @@ def test_a_lock_held_by_a_frozen_session_is_waited_for_boundedly_then_freed(
     instead of hanging, and the server ends the frozen transaction after
     ``IDLE_IN_TX_S``, which frees the row."""
     monkeypatch.setattr(postgres_connections, "LOCK_WAIT_S", 0.3)
-    monkeypatch.setattr(postgres_connections, "IDLE_IN_TX_S", 1.5)
+    monkeypatch.setattr(postgres_connections, "IDLE_IN_TX_S", 3.0)
     store = PostgresStore(pg_url)
     try:
         store.create_queue("q", [], "t")
@@ -114,6 +114,15 @@ def test_a_lock_held_by_a_frozen_session_is_waited_for_boundedly_then_freed(
         store.close()
 
 
+def _wait_gone(url: str, backend: int) -> None:
+    """Until the server has ended the session of process ``backend``."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as watch:
+        while watch.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the server never ended the frozen transaction"
+            time.sleep(0.05)
+
+
 def test_a_process_frozen_in_its_transaction_finds_it_ended_and_changed_nothing(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,7 +135,8 @@ def test_a_process_frozen_in_its_transaction_finds_it_ended_and_changed_nothing(
         task = store.create_task(spec(), "q", "t")
         with pytest.raises(StoreUnavailable, match="transaction ended by the server"), store._tx() as conn:
             conn.execute("UPDATE tasks SET status_reason = 'frozen' WHERE id = ?", (task.id,))
-            time.sleep(1.5)  # frozen past the server's limit
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            _wait_gone(pg_url, backend)  # frozen until the server has ended it
             conn.execute("SELECT 1")
         assert store.get_task(task.id).status_reason == ""
     finally:
