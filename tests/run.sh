@@ -10,6 +10,9 @@ command -v git >/dev/null || need_apt+=(git)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the page test's browser (tests/metrics/test_page.py)
 command -v curl >/dev/null || need_apt+=(curl)  # tests/api/test_auth.py speaks HTTP as another user
 command -v chattr >/dev/null || need_apt+=(e2fsprogs)  # tests/store/test_store_faults.py: a read-only database
+# tests/store: the store's tests run on SQLite and on a real PostgreSQL server, which they start
+# themselves (initdb into a temporary folder as the postgres user: tests/store/pgserver.py)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

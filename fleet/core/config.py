@@ -21,10 +21,12 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, get_type_hints
+from urllib.parse import urlsplit
 
 from fleet.core import convert as cv
 from fleet.core.config_file import default_config_path as default_config_path
 from fleet.core.errors import ConfigError
+from fleet.core.secrets import MASK, mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,19 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    # "" = SQLite in FLEET_HOME (one host, nothing to install); a store shared by many
+    # hosts: postgresql://user[:password]@host[:port]/database[?sslmode=...] (pip install
+    # 'fleet[postgres]').  Env FLEET_STORE_URL.  Never shown unmasked (fleet.core.secrets).
+    url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class FleetSection:
     home: str = ""  # "" = FLEET_HOME, else ~/.fleet (resolved where used)
     api: ApiConfig = field(default_factory=ApiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     stop_grace_seconds: float = 10.0  # SIGTERM -> SIGKILL grace for tasks
     handover_seconds: float = 30.0  # workers without a manager this long stop themselves
     remote_lease_seconds: float = 60.0  # a remote executor's task fails after this long without word
@@ -195,6 +206,31 @@ class Config:
     path: Path | None = None  # the file it came from; None for built-in defaults
 
 
+STORE_SCHEMES = ("postgresql", "postgres")
+_URL_SECRET_PARAM = re.compile(r"((?:^|[?&])(?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
+def store_url(value: Any) -> str:
+    """``fleet.store.url``: empty (SQLite in the home) or a PostgreSQL URL."""
+    text = cv.to_str(value).strip()
+    if not text:
+        return ""
+    expected = "expected empty (SQLite in FLEET_HOME) or postgresql://[user[:password]@]host[:port]/database"
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise ValueError(f"{expected} (the port is not a number)") from None
+    if parts.scheme not in STORE_SCHEMES or not (parts.hostname or parts.path.strip("/") or parts.query):
+        raise ValueError(expected)
+    return text
+
+
+def masked_url(text: str) -> str:
+    """A store URL as people see it: its password and secret parameters masked."""
+    return _URL_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, mask_urls(text))
+
+
 _BY_TYPE: Mapping[Any, cv.Converter[Any]] = {
     bool: cv.to_bool,
     int: cv.to_int,
@@ -212,6 +248,7 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "agent.venvs_cache.max_entries": cv.int_at_least(0),
     "agent.gpu_busy_memory_mb": cv.int_at_least(0),
     "fleet.api.port": cv.int_between(0, 65535),
+    "fleet.store.url": store_url,
     "fleet.api.max_body_mb": cv.number_in(0, 1024),
     "fleet.stop_grace_seconds": cv.number_at_least(0),
     "fleet.handover_seconds": cv.number_at_least(0),
@@ -316,7 +353,12 @@ def _build(cls: type[T], raw: Any, prefix: str, where: str) -> T:
 
 
 def _bad_value(where: str, path: str, expected: str, value: Any) -> ConfigError:
-    shown = "'********'" if path in SECRET_KEYS else repr(_plain(value))
+    if path in SECRET_KEYS:
+        shown = "'********'"
+    elif path == "fleet.store.url":
+        shown = repr(masked_url(str(value)))
+    else:
+        shown = repr(_plain(value))
     return ConfigError(f"{where}config {path}: {expected}, got {shown}", field=path)
 
 
@@ -342,7 +384,16 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
         worker_name=pick(("FLEET_WORKER_NAME", "CLEARML_WORKER_NAME"), agent.worker_name),
     )
     api = replace(api, token=pick(("FLEET_API_TOKEN",), api.token))
-    return replace(config, agent=agent, fleet=replace(config.fleet, api=api))
+    store = config.fleet.store
+    if env.get("FLEET_STORE_URL"):
+        try:
+            store = replace(store, url=store_url(env["FLEET_STORE_URL"]))
+        except ValueError as exc:
+            shown = masked_url(env["FLEET_STORE_URL"])
+            raise ConfigError(
+                f"FLEET_STORE_URL (fleet.store.url): {exc}, got {shown!r}", field="fleet.store.url"
+            ) from None
+    return replace(config, agent=agent, fleet=replace(config.fleet, api=api, store=store))
 
 
 _BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")

@@ -100,7 +100,7 @@ def unavailable(exc: BaseException, path: Path) -> StoreUnavailable | None:
 class Outage:
     """One process's view of whether its store takes writes (thread-safe)."""
 
-    def __init__(self, path: Path, name: str = "store", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path | str, name: str = "store", clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.name = name  # whose connections: "store", "metrics"
         self.clock = clock

@@ -1,13 +1,15 @@
 """The store interface: every read and write of shared state goes through it.
 
-SQLite (:mod:`fleet.store.sqlite`) is the implementation today; a shared
-PostgreSQL store for many hosts is a second implementation of this class
-(``claim_next_task`` becomes ``SELECT ... FOR UPDATE SKIP LOCKED``), not a
-change to its callers.
+Two implementations: SQLite (:mod:`fleet.store.sqlite`, one host, the
+default) and PostgreSQL (:mod:`fleet.store.postgres`, shared by many hosts:
+``claim_next_task`` is ``SELECT ... FOR UPDATE SKIP LOCKED``); they share
+their portable SQL and the one transition function, and callers cannot tell
+them apart.  :func:`fleet.store.open_store` picks one.
 
 Any method may raise :class:`~fleet.errors.StoreUnavailable` when the store
-cannot be used right now (disk full, read-only, I/O error): nothing was
-changed, and the same call can be made again later.
+cannot be used right now (disk full, read-only, I/O error; a database server
+gone or busy): nothing was changed, and the same call can be made again
+later.
 """
 
 from __future__ import annotations
@@ -286,6 +288,12 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Release connections (optional)."""
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, as people may see it (``status``, logs): a
+        file's path, or a database URL with its password masked."""
+        return type(self).__name__
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,12 @@ from pathlib import Path
 import sqlite_utils
 
 from fleet.core.errors import Conflict, StoreError
-from fleet.core.models import (
-    Queue,
-    TaskStatus,
-)
+from fleet.core.models import Queue, TaskStatus
 from fleet.store import schema
 from fleet.store.connections import Connections
 from fleet.store.interface import Store
-from fleet.store.rows import (
-    dumps,
-    loads,
-)
+from fleet.store.rows import dumps, loads
+from fleet.store.sqlite_base import SQLiteBase
 from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_history import SQLiteHistory
 from fleet.store.sqlite_tasks import SQLiteTasks
@@ -37,68 +32,19 @@ from fleet.store.sqlite_workers import SQLiteWorkers
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = Connections(path)
-        self._ignored: set[tuple[str, str, str]] = set()  # unusable stored values already logged
-        self._migrate()
-
-    def _migrate(self) -> None:
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path} is not an SQLite database; refusing to open or overwrite it")
-            if self._refuse_newer() == schema.LATEST:
-                self.conn  # noqa: B018 - open it now: a file that cannot be opened fails here, at start
-                return  # nothing to write, so a full disk or a read-only file does not stop a start
-        try:
-            with self._tx() as conn:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > schema.LATEST:
-                    raise StoreError(
-                        f"{self.path} has schema version {version}, newer than this fleet knows "
-                        f"({schema.LATEST}); upgrade fleet. The database was left untouched"
-                    )
-                db = sqlite_utils.Database(conn)
-                for number in range(version, schema.LATEST):
-                    schema.MIGRATIONS[number](db)
-                    log.info("store %s: migrated schema to version %d", self.path, number + 1)
-                if version != schema.LATEST:
-                    conn.execute(f"PRAGMA user_version={schema.LATEST}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
-
-    def _refuse_newer(self) -> int:
-        """Read the schema version read-only, before anything (WAL included) can change the file."""
-        try:
-            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                version = probe.execute("PRAGMA user_version").fetchone()[0]
-            finally:
-                probe.close()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
-        if version > schema.LATEST:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this fleet knows "
-                f"({schema.LATEST}); upgrade fleet. The database was left untouched"
-            )
-        return int(version)
-
-    def close(self) -> None:
-        self._db.close()
+class SQLiteQueues(SQLiteBase):
+    """The queues (portable SQL): create, read with their counts, tag, delete.
+    Mixed into :class:`SQLiteStore` and :class:`fleet.store.postgres.PostgresStore`."""
 
     # -- queues -----------------------------------------------------------------
     def create_queue(self, name: str, tags: list[str], actor: str) -> Queue:
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM queues WHERE name = ?", (name,)).fetchone():
-                raise Conflict(f"queue {name!r} already exists", field="name")
-            qid = uuid.uuid4().hex
-            conn.execute(
-                "INSERT INTO queues (id, name, tags, created_at) VALUES (?,?,?,?)",
-                (qid, name, dumps(sorted(set(tags))), time.time()),
+            added = conn.execute(  # one statement: two hosts creating the same queue at once get one queue
+                "INSERT INTO queues (id, name, tags, created_at) VALUES (?,?,?,?) ON CONFLICT (name) DO NOTHING",
+                (uuid.uuid4().hex, name, dumps(sorted(set(tags))), time.time()),
             )
+            if added.rowcount != 1:
+                raise Conflict(f"queue {name!r} already exists", field="name")
             self._event(conn, "queue", name, None, "created", actor, "")
         return self.get_queue(name)
 
@@ -158,9 +104,66 @@ class SQLiteStore(SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
                     field="queue",
                 )
             for task in conn.execute(
-                "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'", (row["name"],)
+                "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'" + self._for_update(conn), (row["name"],)
             ).fetchall():
                 why = f"queue {row['name']} deleted"
                 self._move_task(conn, dict(task), TaskStatus.CREATED, actor, why, queued_at=None)
             conn.execute("DELETE FROM queues WHERE id = ?", (row["id"],))
             self._event(conn, "queue", row["name"], "created", "deleted", actor, f"{queued} task(s) dequeued")
+
+
+class SQLiteStore(SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = Connections(path)
+        self._ignored: set[tuple[str, str, str]] = set()  # unusable stored values already logged
+        self._migrate()
+
+    def _migrate(self) -> None:
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path} is not an SQLite database; refusing to open or overwrite it")
+            if self._refuse_newer() == schema.LATEST:
+                self.conn  # noqa: B018 - open it now: a file that cannot be opened fails here, at start
+                return  # nothing to write, so a full disk or a read-only file does not stop a start
+        try:
+            with self._db.tx() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > schema.LATEST:
+                    raise StoreError(
+                        f"{self.path} has schema version {version}, newer than this fleet knows "
+                        f"({schema.LATEST}); upgrade fleet. The database was left untouched"
+                    )
+                db = sqlite_utils.Database(conn)
+                for number in range(version, schema.LATEST):
+                    schema.MIGRATIONS[number](db)
+                    log.info("store %s: migrated schema to version %d", self.path, number + 1)
+                if version != schema.LATEST:
+                    conn.execute(f"PRAGMA user_version={schema.LATEST}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
+
+    def _refuse_newer(self) -> int:
+        """Read the schema version read-only, before anything (WAL included) can change the file."""
+        try:
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable fleet database ({exc}); it was left untouched") from exc
+        if version > schema.LATEST:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this fleet knows "
+                f"({schema.LATEST}); upgrade fleet. The database was left untouched"
+            )
+        return int(version)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)

@@ -27,7 +27,7 @@ UNDER_CAP = (
 )
 
 _INSERT = (
-    "INSERT INTO tasks (id, name, status, status_reason, queue, priority, script, env, user, requirements,"
+    'INSERT INTO tasks (id, name, status, status_reason, queue, priority, script, env, "user", requirements,'
     " docker, attempt, retries, timeout, gpus_needed, created_at, parent, env_cached, queued_at, seq,"
     " array_id, array_index) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)"
 )
@@ -47,6 +47,7 @@ class SQLiteArrays(SQLiteBase):
             for _, queue in specs:
                 if queue is not None and queue not in names:
                     names[queue] = self._queue_row(conn, queue)["name"]
+            self._lock_queue_order(conn)
             high = conn.execute("SELECT MAX(seq) FROM tasks").fetchone()[0]
             seq = high if high is not None else 0.0
             rows: list[tuple[object, ...]] = []
@@ -87,7 +88,7 @@ class SQLiteArrays(SQLiteBase):
                 queues = {names[q] if q is not None else None for _, q in specs}
                 only = next(iter(queues)) if len(queues) == 1 else None
                 conn.execute(
-                    "INSERT INTO arrays (id, max_running, created_at, user, queue, size) VALUES (?,?,?,?,?,?)",
+                    'INSERT INTO arrays (id, max_running, created_at, "user", queue, size) VALUES (?,?,?,?,?,?)',
                     (
                         array.id,
                         array.max_running,
@@ -131,7 +132,9 @@ class SQLiteArrays(SQLiteBase):
         now = time.time()
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT * FROM tasks WHERE array_id = ? AND status IN ('queued', 'in_progress')", (array_id,)
+                "SELECT * FROM tasks WHERE array_id = ? AND status IN ('queued', 'in_progress')"
+                + self._for_update(conn),
+                (array_id,),
             ).fetchall()
             for found in rows:
                 row = dict(found)

@@ -1,12 +1,17 @@
 """What the parts of the SQLite store share: the connection of this thread,
 write transactions, the event record, row lookups and the task transition
-function (every task state change goes through :meth:`SQLiteBase._move_task`)."""
+function (every task state change goes through :meth:`SQLiteBase._move_task`).
+
+The SQL of the ``sqlite_*`` parts is portable (``?`` placeholders, standard
+upserts, ``"user"`` quoted): the PostgreSQL store (:mod:`fleet.store.postgres`)
+runs the same methods on its own connections and overrides only what the
+dialects do differently (the claims, the schema, a few reads), so both
+stores share one transition function and one event record."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,7 @@ from typing import Any
 from fleet.core.errors import Conflict, NotFound, UsageError
 from fleet.core.models import TaskStatus, check_task_move
 from fleet.store.connections import Connections
+from fleet.store.dbapi import DbConn
 
 log = logging.getLogger(__name__)
 
@@ -27,36 +33,41 @@ class SQLiteBase:
 
     # -- connections and transactions ------------------------------------------
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> DbConn:
         return self._db.conn
 
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> contextlib.AbstractContextManager[DbConn]:
         return self._db.tx()
 
     @staticmethod
-    def _event(
-        conn: sqlite3.Connection, kind: str, subject: str, old: str | None, new: str, actor: str, reason: str
-    ) -> None:
+    def _event(conn: DbConn, kind: str, subject: str, old: str | None, new: str, actor: str, reason: str) -> None:
         conn.execute(
             "INSERT INTO events (at, kind, subject, old, new, actor, reason) VALUES (?,?,?,?,?,?,?)",
             (time.time(), kind, subject, old, new, actor, reason),
         )
 
-    def _queue_row(self, conn: sqlite3.Connection, name_or_id: str) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM queues WHERE name = ? OR id = ?", (name_or_id, name_or_id)).fetchone()
+    def _for_update(self, conn: DbConn) -> str:
+        """The clause that locks a row read in order to change it: none in SQLite,
+        whose one writer (``BEGIN IMMEDIATE``) holds the whole database."""
+        return ""
+
+    def _queue_row(self, conn: DbConn, name_or_id: str) -> dict[str, Any]:
+        row = conn.execute(
+            "SELECT * FROM queues WHERE name = ? OR id = ?" + self._for_update(conn), (name_or_id, name_or_id)
+        ).fetchone()
         if row is None:
             raise NotFound(f"queue {name_or_id!r} does not exist", field="queue")
         return dict(row)
 
-    def _task_row(self, conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    def _task_row(self, conn: DbConn, task_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM tasks WHERE id = ?" + self._for_update(conn), (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"task {task_id} does not exist", field="task")
         return dict(row)
 
     def _move_task(
         self,
-        conn: sqlite3.Connection,
+        conn: DbConn,
         row: dict[str, Any],
         new: TaskStatus,
         actor: str,
@@ -71,12 +82,18 @@ class SQLiteBase:
         cur = conn.execute(
             f"UPDATE tasks SET {columns} WHERE id = ? AND status = ?", (*fields.values(), row["id"], old.value)
         )
-        if cur.rowcount != 1:  # pragma: no cover - guarded by BEGIN IMMEDIATE
+        if cur.rowcount != 1:  # pragma: no cover - guarded by BEGIN IMMEDIATE (PostgreSQL: the row's lock)
             raise Conflict(f"task {row['id']} changed while being updated")
         row.update(fields)
         self._event(conn, "task", row["id"], old.value, new.value, actor, reason)
 
-    def _next_seq(self, conn: sqlite3.Connection, queue: str, head: bool) -> float:
+    def _lock_queue_order(self, conn: DbConn) -> None:
+        """Called in a write transaction before a queue position is read from
+        ``MAX(seq)``: SQLite's one writer already orders them (the PostgreSQL
+        store takes a lock here)."""
+
+    def _next_seq(self, conn: DbConn, queue: str, head: bool) -> float:
+        self._lock_queue_order(conn)
         if head:
             low = conn.execute("SELECT MIN(seq) FROM tasks WHERE queue = ? AND status = 'queued'", (queue,)).fetchone()[
                 0
@@ -85,7 +102,7 @@ class SQLiteBase:
         high = conn.execute("SELECT MAX(seq) FROM tasks").fetchone()[0]
         return (high if high is not None else 0.0) + 1.0
 
-    def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> str:
+    def _resolve(self, conn: DbConn, id_or_prefix: str) -> str:
         if len(id_or_prefix) < 4:
             raise UsageError(f"task id {id_or_prefix!r} is too short: give 4 or more characters", field="task")
         if len(id_or_prefix) == 32:

@@ -36,7 +36,9 @@ class SQLiteGpus(SQLiteBase):
                 return _drain(dict(row))
             now = time.time()
             conn.execute(
-                "INSERT OR REPLACE INTO gpu_drains (host, gpu, reason, source, at, actor) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO gpu_drains (host, gpu, reason, source, at, actor) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (host, gpu) DO UPDATE SET reason = excluded.reason, source = excluded.source,"
+                " at = excluded.at, actor = excluded.actor",
                 (host, gpu, reason, source, now, actor),
             )
             self._event(conn, "gpu", f"{host}:{gpu_label(gpu)}", "in service", "drained", actor, reason)

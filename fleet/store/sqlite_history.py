@@ -28,6 +28,12 @@ def _gpus(text: str | None) -> tuple[int, ...]:
 class SQLiteHistory(SQLiteBase):
     """Mixed into :class:`fleet.store.sqlite.SQLiteStore`."""
 
+    # each worker's last state change before a time (SQLite: the row of MAX(at) in its group)
+    _LAST_CHANGES = (
+        f"SELECT subject, MAX(at) AS at, new FROM events WHERE kind = 'worker' AND new IN ({_MARKS})"
+        " AND at < ? GROUP BY subject"
+    )
+
     # -- events -----------------------------------------------------------------
     def events(self, kind: str | None = None, subject: str | None = None, limit: int = 200) -> list[Event]:
         where: list[str] = []
@@ -52,12 +58,7 @@ class SQLiteHistory(SQLiteBase):
     def worker_state_changes(self, since: float, until: float) -> list[StateChange]:
         conn = self.conn
         changes = [
-            StateChange(r["subject"], r["at"], r["new"])
-            for r in conn.execute(
-                f"SELECT subject, MAX(at) AS at, new FROM events WHERE kind = 'worker' AND new IN ({_MARKS})"
-                " AND at < ? GROUP BY subject",
-                (*_STATES, since),
-            )
+            StateChange(r["subject"], r["at"], r["new"]) for r in conn.execute(self._LAST_CHANGES, (*_STATES, since))
         ]
         changes += [
             StateChange(r["subject"], r["at"], r["new"])
@@ -86,7 +87,7 @@ class SQLiteHistory(SQLiteBase):
                 owner=r["owner"],
             )
             for r in self.conn.execute(
-                f"SELECT a.*, t.queue, t.user, {_QUEUED_AT} AS queued_at FROM task_attempts a"
+                f'SELECT a.*, t.queue, t."user", {_QUEUED_AT} AS queued_at FROM task_attempts a'
                 " JOIN tasks t ON t.id = a.task_id"
                 " WHERE a.started_at < ? AND (a.finished_at IS NULL OR a.finished_at >= ?)",
                 (until, since),
@@ -104,15 +105,22 @@ class SQLiteHistory(SQLiteBase):
     def dispatch_latencies(self, after: int) -> tuple[int, list[float]]:
         last = after
         out: list[float] = []
+        settled, params = self._settled(after)
         for r in self.conn.execute(
             f"SELECT a.rowid AS rid, a.started_at, {_QUEUED_AT} AS queued_at FROM task_attempts a"
-            " WHERE a.rowid > ? ORDER BY a.rowid",
-            (after,),
+            f" WHERE a.rowid > ?{settled} ORDER BY a.rowid",
+            (after, *params),
         ):
             last = int(r["rid"])
             if r["queued_at"] is not None:
                 out.append(max(float(r["started_at"]) - float(r["queued_at"]), 0.0))
         return last, out
+
+    def _settled(self, after: int) -> tuple[str, tuple[Any, ...]]:
+        """A condition on attempt ``a`` past the cursor: no attempt still to be
+        committed can come before it.  None in SQLite, whose one writer commits
+        rowids in order."""
+        return "", ()
 
     def queue_waiting_since(self) -> dict[str, float]:
         rows = self.conn.execute("SELECT queue, MIN(queued_at) FROM tasks WHERE status = 'queued' GROUP BY queue")

@@ -13,15 +13,17 @@ they outlive the samples they came from.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fleet.core.errors import StoreError
 from fleet.metrics.samples import KINDS, Kind, Snapshot, rows
 from fleet.store.connections import Connections
+from fleet.store.dbapi import DbConn
 from fleet.store.interface import ROLLUP_S, AttemptUsage, Maintenance, SampleStore
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,43 @@ class Database(Connections):
         return conn
 
 
+def _usage_upsert(greatest: str) -> str:
+    """Add one sample to an attempt's figures (``greatest``: the dialect's two-argument maximum)."""
+    peaks = ", ".join(
+        f"{c} = {greatest}(COALESCE(metrics_task_usage.{c}, excluded.{c}), COALESCE(excluded.{c}, metrics_task_usage.{c}))"
+        for c in ("cpu_max", "rss_peak_mb", "gpu_mem_peak_mb")
+    )
+    return (
+        "INSERT INTO metrics_task_usage (task, attempt, samples, cpu_sum, cpu_max, rss_peak_mb,"
+        " gpu_mem_peak_mb, first_at, last_at) VALUES (?,?,1,?,?,?,?,?,?)"
+        " ON CONFLICT (task, attempt) DO UPDATE SET samples = metrics_task_usage.samples + 1,"
+        f" cpu_sum = metrics_task_usage.cpu_sum + excluded.cpu_sum, {peaks}, last_at = excluded.last_at"
+    )
+
+
 def _round(value: Any) -> Any:
     return round(value, 3) if isinstance(value, float) else value
 
 
+class SampleDb(Protocol):
+    """The connections the samples are read and written through."""
+
+    @property
+    def conn(self) -> DbConn: ...
+
+    def tx(self) -> contextlib.AbstractContextManager[DbConn]: ...
+
+    def close(self) -> None: ...
+
+
 class SQLiteSamples(SampleStore):
-    """The sample tables of one fleet database (``fleet.db``)."""
+    """The sample tables of one fleet database (``fleet.db``).  The SQL is portable
+    but for the dialect's maximum of two values and its time bucket (class
+    attributes, which :class:`fleet.store.postgres_samples.PostgresSamples` sets)."""
+
+    _GREATEST = "MAX"  # SQLite's scalar max of two values
+    _BUCKET = "CAST(at / ? AS INTEGER)"  # the bucket of step ``?`` a time falls in (SQLite truncates)
+    db: SampleDb
 
     def __init__(self, path: Path) -> None:
         self.db = Database(path)
@@ -75,16 +108,7 @@ class SQLiteSamples(SampleStore):
                     [(RAW, snapshot.at, *row) for row in values],
                 )
             conn.executemany(
-                "INSERT INTO metrics_task_usage (task, attempt, samples, cpu_sum, cpu_max, rss_peak_mb,"
-                " gpu_mem_peak_mb, first_at, last_at) VALUES (?,?,1,?,?,?,?,?,?)"
-                " ON CONFLICT (task, attempt) DO UPDATE SET samples = samples + 1,"
-                " cpu_sum = cpu_sum + excluded.cpu_sum,"
-                " cpu_max = MAX(COALESCE(cpu_max, excluded.cpu_max), COALESCE(excluded.cpu_max, cpu_max)),"
-                " rss_peak_mb = MAX(COALESCE(rss_peak_mb, excluded.rss_peak_mb),"
-                " COALESCE(excluded.rss_peak_mb, rss_peak_mb)),"
-                " gpu_mem_peak_mb = MAX(COALESCE(gpu_mem_peak_mb, excluded.gpu_mem_peak_mb),"
-                " COALESCE(excluded.gpu_mem_peak_mb, gpu_mem_peak_mb)),"
-                " last_at = excluded.last_at",
+                _usage_upsert(self._GREATEST),
                 [
                     (t.task, t.attempt, t.cpu_percent, t.cpu_percent, t.rss_mb, t.gpu_mem_mb, snapshot.at, snapshot.at)
                     for t in snapshot.tasks
@@ -92,6 +116,10 @@ class SQLiteSamples(SampleStore):
             )
 
     # -- roll-ups and retention ---------------------------------------------------
+    def _lock_maintenance(self, conn: DbConn) -> None:
+        """Called first in :meth:`maintain`'s transaction: SQLite's one writer
+        already keeps two maintenances apart."""
+
     def watermark(self) -> float | None:
         row = self.db.conn.execute("SELECT value FROM metrics_meta WHERE key = 'rolled_until'").fetchone()
         return None if row is None else float(row[0])
@@ -101,6 +129,7 @@ class SQLiteSamples(SampleStore):
         end = math.floor(now / ROLLUP_S) * ROLLUP_S
         rolled = 0
         with self.db.tx() as conn:
+            self._lock_maintenance(conn)
             row = conn.execute("SELECT value FROM metrics_meta WHERE key = 'rolled_until'").fetchone()
             start = float(row[0]) if row is not None else None
             if start is None:
@@ -110,7 +139,9 @@ class SQLiteSamples(SampleStore):
                 for kind in KINDS.values():
                     rolled += self._rollup(conn, kind, start, end)
                 conn.execute(
-                    "INSERT OR REPLACE INTO metrics_meta (key, value) VALUES ('rolled_until', ?)", (float(end),)
+                    "INSERT INTO metrics_meta (key, value) VALUES ('rolled_until', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (float(end),),
                 )
             deleted_raw = deleted_rollups = 0
             for kind in KINDS.values():
@@ -126,15 +157,15 @@ class SQLiteSamples(SampleStore):
             )
         return Maintenance(max(end, start), rolled, deleted_raw, deleted_rollups)
 
-    @staticmethod
-    def _rollup(conn: Any, kind: Kind, start: float, end: float) -> int:
+    def _rollup(self, conn: Any, kind: Kind, start: float, end: float) -> int:
         keys = ", ".join(kind.keys)
         aggregates = [f"AVG({c})" for c in kind.values] + [f"MAX({c})" for c in kind.maxima]
         cur = conn.execute(
             f"INSERT INTO {kind.table} (res, at, {', '.join(kind.columns)})"
-            f" SELECT ?, CAST(at / ? AS INTEGER) * ?, {keys}, {', '.join(aggregates)} FROM {kind.table}"
-            f" WHERE res = ? AND at >= ? AND at < ? GROUP BY CAST(at / ? AS INTEGER), {keys}",
-            (ROLLUP, ROLLUP_S, ROLLUP_S, RAW, start, end, ROLLUP_S),
+            f" SELECT ?, minute * ?, {keys}, {', '.join(aggregates)} FROM"
+            f" (SELECT {self._BUCKET} AS minute, * FROM {kind.table} WHERE res = ? AND at >= ? AND at < ?) AS raw"
+            f" GROUP BY minute, {keys}",
+            (ROLLUP, ROLLUP_S, ROLLUP_S, RAW, start, end),
         )
         return int(cur.rowcount)
 
@@ -161,7 +192,7 @@ class SQLiteSamples(SampleStore):
             where += f" AND {kind.keys[-1]} IN ({','.join('?' * len(ids))})"
             params.extend(ids)
         query = (
-            f"SELECT CAST(at / ? AS INTEGER) AS bucket, {keys}, {aggregates} FROM {kind.table}"
+            f"SELECT {self._BUCKET} AS bucket, {keys}, {aggregates} FROM {kind.table}"
             f" WHERE {where} GROUP BY bucket, {keys} ORDER BY {keys}, bucket"
         )
         out: dict[tuple[Any, ...], dict[str, Any]] = {}

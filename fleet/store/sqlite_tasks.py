@@ -10,7 +10,6 @@ worker run" is an indexed read (:meth:`SQLiteTasks.running_tasks`).
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from fleet.core.models import (
     WorkerState,
 )
 from fleet.core.procs import Identity
+from fleet.store.dbapi import DbConn
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
 from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
 from fleet.store.sqlite_workers import move_worker
@@ -68,7 +68,7 @@ class SQLiteTasks(SQLiteArrays):
             params.extend(values)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
-        columns = summary_columns(self._task_columns()) if summary else "*"
+        columns = self._summary_columns() if summary else "*"
         cursor = self.conn.execute(
             f"SELECT {columns} FROM tasks{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             (*params, limit, offset),
@@ -83,8 +83,9 @@ class SQLiteTasks(SQLiteArrays):
         cursor.close()
         return tasks, int(total)
 
-    def _task_columns(self) -> list[str]:
-        return [r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")]
+    def _summary_columns(self) -> str:
+        """The select list of a task summary (SQLite's JSON functions)."""
+        return summary_columns([r["name"] for r in self.conn.execute("PRAGMA table_info(tasks)")])
 
     @staticmethod
     def _worker_clause(worker_id: str) -> tuple[str, list[Any]]:
@@ -137,7 +138,7 @@ class SQLiteTasks(SQLiteArrays):
 
     def _start_attempt(
         self,
-        conn: sqlite3.Connection,
+        conn: DbConn,
         row: dict[str, Any],
         worker: Worker,
         run_as: str,
@@ -190,13 +191,7 @@ class SQLiteTasks(SQLiteArrays):
         self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
     ) -> Task | None:
         capacity = len(gpus)
-        if not queues:
-            return None
-        marks = ",".join("?" * len(queues))
-        waiting = self.conn.execute(
-            f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1", queues
-        ).fetchone()
-        if waiting is None:  # the common case for a woken worker that lost the race: no write lock taken
+        if not self._any_waiting(queues):  # the common case for a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
             for queue in queues:
@@ -209,21 +204,34 @@ class SQLiteTasks(SQLiteArrays):
                 if found is None:
                     continue
                 task = self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
-                if busy is not None:  # one transaction less per task than a separate state write
-                    with contextlib.suppress(NotFound, InvalidTransition):
-                        reason = busy.replace("{task}", task.id)
-                        move_worker(
-                            conn, worker.id, WorkerState.BUSY, reason, f"worker:{worker.id}", {"last_seen": time.time()}
-                        )
+                self._claimed_busy(conn, worker, task, busy)
                 return task
         return None
+
+    def _claimed_busy(self, conn: DbConn, worker: Worker, task: Task, busy: str | None) -> None:
+        """With ``busy``, the claiming worker becomes busy in the claim's own
+        transaction (one transaction less per task than a separate state write)."""
+        if busy is None:
+            return
+        with contextlib.suppress(NotFound, InvalidTransition):
+            reason = busy.replace("{task}", task.id)
+            actor, fields = f"worker:{worker.id}", {"last_seen": time.time()}
+            move_worker(conn, worker.id, WorkerState.BUSY, reason, actor, fields, self._for_update(conn))
+
+    def _any_waiting(self, queues: list[str]) -> bool:
+        """A read, no lock: whether any task is queued in ``queues``."""
+        if not queues:
+            return False
+        marks = ",".join("?" * len(queues))
+        sql = f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1"
+        return self.conn.execute(sql, queues).fetchone() is not None
 
     def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
         with self._tx() as conn:
             self._set_process(conn, task_id, pid, started)
 
     @staticmethod
-    def _set_process(conn: sqlite3.Connection, task_id: str, pid: int, started: Identity | None) -> None:
+    def _set_process(conn: DbConn, task_id: str, pid: int, started: Identity | None) -> None:
         start, boot = (started.ticks, started.boot) if started is not None else (None, None)
         conn.execute("UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?", (pid, start, boot, task_id))
 

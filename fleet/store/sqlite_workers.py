@@ -7,12 +7,12 @@ by :mod:`fleet.store.rows`.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 from fleet.core.errors import NotFound
 from fleet.core.models import RuntimeProperty, Worker, WorkerState, check_worker_move
+from fleet.store.dbapi import DbConn
 from fleet.store.rows import to_worker, usable_timestamp, worker_columns, worker_updates
 from fleet.store.sqlite_base import SQLiteBase
 
@@ -66,7 +66,7 @@ class SQLiteWorkers(SQLiteBase):
     def set_worker_state(self, worker_id: str, state: WorkerState, reason: str, actor: str, **fields: Any) -> Worker:
         """The one transition function for workers: check, update, record."""
         with self._tx() as conn:
-            move_worker(conn, worker_id, state, reason, actor, fields)
+            move_worker(conn, worker_id, state, reason, actor, fields, self._for_update(conn))
         return self.get_worker(worker_id)
 
     def update_worker(self, worker_id: str, **fields: Any) -> None:
@@ -85,7 +85,9 @@ class SQLiteWorkers(SQLiteBase):
             if conn.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone() is None:
                 raise NotFound(f"worker {worker_id} does not exist", field="worker")
             conn.execute(
-                "INSERT OR REPLACE INTO runtime_properties (worker, key, value, expires_at, set_at) VALUES (?,?,?,?,?)",
+                "INSERT INTO runtime_properties (worker, key, value, expires_at, set_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (worker, key) DO UPDATE SET value = excluded.value,"
+                " expires_at = excluded.expires_at, set_at = excluded.set_at",
                 (worker_id, key, value, expires_at, time.time()),
             )
             until = f" until {expires_at:.0f}" if expires_at is not None else ""
@@ -122,12 +124,19 @@ class SQLiteWorkers(SQLiteBase):
 
 
 def move_worker(
-    conn: sqlite3.Connection, worker_id: str, state: WorkerState, reason: str, actor: str, fields: dict[str, Any]
+    conn: DbConn,
+    worker_id: str,
+    state: WorkerState,
+    reason: str,
+    actor: str,
+    fields: dict[str, Any],
+    lock: str = "",
 ) -> None:
     """A worker's state change inside the caller's transaction (check, update,
     record): :meth:`SQLiteWorkers.set_worker_state`'s, and a claim's (the
-    claiming worker becomes busy in the claim's own transaction)."""
-    row = conn.execute("SELECT * FROM workers WHERE id = ?", (worker_id,)).fetchone()
+    claiming worker becomes busy in the claim's own transaction).  ``lock``:
+    the store's clause that locks the row read (:meth:`SQLiteBase._for_update`)."""
+    row = conn.execute("SELECT * FROM workers WHERE id = ?" + lock, (worker_id,)).fetchone()
     if row is None:
         raise NotFound(f"worker {worker_id} does not exist", field="worker")
     old = WorkerState(row["state"])

@@ -1,5 +1,8 @@
-"""The SQLite store against real database files: schema, state machines,
-queue order, attempts, and exactly-once claims across real processes."""
+"""The store against real databases: schema, state machines, queue order,
+attempts, and exactly-once claims across real processes.  Every test that
+takes ``store`` runs on both implementations (an SQLite file and a real
+PostgreSQL server: ``store_target`` in conftest.py); the schema tests name
+their implementation."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from dataclasses import replace
 from multiprocessing.queues import Queue as MpQueue
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
@@ -30,7 +33,10 @@ from fleet.core.models import (
     check_task_move,
 )
 from fleet.store import schema
+from fleet.store.interface import Store
 from fleet.store.sqlite import SQLiteStore
+from tests.store.backends import open_target
+from tests.threads import at_once
 
 ALL_PAIRS = [(old, new) for old in TaskStatus for new in TaskStatus]
 WORKER_PAIRS = [(old, new) for old in WorkerState for new in WorkerState]
@@ -59,14 +65,6 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "fleet.db"
 
 
-@pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(db)
-    s.create_queue("q", [], "test")
-    yield s
-    s.close()
-
-
 def _pragma(path: Path, name: str) -> Any:
     conn = sqlite3.connect(path)
     try:
@@ -84,7 +82,7 @@ def _set_user_version(path: Path, version: int) -> None:
         conn.close()
 
 
-def _claim_order(store: SQLiteStore, worker: Worker, queues: list[str], gpus: list[int]) -> list[str]:
+def _claim_order(store: Store, worker: Worker, queues: list[str], gpus: list[int]) -> list[str]:
     order = []
     while (task := store.claim_next_task(worker, queues, gpus)) is not None:
         order.append(task.id)
@@ -157,7 +155,7 @@ def test_check_task_move_matches_table(old: TaskStatus, new: TaskStatus) -> None
             check_task_move("t", old, new)
 
 
-def _task_in(store: SQLiteStore, worker: Worker, status: TaskStatus) -> str:
+def _task_in(store: Store, worker: Worker, status: TaskStatus) -> str:
     """A task brought to ``status`` through the public methods."""
     if status == TaskStatus.CREATED:
         return store.create_task(spec(), None, "setup").id
@@ -171,7 +169,7 @@ def _task_in(store: SQLiteStore, worker: Worker, status: TaskStatus) -> str:
     return tid
 
 
-def _move(store: SQLiteStore, worker: Worker, tid: str, old: TaskStatus, new: TaskStatus) -> tuple[str, str]:
+def _move(store: Store, worker: Worker, tid: str, old: TaskStatus, new: TaskStatus) -> tuple[str, str]:
     """Ask for ``old -> new`` the way fleet does; return the expected (actor, reason)."""
     if new == TaskStatus.QUEUED:
         store.enqueue_task(tid, "q", "mover", reason="why")
@@ -198,7 +196,7 @@ STORE_PAIRS = [p for p in ALL_PAIRS if p != (TaskStatus.IN_PROGRESS, TaskStatus.
 
 
 @pytest.mark.parametrize(("old", "new"), STORE_PAIRS, ids=[f"{o.value}->{n.value}" for o, n in STORE_PAIRS])
-def test_task_move_through_store(store: SQLiteStore, old: TaskStatus, new: TaskStatus) -> None:
+def test_task_move_through_store(store: Store, old: TaskStatus, new: TaskStatus) -> None:
     worker = store.register_worker(make_worker(), "test")
     tid = _task_in(store, worker, old)
     assert store.get_task(tid).status == old
@@ -216,7 +214,7 @@ def test_task_move_through_store(store: SQLiteStore, old: TaskStatus, new: TaskS
         assert (store.get_task(tid), store.events("task", tid), store.attempts(tid)) == before
 
 
-def test_enqueue_refuses_a_running_task(store: SQLiteStore) -> None:
+def test_enqueue_refuses_a_running_task(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     tid = _task_in(store, worker, TaskStatus.IN_PROGRESS)
     with pytest.raises(InvalidTransition):
@@ -225,7 +223,7 @@ def test_enqueue_refuses_a_running_task(store: SQLiteStore) -> None:
     assert store.claim_next_task(store.register_worker(make_worker("w2"), "test"), ["q"], []) is None
 
 
-def test_create_records_events(store: SQLiteStore) -> None:
+def test_create_records_events(store: Store) -> None:
     tid = store.create_task(spec(), "q", "alice").id
     events = store.events("task", tid)
     assert [(e.old, e.new, e.actor) for e in events] == [(None, "created", "alice"), ("created", "queued", "alice")]
@@ -234,7 +232,7 @@ def test_create_records_events(store: SQLiteStore) -> None:
 # -- queue order ------------------------------------------------------------------------
 
 
-def test_fifo_with_priorities(store: SQLiteStore) -> None:
+def test_fifo_with_priorities(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     a = store.create_task(spec(), "q", "t").id
     b = store.create_task(spec(priority=5), "q", "t").id
@@ -244,7 +242,7 @@ def test_fifo_with_priorities(store: SQLiteStore) -> None:
     assert _claim_order(store, worker, ["q"], []) == [b, d, a, c, e]
 
 
-def test_enqueue_head_goes_first(store: SQLiteStore) -> None:
+def test_enqueue_head_goes_first(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     a = store.create_task(spec(), "q", "t").id
     b = store.create_task(spec(), "q", "t").id
@@ -255,7 +253,7 @@ def test_enqueue_head_goes_first(store: SQLiteStore) -> None:
     assert _claim_order(store, worker, ["q"], []) == [head, a, b, late]
 
 
-def test_gpus_needed_filters_static_worker(store: SQLiteStore) -> None:
+def test_gpus_needed_filters_static_worker(store: Store) -> None:
     worker = store.register_worker(make_worker(gpus=[0, 1]), "test")
     none = store.create_task(spec(), "q", "t").id
     three = store.create_task(spec(gpus=3), "q", "t").id
@@ -267,7 +265,7 @@ def test_gpus_needed_filters_static_worker(store: SQLiteStore) -> None:
     assert store.get_task(one).gpus == [0, 1]
 
 
-def test_gpus_needed_filters_cpu_worker(store: SQLiteStore) -> None:
+def test_gpus_needed_filters_cpu_worker(store: Store) -> None:
     worker = store.register_worker(make_worker(gpus=None), "test")
     one = store.create_task(spec(gpus=1), "q", "t").id
     none = store.create_task(spec(), "q", "t").id
@@ -277,7 +275,7 @@ def test_gpus_needed_filters_cpu_worker(store: SQLiteStore) -> None:
     assert store.get_task(none).gpus == []
 
 
-def test_claim_follows_queue_order(store: SQLiteStore) -> None:
+def test_claim_follows_queue_order(store: Store) -> None:
     store.create_queue("a", [], "t")
     store.create_queue("b", [], "t")
     worker = store.register_worker(make_worker(queues=("a", "b")), "test")
@@ -296,7 +294,7 @@ def test_claim_follows_queue_order(store: SQLiteStore) -> None:
 # -- finish, abort, dequeue, delete -------------------------------------------------------
 
 
-def test_finish_requeue_tail_keeps_attempts(store: SQLiteStore) -> None:
+def test_finish_requeue_tail_keeps_attempts(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     t1 = store.create_task(spec(), "q", "t").id
     t2 = store.create_task(spec(), "q", "t").id
@@ -317,7 +315,7 @@ def test_finish_requeue_tail_keeps_attempts(store: SQLiteStore) -> None:
     ]
 
 
-def test_finish_requeue_head_goes_first(store: SQLiteStore) -> None:
+def test_finish_requeue_head_goes_first(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     t1, t2, t3 = (store.create_task(spec(), "q", "t").id for _ in range(3))
     assert store.claim_next_task(worker, ["q"], []) is not None
@@ -326,7 +324,7 @@ def test_finish_requeue_head_goes_first(store: SQLiteStore) -> None:
     assert [r.status.value for r in store.attempts(t1)] == ["stopped", "in_progress"]
 
 
-def test_request_abort_queued_stops_at_once(store: SQLiteStore) -> None:
+def test_request_abort_queued_stops_at_once(store: Store) -> None:
     tid = store.create_task(spec(), "q", "t").id
     task = store.request_abort(tid, "bob", "not needed")
     assert task.status == TaskStatus.STOPPED and task.finished_at is not None
@@ -336,7 +334,7 @@ def test_request_abort_queued_stops_at_once(store: SQLiteStore) -> None:
     assert store.attempts(tid) == []
 
 
-def test_request_abort_running_sets_flag(store: SQLiteStore) -> None:
+def test_request_abort_running_sets_flag(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     tid = _task_in(store, worker, TaskStatus.IN_PROGRESS)
     task = store.request_abort(tid, "bob", "too slow")
@@ -347,14 +345,14 @@ def test_request_abort_running_sets_flag(store: SQLiteStore) -> None:
 
 
 @pytest.mark.parametrize("status", [TaskStatus.CREATED, TaskStatus.COMPLETED])
-def test_request_abort_refuses_idle_tasks(store: SQLiteStore, status: TaskStatus) -> None:
+def test_request_abort_refuses_idle_tasks(store: Store, status: TaskStatus) -> None:
     tid = _task_in(store, store.register_worker(make_worker(), "test"), status)
     with pytest.raises(Conflict):
         store.request_abort(tid, "bob", "x")
     assert store.get_task(tid).status == status
 
 
-def test_dequeue(store: SQLiteStore) -> None:
+def test_dequeue(store: Store) -> None:
     worker = store.register_worker(make_worker(), "test")
     tid = store.create_task(spec(), "q", "t").id
     task = store.dequeue_task(tid, "bob")
@@ -365,7 +363,7 @@ def test_dequeue(store: SQLiteStore) -> None:
         store.dequeue_task(tid, "bob")
 
 
-def test_delete_queue_refuses_queued_tasks_unless_forced(store: SQLiteStore) -> None:
+def test_delete_queue_refuses_queued_tasks_unless_forced(store: Store) -> None:
     tid = store.create_task(spec(), "q", "t").id
     with pytest.raises(Conflict, match="1 queued"):
         store.delete_queue("q", "bob")
@@ -379,14 +377,14 @@ def test_delete_queue_refuses_queued_tasks_unless_forced(store: SQLiteStore) -> 
     assert store.list_queues() == []
 
 
-def test_forced_delete_queue_records_task_events(store: SQLiteStore) -> None:
+def test_forced_delete_queue_records_task_events(store: Store) -> None:
     tid = store.create_task(spec(), "q", "t").id
     store.delete_queue("q", "bob", force=True)
     last = store.events("task", tid)[-1]
     assert (last.old, last.new, last.actor) == ("queued", "created", "bob")
 
 
-def test_task_id_prefixes(store: SQLiteStore) -> None:
+def test_task_id_prefixes(store: Store) -> None:
     ids = [store.create_task(spec(), None, "t").id for _ in range(17)]  # 17 > 16: two share a first digit
     for tid in ids:
         assert store.get_task(tid[:8]).id == tid
@@ -415,7 +413,7 @@ def test_task_id_prefixes(store: SQLiteStore) -> None:
 # -- workers ------------------------------------------------------------------------------
 
 
-def test_worker_register_and_revive(store: SQLiteStore) -> None:
+def test_worker_register_and_revive(store: Store) -> None:
     worker = store.register_worker(make_worker(gpus=[0]), "mgr")
     assert (worker.state, worker.gpus, worker.queues) == (WorkerState.IDLE, [0], ["q"])
     store.set_worker_state("w1", WorkerState.DEAD, "crashed", "mgr")
@@ -431,7 +429,7 @@ def test_worker_register_and_revive(store: SQLiteStore) -> None:
     ]
 
 
-def test_worker_stopping_cannot_go_idle(store: SQLiteStore) -> None:
+def test_worker_stopping_cannot_go_idle(store: Store) -> None:
     store.register_worker(make_worker(), "mgr")
     store.set_worker_state("w1", WorkerState.STOPPING, "stop", "mgr")
     with pytest.raises(InvalidTransition, match="stopping"):
@@ -442,7 +440,7 @@ def test_worker_stopping_cannot_go_idle(store: SQLiteStore) -> None:
 
 
 @pytest.mark.parametrize(("old", "new"), WORKER_PAIRS, ids=[f"{o.value}->{n.value}" for o, n in WORKER_PAIRS])
-def test_worker_moves_through_store(store: SQLiteStore, old: WorkerState, new: WorkerState) -> None:
+def test_worker_moves_through_store(store: Store, old: WorkerState, new: WorkerState) -> None:
     store.register_worker(make_worker(), "mgr")
     if old != WorkerState.IDLE:
         store.set_worker_state("w1", old, "setup", "mgr")
@@ -464,7 +462,7 @@ N_PROCS = 8
 
 
 def _claim_loop(path: str, wid: str, ready: MpQueue[str], go: MpEvent, results: MpQueue[tuple[str, list[str]]]) -> None:
-    store = SQLiteStore(Path(path))
+    store = open_target(path)
     worker = store.register_worker(make_worker(wid), wid)
     ready.put(wid)
     go.wait(30)
@@ -477,14 +475,14 @@ def _claim_loop(path: str, wid: str, ready: MpQueue[str], go: MpEvent, results: 
 
 
 @pytest.mark.timeout(120)
-def test_concurrent_claims_hand_out_each_task_once(store: SQLiteStore, db: Path) -> None:
+def test_concurrent_claims_hand_out_each_task_once(store: Store, store_target: str) -> None:
     ids = {store.create_task(spec(), "q", "t").id for _ in range(N_TASKS)}
     ctx = multiprocessing.get_context("spawn")
     ready: MpQueue[str] = ctx.Queue()
     results: MpQueue[tuple[str, list[str]]] = ctx.Queue()
     go = ctx.Event()
     procs = [
-        ctx.Process(target=_claim_loop, args=(str(db), f"w{i}", ready, go, results), daemon=True)
+        ctx.Process(target=_claim_loop, args=(store_target, f"w{i}", ready, go, results), daemon=True)
         for i in range(N_PROCS)
     ]
     for p in procs:
@@ -513,7 +511,7 @@ def test_concurrent_claims_hand_out_each_task_once(store: SQLiteStore, db: Path)
     assert sorted(starts) == sorted(ids)
 
 
-def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: SQLiteStore) -> None:
+def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: Store) -> None:
     """``execute`` and the remote executor: one transaction, the task's queue kept
     (a failed attempt can be retried there), nothing left behind."""
     executor = make_worker("box:image", gpus=[0, 1], queues=())
@@ -538,3 +536,58 @@ def test_start_task_starts_any_task_not_running_and_keeps_its_queue(store: SQLit
     ended = store.start_task(created.id, executor, [0, 1], "t", Runner.REMOTE)
     assert ended.gpus == [0, 1] and ended.queue is None
     assert [q.name for q in store.list_queues()] == ["q"]
+
+
+def test_a_claim_makes_its_worker_busy_in_the_same_transaction(store: Store) -> None:
+    worker = store.register_worker(make_worker(), "t")
+    first, second = (store.create_task(spec(), "q", "t").id for _ in range(2))
+    task = store.claim_next_task(worker, ["q"], [], busy="running {task}")
+    assert task is not None and task.id == first
+    busy = store.get_worker("w1")
+    assert (busy.state, busy.state_reason) == (WorkerState.BUSY, f"running {first}")
+    assert [e.reason for e in store.events("worker", "w1")][-1] == f"running {first}"
+    store.set_worker_state("w1", WorkerState.STOPPING, "stop", "t")
+    again = store.claim_next_task(worker, ["q"], [], busy="running {task}")  # a stopping worker is left as it is
+    assert again is not None and again.id == second
+    assert store.get_worker("w1").state == WorkerState.STOPPING
+    third = store.create_task(spec(), "q", "t").id
+    unregistered = store.claim_next_task(make_worker("nobody"), ["q"], [], busy="x")  # no row: none to change
+    assert unregistered is not None and unregistered.id == third
+
+
+def test_pools_claiming_one_task_by_id_at_once_hand_it_to_one(store: Store) -> None:
+    """A dynamic pool claims by id after choosing GPUs: of several claiming the
+    same task at once (threads, each on its own connection), exactly one gets it."""
+    pools = [
+        store.register_worker(replace(make_worker(f"box:pool{n}", gpus=[0, 1]), mode=WorkerMode.DYNAMIC), "t")
+        for n in range(6)
+    ]
+    for _ in range(5):
+        task_id = store.create_task(spec(), "q", "t").id
+        won: list[str] = []
+
+        def claim(n: int, task_id: str = task_id, won: list[str] = won) -> None:
+            if store.claim_task(task_id, pools[n], [0], f"box:pool{n}:gpu0") is not None:
+                won.append(pools[n].id)
+
+        at_once(claim, len(pools))
+        assert len(won) == 1
+        task = store.get_task(task_id)
+        assert (task.status, task.owner, task.attempt) == (TaskStatus.IN_PROGRESS, won[0], 1)
+
+
+def test_hosts_creating_one_queue_at_once_make_one(store: Store) -> None:
+    made: list[str] = []
+    refused: list[str] = []
+
+    def create(n: int) -> None:
+        try:
+            store.create_queue("shared", [f"t{n}"], f"host{n}")
+            made.append(f"host{n}")
+        except Conflict:
+            refused.append(f"host{n}")
+
+    at_once(create, 4)
+    assert len(made) == 1 and len(refused) == 3
+    assert [e.actor for e in store.events("queue", "shared")] == made
+    assert store.get_queue("shared").tags == [f"t{made[0][4:]}"]

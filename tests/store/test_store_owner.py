@@ -13,6 +13,7 @@ import sqlite_utils
 from fleet.core.models import Runner, Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.store import schema
 from fleet.store.sqlite import SQLiteStore
+from tests.store.backends import open_target
 
 SERVICE_TASK = "5e" * 16
 V7 = schema.MIGRATIONS.index(schema._owner)  # the version before owner columns
@@ -91,8 +92,8 @@ def test_a_v7_database_opens_with_each_attempts_owner_and_runner(tmp_path: Path)
         store.close()
 
 
-def test_claims_and_starts_record_owner_and_runner(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "fleet.db")
+def test_claims_and_starts_record_owner_and_runner(store_target: str) -> None:
+    store = open_target(store_target)
     try:
         store.create_queue("q", [], "t")
         pool = Worker("box:dgpu", "box", WorkerMode.DYNAMIC, [0, 1], ["q"], False, WorkerState.IDLE, "", time.time())

@@ -1,13 +1,12 @@
 """The row layer: a worker's typed records survive the store unchanged, a row
 written by an older version still reads, and a column this version cannot
-read is refused naming the worker and the column."""
+read is refused naming the worker and the column.  On both implementations."""
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,7 +16,8 @@ from fleet.policy.allocate import PoolChild, PoolState, Reservation
 from fleet.policy.effective import Effective
 from fleet.policy.hours import make_schedule
 from fleet.policy.queuespec import parse_queue_specs
-from fleet.store.sqlite import SQLiteStore
+from fleet.store.interface import Store
+from tests.store.backends import open_target, raw_execute
 
 ZONE = dt.timezone(dt.timedelta(hours=1))
 
@@ -42,20 +42,23 @@ def _pool_worker() -> Worker:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "fleet.db")
+def target(store_target: str) -> str:
+    return store_target
 
 
-def _column(store: SQLiteStore, column: str, text: str | None) -> None:
-    conn = sqlite3.connect(store.path)
-    try:
-        conn.execute(f"UPDATE workers SET {column} = ?", (text,))
-        conn.commit()
-    finally:
-        conn.close()
+@pytest.fixture
+def store(target: str) -> Iterator[Store]:
+    s = open_target(target)
+    yield s
+    s.close()
 
 
-def test_every_typed_column_round_trips(store: SQLiteStore) -> None:
+def _column(target: str, column: str, text: str | None) -> None:
+    """Write a worker column behind the store's back (another version, or a hand)."""
+    raw_execute(target, f"UPDATE workers SET {column} = ?", (text,))
+
+
+def test_every_typed_column_round_trips(store: Store) -> None:
     registered = store.register_worker(_pool_worker(), "t")
     assert registered.options == _pool_worker().options and registered.schedule == _pool_worker().schedule
     effective = Effective(
@@ -84,16 +87,16 @@ def test_every_typed_column_round_trips(store: SQLiteStore) -> None:
     assert cleared.pool is None and cleared.stop_request is None
 
 
-def test_a_row_from_an_older_version_reads_with_defaults(store: SQLiteStore) -> None:
+def test_a_row_from_an_older_version_reads_with_defaults(store: Store, target: str) -> None:
     store.register_worker(_pool_worker(), "t")
-    _column(store, "effective", '{"active":true,"reason":"no schedule","pullable":["any"]}')
-    _column(store, "stop_request", '{"drain":true}')
-    _column(store, "options", '{"max":0}')  # a limit that is not one: none
+    _column(target, "effective", '{"active":true,"reason":"no schedule","pullable":["any"]}')
+    _column(target, "stop_request", '{"drain":true}')
+    _column(target, "options", '{"max":0}')  # a limit that is not one: none
     worker = store.get_worker("box:dgpu")
     assert worker.effective == Effective(True, "no schedule", ("any",))
     assert worker.stop_request == StopRequest(drain=True, requeue=False, by="fleetctl stop")
     assert worker.options == WorkerOptions()
-    _column(store, "options", None)
+    _column(target, "options", None)
     assert store.get_worker("box:dgpu").options == WorkerOptions()
 
 
@@ -108,9 +111,11 @@ def test_a_row_from_an_older_version_reads_with_defaults(store: SQLiteStore) -> 
         ("pool", '{"children":[{"worker":"w"}]}', "task"),
     ],
 )
-def test_a_column_that_cannot_be_read_is_refused_by_name(store: SQLiteStore, column: str, text: str, why: str) -> None:
+def test_a_column_that_cannot_be_read_is_refused_by_name(
+    store: Store, target: str, column: str, text: str, why: str
+) -> None:
     store.register_worker(_pool_worker(), "t")
-    _column(store, column, text)
+    _column(target, column, text)
     with pytest.raises(StoreError, match=f"worker box:dgpu: its stored {column} .* cannot be read") as caught:
         store.get_worker("box:dgpu")
     assert why in str(caught.value)
