@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from tests.gitrepo import Repo, isolate, make_repo
+from tests.pgserver import PgServer, server_or_skip
 
 # A task object's keys, as SPEC promises them (API answers and --json).
 TASK_KEYS = (
@@ -66,6 +67,12 @@ class Fleet:
     root: Path
     env: dict[str, str]
     started: list[str] = field(default_factory=list)
+    store_url: str = ""  # a PostgreSQL store shared with other hosts (see ``hosts``); empty: SQLite in the home
+
+    def join(self, store_url: str, worker_name: str) -> None:
+        """Make this fleet one host of a fleet on the PostgreSQL store at ``store_url``."""
+        self.store_url = store_url
+        self.env.update(FLEET_STORE_URL=store_url, FLEET_WORKER_NAME=worker_name)
 
     @property
     def home(self) -> Path:
@@ -128,7 +135,15 @@ class Fleet:
             return data
 
     def task_row(self, task_id: str) -> dict[str, Any]:
-        """The task's row as the store holds it, read from the database file (columns no API shows, such as ``pid``)."""
+        """The task's row as the store holds it, read from the database (columns no API shows, such as ``pid``)."""
+        if self.store_url:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(self.store_url, row_factory=dict_row) as pg:
+                found = pg.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
+                assert found is not None, f"no task {task_id} in {self.store_url}"
+                return dict(found)
         conn = sqlite3.connect(self.home / "fleet.db")
         conn.row_factory = sqlite3.Row
         try:
@@ -190,6 +205,37 @@ def fleet_at(root: Path) -> Iterator[Fleet]:
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     with fleet_at(tmp_path) as f:
         yield f
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the whole session (skipped, saying why, where there is none)."""
+    with server_or_skip() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh database on ``pg_server``, dropped at the end."""
+    name = pg_server.create_database()
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, pg_url: str) -> Iterator[list[Fleet]]:
+    """Three hosts of one fleet on this machine: each its own home, config and
+    manager, worker names ``host0``..``host2``, one PostgreSQL store.  Start a
+    host with ``hosts[i].up(...)``; each is stopped and checked for leftovers."""
+    with contextlib.ExitStack() as stack:
+        fleets = []
+        for i in range(3):
+            root = tmp_path / f"host{i}"
+            root.mkdir()
+            host = stack.enter_context(fleet_at(root))
+            host.join(pg_url, f"host{i}")
+            fleets.append(host)
+        yield fleets
 
 
 @pytest.fixture

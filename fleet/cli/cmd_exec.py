@@ -147,7 +147,7 @@ def execute(ctx: Context, task_id: str, clone: bool, in_docker: bool) -> None:
     its output goes to this terminal and to its log, and its result is recorded."""
     config = ctx.config
     home = ctx.home.ensure()
-    store = open_store(home)
+    store = open_store(home, config.fleet.store.url)
     host = _host(config)
     worker_id = f"{host}:execute"
     task = store.get_task(task_id)
@@ -230,7 +230,7 @@ def build(ctx: Context, task_id: str, target: str, in_docker: bool, entry_point:
         raise UsageError(f"--entry-point {entry_point}: only with --docker", field="entry_point")
     config = ctx.config
     home = ctx.home.ensure()
-    store = open_store(home)
+    store = open_store(home, config.fleet.store.url)
     task = store.get_task(task_id)
     store.close()
     if in_docker:

@@ -56,10 +56,9 @@ from fleet.manager.leases import Leases
 from fleet.manager.supervise import WorkerSupervisor
 from fleet.metrics.health import GpuHealth
 from fleet.metrics.sampler import Sampler
-from fleet.metrics.storage import MetricsStorage
 from fleet.policy.upplan import UpRequest
 from fleet.service.operations import Service, build_service
-from fleet.store import Store, open_store
+from fleet.store import Store, open_samples, open_store
 from fleet.store.faults import Backoff
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ class Manager:
         self.access = Access(config.fleet.api.token, self.api_gid)
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
-        self.store: Store = open_store(self.home)
+        self.store: Store = open_store(self.home, config.fleet.store.url)
         self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
         self.leases = Leases(config.fleet.remote_lease_seconds)  # tasks run by remote executors
         self.lock = threading.RLock()  # adding and stopping workers against supervision
@@ -126,7 +125,7 @@ class Manager:
         self.health = GpuHealth(self.store, self.nvml, self.hostname, self.service.wake.workers)
         self.sampler = Sampler(
             self.store,
-            MetricsStorage(self.home.db),
+            open_samples(self.home, config.fleet.store.url),
             self.nvml,
             self.home.root,
             self.hostname,

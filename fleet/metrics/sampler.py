@@ -30,7 +30,7 @@ from fleet.core.nvml import GpuSample, Nvml
 from fleet.metrics.health import GpuHealth
 from fleet.metrics.proc_usage import ProcessMeter
 from fleet.metrics.samples import HostSample, Snapshot, TaskSample, WorkerSample
-from fleet.metrics.storage import ROLLUP_S, MetricsStorage
+from fleet.metrics.storage import ROLLUP_S, SampleStore
 from fleet.store import Store
 from fleet.store.faults import Backoff
 
@@ -73,7 +73,7 @@ class Sampler:
     def __init__(
         self,
         store: Store,
-        storage: MetricsStorage,
+        storage: SampleStore,
         nvml: Nvml,
         home: Path,
         hostname: str,

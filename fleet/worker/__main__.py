@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         home = Home(Path(args.home))
-        store = open_store(home)
+        store = open_store(home, config.fleet.store.url)
         if args.task is not None:
             task_worker = TaskWorker(home, store, config, args.worker_id, args.task, args.run_as or args.worker_id)
             return task_worker.run(args.parent)

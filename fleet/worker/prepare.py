@@ -273,7 +273,7 @@ class Preparer:
         return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
 
 
-def prune_one_off_builds(folder: Path, home: Home, current: str) -> None:
+def prune_one_off_builds(folder: Path, home: Home, current: str, store_url: str = "") -> None:
     """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running.
 
     Called after this task built one of its own (only then can there be more
@@ -282,7 +282,7 @@ def prune_one_off_builds(folder: Path, home: Home, current: str) -> None:
 
     if not folder.is_dir():
         return
-    store = open_store(home)
+    store = open_store(home, store_url)
     try:
         for entry in folder.iterdir():
             if entry.name == current or not TASK_DIR.fullmatch(entry.name):
@@ -315,7 +315,7 @@ def load(home: Home, spec: str | None, config_file: str | None, task_id: str) ->
     from fleet.store import open_store
 
     config = load_config(config_file)
-    store = open_store(home)
+    store = open_store(home, config.fleet.store.url)
     try:
         return store.get_task(task_id), config
     finally:
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared = preparer.prepare(task)
         environment = prepared.environment
         if environment is not None and environment.lease is None:  # a one-off build: clear older ones
-            prune_one_off_builds(builds_dir(home, config.agent), home, task.id)
+            prune_one_off_builds(builds_dir(home, config.agent), home, task.id, config.fleet.store.url)
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
         return failed(exc.message, failure=Failure.NO_SPACE)

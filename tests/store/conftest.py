@@ -1,5 +1,6 @@
 """The store's targets: an SQLite file, and a database on a real PostgreSQL
-server (one per test session, a fresh database per test; see pgserver.py)."""
+server (``pg_url`` of tests/conftest.py: one server per test session, a fresh
+database per test; see tests/pgserver.py)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,6 @@ import pytest
 
 from fleet.store.interface import Store
 from tests.store.backends import open_target
-from tests.store.pgserver import PgServer, server_or_skip
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    with server_or_skip() as server:
-        yield server
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_database()
-    yield pg_server.url(name)
-    pg_server.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -19,7 +19,7 @@ from fleet.store import (
     postgres_connections,
 )
 from fleet.store.postgres import PostgresStore
-from tests.store.pgserver import PgServer, server_or_skip
+from tests.pgserver import PgServer, server_or_skip
 from tests.store.test_store import spec
 from tests.threads import at_once
 

@@ -186,7 +186,7 @@ def run_task(
         client.ping()
     except DockerException as exc:
         raise DockerRunError(f"docker mode: the docker engine is unreachable: {exc}") from None
-    store = open_store(home)
+    store = open_store(home, config.fleet.store.url)
     try:
         removed = remove_orphans(client, socket.gethostname(), str(home.root), store)
     finally:
@@ -233,7 +233,7 @@ def run_task(
                 environment = docker_environment(home, config, task.id, image_id, requirements, run_dir, spec, run)
             except EnvironmentBuildFailed as exc:
                 raise DockerRunError(str(exc)) from None
-            record_environment(home, task.id, environment)
+            record_environment(home, config, task.id, environment)
             spec = with_environment(spec, environment.path)
         progress.phase = Phase.TASK
         return run_container(client, spec, stop_timeout=timeout, stopper=stopper)
@@ -249,8 +249,8 @@ def with_environment(spec: ContainerSpec, venv: Path) -> ContainerSpec:
     return dataclasses.replace(spec, volumes=volumes, environment={**spec.environment, "FLEET_VENV": str(venv)})
 
 
-def record_environment(home: Home, task_id: str, environment: DockerEnvironment) -> None:
-    store = open_store(home)
+def record_environment(home: Home, config: Config, task_id: str, environment: DockerEnvironment) -> None:
+    store = open_store(home, config.fleet.store.url)
     try:
         store.record_environment(
             task_id, environment.cached, environment.frozen, environment.manager, environment.python
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         home = Home(Path(args.home))
-        store = open_store(home)
+        store = open_store(home, config.fleet.store.url)
         task = store.get_task(args.task)
         store.close()
         report = outcome_path(home.root, task.id, task.attempt)
