@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -11,10 +10,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from fleet.api.bounds import MAX_LIST_BYTES, ListLimit, Offset
-from fleet.api.deps import BackendDep, ServiceDep, TaskId, WhoDep
+from fleet.api.deps import ServiceDep, TaskId, WhoDep
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json, task_page_json
-from fleet.core.errors import Conflict, StoreError, UsageError
+from fleet.core.errors import UsageError
 from fleet.core.models import DockerMode, Script, TaskRequirements, TaskSpec, TaskStatus
 from fleet.service.tasks import CloneEdits
 
@@ -140,17 +139,18 @@ def clone(task_id: TaskId, service: ServiceDep, who: WhoDep, body: CloneBody | N
 @router.get("/tasks/{task_id}/log", response_class=Response)
 async def task_log(
     task_id: TaskId,
-    backend: BackendDep,
+    service: ServiceDep,
     offset: Offset = 0,
     follow: bool = False,
 ) -> Response:
-    """The task's log from byte ``offset``; ``follow`` streams until the task ends.
+    """The task's log from byte ``offset``, wherever the task ran
+    (:mod:`fleet.service.tasklogs`); ``follow`` streams until the task ends.
 
     Without ``follow`` the answer carries ``X-Next-Offset`` to continue from."""
-    tasks = backend.service.tasks
+    tasks, logs = service.tasks, service.logs
     task = await asyncio.to_thread(tasks.get, task_id)
-    path = backend.home.task_log(task.id)
-    data = _read(path, offset, LOG_CHUNK)  # a log that cannot be read is answered before any byte is sent
+    # a log that cannot be read is answered before any byte is sent
+    data = await asyncio.to_thread(logs.read, task, offset, LOG_CHUNK)
     if not follow:
         return Response(
             data,
@@ -160,17 +160,18 @@ async def task_log(
 
     async def stream(first: bytes) -> AsyncIterator[bytes]:
         position = offset + len(first)
+        current = task
         if first:
             yield first
         while True:
-            data = _read(path, position, LOG_CHUNK)
+            data = await asyncio.to_thread(logs.read, current, position, LOG_CHUNK)
             if data:
                 position += len(data)
                 yield data
                 continue
             current = await asyncio.to_thread(tasks.get, task.id)
             if current.status.ended or current.status == TaskStatus.CREATED:
-                tail = _read(path, position, LOG_CHUNK)
+                tail = await asyncio.to_thread(logs.read, current, position, LOG_CHUNK)
                 if tail:
                     position += len(tail)
                     yield tail
@@ -179,20 +180,3 @@ async def task_log(
             await asyncio.sleep(FOLLOW_POLL_S)
 
     return StreamingResponse(stream(data), media_type="text/plain; charset=utf-8")
-
-
-def _read(path: os.PathLike[str], offset: int, size: int) -> bytes:
-    """Up to ``size`` bytes of the log from ``offset``; none while there is no log yet.
-
-    A log path that is a folder is a state the task's files are in (409);
-    any other failure to read (permissions, I/O) is the disk's (503)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            return fh.read(size)
-    except FileNotFoundError:
-        return b""
-    except IsADirectoryError:
-        raise Conflict(f"cannot read the task's log: {os.fspath(path)} is a folder", field="log") from None
-    except OSError as exc:
-        raise StoreError(f"cannot read the task's log {os.fspath(path)}: {exc.strerror or exc}", field="log") from None

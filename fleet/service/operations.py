@@ -14,6 +14,7 @@ from fleet.service.arrays import Arrays
 from fleet.service.gpus import Gpus
 from fleet.service.queues import Queues
 from fleet.service.remote import Remote
+from fleet.service.tasklogs import TaskLogs
 from fleet.service.tasks import Tasks
 from fleet.service.wake import Wake
 from fleet.service.workers import Processes, Workers
@@ -25,6 +26,7 @@ class Service:
     store: Store  # for reads that are no operation's (the Prometheus collector)
     wake: Wake
     tasks: Tasks
+    logs: TaskLogs
     arrays: Arrays
     queues: Queues
     workers: Workers
@@ -49,6 +51,7 @@ def build_service(
         store=store,
         wake=wake,
         tasks=tasks,
+        logs=TaskLogs(store, home, hostname),
         arrays=Arrays(tasks),
         queues=Queues(store, wake),
         workers=Workers(store, wake, processes, config, hostname, nvml, lock),

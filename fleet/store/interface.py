@@ -286,6 +286,32 @@ class Store(abc.ABC):
     def queue_waiting_since(self) -> dict[str, float]:
         """Per queue, when its longest-waiting task was queued."""
 
+    # -- task logs shipped into the store (read from any host: fleet.worker.logship) --------
+    @abc.abstractmethod
+    def append_log(self, task_id: str, attempt: int, pos: int, data: bytes) -> int:
+        """Store ``data`` at byte ``pos`` of the task's log, for its running
+        attempt ``attempt``; the stored log's size after it.  A chunk already
+        stored at ``pos`` with the same length (a flush tried again after its
+        answer was lost) is not stored twice.  :class:`~fleet.errors.Conflict`
+        when ``attempt`` is not the task's running attempt (a copy fenced off:
+        its log is closed to it) or ``pos`` is not the stored log's end (a gap
+        or an overlap)."""
+
+    @abc.abstractmethod
+    def read_log(self, task_id: str, pos: int, limit: int) -> LogSlice:
+        """Up to ``limit`` bytes of the task's stored log from byte ``pos``
+        (none past its end), and the stored log's size."""
+
+    @abc.abstractmethod
+    def log_size(self, task_id: str) -> int:
+        """How many bytes of the task's log are stored (0: none)."""
+
+    @property
+    def shared(self) -> bool:
+        """Many hosts use this store (PostgreSQL): a task's log is shipped into
+        it as it is written, for the other hosts to read (:mod:`fleet.worker.logship`)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Release connections (optional)."""
 
@@ -294,6 +320,19 @@ class Store(abc.ABC):
         """Where the store lives, as people may see it (``status``, logs): a
         file's path, or a database URL with its password masked."""
         return type(self).__name__
+
+
+@dataclass(frozen=True)
+class LogSlice:
+    """Bytes of a task's log as the store holds it (any bytes: a task may print invalid UTF-8)."""
+
+    pos: int  # where ``data`` starts in the log
+    data: bytes
+    size: int  # the stored log's size when it was read
+
+    @property
+    def end(self) -> int:
+        return self.pos + len(self.data)
 
 
 @dataclass(frozen=True)

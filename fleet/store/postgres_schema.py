@@ -112,7 +112,16 @@ def _metrics(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value {real})")
 
 
-MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics]
+def _log_chunks(conn: psycopg.Connection[Any]) -> None:
+    """Task logs shipped into the store (as SQLite's ``_log_chunks``), gone with their task."""
+    conn.execute(
+        'CREATE TABLE log_chunks (task_id TEXT COLLATE "C" NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,'
+        " pos BIGINT NOT NULL, attempt BIGINT NOT NULL, data BYTEA NOT NULL, at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (task_id, pos))"
+    )
+
+
+MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics, _log_chunks]
 LATEST = len(MIGRATIONS)
 
 

@@ -222,6 +222,20 @@ def _arrays(db: sqlite_utils.Database) -> None:
     )
 
 
+def _log_chunks(db: sqlite_utils.Database) -> None:
+    """Task logs shipped into the store (:mod:`fleet.store.sqlite_logs`): a
+    task's chunks in byte order, gone with their task.  SQLite stores hold
+    none (one host reads the file), but keep the one schema."""
+    db.execute(
+        "CREATE TABLE log_chunks (task_id TEXT NOT NULL, pos INTEGER NOT NULL, attempt INTEGER NOT NULL,"
+        " data BLOB NOT NULL, at FLOAT NOT NULL, PRIMARY KEY (task_id, pos))"
+    )
+    db.execute(
+        "CREATE TRIGGER tasks_delete_log_chunks AFTER DELETE ON tasks"
+        " BEGIN DELETE FROM log_chunks WHERE task_id = OLD.id; END"
+    )
+
+
 def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
     """(owner, runner) of a row written before ``_owner``, by the old rule: a
     static worker runs a task under its own id; a pool's task runs as
@@ -266,5 +280,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _exit_usage,
     _owner,
     _arrays,
+    _log_chunks,
 ]
 LATEST = len(MIGRATIONS)

@@ -13,7 +13,8 @@ and ``fleetctl execute`` (:mod:`fleet.cli.cmd_exec`).  The steps, in order:
    prepared or docker: a :class:`~fleet.worker.launch_outcome.LaunchKind`, decided
    once);
 3. **capture and supervise** (:meth:`TaskRunner.watch`, each turn of the
-   caller's loop): output into the log; abort, timeout, a GPU drained for its
+   caller's loop): output into the log (on a shared store also shipped into
+   it, by a thread: :mod:`fleet.worker.logship`); abort, timeout, a GPU drained for its
    health, a log that cannot be written, the caller's stop (:meth:`TaskRunner.stop`);
 4. **one verdict** (:func:`verdict`): the exit, the stop's cause and the
    launcher's typed record (:mod:`fleet.worker.launch_outcome`) make the status,
@@ -32,7 +33,9 @@ branches on who is calling.  The caller owns the loop (its wake-up socket,
 its signals, its stop requests, its heartbeat); the runner never blocks
 except in :meth:`TaskRunner.wait`, for at most the time the caller allows.
 Every store call the runner makes is a method of :class:`TaskRunner`
-(the claims, ``set_task_process``, the abort check, ``finish_task``).
+(the claims, ``set_task_process``, the abort check, ``finish_task``), but
+the log's chunks, which its :class:`~fleet.worker.logship.LogShipper` appends;
+an attempt's end is recorded once its log is in the store.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from fleet.store.faults import Backoff
 from fleet.worker.admission import GpuAdmission
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind, LaunchOutcome, outcome_path, read_outcome, remove_outcome
+from fleet.worker.logship import LogShipper
 from fleet.worker.process import TaskProcess
 
 log = logging.getLogger(__name__)
@@ -176,6 +180,7 @@ class TaskRunner:
         self.stop_requeue = False  # the caller's stop asked for the task back in its queue
         self.ending: Ending | None = None  # the last task's end, until the store has it
         self.last: Ending | None = None  # the last task's end, once recorded
+        self.ship: LogShipper | None = None  # the task's log into a shared store (fleet.worker.logship)
 
     @property
     def free(self) -> bool:
@@ -239,8 +244,10 @@ class TaskRunner:
     def _open_log(self, task: Task, worker: Worker) -> TaskLog | None:
         """The task's log with its attempt's first line; None when that cannot
         be written (the task is not run: back at the head of its queue)."""
+        path = self.home.task_log(task.id)
+        ship = LogShipper.prepare(self.store, task, path, self.max_log)
         try:
-            task_log = self.profile.log(self.home.task_log(task.id), self.max_log)
+            task_log = self.profile.log(path, self.max_log)
         except OSError as exc:
             self._record(task, Verdict(TaskStatus.FAILED, f"{LOG_FAILED}: {exc.strerror or exc}", "head", LOG_RETRY_S))
             return None
@@ -248,6 +255,9 @@ class TaskRunner:
         gpus = format_gpus(task.gpus) or "none"
         task_log.note(f"attempt {task.attempt} on worker {worker.id} (host {worker.host}, GPUs {gpus}{uuids})")
         if task_log.error is None:
+            if ship is not None:
+                ship.start(task_log)
+            self.ship = ship
             return task_log
         task_log.close()  # the disk filled up since the claim
         self._record(task, Verdict(TaskStatus.FAILED, task_log.error, "head", LOG_RETRY_S))
@@ -311,6 +321,8 @@ class TaskRunner:
         if proc is None or task is None:
             return
         proc.pump()
+        if self.ship is not None:
+            self.ship.poke()
         if proc.cause is None:
             if proc.log.error is not None:
                 log.warning("worker %s: task %s: %s; stopping it", task.worker, task.id, proc.log.error)
@@ -392,6 +404,10 @@ class TaskRunner:
         task, judged, proc = ending.task, ending.verdict, ending.process
         if not self.retry.ready():
             return False
+        if self.ship is not None and not self.ship.finish():  # its log first: whoever sees the end has it all
+            self.retry.failed()
+            return False
+        self.ship = None
         try:
             self.store.finish_task(
                 task.id,
