@@ -38,6 +38,7 @@ from fleet.core.models import (
 from fleet.core.procs import Identity
 
 ROLLUP_S = 60  # seconds a roll-up of samples averages
+MAX_LOG_CHUNK = 1024 * 1024  # the most bytes one :meth:`Store.append_log` takes
 
 if TYPE_CHECKING:
     from fleet.metrics.report import Attempt, StateChange, WorkerInfo
@@ -289,8 +290,8 @@ class Store(abc.ABC):
     # -- task logs shipped into the store (read from any host: fleet.worker.logship) --------
     @abc.abstractmethod
     def append_log(self, task_id: str, attempt: int, pos: int, data: bytes) -> int:
-        """Store ``data`` at byte ``pos`` of the task's log, for its running
-        attempt ``attempt``; the stored log's size after it.  A chunk already
+        """Store ``data`` (1 to :data:`MAX_LOG_CHUNK` bytes) at byte ``pos`` of
+        the task's log, for its running attempt ``attempt``; the stored log's size after it.  A chunk already
         stored at ``pos`` with the same length (a flush tried again after its
         answer was lost) is not stored twice.  :class:`~fleet.errors.Conflict`
         when ``attempt`` is not the task's running attempt (a copy fenced off:

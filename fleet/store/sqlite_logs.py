@@ -20,16 +20,14 @@ import time
 
 from fleet.core.errors import Conflict, NotFound
 from fleet.store.dbapi import DbConn
-from fleet.store.interface import LogSlice
+from fleet.store.interface import MAX_LOG_CHUNK, LogSlice
 from fleet.store.sqlite_base import SQLiteBase
-
-MAX_CHUNK = 1024 * 1024  # the largest chunk one append stores
 
 
 class SQLiteLogs(SQLiteBase):
     def append_log(self, task_id: str, attempt: int, pos: int, data: bytes) -> int:
-        if not data or len(data) > MAX_CHUNK:
-            raise ValueError(f"a log chunk holds 1 to {MAX_CHUNK} bytes, not {len(data)}")
+        if not data or len(data) > MAX_LOG_CHUNK:
+            raise ValueError(f"a log chunk holds 1 to {MAX_LOG_CHUNK} bytes, not {len(data)}")
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT status, attempt FROM tasks WHERE id = ?" + self._for_update(conn), (task_id,)

@@ -58,13 +58,13 @@ from fleet.core.models import Task
 from fleet.core.tasklog import TaskLog
 from fleet.store import Store
 from fleet.store.faults import Backoff
+from fleet.store.interface import MAX_LOG_CHUNK
 
 log = logging.getLogger(__name__)
 
 FLUSH_S = 0.5  # ship what waits at least this often
 FLUSH_BYTES = 64 * 1024  # ... or as soon as this much waits
-CHUNK = 256 * 1024  # the most one append carries
-FINISH_WAIT_S = 1.0  # how long the end waits for a flush in flight before it is tried again
+CHUNK = MAX_LOG_CHUNK  # the most one append carries (a slow store gets fewer, larger transactions)
 
 
 class LogShipper:
@@ -83,7 +83,7 @@ class LogShipper:
         self._pending: bytes | None = None  # the chunk at ``sent``, until stored: sent again as is
         self._retry = Backoff()
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._closing = threading.Event()  # the attempt ended: ship the rest, then stop
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -123,27 +123,24 @@ class LogShipper:
             self._wake.set()
 
     def finish(self) -> bool:
-        """The attempt ended (its log is closed): ship the rest.  True when all
-        of it is in the store (or shipping gave up); False while the store is
-        unavailable (call again later: nothing is lost, the file has it)."""
+        """The attempt ended (its log is closed): ship the rest, without waiting
+        for it.  True once all of it is in the store (or shipping gave up);
+        False until then: call again (while the store is unavailable nothing is
+        lost, the file has it)."""
         thread = self._thread
-        if thread is not None:
-            self._stop.set()
-            self._wake.set()
-            thread.join(FINISH_WAIT_S)
-            if thread.is_alive():  # a flush in flight, waiting on the store
-                return False
-            self._thread = None
-        return self._ship()
+        if thread is None:
+            return True
+        self._closing.set()
+        self._wake.set()
+        return not thread.is_alive()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(max(FLUSH_S, self._retry.remaining()))
-            self._wake.clear()
-            if self._stop.is_set():
+        while self.gave_up is None:
+            closing = self._closing.is_set()  # read first: once set, the log's size is final
+            if self._retry.ready() and self._ship() and closing:
                 return
-            if self._retry.ready():
-                self._ship()
+            self._wake.wait(self._retry.remaining() if closing else max(FLUSH_S, self._retry.remaining()))
+            self._wake.clear()
 
     def _ship(self) -> bool:
         """Append what the file has that the store has not; False when the store is unavailable."""
@@ -197,7 +194,7 @@ def _copy_in(store: Store, task_id: str, path: Path, stored: int, max_bytes: int
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as fh:
         while size < end:
-            part = store.read_log(task_id, size, min(CHUNK * 4, end - size)).data
+            part = store.read_log(task_id, size, min(CHUNK, end - size)).data
             if not part:
                 return
             fh.write(part)

@@ -380,7 +380,7 @@ class TaskRunner:
         if judged.hold_off_s:
             self.hold_off(judged.hold_off_s, judged.reason)
         self.ending = Ending(task, judged, returncode, usage, process)
-        if not self._land(self.ending):
+        if not self._land(self.ending) and self.ship is None:  # (not: its log is still being shipped)
             log.warning(
                 "worker %s: task %s ended %s; keeping its end until the store takes it",
                 task.worker,
@@ -402,12 +402,11 @@ class TaskRunner:
         """Record a task's end; while the store is unavailable it is kept (and
         the caller claims nothing) and False is returned."""
         task, judged, proc = ending.task, ending.verdict, ending.process
-        if not self.retry.ready():
-            return False
         if self.ship is not None and not self.ship.finish():  # its log first: whoever sees the end has it all
-            self.retry.failed()
             return False
         self.ship = None
+        if not self.retry.ready():
+            return False
         try:
             self.store.finish_task(
                 task.id,
