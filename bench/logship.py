@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -35,10 +35,11 @@ import psycopg
 
 from fleet.core.config import Config
 from fleet.core.home import Home
-from fleet.core.models import Runner, Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.models import Runner, Script, TaskSpec, TaskStatus
 from fleet.store.postgres import PostgresStore
 from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
-from tests.pgserver import PgServer, _free_port, find_bin
+from tests.factories import live_worker
+from tests.pgserver import PgServer, find_bin, running_server
 
 LINE = 100  # bytes a line, newline included
 
@@ -77,18 +78,8 @@ def durable_server() -> Iterator[PgServer]:
     folder, why = find_bin()
     if folder is None:
         raise SystemExit(why)
-    root = Path(tempfile.mkdtemp(prefix="fleet-pg-bench-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    os.chmod(root, 0o700)
-    server = DurableServer(folder, root, _free_port())
-    try:
-        server.init()
-        server.start()
+    with running_server(folder, DurableServer) as server:
         yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def one_run(store: PostgresStore, root: Path, mb: float) -> dict[str, float]:
@@ -97,17 +88,7 @@ def one_run(store: PostgresStore, root: Path, mb: float) -> dict[str, float]:
     lines = int(mb * 1e6 / LINE)
     command = [sys.executable, "-c", TASK, str(lines), str(LINE)]
     task_id = store.create_task(TaskSpec(script=Script(command=command, working_dir=str(root))), None, "bench").id
-    worker = Worker(
-        id="bench:execute",
-        host="bench",
-        mode=WorkerMode.STATIC,
-        gpus=None,
-        queues=[],
-        order_fairness=False,
-        state=WorkerState.BUSY,
-        state_reason="bench",
-        created_at=time.time(),
-    )
+    worker = dataclasses.replace(live_worker("bench:execute", None, []), host="bench")
     task = runner.start_here(task_id, worker, [])
     t0, cpu0 = time.monotonic(), time.process_time()
     runner.start(task, worker)

@@ -97,13 +97,13 @@ class PgServer:
 
 
 @contextlib.contextmanager
-def running_server(bin_folder: Path) -> Iterator[PgServer]:
-    """A fresh cluster, started; stopped and removed afterwards."""
+def running_server(bin_folder: Path, kind: type[PgServer] = PgServer) -> Iterator[PgServer]:
+    """A fresh cluster, started (``kind``: how it starts); stopped and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="fleet-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     os.chmod(root, 0o700)
-    server = PgServer(bin_folder, root, _free_port())
+    server = kind(bin_folder, root, _free_port())
     try:
         server.init()
         server.start()

@@ -19,26 +19,18 @@ import pytest
 from fleet.core.config import Config
 from fleet.core.errors import StoreUnavailable
 from fleet.core.home import Home
-from fleet.core.models import Runner, Script, Task, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.models import Runner, Script, Task, TaskSpec, TaskStatus, Worker
 from fleet.store.postgres import PostgresStore
 from fleet.store.sqlite import SQLiteStore
 from fleet.worker import logship
 from fleet.worker.runner import RunnerProfile, TaskRunner
+from tests.factories import live_worker
 from tests.pgserver import server_or_skip
 
 
 def worker(host: str) -> Worker:
-    return Worker(
-        id=f"{host}:execute",
-        host=host,
-        mode=WorkerMode.STATIC,
-        gpus=None,
-        queues=[],
-        order_fairness=False,
-        state=WorkerState.BUSY,
-        state_reason="test",
-        created_at=time.time(),
-    )
+    """The worker a task runs as on ``host`` (``fleetctl execute``'s: no row of its own)."""
+    return dataclasses.replace(live_worker(f"{host}:execute", None, []), host=host)
 
 
 def python_task(store: PostgresStore | SQLiteStore, code: str, cwd: Path) -> str:
