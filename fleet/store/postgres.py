@@ -22,10 +22,20 @@ from fleet.store.postgres_tasks import PostgresTasks
 from fleet.store.sqlite import SQLiteQueues
 from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_logs import SQLiteLogs
+from fleet.store.sqlite_reservations import SQLiteReservations
 from fleet.store.sqlite_workers import SQLiteWorkers
 
 
-class PostgresStore(PostgresTasks, PostgresHistory, SQLiteQueues, SQLiteWorkers, SQLiteGpus, SQLiteLogs, Store):
+class PostgresStore(
+    PostgresTasks,
+    PostgresHistory,
+    SQLiteQueues,
+    SQLiteWorkers,
+    SQLiteGpus,
+    SQLiteReservations,
+    SQLiteLogs,
+    Store,
+):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = StoreUrl.parse(url)
         self._ignored: set[tuple[str, str, str]] = set()

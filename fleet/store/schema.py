@@ -222,6 +222,17 @@ def _arrays(db: sqlite_utils.Database) -> None:
     )
 
 
+def _gpu_reservations(db: sqlite_utils.Database) -> None:
+    """GPUs a dynamic pool holds idle for a waiting task, one holder per task
+    across hosts (:mod:`fleet.store.sqlite_reservations`)."""
+    db.execute(
+        "CREATE TABLE gpu_reservations (task_id TEXT PRIMARY KEY, worker TEXT NOT NULL, host TEXT NOT NULL,"
+        " need INTEGER NOT NULL, gpus TEXT NOT NULL, at FLOAT NOT NULL)"
+    )
+    db.execute("CREATE INDEX gpu_reservations_worker ON gpu_reservations (worker)")
+    db.execute("CREATE INDEX gpu_reservations_host ON gpu_reservations (host)")
+
+
 def _log_chunks(db: sqlite_utils.Database) -> None:
     """Task logs shipped into the store (:mod:`fleet.store.sqlite_logs`): a
     task's chunks in byte order, gone with their task.  SQLite stores hold
@@ -280,6 +291,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _exit_usage,
     _owner,
     _arrays,
+    _gpu_reservations,
     _log_chunks,
 ]
 LATEST = len(MIGRATIONS)
