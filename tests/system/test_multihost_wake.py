@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ def _long_poll(host: Fleet) -> None:
 def _show(host: Fleet, task_id: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(host.ok("show", "--json", task_id))
     return data
+
+
+def _ended(host: Fleet, task_id: str) -> Callable[[], bool]:
+    return lambda: _show(host, task_id)["status"] == "completed"
 
 
 def _at(text: str) -> float:
@@ -59,10 +64,10 @@ def _two_hosts(hosts: list[Fleet]) -> tuple[Fleet, Fleet]:
 
 
 def test_a_task_submitted_on_one_host_starts_at_once_on_the_host_that_serves_its_queue(hosts: list[Fleet]) -> None:
-    here, there = _two_hosts(hosts)
+    here, _ = _two_hosts(hosts)
     for _ in range(3):  # each wait would be up to 300 s without the notice
         task_id = here.submit("b", "true")
-        here.wait_for(lambda: _show(here, task_id)["status"] == "completed", timeout=PROMPT_S, what="completed")
+        here.wait_for(_ended(here, task_id), timeout=PROMPT_S, what="completed")
         task = _show(here, task_id)
         assert (task["worker"], task["host"]) == ("host1:cpu", "host1")
         assert _at(task["started_at"]) - _at(task["queued_at"]) < PROMPT_S
@@ -89,7 +94,7 @@ def test_an_abort_on_one_host_stops_the_task_running_on_another(hosts: list[Flee
 
 
 def test_a_force_off_and_a_queue_tag_on_one_host_pause_a_worker_of_another(hosts: list[Fleet]) -> None:
-    here, there = _two_hosts(hosts)
+    here, _ = _two_hosts(hosts)
     here.ok("force", "host1:cpu", "off")
     here.wait_for(lambda: _worker(here, "host1:cpu")["state"] == "paused", timeout=PROMPT_S, what="paused by force")
     assert "force" in _worker(here, "host1:cpu")["state_reason"]
