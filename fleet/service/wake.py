@@ -77,7 +77,7 @@ class Wake:
         if not wanted:
             return
         by_host: dict[str, set[str]] = {self.hostname: set(wanted)}
-        for worker in self.store.list_workers():
+        for worker in self.store.list_workers(include_dead=True):  # a stop may have just marked it dead
             if worker.id in wanted:
                 by_host[self.hostname].discard(worker.id)
                 by_host.setdefault(worker.host, set()).add(worker.id)
