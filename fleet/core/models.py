@@ -421,3 +421,20 @@ class GpuDrain:
     source: str  # "manual" | "health"
     at: float
     actor: str
+
+
+@dataclass(frozen=True)
+class GpuReservation:
+    """GPUs a dynamic pool holds idle for a queued task it cannot start yet
+    (so a stream of smaller tasks does not starve it).  One per task across
+    the fleet: the first pool that reserves wins, and every other pool, on
+    any host, sees it and holds nothing for that task.  It ends when the task
+    leaves the queue (claimed, aborted, dequeued), when its pool reserves for
+    another task or stops, and when its host is lost."""
+
+    task_id: str
+    worker: str  # the pool that holds the GPUs
+    host: str
+    need: int  # GPUs the task needs to start
+    gpus: tuple[int, ...]  # the free GPUs held for it now (fewer than ``need``)
+    at: float  # when it was reserved

@@ -18,6 +18,12 @@ Rules, decided here once:
   exactly the free GPUs, never more than the request needs, and the task
   starts at the first decision that sees MIN GPUs free, however many smaller
   tasks wait behind it.
+- One holder per request across pools and hosts: a head another pool
+  already reserves for (``Head.held_by``, read from the store) is started
+  here if it fits now, and otherwise neither reserved nor waited for: the
+  queue is served from its next request (``Head.then``) by the same rule,
+  and the queues after it go on.  So two pools never hold GPUs idle for the
+  same task, and each still holds for the first request nobody holds.
 - A request that cannot be met even once every running task of the pool has
   ended (because GPUs are busy with other people's processes) reserves
   nothing: holding GPUs for it would idle them for nothing.  It waits with
@@ -55,10 +61,15 @@ MAX_COMBINATIONS = 5000  # exhaustive search below this, greedy above
 
 @dataclass(frozen=True)
 class Head:
-    """The first task of a queue that the pool could run."""
+    """The first task of a queue that the pool could run.  With ``held_by``,
+    another pool (on this host or another) reserves GPUs for it: this pool
+    starts it if it fits now, never reserves for it, and otherwise serves
+    ``then``, the queue's first task no other pool holds (if any)."""
 
     task_id: str
     gpus_needed: int | None = None
+    held_by: str | None = None  # the pool that reserves GPUs for it, as shown
+    then: Head | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +170,17 @@ def allocate(
     usable = len(pool) - len(foreign)
     decision = Decision()
     blocker: str | None = None  # the reservation that took the free GPUs
+    elsewhere: dict[str, str] = {}  # queue -> its head, reserved by another pool
     for spec in queues:
         head = heads.get(spec.name)
+        if head is not None and head.held_by is not None:
+            low, high = spec.wants(head.gpus_needed)
+            kind = _one_kind(free, low) if low <= usable else []
+            if kind:  # it fits here now: start it (its reservation elsewhere ends with the claim)
+                free = _start(decision, spec.name, head, kind, high, topology, free)
+                continue
+            elsewhere[spec.name] = f"task {_short(head.task_id)} is reserved on {head.held_by}"
+            head = head.then
         if head is None:
             continue
         low, high = spec.wants(head.gpus_needed)
@@ -176,9 +196,7 @@ def allocate(
             continue
         kind = _one_kind(free, low)
         if kind:
-            chosen = choose(kind, min(high, len(kind)), topology)
-            decision.starts.append(Start(spec.name, head.task_id, chosen))
-            free = [g for g in free if g not in chosen]
+            free = _start(decision, spec.name, head, kind, high, topology, free)
             continue
         if blocker is not None:
             decision.waiting[spec.name] = f"{who} needs {low} GPUs; the free ones are reserved for {blocker}"
@@ -193,9 +211,27 @@ def allocate(
             free = []
         else:
             decision.waiting[spec.name] = f"{who} needs {low} GPUs, {len(free)} free"
+    for name, note in elsewhere.items():
+        behind = decision.waiting.get(name)
+        decision.waiting[name] = f"{note}; behind it, {behind}" if behind else note
     taken = {g for s in decision.starts for g in s.gpus}
     decision.free = tuple(g for g in pool if g not in held and g not in foreign and g not in taken)
     return decision
+
+
+def _start(
+    decision: Decision,
+    queue: str,
+    head: Head,
+    kind: Sequence[int],
+    high: int,
+    topology: Topology | None,
+    free: Sequence[int],
+) -> list[int]:
+    """Start ``head`` on the best ``high`` (at most) of ``kind``; the GPUs left free."""
+    chosen = choose(kind, min(high, len(kind)), topology)
+    decision.starts.append(Start(queue, head.task_id, chosen))
+    return [g for g in free if g not in chosen]
 
 
 def _one_kind(free: Sequence[int], low: int) -> list[int]:

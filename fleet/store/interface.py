@@ -15,7 +15,7 @@ later.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from fleet.core.models import (
     Event,
     ExitUsage,
     GpuDrain,
+    GpuReservation,
     Queue,
     Runner,
     RuntimeProperty,
@@ -158,10 +159,11 @@ class Store(abc.ABC):
         ``requirements``, the keys ``frozen``, ``manager`` and ``python``."""
 
     @abc.abstractmethod
-    def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
+    def peek_tasks(self, queues: Mapping[str, int | None], exclude: Collection[str] = ()) -> dict[str, Task]:
         """A read, no lock taken: for each queue named, its first queued task
         (higher priority, then first in) whose ``gpus_needed`` is at most the
-        given limit (None: any).  Queues with no such task are left out."""
+        given limit (None: any), passing over the tasks in ``exclude``.  Queues
+        with no such task are left out."""
 
     @abc.abstractmethod
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
@@ -251,6 +253,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def drained_gpus(self, host: str | None = None) -> list[GpuDrain]: ...
+
+    # -- GPUs held idle for a waiting task (dynamic pools, across hosts) ---------------
+    @abc.abstractmethod
+    def reserve_gpus(self, worker: Worker, task_id: str, need: int, gpus: list[int]) -> GpuReservation | None:
+        """Make pool ``worker``'s one reservation the one for queued task
+        ``task_id`` (holding ``gpus``, the free ones now, of the ``need`` it
+        needs), in one transaction; the pool's reservation of any other task
+        ends.  The first pool to reserve a task holds it, on whatever host:
+        returns the task's reservation, ``worker``'s or another live pool's
+        (``worker`` then holds none); None when the task is not queued."""
+
+    @abc.abstractmethod
+    def drop_reservations(self, *, worker: str | None = None, host: str | None = None, actor: str, reason: str) -> int:
+        """End the reservations of pool ``worker``, or of every pool on
+        ``host`` (call this when a host is declared lost); how many ended."""
+
+    @abc.abstractmethod
+    def gpu_reservations(self) -> list[GpuReservation]:
+        """The reservations in force (task still queued, pool not dead or lost), oldest first."""
 
     # -- events -----------------------------------------------------------------
     @abc.abstractmethod

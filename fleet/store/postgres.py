@@ -23,10 +23,13 @@ from fleet.store.postgres_notices import PostgresNotices
 from fleet.store.postgres_tasks import PostgresTasks
 from fleet.store.sqlite import SQLiteQueues
 from fleet.store.sqlite_gpus import SQLiteGpus
+from fleet.store.sqlite_reservations import SQLiteReservations
 from fleet.store.sqlite_workers import SQLiteWorkers
 
 
-class PostgresStore(PostgresTasks, PostgresHistory, PostgresNotices, SQLiteQueues, SQLiteWorkers, SQLiteGpus, Store):
+class PostgresStore(
+    PostgresTasks, PostgresHistory, PostgresNotices, SQLiteQueues, SQLiteWorkers, SQLiteGpus, SQLiteReservations, Store
+):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = StoreUrl.parse(url)
         self._ignored: set[tuple[str, str, str]] = set()

@@ -18,6 +18,8 @@ from fleet.store.sqlite_base import SQLiteBase
 
 # pg_advisory_xact_lock key that orders queue positions (``seq``) across hosts
 QUEUE_ORDER_LOCK = 0x666C656574_02  # "fleet" 2
+# pg_advisory_xact_lock key that orders GPU reservations across hosts
+RESERVATIONS_LOCK = 0x666C656574_03  # "fleet" 3
 
 
 class PostgresBase(SQLiteBase):
@@ -46,3 +48,9 @@ class PostgresBase(SQLiteBase):
         (``MAX(seq) + 1`` is read and written under this lock), so first in is
         first out across hosts as it is on one."""
         conn.execute("SELECT pg_advisory_xact_lock(?)", (QUEUE_ORDER_LOCK,))
+
+    def _lock_reservations(self, conn: DbConn) -> None:
+        """Pools on many hosts make and end GPU reservations one at a time: a
+        pool ends its old reservation and makes a new one in one transaction,
+        and two such transactions would otherwise wait on each other's rows."""
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (RESERVATIONS_LOCK,))

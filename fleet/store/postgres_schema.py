@@ -112,7 +112,17 @@ def _metrics(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value {real})")
 
 
-MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics]
+def _gpu_reservations(conn: psycopg.Connection[Any]) -> None:
+    """GPUs a pool holds idle for a waiting task, one holder per task (as SQLite's ``_gpu_reservations``)."""
+    conn.execute(
+        'CREATE TABLE gpu_reservations (task_id TEXT COLLATE "C" PRIMARY KEY, worker TEXT COLLATE "C" NOT NULL,'
+        ' host TEXT COLLATE "C" NOT NULL, need BIGINT NOT NULL, gpus TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)'
+    )
+    conn.execute("CREATE INDEX gpu_reservations_worker ON gpu_reservations (worker)")
+    conn.execute("CREATE INDEX gpu_reservations_host ON gpu_reservations (host)")
+
+
+MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics, _gpu_reservations]
 LATEST = len(MIGRATIONS)
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fleet.core.errors import FleetError, StoreError
 from fleet.core.models import (
     DockerMode,
+    GpuReservation,
     Runner,
     Script,
     StopRequest,
@@ -137,6 +138,10 @@ def to_attempt(row: dict[str, Any]) -> TaskAttempt:
         gpu_uuids=loads(row["gpu_uuids"], []),
         runner=Runner(row["runner"]) if row["runner"] else None,
     )
+
+
+def to_reservation(row: dict[str, Any]) -> GpuReservation:
+    return from_columns(GpuReservation, row, gpus=tuple(loads(row["gpus"], [])))
 
 
 def to_worker(row: dict[str, Any]) -> Worker:

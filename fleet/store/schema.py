@@ -222,6 +222,17 @@ def _arrays(db: sqlite_utils.Database) -> None:
     )
 
 
+def _gpu_reservations(db: sqlite_utils.Database) -> None:
+    """GPUs a dynamic pool holds idle for a waiting task, one holder per task
+    across hosts (:mod:`fleet.store.sqlite_reservations`)."""
+    db.execute(
+        "CREATE TABLE gpu_reservations (task_id TEXT PRIMARY KEY, worker TEXT NOT NULL, host TEXT NOT NULL,"
+        " need INTEGER NOT NULL, gpus TEXT NOT NULL, at FLOAT NOT NULL)"
+    )
+    db.execute("CREATE INDEX gpu_reservations_worker ON gpu_reservations (worker)")
+    db.execute("CREATE INDEX gpu_reservations_host ON gpu_reservations (host)")
+
+
 def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
     """(owner, runner) of a row written before ``_owner``, by the old rule: a
     static worker runs a task under its own id; a pool's task runs as
@@ -266,5 +277,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _exit_usage,
     _owner,
     _arrays,
+    _gpu_reservations,
 ]
 LATEST = len(MIGRATIONS)

@@ -28,6 +28,7 @@ from fleet.store.rows import dumps, loads
 from fleet.store.sqlite_base import SQLiteBase
 from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_history import SQLiteHistory
+from fleet.store.sqlite_reservations import SQLiteReservations
 from fleet.store.sqlite_tasks import SQLiteTasks
 from fleet.store.sqlite_workers import SQLiteWorkers
 
@@ -114,7 +115,7 @@ class SQLiteQueues(SQLiteBase):
             self._event(conn, "queue", row["name"], "created", "deleted", actor, f"{queued} task(s) dequeued")
 
 
-class SQLiteStore(SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
+class SQLiteStore(SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, SQLiteReservations, Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)

@@ -86,11 +86,18 @@ class SQLiteBase:
             raise Conflict(f"task {row['id']} changed while being updated")
         row.update(fields)
         self._event(conn, "task", row["id"], old.value, new.value, actor, reason)
+        if old == TaskStatus.QUEUED:  # it left the queue: GPUs held for it are held no more
+            conn.execute("DELETE FROM gpu_reservations WHERE task_id = ?", (row["id"],))
 
     def _lock_queue_order(self, conn: DbConn) -> None:
         """Called in a write transaction before a queue position is read from
         ``MAX(seq)``: SQLite's one writer already orders them (the PostgreSQL
         store takes a lock here)."""
+
+    def _lock_reservations(self, conn: DbConn) -> None:
+        """Called first in a write transaction that makes or ends GPU
+        reservations (:mod:`fleet.store.sqlite_reservations`): SQLite's one
+        writer already orders them (the PostgreSQL store takes a lock here)."""
 
     def _next_seq(self, conn: DbConn, queue: str, head: bool) -> float:
         self._lock_queue_order(conn)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from fleet.core.errors import Conflict, InvalidTransition, NotFound
@@ -318,14 +318,16 @@ class SQLiteTasks(SQLiteArrays):
                 (int(env_cached), dumps(requirements), task_id),
             )
 
-    def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
+    def peek_tasks(self, queues: Mapping[str, int | None], exclude: Collection[str] = ()) -> dict[str, Task]:
         out: dict[str, Task] = {}
+        passed = list(exclude)
+        not_in = f" AND id NOT IN ({','.join('?' * len(passed))})" if passed else ""
         for queue, limit in queues.items():
             fits = "" if limit is None else " AND (gpus_needed IS NULL OR gpus_needed <= ?)"
             row = self.conn.execute(
-                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} AND {UNDER_CAP}"
+                f"SELECT * FROM tasks WHERE queue = ? AND status = 'queued'{fits} AND {UNDER_CAP}{not_in}"
                 " ORDER BY priority DESC, seq ASC LIMIT 1",
-                (queue,) if limit is None else (queue, limit),
+                ((queue,) if limit is None else (queue, limit)) + tuple(passed),
             ).fetchone()
             if row is not None:
                 out[queue] = to_task(dict(row))

@@ -15,6 +15,7 @@ from fleet.core.models import RuntimeProperty, Worker, WorkerState, check_worker
 from fleet.store.dbapi import DbConn
 from fleet.store.rows import to_worker, usable_timestamp, worker_columns, worker_updates
 from fleet.store.sqlite_base import SQLiteBase
+from fleet.store.sqlite_reservations import GONE_STATES, end_reservations
 
 
 class SQLiteWorkers(SQLiteBase):
@@ -146,3 +147,5 @@ def move_worker(
     conn.execute(f"UPDATE workers SET {columns} WHERE id = ?", (*updates.values(), worker_id))
     if old != state or row["state_reason"] != reason:
         SQLiteBase._event(conn, "worker", worker_id, old.value, state.value, actor, reason)
+    if state.value in GONE_STATES and old != state:  # a dead (or lost) pool holds no GPUs for anyone
+        end_reservations(conn, "worker = ?", (worker_id,), actor, f"its pool is {state.value}: {reason}")

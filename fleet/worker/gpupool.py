@@ -48,6 +48,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -59,10 +60,10 @@ from fleet.core.contain import Attempt
 from fleet.core.errors import FleetError, StoreUnavailable
 from fleet.core.gpuspec import format_gpus, gpu_label
 from fleet.core.home import Home
-from fleet.core.models import Task, TaskStatus, WorkerMode, WorkerState
+from fleet.core.models import GpuReservation, Task, TaskStatus, WorkerMode, WorkerState
 from fleet.core.procs import become_subreaper, describe_exit, group_alive, is_same_process, reap_orphans, signal_group
 from fleet.core.wakeups import Listener
-from fleet.policy.allocate import Decision, Head, PoolChild, PoolState, allocate
+from fleet.policy.allocate import Decision, Head, PoolChild, PoolState, Reservation, allocate
 from fleet.policy.pool_rules import services_max, task_worker_id, too_large_reason, worker_specs
 from fleet.store import Store
 from fleet.worker.launch_outcome import outcome_path, read_outcome
@@ -111,6 +112,7 @@ class PoolLoop(LoopBase):
         self.busy: dict[int, str] = {}
         self.published: PoolState | None = None
         self.recovered = False  # the previous pool's tasks are recorded failed
+        self.held: GpuReservation | None = None  # this pool's reservation, as the store has it
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> int:
@@ -138,6 +140,8 @@ class PoolLoop(LoopBase):
                     break
                 if self.stopping is None and self._recovered():
                     self._fill()
+                elif self.stopping is not None:
+                    self._release("its pool is stopping")
                 self._show()
                 self._wait(listener)
                 look = listener.drain() > 0 or time.monotonic() - self.last_look >= CHECK_S
@@ -307,6 +311,8 @@ class PoolLoop(LoopBase):
         if self.retry.ready():
             try:
                 self._fill_now()
+                if not self.services and not self.decision.reservations:
+                    self._release("no request waits for its GPUs")  # paused, backing off, nothing queued
             except StoreUnavailable:
                 self.retry.failed()
 
@@ -326,23 +332,91 @@ class PoolLoop(LoopBase):
         self.busy = self.admission.unavailable([g for g in self.pool if g not in in_use])
         specs = [self.specs[q] for q in queues]
         limits = {s.name: (len(self.pool) if s.own_count else None) for s in specs}
+        others = self._reserved_elsewhere()
         for _ in range(MAX_ROUNDS):
             in_use = {g for c in self.children.values() for g in c.gpus}
-            peeked = self.store.peek_tasks(limits)
-            if self._backing_off(list(peeked.values())):
+            heads, peeked = self._heads(limits, others)
+            if self._backing_off(peeked):
                 self.decision = Decision()
                 break
-            heads = {q: Head(t.id, t.gpus_needed) for q, t in peeked.items()}
             self.decision = allocate(self.pool, in_use, self.busy, specs, heads, self.topology)
             for start in self.decision.starts:
                 run_as = task_worker_id(self.worker, start.task_id, start.gpus)
                 task = self.store.claim_task(start.task_id, self.worker, list(start.gpus), run_as)
                 if task is not None:  # None: it left the queue since the peek; the next round looks again
                     self._spawn(self._with_uuids(task), start.queue, run_as, start.gpus)
-            if not self.decision.starts:
+            if self.decision.starts:
+                continue
+            lost = self._hold(self.decision.reservations)
+            if lost is None:
                 break
+            others[lost.task_id] = lost  # another pool reserved it first: decide again, seeing that
         bare = [s.name for s in specs if s.own_count]
         self.store.mark_unfit_tasks(bare, len(self.pool), too_large_reason(len(self.pool), self.worker.id))
+
+    # -- GPUs held for a waiting task, one pool per task across hosts -----------------
+    def _reserved_elsewhere(self) -> dict[str, GpuReservation]:
+        """The tasks other pools (of any host) hold GPUs for; also learns what
+        the store says this pool holds (a reservation ended behind its back,
+        by a lost-host sweep or its task's start, is made again if still wanted)."""
+        mine: GpuReservation | None = None
+        others: dict[str, GpuReservation] = {}
+        for held in self.store.gpu_reservations():
+            if held.worker == self.worker.id:
+                mine = held
+            else:
+                others[held.task_id] = held
+        self.held = mine
+        return others
+
+    def _heads(
+        self, limits: dict[str, int | None], others: Mapping[str, GpuReservation]
+    ) -> tuple[dict[str, Head], list[Task]]:
+        """Each queue's head for :func:`allocate`, and the tasks peeked.  A head
+        another pool reserves for comes with the queue's first task no other
+        pool holds (``Head.then``)."""
+        peeked = self.store.peek_tasks(limits)
+        tasks = list(peeked.values())
+        heads: dict[str, Head] = {}
+        for queue, task in peeked.items():
+            holder = others.get(task.id)
+            if holder is None:
+                heads[queue] = Head(task.id, task.gpus_needed)
+                continue
+            behind = self.store.peek_tasks({queue: limits[queue]}, exclude=list(others)).get(queue)
+            then = None
+            if behind is not None:
+                tasks.append(behind)
+                then = Head(behind.id, behind.gpus_needed)
+            heads[queue] = Head(task.id, task.gpus_needed, held_by=f"{holder.host} ({holder.worker})", then=then)
+        return heads, tasks
+
+    def _hold(self, wanted: list[Reservation]) -> GpuReservation | None:
+        """Record this pool's reservation (at most one) in the store when it
+        changed; the reservation of another pool when that one had reserved the
+        same task first (this pool then holds nothing: the caller decides again)."""
+        want = wanted[0] if wanted else None
+        if want is None:
+            return None  # released by the caller
+        if self.held is not None and (self.held.task_id, self.held.gpus) == (want.task_id, want.gpus):
+            return None
+        got = self.store.reserve_gpus(self.worker, want.task_id, want.need, list(want.gpus))
+        if got is not None and got.worker != self.worker.id:
+            self.held = None
+            log.info("worker %s: task %s is reserved by %s on %s", self.worker.id, want.task_id, got.worker, got.host)
+            return got
+        if got is not None and (self.held is None or self.held.task_id != got.task_id):
+            log.info("worker %s: reserving GPUs for task %s (needs %d)", self.worker.id, got.task_id, got.need)
+        self.held = got
+        return None
+
+    def _release(self, why: str) -> None:
+        """This pool holds GPUs for nobody (a read when the store has none for
+        it; while the store is unavailable, tried again next turn)."""
+        if not self.services and self._write(
+            lambda: self.store.drop_reservations(worker=self.worker.id, actor=self.actor, reason=why)
+        ):
+            self.held = None
 
     def _fill_services(self, queues: list[str]) -> None:
         for _ in range(MAX_ROUNDS):

@@ -78,6 +78,29 @@ def test_backfill_takes_only_unreserved_gpus() -> None:
     assert set(held.waiting) == {"big", "dual", "single"}
 
 
+def test_a_head_another_pool_reserves_is_neither_reserved_nor_waited_for_here() -> None:
+    """Two hosts' pools see one quad: the pool that does not hold it serves the duals."""
+    held = Head("q" * 32, held_by="host0 (host0:dgpu)")
+    heads = {"quad": held, "dual": Head("d" * 32)}
+    out = allocate(POOL, {0, 1, 2, 3, 4, 5}, {}, [QUAD, DUAL], heads)
+    assert out.reservations == []
+    assert [(s.queue, s.gpus) for s in out.starts] == [("dual", (6, 7))]
+    assert out.waiting["quad"] == "task qqqqqqqq is reserved on host0 (host0:dgpu)"
+    # if it fits here now, it starts here (its reservation elsewhere ends with the claim)
+    fits = allocate(POOL, {0, 1, 2, 3}, {}, [QUAD, DUAL], heads)
+    assert [(s.queue, s.gpus) for s in fits.starts] == [("quad", (4, 5, 6, 7))]
+
+
+def test_the_next_request_behind_a_held_head_reserves_by_the_same_rule() -> None:
+    second = Head("r" * 32)
+    heads = {"quad": Head("q" * 32, held_by="host0 (host0:dgpu)", then=second), "dual": Head("d" * 32)}
+    out = allocate(POOL, {0, 1, 2, 3, 4, 5}, {}, [QUAD, DUAL], heads)
+    assert out.starts == []
+    assert [(r.queue, r.task_id, r.gpus) for r in out.reservations] == [("quad", "r" * 32, (6, 7))]
+    assert out.waiting["quad"].startswith("task qqqqqqqq is reserved on host0 (host0:dgpu); behind it, task rrrrrrrr")
+    assert "reserved for quad" in out.waiting["dual"]
+
+
 def test_reservation_that_outsiders_block_holds_nothing() -> None:
     busy = {0: "5000 MiB used by processes fleet did not start"}
     heads = {"quad": Head("q" * 32), "dual": Head("d" * 32)}

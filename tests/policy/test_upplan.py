@@ -21,6 +21,13 @@ def test_plan_up_conflict_names_owner() -> None:
         plan_up(UpRequest(queues=["b"], gpus="1-2"), live, "h", FakeNvml(4))
 
 
+def test_plan_up_gpus_of_another_host_do_not_clash() -> None:
+    """Many hosts on one store: each host's GPU 0 is its own."""
+    live = [live_worker("h:gpu0,1", [0, 1], ["a"])]
+    plan = plan_up(UpRequest(queues=["a"], gpus="0-1"), live, "h2", FakeNvml(4))
+    assert [(w.id, w.host, w.gpus) for w in plan.new] == [("h2:gpu0,1", "h2", [0, 1])]
+
+
 def test_plan_up_same_spec_is_idempotent() -> None:
     live = [live_worker("h:gpu0", [0], ["a", "b"])]
     plan = plan_up(UpRequest(queues=["a", "b"], gpus="0"), live, "h", FakeNvml(None))

@@ -41,3 +41,16 @@ def raw_execute(target: str, sql: str, params: tuple[Any, ...] = ()) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+def raw_count(target: str, table: str) -> int:
+    """The rows of ``table`` as stored, read behind the store's back."""
+    if is_pg(target):
+        with psycopg.connect(target) as pg:
+            row = pg.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+            return int(row[0]) if row is not None else 0
+    conn = sqlite3.connect(target)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
