@@ -53,6 +53,7 @@ from fleet.core.nvml import Nvml
 from fleet.core.procs import remove_pidfile, write_pidfile
 from fleet.manager.hours_driver import ScheduleDriver, zone
 from fleet.manager.leases import Leases
+from fleet.manager.notices import NoticeListener
 from fleet.manager.supervise import WorkerSupervisor
 from fleet.metrics.health import GpuHealth
 from fleet.metrics.sampler import Sampler
@@ -122,6 +123,8 @@ class Manager:
             lock=self.lock,
         )
         self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self.service.wake.workers)
+        # notices from the other hosts of a fleet on PostgreSQL (nothing on SQLite)
+        self.notices = NoticeListener(self.store, self.home.root, self.hostname, self.schedule.recompute)
         self.health = GpuHealth(self.store, self.nvml, self.hostname, self.service.wake.workers)
         self.sampler = Sampler(
             self.store,
@@ -228,6 +231,7 @@ class Manager:
             self.supervisor.adopt_or_recover()
             self.leases.seed(self.store)
         self.schedule.start()
+        self.notices.start()
         self.sampler.start()
         self.health.start()
         self.home.write_manager_info(
@@ -238,6 +242,7 @@ class Manager:
         try:
             self._loop()
         finally:
+            self.notices.stop()
             self.schedule.stop()
             self.health.stop()
             self.sampler.stop()

@@ -99,5 +99,5 @@ class Arrays:
         if not by.admin and found.user != by.user:
             raise Forbidden(f"array {array_id} was submitted by {found.user or 'another user'}, not {by.user}")
         changed = self.store.abort_array(array_id, by.actor, reason or "aborted")
-        self.wake.workers({t.worker for t in changed if t.worker})
+        self.wake.tasks(changed)
         return changed

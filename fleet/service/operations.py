@@ -45,7 +45,7 @@ def build_service(
     hostname: str,
     lock: threading.RLock,
 ) -> Service:
-    wake = Wake(home.root, store)
+    wake = Wake(home.root, store, hostname)
     tasks = Tasks(store, wake, config)
     return Service(
         store=store,

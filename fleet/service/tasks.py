@@ -139,7 +139,7 @@ class Tasks:
         """A queued task is stopped at once; a running one is flagged and its worker woken."""
         self._may_change(by, self.store.get_task(task_id))
         task = self.store.request_abort(task_id, by.actor, reason or "aborted")
-        self.wake.worker(task.worker)
+        self.wake.tasks([task])
         return task
 
     @staticmethod

@@ -15,7 +15,7 @@ later.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from fleet.core.models import (
     Worker,
     WorkerState,
 )
+from fleet.core.notices import Notice
 from fleet.core.procs import Identity
 
 ROLLUP_S = 60  # seconds a roll-up of samples averages
@@ -334,6 +335,19 @@ class Store(abc.ABC):
         it as it is written, for the other hosts to read (:mod:`fleet.worker.logship`)."""
         return False
 
+    # -- notices to the other hosts (fleet.core.notices) ------------------------------------
+    @abc.abstractmethod
+    def announce(self, notices: Sequence[Notice]) -> None:
+        """Tell every process listening on this store (the managers of the other
+        hosts) each of ``notices``, at once, outside any transaction (call it after
+        the commit it is about).  SQLite: nothing (one host, whose workers the
+        datagram reaches)."""
+
+    @abc.abstractmethod
+    def subscribe(self) -> Subscription | None:
+        """A feed of the notices announced on this store from now on, on a
+        connection of its own; None where there is no such feed (SQLite)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Release connections (optional)."""
 
@@ -342,6 +356,21 @@ class Store(abc.ABC):
         """Where the store lives, as people may see it (``status``, logs): a
         file's path, or a database URL with its password masked."""
         return type(self).__name__
+
+
+class Subscription(abc.ABC):
+    """The notices announced on a store (:meth:`Store.subscribe`), as they come.
+
+    A connection that fails (the server gone, restarted) raises
+    :class:`~fleet.errors.StoreUnavailable` from :meth:`wait` and is of no more
+    use: close it and subscribe again; what was announced meanwhile is lost."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> list[Notice]:
+        """The notices that came, waiting at most ``timeout`` seconds for the first."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

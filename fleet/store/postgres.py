@@ -7,7 +7,8 @@ shares the portable methods of the ``sqlite_*`` parts (every state change
 through the one transition function, with its event in the same
 transaction) and overrides the claims (``FOR UPDATE SKIP LOCKED``:
 :mod:`fleet.store.postgres_tasks`), the schema
-(:mod:`fleet.store.postgres_schema`) and a history read.  PostgreSQL 13 or
+(:mod:`fleet.store.postgres_schema`) and a history read, and adds the
+notices between hosts (:mod:`fleet.store.postgres_notices`).  PostgreSQL 13 or
 newer.  The URL's password never leaves this package unmasked
 (:mod:`fleet.store.postgres_faults`).
 """
@@ -18,6 +19,7 @@ from fleet.store.interface import Store
 from fleet.store.postgres_connections import POOL_SIZE, open_database
 from fleet.store.postgres_faults import StoreUrl
 from fleet.store.postgres_history import PostgresHistory
+from fleet.store.postgres_notices import PostgresNotices
 from fleet.store.postgres_tasks import PostgresTasks
 from fleet.store.sqlite import SQLiteQueues
 from fleet.store.sqlite_gpus import SQLiteGpus
@@ -34,6 +36,7 @@ class PostgresStore(
     SQLiteGpus,
     SQLiteReservations,
     SQLiteLogs,
+    PostgresNotices,
     Store,
 ):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:

@@ -13,15 +13,17 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlite_utils
 
 from fleet.core.errors import Conflict, StoreError
 from fleet.core.models import Queue, TaskStatus
+from fleet.core.notices import Notice
 from fleet.store import schema
 from fleet.store.connections import Connections
-from fleet.store.interface import Store
+from fleet.store.interface import Store, Subscription
 from fleet.store.rows import dumps, loads
 from fleet.store.sqlite_base import SQLiteBase
 from fleet.store.sqlite_gpus import SQLiteGpus
@@ -164,6 +166,12 @@ class SQLiteStore(
                 f"({schema.LATEST}); upgrade fleet. The database was left untouched"
             )
         return int(version)
+
+    def announce(self, notices: Sequence[Notice]) -> None:
+        """Nothing: an SQLite store has one host, whose workers the datagram reaches."""
+
+    def subscribe(self) -> Subscription | None:
+        return None
 
     def close(self) -> None:
         self._db.close()
