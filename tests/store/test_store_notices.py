@@ -77,9 +77,10 @@ def test_a_payload_this_version_cannot_read_is_ignored(payload: str) -> None:
     assert decode(payload) is None
 
 
-def test_a_listening_connection_the_server_ends_is_store_unavailable(store: Store, store_target: str) -> None:
-    if not is_pg(store_target):
-        pytest.skip("SQLite has no listening connection")
+def test_a_listening_connection_the_server_ends_is_store_unavailable(pg_url: str) -> None:
+    """PostgreSQL only: SQLite has no listening connection (``subscribe`` is None there)."""
+    store = open_target(pg_url)
+    store_target = pg_url
     subscription = store.subscribe()
     assert subscription is not None
     try:
@@ -99,3 +100,4 @@ def test_a_listening_connection_the_server_ends_is_store_unavailable(store: Stor
         assert _collect(again, 1) == [schedule_notice("host0")]
     finally:
         again.close()
+        store.close()
