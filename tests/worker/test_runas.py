@@ -81,7 +81,7 @@ def configure(fleet: Fleet, extra: str = "") -> None:
     )
 
 
-def users_repo(fleet: Fleet, owner: str, files: dict[str, str]) -> Repo:
+def users_repo(fleet: Fleet, owner: str, files: dict[str, str | bytes]) -> Repo:
     """A repository of ``owner``'s (git refuses, rightly, to read one of another user)."""
     repo = make_repo(fleet.root / f"src-{owner}")
     for name, text in files.items():
@@ -96,7 +96,7 @@ def users_repo(fleet: Fleet, owner: str, files: dict[str, str]) -> Repo:
 
 
 def submit_as(fleet: Fleet, user: str, command: list[str], **extra: Any) -> str:
-    body = {"command": command, "working_dir": "/tmp", "queue": "q", **extra}
+    body = {"command": command, "working_dir": "/tmp", "queue": "q", **extra}  # working_dir: may be replaced
     status, task = curl(*post_json("http://fleet/api/v1/tasks", body), sock=fleet.home / "api.sock", user=user)
     assert status == 201, task
     assert task["user"] == user
@@ -169,3 +169,65 @@ def test_a_git_task_with_requirements_runs_as_its_submitter_in_caches_of_theirs(
     # the manager's own user keeps the manager's caches
     mine = fleet.submit("q", "id", "-u")
     assert fleet.cli("wait", mine).returncode == 0 and log_lines(fleet, mine) == ["0"]
+
+
+DOCKER_REPORT = """\
+import os, sys
+import tinydep
+print("uid", os.getuid(), os.getgid())
+print("venv-owner", os.stat(sys.prefix).st_uid)
+print("code-owner", os.stat(__file__).st_uid)
+with open("written-by-the-task", "w") as fh:
+    fh.write(tinydep.WHO)
+print("wrote", os.stat("written-by-the-task").st_uid)
+try:
+    os.setuid(0)
+    print("became root")
+except PermissionError:
+    print("root refused")
+"""
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    from tests.dockerimage import python_image
+
+    yield from python_image()
+
+
+def test_a_docker_task_runs_as_its_submitter(shared: Fleet, client: Any) -> None:
+    from tests.dockerimage import IMAGE, make_wheel
+
+    fleet = shared
+    configure(fleet, 'extra_docker_arguments: ["--network=none"]')
+    fleet.up("--cpu-only", "--queue", "q", "--create-queue", "--docker", IMAGE)
+    wheel = make_wheel(fleet.root / "wheels", "tinydep", "1.0", "WHO = 'tinydep from a wheel'\n")
+    files = {"report.py": DOCKER_REPORT, f"wheels/{wheel.name}": wheel.read_bytes()}
+    repo = users_repo(fleet, "nobody", {**files, "requirements.txt": f"./wheels/{wheel.name}\n"})
+    script = {"repo": str(repo.remote), "commit": repo.head()}
+
+    task, lines = finish(fleet, submit_as(fleet, "nobody", ["python", "report.py"], script=script))
+    assert task["status"] == "completed", (task["status_reason"], lines)
+    nogroup = pwd.getpwnam("nobody").pw_gid
+    assert said(lines, "uid") == f"{NOBODY} {nogroup}"
+    assert said(lines, "venv-owner") == said(lines, "code-owner") == said(lines, "wrote") == str(NOBODY)
+    assert "root refused" in lines and "became root" not in lines
+    log = fleet.ok("logs", task["id"], "--no-timestamps")
+    assert f"--user={NOBODY}:{nogroup}" in log and "--security-opt=no-new-privileges" in log
+    area = fleet.home / "users" / f"u{NOBODY}"
+    assert owner_and_mode(area / "docker") == (0, 0o711)
+    assert owner_and_mode(area / "docker" / task["id"]) == (NOBODY, 0o700)  # the checkout, made by nobody
+    assert (area / "docker" / task["id"] / "written-by-the-task").read_text() == "tinydep from a wheel"
+    assert not client.containers.list(all=True, filters={"label": f"fleet.task={task['id']}"})
+
+    # a folder nobody names is mounted only where nobody cannot swap it for another (a link to a
+    # folder nobody cannot reach would be mounted instead): /tmp yes (/ is root's), not one of nobody's
+    task, lines = finish(fleet, submit_as(fleet, "nobody", ["python3", "-c", "print('ran')"]))
+    assert task["status"] == "completed" and lines[-1] == "ran", (task["status_reason"], lines)
+    project = fleet.root / "nobodys" / "project"
+    project.mkdir(parents=True)
+    os.chown(project.parent, NOBODY, -1)
+    body = {"working_dir": str(project)}
+    task, lines = finish(fleet, submit_as(fleet, "nobody", ["python3", "-c", "print('ran')"], **body))
+    assert task["status"] == "failed" and "ran" not in lines
+    assert f"{project} is not mounted for nobody: {project.parent}" in task["status_reason"]
