@@ -103,7 +103,8 @@ def run_as(config: Config, user: str) -> RunAs | None:
 # host.  Everything else (-v, --mount, --volumes-from, --device, --privileged, --cap-add,
 # --security-opt, -u, --group-add, --userns, --pid, --uts, --cgroup*, --runtime,
 # --sysctl, -p, --env-file and --label-file (host files read as root), --log-*,
-# --restart, ...) is refused for a task that runs as its submitter.
+# --restart, --gpus (GPUs are the scheduler's to give), ...) is refused for a task
+# that runs as its submitter.
 SAFE_DOCKER_FLAGS = frozenset(
     {
         "--env",
@@ -137,7 +138,6 @@ SAFE_DOCKER_FLAGS = frozenset(
         "--health-retries",
         "--no-healthcheck",
         "--read-only",
-        "--gpus",
         "--rm",
         "--detach",
         "--init",

@@ -202,7 +202,7 @@ def test_a_docker_task_runs_as_its_submitter(shared: Fleet, client: Any) -> None
     configure(fleet, 'extra_docker_arguments: ["--network=none"]')
     fleet.up("--cpu-only", "--queue", "q", "--create-queue", "--docker", IMAGE)
     wheel = make_wheel(fleet.root / "wheels", "tinydep", "1.0", "WHO = 'tinydep from a wheel'\n")
-    files = {"report.py": DOCKER_REPORT, f"wheels/{wheel.name}": wheel.read_bytes()}
+    files: dict[str, str | bytes] = {"report.py": DOCKER_REPORT, f"wheels/{wheel.name}": wheel.read_bytes()}
     repo = users_repo(fleet, "nobody", {**files, "requirements.txt": f"./wheels/{wheel.name}\n"})
     script = {"repo": str(repo.remote), "commit": repo.head()}
 
