@@ -238,8 +238,8 @@ def build(ctx: Context, task_id: str, target: str, in_docker: bool, entry_point:
         # build runs the task's setup script and installs (setup.py, build backends: its code)
         # in this process's name, into a target it chose: as root, that would hand root out.
         raise UsageError(
-            f"--id {task_id}: task of {task.user}, who tasks run as (fleet.run_as_submitter), and build "
-            f"would run its setup script and installs as root; execute it instead (runs as {task.user})",
+            f"--id {task_id}: a task of {task.user}, whose tasks run as {task.user} (fleet.run_as_submitter); "
+            f"build would run its setup script and installs as root: use fleetctl execute (runs it as {task.user})",
             field="id",
         )
     if in_docker:

@@ -26,6 +26,12 @@ this task built one of its own.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
 
+A task of another user (``fleet.run_as_submitter``, :mod:`fleet.worker.runas`):
+this process starts as root, reads its hand-over, opens its launch record and
+makes the user's folders (:mod:`fleet.worker.userarea`), then gives up root
+for good before the first step: every step above, and the task, run as the
+user, in the user's own folders and caches (:func:`give_up_root`).
+
 How it went reaches the worker as a typed record (:mod:`fleet.worker.launch_outcome`:
 the phase reached, and for a failure its kind, e.g. no disk space for the
 environment), written just before the ``exec`` or the exit; the worker acts

@@ -213,14 +213,15 @@ class StepAsUserFailed(FleetError):
 def call_as(who: RunAs, step: Callable[[], Any]) -> Any:
     """``step()`` run in a child process that has become ``who``; its result (JSON)
     comes back.  The child shares this process's output (the task log) and its
-    process group (an abort ends it too).  ``StepAsUserFailed`` with the
+    process group (an abort ends it too), and no other descriptor.  ``StepAsUserFailed`` with the
     step's message when it raises or the child dies."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 0
         try:
-            os.close(read_fd)
+            os.closerange(3, write_fd)  # nothing of root's (the docker socket's connection) goes along
+            os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
             who.become()

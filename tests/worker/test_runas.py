@@ -153,6 +153,12 @@ def test_a_git_task_with_requirements_runs_as_its_submitter_in_caches_of_theirs(
     assert as_user(second_user, "ls", str(area / "venvs-cache")).returncode != 0
     assert as_user(second_user, "touch", str(area / "planted")).returncode != 0
 
+    # fleetctl build would run nobody's setup script and installs as root: refused; execute runs as nobody
+    built = fleet.cli("build", "--id", first, "--target", str(fleet.root / "built"))
+    assert built.returncode == 2 and "use fleetctl execute" in built.stderr and not (fleet.root / "built").exists()
+    ran = fleet.cli("execute", "--id", first, "--clone")
+    assert ran.returncode == 0 and f"uid {NOBODY}\n" in ran.stdout, ran.stdout + ran.stderr
+
     # nobody again: the environment is reused
     again, lines = finish(fleet, submit_as(fleet, "nobody", ["python", "report.py"], script=script))
     assert again["status"] == "completed" and again["env_cached"] is True, lines

@@ -130,6 +130,17 @@ def test_a_step_runs_in_a_child_that_has_become_the_user(tmp_path: Path) -> None
     assert call_as(who, ids) == [NOBODY, NOBODY, who.gid, *who.groups]
     assert os.getuid() == 0  # this process is as it was
 
+    with open(tmp_path / "roots", "w") as held:  # a descriptor of root's (the docker socket's, say)
+
+        def sees_it() -> bool:
+            try:
+                os.fstat(held.fileno())
+            except OSError:
+                return False
+            return True
+
+        assert call_as(who, sees_it) is False
+
     def fails() -> None:
         raise ValueError("the step's own words")
 

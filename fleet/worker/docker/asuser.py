@@ -46,7 +46,8 @@ def checkout(area: UserArea, config: Config, task: Task, out: Log) -> tuple[Path
     who = area.who
 
     def step() -> list[str | None]:
-        root, folder = Preparer(area.home, for_user(config), out).code(task, dest)
+        preparer = Preparer(area.home, for_user(config), out, who.env(dict(os.environ)))
+        root, folder = preparer.code(task, dest)
         if root is None:
             folder = mountable(folder, who)
         return [None if root is None else str(root), str(folder)]

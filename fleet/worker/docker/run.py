@@ -30,6 +30,9 @@ Decisions:
 * GPUs: a ``DeviceRequest`` for exactly the task's GPUs plus
   ``NVIDIA_VISIBLE_DEVICES``; an engine without the NVIDIA runtime refuses
   the request and the task fails with that reason.
+* A task of another user (``fleet.run_as_submitter``): this launcher stays
+  root, the checkout and every container run as the user
+  (:mod:`fleet.worker.docker.asuser`).
 * How it went reaches the worker as a typed record
   (:mod:`fleet.worker.launch_outcome`), as from ``fleet.worker.prepare``: the phase
   reached and, for a failure, its kind.  No disk space for the task's
