@@ -134,10 +134,11 @@ def test_a_git_task_with_requirements_runs_as_its_submitter_in_caches_of_theirs(
     # nobody's task: the checkout, the environment and the task are nobody's
     repo = repos["nobody"]
     script = {"repo": str(repo.remote), "commit": repo.head()}
-    first = submit_as(fleet, "nobody", ["python", "report.py"], script=script)
+    first = submit_as(fleet, "nobody", ["python", "report.py"], script=script, setup_script="echo setup-uid $(id -u)")
     task, lines = finish(fleet, first)
     assert task["status"] == "completed", (task["status_reason"], lines)
     area = fleet.home / "users" / f"u{NOBODY}"
+    assert said(lines, "setup-uid") == str(NOBODY)
     assert said(lines, "uid") == str(NOBODY)
     assert said(lines, "venv-owner") == str(NOBODY)
     assert said(lines, "code-owner") == str(NOBODY)
@@ -205,8 +206,8 @@ def test_a_docker_task_runs_as_its_submitter(shared: Fleet, client: Any) -> None
     from tests.dockerimage import IMAGE, make_wheel
 
     fleet = shared
-    configure(fleet, 'extra_docker_arguments: ["--network=none"]')
-    fleet.up("--cpu-only", "--queue", "q", "--create-queue", "--docker", IMAGE)
+    configure(fleet, f'extra_docker_arguments: ["--network=none"], default_docker {{ image: "{IMAGE}" }}')
+    fleet.up("--cpu-only", "--queue", "q", "--create-queue", "--docker")
     wheel = make_wheel(fleet.root / "wheels", "tinydep", "1.0", "WHO = 'tinydep from a wheel'\n")
     files: dict[str, str | bytes] = {"report.py": DOCKER_REPORT, f"wheels/{wheel.name}": wheel.read_bytes()}
     repo = users_repo(fleet, "nobody", {**files, "requirements.txt": f"./wheels/{wheel.name}\n"})
@@ -225,6 +226,9 @@ def test_a_docker_task_runs_as_its_submitter(shared: Fleet, client: Any) -> None
     assert owner_and_mode(area / "docker" / task["id"]) == (NOBODY, 0o700)  # the checkout, made by nobody
     assert (area / "docker" / task["id"] / "written-by-the-task").read_text() == "tinydep from a wheel"
     assert not client.containers.list(all=True, filters={"label": f"fleet.task={task['id']}"})
+    # fleetctl execute --docker, as root, decides the same way
+    ran = fleet.cli("execute", "--id", task["id"], "--clone", "--docker", timeout=300)
+    assert ran.returncode == 0 and f"uid {NOBODY} {nogroup}\n" in ran.stdout, ran.stdout + ran.stderr
 
     # a folder nobody names is mounted only where nobody cannot swap it for another (a link to a
     # folder nobody cannot reach would be mounted instead): /tmp yes (/ is root's), not one of nobody's
