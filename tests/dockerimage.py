@@ -27,9 +27,9 @@ from typing import Any
 import docker
 import pytest
 
-BASE = "fleet-test-base:2"
-IMAGE = "fleet-test-python:2"
-EXTRA_IMAGE = "fleet-test-python-extra:2"  # IMAGE plus uv and a package installed system-wide
+BASE = "fleet-test-base:3"
+IMAGE = "fleet-test-python:3"
+EXTRA_IMAGE = "fleet-test-python-extra:3"  # IMAGE plus uv and a package installed system-wide
 PYTHON = "/usr/bin/python3.11"
 WHEELS = "/usr/share/python-wheels"  # Debian's ensurepip takes pip from here
 
@@ -64,6 +64,13 @@ def _rootfs_tar() -> bytes:
         files = {PYTHON: PYTHON, shell: "/bin/sh"}
         for lib in {*_libraries(PYTHON), *_libraries(shell)}:
             files[lib] = lib
+        # every folder above them, 0755 as in any image (left implicit, they come out 0600, and
+        # a container run as another user than root cannot start: tests/worker/test_runas.py)
+        above = {p for dest in [*files.values(), "/usr/lib/python3.11", WHEELS] for p in Path(dest).parents}
+        for folder in sorted(str(p).lstrip("/") for p in above if str(p) != "/"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
         for src, dest in files.items():
             tar.add(os.path.realpath(src), arcname=dest.lstrip("/"))
         tar.add("/usr/lib/python3.11", arcname="usr/lib/python3.11", filter=no_tests)

@@ -51,6 +51,7 @@ from fleet.worker.admission import record_gpu_uuids
 from fleet.worker.docker.scripts import ENTRY_POINTS
 from fleet.worker.envs import Log
 from fleet.worker.prepare import PrepareError, Preparer
+from fleet.worker.runas import switches_user
 from fleet.worker.runner import CHECK_S, RunnerProfile, TaskRunner
 from fleet.worker.taskenv import task_environment
 
@@ -233,6 +234,14 @@ def build(ctx: Context, task_id: str, target: str, in_docker: bool, entry_point:
     store = open_store(home, config.fleet.store.url)
     task = store.get_task(task_id)
     store.close()
+    if switches_user(config, task.user):
+        # build runs the task's setup script and installs (setup.py, build backends: its code)
+        # in this process's name, into a target it chose: as root, that would hand root out.
+        raise UsageError(
+            f"--id {task_id}: a task of {task.user}, whose tasks run as {task.user} (fleet.run_as_submitter); "
+            f"build would run its setup script and installs as root: use fleetctl execute (runs it as {task.user})",
+            field="id",
+        )
     if in_docker:
         _build_image(home, config, task, target, entry_point)
         return

@@ -79,6 +79,9 @@ class FleetSection:
     cgroups: bool = True  # each task in its own cgroup v2 where fleet may create one (fleet.contain)
     # With a manager running as root: a task runs as the OS user who submitted it.
     run_as_submitter: bool = False
+    # Where such a task's folders and caches live, one root-made folder per user
+    # (fleet.worker.userarea); "" = FLEET_HOME/users.  Every submitter must be able to reach it.
+    users_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ and is the process-group leader in the same way.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -49,7 +48,9 @@ class Launch:
     cwd: str
     env: dict[str, str]
     kind: LaunchKind = LaunchKind.PLAIN  # decided here, once: the runner reads it, never the argv
-    run_as: RunAs | None = None  # fleet.run_as_submitter: whom the task runs as
+    # fleet.run_as_submitter: whom the process is started as (a plain task).  A prepared or
+    # docker launcher starts as this process's user and gives up root itself (fleet.worker.runas).
+    run_as: RunAs | None = None
 
 
 def plan_launch(
@@ -66,12 +67,7 @@ def plan_launch(
     env.update([Attempt(home.root, task.id, task.attempt).marker])  # how its processes are found (fleet.core.contain)
     docker = worker.options.docker
     who = run_as(config, task.user) if config is not None else None
-    if who is not None:
-        if docker is not None or needs_preparation(task):
-            what = "in docker" if docker is not None else "with code or an environment to prepare"
-            raise PermissionError(
-                errno.EPERM, f"fleet.run_as_submitter: a task of {task.user} cannot yet run {what} as {task.user}"
-            )
+    if who is not None and docker is None and not needs_preparation(task):
         if not os.path.isdir(task.script.working_dir):
             raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
         return Launch(list(task.script.command), task.script.working_dir, who.env(env), run_as=who)
@@ -89,6 +85,8 @@ def plan_launch(
         raise FileNotFoundError(2, f"working directory {task.script.working_dir} does not exist")
     if not needs_preparation(task):
         return Launch(list(task.script.command), task.script.working_dir, env)
+    if who is not None:  # the preparing step gives up root itself, once it has read its hand-over
+        env = who.env(env)
     argv = [sys.executable, "-m", "fleet.worker.prepare", "--home", str(home.root), "--task", task.id]
     if config is not None:  # the task and config in hand: the preparing step need not load them (prepare_spec)
         spec = spec_path(home.root, task.id, task.attempt)

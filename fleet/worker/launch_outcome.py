@@ -187,6 +187,35 @@ def write_outcome(path: Path, outcome: LaunchOutcome) -> None:
             pass
 
 
+class Report:
+    """Where a launcher leaves its record: written with a rename (:func:`write_outcome`),
+    or, once :meth:`hold` has opened it, in place through that descriptor.
+
+    A launcher that gives up root (a task of another user: :mod:`fleet.worker.runas`)
+    opens its record first, in the owner-only work folder it could not reach
+    afterwards; the descriptor is close-on-exec, so the task never gets it.  An
+    empty or half-written file reads as no record, as a missing one does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def hold(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+    def write(self, outcome: LaunchOutcome) -> None:
+        """Best effort, as :func:`write_outcome`."""
+        if self.fd is None:
+            write_outcome(self.path, outcome)
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, outcome.encode(), 0)
+        except OSError:
+            pass
+
+
 def read_outcome(path: Path) -> LaunchOutcome | None:
     """The record at ``path``; None when there is none or it is not one."""
     try:

@@ -26,6 +26,12 @@ this task built one of its own.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
 
+A task of another user (``fleet.run_as_submitter``, :mod:`fleet.worker.runas`):
+this process starts as root, reads its hand-over, opens its launch record and
+makes the user's folders (:mod:`fleet.worker.userarea`), then gives up root
+for good before the first step: every step above, and the task, run as the
+user, in the user's own folders and caches (:func:`give_up_root`).
+
 How it went reaches the worker as a typed record (:mod:`fleet.worker.launch_outcome`:
 the phase reached, and for a failure its kind, e.g. no disk space for the
 environment), written just before the ``exec`` or the exit; the worker acts
@@ -34,6 +40,7 @@ on the kind, never on this process's exit code or its output.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -61,10 +68,12 @@ from fleet.worker.launch_outcome import (
     LaunchedEnvironment,
     LaunchOutcome,
     Phase,
+    Report,
     outcome_path,
-    write_outcome,
 )
 from fleet.worker.prepare_spec import read_spec
+from fleet.worker.runas import RunAs, run_as
+from fleet.worker.userarea import ensure_area, for_user
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +142,10 @@ class Preparer:
         self.env = dict(os.environ if env is None else env)
         self.phase = Phase.CODE  # the step under way, for the launch record
         self.linked = False  # a worktree of the vcs cache's mirror (fleet.worker.code): the worker's own tasks
+        # One-off builds held by a lock for as long as the task runs, and pruned by it, not by the
+        # store (a task of another user: it cannot open the store; see hold_build).
+        self.hold_builds = False
+        self.build_lock: int | None = None
 
     # -- steps -------------------------------------------------------------------
     def code(self, task: Task, dest: Path) -> tuple[Path | None, Path]:
@@ -146,7 +159,7 @@ class Preparer:
         agent = self.config.agent
         cache = VcsCache.from_config(agent, self.home) if agent.vcs_cache.enabled else None
         git_env = tool_environment(self.env, task.env, agent.enable_task_env)
-        if dest.exists():  # an earlier attempt's checkout
+        if dest.exists() and any(dest.iterdir()):  # an earlier attempt's (an empty folder made for it stays)
             shutil.rmtree(dest)
         try:
             folder = Path(checkout(script, dest, agent, self.out.note, cache=cache, env=git_env, linked=self.linked))
@@ -182,6 +195,11 @@ class Preparer:
         finder = PythonFinder(self.home.root / "cache" / "pythons.json", self.env)
         wanted = task.requirements.python_version
         python = finder.find(wanted, agent.python_binary, self.out.note)
+        if not os.access(python.executable, os.X_OK):  # a task of another user, fleet's Python under /root
+            raise EnvBuildError(
+                f"Python {python.executable} cannot be run by this task's user (uid {os.getuid()}): "
+                "set agent.python_binary to an interpreter every submitter can run"
+            )
         settings = build_settings(self.home, self.config, self.env, task.env)
 
         def build(path: Path) -> dict[str, Any]:
@@ -220,6 +238,8 @@ class Preparer:
         elif not requirements.cacheable:
             self.out.note("requirements name local paths; building an environment for this task only")
         path = builds_dir(self.home, agent) / task.id
+        if self.hold_builds:
+            self.build_lock = hold_build(path.parent, task.id)
         check_space(path.parent, agent.venvs_cache.free_space_threshold_gb)
         shutil.rmtree(path, ignore_errors=True)
         info = build(path)
@@ -297,6 +317,64 @@ def prune_one_off_builds(folder: Path, home: Home, current: str, store_url: str 
         store.close()
 
 
+def hold_build(folder: Path, task_id: str) -> int:
+    """Hold ``<folder>/.locks/<task id>`` shared (before the build: a build under
+    way is never pruned); the descriptor is kept across ``exec``, so the lock is
+    held for as long as the task runs."""
+    locks = folder / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / task_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def prune_unheld_builds(folder: Path, current: str) -> None:
+    """Remove the one-off environments whose lock nobody holds (their tasks ended):
+    :func:`prune_one_off_builds` without the store, for a task that runs as its submitter."""
+    locks = folder / ".locks"
+    for entry in folder.iterdir():
+        if entry.name == current or not TASK_DIR.fullmatch(entry.name):
+            continue
+        fd = os.open(locks / entry.name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            (locks / entry.name).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def preload() -> None:
+    """Import now what preparation may import later: once it has given up root,
+    fleet's own files may be out of its reach (a virtualenv under ``/root``)."""
+    import importlib
+
+    import fleet.core.procs  # noqa: F401  (psutil: a failed setup script's exit)
+    from fleet.worker.envs.uv import uv_binary
+
+    for name in ("tomllib", "tomli"):  # a pyproject.toml's requirements (tomli before Python 3.11)
+        try:
+            importlib.import_module(name)
+            break
+        except ImportError:
+            continue
+
+    uv_binary()  # the uv package and what it reads to find its binary
+
+
+def give_up_root(home: Home, config: Config, who: RunAs) -> tuple[Home, Config]:
+    """Become ``who`` for good (see :mod:`fleet.worker.runas`): their folders made
+    first, as root; return their home and the config for their tasks."""
+    area = ensure_area(home, config, who)
+    preload()
+    who.become()
+    os.chdir(area.root)
+    return area.home, for_user(config)
+
+
 def launched(environment: Environment | None) -> LaunchedEnvironment | None:
     """What the runner records on the task (env_cached, the frozen packages)."""
     if environment is None:
@@ -349,25 +427,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Log(lambda text: print(text, flush=True))
     home = Home(Path(args["home"]))
-    report: Path | None = None  # the launch record's file, once the attempt is known
+    report: Report | None = None  # the launch record, once the attempt is known
     preparer: Preparer | None = None
 
     def failed(message: str, exc: BaseException | None = None, failure: Failure | None = None) -> int:
         print(message, flush=True)
         if report is not None:
             phase = preparer.phase if preparer is not None else Phase.START
-            write_outcome(report, LaunchOutcome.failed(phase, message, exc, failure))
+            report.write(LaunchOutcome.failed(phase, message, exc, failure))
         return EXIT_PREPARE_FAILED
 
     try:
         task, config = load(home, args.get("spec"), args.get("config"), args["task"])
-        report = outcome_path(home.root, task.id, task.attempt)
+        report = Report(outcome_path(home.root, task.id, task.attempt))
+        who = run_as(config, task.user)
+        if who is not None:  # a task of another user: nothing of it runs as root
+            report.hold()
+            home, config = give_up_root(home, config, who)
         preparer = Preparer(home, config, out)
         preparer.linked = True  # the folder is used here only (docker mounts its own clone)
+        preparer.hold_builds = who is not None
         prepared = preparer.prepare(task)
         environment = prepared.environment
         if environment is not None and environment.lease is None:  # a one-off build: clear older ones
-            prune_one_off_builds(builds_dir(home, config.agent), home, task.id, config.fleet.store.url)
+            if who is None:
+                prune_one_off_builds(builds_dir(home, config.agent), home, task.id, config.fleet.store.url)
+            else:
+                prune_unheld_builds(builds_dir(home, config.agent), task.id)
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
         return failed(exc.message, failure=Failure.NO_SPACE)
@@ -377,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         return failed(f"preparation failed: {exc}", exc)
     if environment is not None and environment.lease is not None:
         environment.lease.keep_across_exec()
-    write_outcome(report, LaunchOutcome(Phase.TASK, True, environment=launched(environment)))
+    if preparer.build_lock is not None:
+        os.set_inheritable(preparer.build_lock, True)
+    report.write(LaunchOutcome(Phase.TASK, True, environment=launched(environment)))
     try:
         os.chdir(prepared.cwd)
         os.umask(TASK_UMASK)  # the task's, not fleet's owner-only one
@@ -385,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         message = f"could not start {prepared.argv[0]}: {exc.strerror or exc}"
         print(message, flush=True)
-        write_outcome(report, LaunchOutcome.failed(Phase.TASK, message, exc))
+        report.write(LaunchOutcome.failed(Phase.TASK, message, exc))
         return EXIT_CANNOT_EXEC
 
 

@@ -16,8 +16,8 @@ Decisions:
   it has read it.
 * The config travels as plain JSON and is validated again on the way in by
   the same code that validates the file (:func:`fleet.core.config.config_from_plain`).
-* The task travels as the fields preparation reads (its script, requirements,
-  environment, docker settings); the rest of :class:`~fleet.core.models.Task`
+* The task travels as the fields preparation reads (its user, script,
+  requirements, environment, docker settings); the rest of :class:`~fleet.core.models.Task`
   is filled with neutral values, since nothing on this path reads it.
 * Only the standard library and the models/config modules: this is on the
   launch path of every prepared task.
@@ -59,6 +59,7 @@ def write_spec(path: Path, task: Task, config: Config) -> None:
         "task": {
             "id": task.id,
             "attempt": task.attempt,
+            "user": task.user,  # whom it runs as, with fleet.run_as_submitter (fleet.worker.runas)
             "script": task.script.to_json(),
             "env": dict(task.env),
             "requirements": task.requirements.to_json(),
@@ -97,7 +98,7 @@ def read_spec(path: Path) -> tuple[Task, Config]:
         priority=0,
         script=Script.from_json(raw["script"]),
         env={str(k): str(v) for k, v in raw["env"].items()},
-        user="",
+        user=str(raw.get("user") or ""),
         created_at=0.0,
         attempt=int(raw["attempt"]),
         requirements=TaskRequirements.from_json(raw["requirements"] or {}),

@@ -24,6 +24,8 @@ from fleet.core.config import parse_config_string
 from fleet.core.home import Home
 from fleet.core.models import DockerMode, Script, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.worker.launch import plan_launch
+from fleet.worker.launch_outcome import LaunchKind
+from fleet.worker.prepare_spec import read_spec
 from tests.conftest import Fleet, fleet_at
 from tests.factories import running_task
 
@@ -194,9 +196,11 @@ def test_run_as_submitter_runs_a_group_members_task_as_that_user(shared: Fleet) 
     assert fleet.cli("wait", mine).returncode == 0
     assert log_lines(fleet, mine) == ["0"]
 
-    # what cannot yet run as its submitter is refused, never run as root
-    status, answer = _submit_over_socket(fleet, "nobody", ["true"], setup_script="echo hi")
-    assert status == 422 and answer["field"] == "setup_script"
+    # docker arguments that would give nobody's container more than nobody has are refused
+    docker = {"image": "img", "args": ["-e", "A=1", "-v", "/:/host"]}
+    status, answer = _submit_over_socket(fleet, "nobody", ["true"], docker=docker)
+    assert status == 422 and answer["field"] == "docker"
+    assert "-v could give the container more than its user has on the host" in answer["error"]
     # a member changes only their own tasks
     status, answer = curl(
         "-X", "POST", f"http://fleet/api/v1/tasks/{mine}/abort", sock=fleet.home / "api.sock", user="nobody"
@@ -221,19 +225,23 @@ def test_an_unknown_group_is_a_config_error(fleet: Fleet) -> None:
     assert result.returncode == 2 and "no-such-group-here" in result.stderr
 
 
-def test_a_task_that_cannot_run_as_its_submitter_never_runs_as_root(tmp_path: Path) -> None:
-    """The worker's side: a docker-mode worker (or a task with code to prepare)
-    refuses a task of another user under run_as_submitter; plain ones switch."""
+def test_a_task_of_another_user_is_launched_to_run_as_that_user(tmp_path: Path) -> None:
+    """The worker's side: a plain task is started as its submitter; a prepared or
+    docker one by a launcher that gives up root itself, told whom to become by the
+    task (its user travels in the hand-over file), with the user's HOME."""
     home = Home(tmp_path / "home")
     config = parse_config_string("fleet { run_as_submitter: true }", tmp_path / "fleet.conf")
     plain = running_task(Script(["id", "-u"], str(tmp_path)), user="nobody")
     here = Worker("h:gpu0", "h", WorkerMode.STATIC, [0], ["q"], False, WorkerState.BUSY, "", 0.0)
     docker = dataclasses.replace(here, options=WorkerOptions(docker=DockerMode("img")))
-    with pytest.raises(PermissionError, match="cannot yet run in docker as nobody"):
-        plan_launch(plain, docker, {}, home=home, config=config)
+    launch = plan_launch(plain, docker, {}, home=home, config=config)
+    assert launch.kind == LaunchKind.DOCKER and launch.run_as is None
     prepared = running_task(Script(["python3", "x.py"], str(tmp_path), setup_script="echo hi"), user="nobody")
-    with pytest.raises(PermissionError, match="code or an environment to prepare"):
-        plan_launch(prepared, here, {}, home=home, config=config)
+    launch = plan_launch(prepared, here, {"HOME": "/root"}, home=home, config=config)
+    assert launch.kind == LaunchKind.PREPARED and launch.run_as is None
+    assert launch.env["HOME"] == pwd.getpwnam("nobody").pw_dir and launch.env["USER"] == "nobody"
+    spec = Path(launch.argv[launch.argv.index("--spec") + 1])
+    assert read_spec(spec)[0].user == "nobody"
     launch = plan_launch(plain, here, {"HOME": "/root"}, home=home, config=config)
     assert launch.run_as is not None and launch.run_as.uid == NOBODY and launch.env["HOME"] != "/root"
     assert plan_launch(running_task(plain.script, user="root"), here, {}, config=config).run_as is None

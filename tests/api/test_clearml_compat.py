@@ -42,10 +42,10 @@ DOC_LINES = [
     ("fleetctl daemon --dynamic-gpus --queue dual_gpus=2 single_gpu=1", "nvml"),
     ("fleetctl daemon --dynamic-gpus --gpus 0-7 --queue quad_gpu=4 dual_gpu=2", ""),
     ("fleetctl daemon --dynamic-gpus --gpus 0-7 --queue dual=2 opportunistic=1-4", ""),
-    ("fleetctl daemon --queue default --docker fleet-test-python:2", "docker"),
+    ("fleetctl daemon --queue default --docker fleet-test-python:3", "docker"),
     ("fleetctl daemon --queue default --docker --force-current-version", "docker"),
     (
-        "fleetctl daemon --services-mode --queue services --create-queue --docker fleet-test-python:2 --cpu-only",
+        "fleetctl daemon --services-mode --queue services --create-queue --docker fleet-test-python:3 --cpu-only",
         "docker",
     ),
 ]
@@ -101,7 +101,7 @@ def test_each_documented_daemon_line_starts_a_worker_and_its_stop_line_stops_exa
         request.getfixturevalue("engine")
         (fleet.root / "fleet.conf").write_text(
             CONFIG
-            + 'agent { default_docker { image: "fleet-test-python:2" }, extra_docker_arguments: ["--network=none"] }'
+            + 'agent { default_docker { image: "fleet-test-python:3" }, extra_docker_arguments: ["--network=none"] }'
         )
     if needs == "nvml":
         _nvml_stand_in(fleet, 8)
@@ -119,7 +119,7 @@ def test_each_documented_daemon_line_starts_a_worker_and_its_stop_line_stops_exa
     elif "=" in line:
         assert after[new]["mode"] == "dynamic" and new == f"{HOST}:dgpu"
     if "--docker" in line:
-        assert after[new]["docker"]["image"] == ("" if "--force-current-version" in line else "fleet-test-python:2")
+        assert after[new]["docker"]["image"] == ("" if "--force-current-version" in line else "fleet-test-python:3")
     if "--force-current-version" in line:
         assert "changes nothing here" in result.stdout + result.stderr
     stopped = _shell(fleet, line.replace(" &", "") + " --stop")
@@ -303,7 +303,7 @@ def test_a_daemon_docker_workers_arguments_reach_its_containers(fleet: Fleet, en
         "import os, socket\n"
         "print('seen', socket.gethostname(), os.environ['FROM_WORKER'], os.environ['CUDA_VERSION'])\n"
     )
-    line = 'fleetctl daemon --queue dq --create-queue --cpu-only --docker fleet-test-python:2 "--hostname fleetbox -e FROM_WORKER=yes --cap-add SYS_PTRACE"'
+    line = 'fleetctl daemon --queue dq --create-queue --cpu-only --docker fleet-test-python:3 "--hostname fleetbox -e FROM_WORKER=yes --cap-add SYS_PTRACE"'
     result = _shell(fleet, line.replace("daemon", "daemon --port 0", 1))
     assert result.returncode == 0, result.stderr
     task = fleet.submit("dq", "python3", "main.py", cwd=code)

@@ -30,6 +30,9 @@ Decisions:
 * GPUs: a ``DeviceRequest`` for exactly the task's GPUs plus
   ``NVIDIA_VISIBLE_DEVICES``; an engine without the NVIDIA runtime refuses
   the request and the task fails with that reason.
+* A task of another user (``fleet.run_as_submitter``): this launcher stays
+  root, the checkout and every container run as the user
+  (:mod:`fleet.worker.docker.asuser`).
 * How it went reaches the worker as a typed record
   (:mod:`fleet.worker.launch_outcome`), as from ``fleet.worker.prepare``: the phase
   reached and, for a failure, its kind.  No disk space for the task's
@@ -61,6 +64,7 @@ from fleet.core.home import Home
 from fleet.core.models import Task
 from fleet.core.secrets import secret_values
 from fleet.store import open_store
+from fleet.worker.docker import asuser
 from fleet.worker.docker.args import (
     LABEL_HOME,
     LABEL_HOST,
@@ -81,7 +85,9 @@ from fleet.worker.envs.settings import downloads_dir
 from fleet.worker.launch import WORKER_DOCKER_ARGS, cuda_environment
 from fleet.worker.launch_outcome import Failure, LaunchOutcome, Phase, outcome_path, write_outcome
 from fleet.worker.prepare import NoSpaceForEnvironment, PrepareError, Preparer
+from fleet.worker.runas import run_as, unsafe_docker_argument
 from fleet.worker.taskenv import device_environment
+from fleet.worker.userarea import UserArea, ensure_area
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +110,10 @@ def build_spec(
     run_dir: Path,
     rand: str | None = None,
     worker_args: Sequence[str] = (),
+    area: UserArea | None = None,
 ) -> ContainerSpec:
-    """The container for ``task``; ``mounts`` are host folders bound at the same path (the code)."""
+    """The container for ``task``; ``mounts`` are host folders bound at the same path (the code).
+    ``area``: the task runs as its submitter, whose folders these are (:mod:`.asuser`)."""
     agent = config.agent
     image, args = choose_image(
         task.docker, worker_image, agent.default_docker.image, agent.default_docker.arguments, worker_args
@@ -117,7 +125,7 @@ def build_spec(
     env.update({"FLEET_TASK_ID": task.id, "FLEET_WORKER_ID": worker_id, "PYTHONUNBUFFERED": "1"})
     volumes: dict[str, dict[str, str]] = {str(p): {"bind": str(p), "mode": "rw"} for p in mounts}
     volumes[str(run_dir)] = {"bind": RUN_DIR, "mode": "ro"}
-    volumes.update(cache_volumes(home, config))
+    volumes.update(cache_volumes(home, config) if area is None else asuser.cache_volumes(area, config))
     volumes.update(opts.volumes)
     labels = {
         **opts.labels,
@@ -127,7 +135,7 @@ def build_spec(
         LABEL_HOME: str(home.root),
         LABEL_PID: str(os.getpid()),
     }
-    return ContainerSpec(
+    spec = ContainerSpec(
         image=image,
         command=["sh", f"{RUN_DIR}/entry.sh", "run", *task.script.command],
         name=opts.name or container_name(agent.docker_container_name_format, task.id, worker_id, rand),
@@ -142,6 +150,7 @@ def build_spec(
         options=opts.options,
         shown_args=opts.shown,
     )
+    return spec if area is None else asuser.as_user(spec, area)
 
 
 def cache_volumes(home: Home, config: Config) -> dict[str, dict[str, str]]:
@@ -194,10 +203,13 @@ def run_task(
     if removed:
         say(f"removed {len(removed)} orphan container(s): {', '.join(removed)}")
     out = Log(lambda text: print(text, flush=True))
-    preparer = Preparer(home, config, out)
+    area = user_area(home, config, task)
     progress.phase = Phase.CODE
     try:
-        root, folder = preparer.code(task, home.work / task.id)
+        if area is None:
+            root, folder = Preparer(home, config, out).code(task, home.work / task.id)
+        else:
+            root, folder = asuser.checkout(area, config, task, out)
     except PrepareError as exc:
         raise DockerRunError(exc.message) from None
     run_dir = home.work / f"{task.id}.docker"
@@ -205,7 +217,16 @@ def run_task(
     write_run_dir(run_dir, task, config, requirements)
     worker_args = json.loads(os.environ.get(WORKER_DOCKER_ARGS) or "[]")
     spec = build_spec(
-        task, worker_id, worker_image, config, home, folder, [root or folder], run_dir, worker_args=worker_args
+        task,
+        worker_id,
+        worker_image,
+        config,
+        home,
+        folder,
+        [root or folder],
+        run_dir,
+        worker_args=worker_args,
+        area=area,
     )
     hide = agent.hide_docker_command_env_vars
     secrets = secret_values(
@@ -230,7 +251,9 @@ def run_task(
 
             image_id = str(client.images.get(spec.image).id)
             try:
-                environment = docker_environment(home, config, task.id, image_id, requirements, run_dir, spec, run)
+                environment = docker_environment(
+                    home, config, task.id, image_id, requirements, run_dir, spec, run, area=area
+                )
             except EnvironmentBuildFailed as exc:
                 raise DockerRunError(str(exc)) from None
             record_environment(home, config, task.id, environment)
@@ -241,6 +264,18 @@ def run_task(
         if environment is not None:
             environment.release()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def user_area(home: Home, config: Config, task: Task) -> UserArea | None:
+    """The submitter's folders when the task runs as its submitter (:mod:`.asuser`), after
+    a last look at its own docker arguments (refused at submit already); else None."""
+    who = run_as(config, task.user)
+    if who is None:
+        return None
+    why = unsafe_docker_argument(task.docker.args if task.docker is not None else ())
+    if why is not None:
+        raise DockerRunError(f"docker mode: a task of {who.user} runs as {who.user}, and {why}")
+    return ensure_area(home, config, who)
 
 
 def with_environment(spec: ContainerSpec, venv: Path) -> ContainerSpec:

@@ -146,6 +146,8 @@ def write_run_dir(run_dir: Path, task: Task, config: Config, requirements: Requi
         (run_dir / "setup.sh").write_text(setup if setup.endswith("\n") else setup + "\n")
     if requirements is not None:
         (run_dir / "requirements.txt").write_text("\n".join(requirements.lines) + "\n")
+    for path in run_dir.iterdir():  # mounted read-only: readable by whoever the container runs as
+        path.chmod(0o644)
     run_dir.chmod(0o755)
 
 

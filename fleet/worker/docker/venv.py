@@ -54,6 +54,7 @@ from fleet.worker.envs.builder import Log, Requirements
 from fleet.worker.envs.cache import Lease, VenvCache, cache_key, stamp_info
 from fleet.worker.envs.settings import builds_dir, cache_root
 from fleet.worker.prepare import check_space
+from fleet.worker.userarea import UserArea, hand_over, read_user_file
 
 
 class EnvironmentBuildFailed(Exception):
@@ -103,7 +104,7 @@ def builder_spec(task_spec: ContainerSpec, target: Path, build_env: Path) -> Con
 
 def _frozen(path: Path) -> list[str]:
     try:
-        text = (path / FROZEN).read_text(errors="replace")
+        text = read_user_file(path / FROZEN)
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()]
@@ -112,7 +113,7 @@ def _frozen(path: Path) -> list[str]:
 def _python_version(path: Path) -> str:
     """The venv's Python version, from its ``pyvenv.cfg``."""
     try:
-        for line in (path / "pyvenv.cfg").read_text(errors="replace").splitlines():
+        for line in read_user_file(path / "pyvenv.cfg").splitlines():
             key, _, value = line.partition("=")
             if key.strip() in ("version", "version_info"):
                 return value.strip()
@@ -130,16 +131,26 @@ def docker_environment(
     run_dir: Path,
     task_spec: ContainerSpec,
     run: Callable[[ContainerSpec], int],
+    area: UserArea | None = None,
 ) -> DockerEnvironment:
-    """Reuse or build the environment; ``run(spec)`` runs a container and returns its exit code."""
+    """Reuse or build the environment; ``run(spec)`` runs a container and returns its exit code.
+
+    ``area``: the task runs as its submitter (:mod:`fleet.worker.docker.asuser`): the cache is
+    that user's (``docker/venvs`` of their area, its locks and markers root's), each environment
+    a folder root makes and hands to the user, whose build container fills it; root reads
+    what the build wrote there without following links (:func:`read_user_file`)."""
     agent = config.agent
 
     def build(path: Path) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir(exist_ok=True)
+        if area is not None:
+            hand_over(path, area.who)
         say(f"building the environment ({len(requirements.lines)} requirement(s)) in a container of {image_id[:19]}")
         build_env = run_dir.parent / f"{task_id}.build.env"
         write_build_env(build_env, config)
+        if area is not None:  # the build container runs as the user: it must read it
+            os.chown(build_env, area.who.uid, area.who.gid)
         try:
             code = run(builder_spec(task_spec, path, build_env))
         finally:
@@ -148,12 +159,13 @@ def docker_environment(
             shutil.rmtree(path, ignore_errors=True)
             raise EnvironmentBuildFailed(f"docker mode: building the task's environment failed (exit code {code})")
         try:
-            manager = (path / MANAGER).read_text().strip() or "pip"
+            manager = read_user_file(path / MANAGER, 64).strip() or "pip"
         except OSError:
             manager = "pip"
         return stamp_info(frozen=_frozen(path), manager=manager, python=_python_version(path), image=image_id)
 
-    cache = VenvCache(cache_root(home, agent), agent.venvs_cache.max_entries, agent.venvs_cache.free_space_threshold_gb)
+    root = cache_root(home, agent) if area is None else area.docker_venvs
+    cache = VenvCache(root, agent.venvs_cache.max_entries, agent.venvs_cache.free_space_threshold_gb)
     if cache.enabled and requirements.cacheable:
         material = {
             "kind": "docker",
@@ -161,7 +173,7 @@ def docker_environment(
             "requirements": list(requirements.lines),
             "scripts": scripts_digest(run_dir),
             "settings": build_settings(config),
-            "owner": owner(),
+            "owner": owner() if area is None else f"{area.who.uid}:{area.who.gid}",
         }
         lease = cache.acquire(cache_key(material), build, Log(lambda text: print(text, flush=True)))
         if lease is not None:
@@ -173,7 +185,7 @@ def docker_environment(
         check_space(cache.root, agent.venvs_cache.free_space_threshold_gb)  # a miss and no room even after evicting
     elif not requirements.cacheable:
         say("requirements name local paths; building an environment for this task only")
-    path = builds_dir(home, agent) / task_id
+    path = builds_dir(home, agent) / task_id if area is None else area.docker / f"{task_id}.venv"
     check_space(path.parent, agent.venvs_cache.free_space_threshold_gb)
     shutil.rmtree(path, ignore_errors=True)
     info = build(path)
