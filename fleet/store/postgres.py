@@ -23,6 +23,7 @@ from fleet.store.postgres_notices import PostgresNotices
 from fleet.store.postgres_tasks import PostgresTasks
 from fleet.store.sqlite import SQLiteQueues
 from fleet.store.sqlite_gpus import SQLiteGpus
+from fleet.store.sqlite_hosts import SQLiteHosts
 from fleet.store.sqlite_logs import SQLiteLogs
 from fleet.store.sqlite_reservations import SQLiteReservations
 from fleet.store.sqlite_workers import SQLiteWorkers
@@ -36,6 +37,7 @@ class PostgresStore(
     SQLiteGpus,
     SQLiteReservations,
     SQLiteLogs,
+    SQLiteHosts,
     PostgresNotices,
     Store,
 ):

@@ -28,6 +28,7 @@ from fleet.store.rows import dumps, loads
 from fleet.store.sqlite_base import SQLiteBase
 from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_history import SQLiteHistory
+from fleet.store.sqlite_hosts import SQLiteHosts
 from fleet.store.sqlite_logs import SQLiteLogs
 from fleet.store.sqlite_reservations import SQLiteReservations
 from fleet.store.sqlite_tasks import SQLiteTasks
@@ -117,7 +118,15 @@ class SQLiteQueues(SQLiteBase):
 
 
 class SQLiteStore(
-    SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, SQLiteReservations, SQLiteLogs, Store
+    SQLiteQueues,
+    SQLiteTasks,
+    SQLiteWorkers,
+    SQLiteHistory,
+    SQLiteGpus,
+    SQLiteReservations,
+    SQLiteLogs,
+    SQLiteHosts,
+    Store,
 ):
     def __init__(self, path: Path) -> None:
         self.path = path

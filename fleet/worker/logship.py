@@ -134,6 +134,12 @@ class LogShipper:
         self._wake.set()
         return not thread.is_alive()
 
+    def abandon(self, why: str) -> None:
+        """Ship nothing more: the attempt was taken from this host (fenced), its
+        log in the store belongs to the attempt that runs now."""
+        self._give_up(why)
+        self._wake.set()
+
     def _run(self) -> None:
         while self.gave_up is None:
             closing = self._closing.is_set()  # read first: once set, the log's size is final

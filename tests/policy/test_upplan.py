@@ -82,3 +82,15 @@ def test_plan_up_worker_id_override() -> None:
     with pytest.raises(UsageError, match="invalid worker id") as info:
         plan_up(UpRequest(queues=["a"], gpus="0"), [], "h", FakeNvml(None), worker_id_override="bad/id")
     assert info.value.field == "agent.worker_id"
+
+
+def test_gpus_clash_only_on_one_machine_and_a_worker_name_only_names_the_id() -> None:
+    """A shared store holds other hosts' workers: their GPU 0 is not ours, their
+    ids are not taken over, and the row's host is the machine, not the name."""
+    other = live_worker("h:gpu0", [0], ["a"])  # host "h"
+    plan = plan_up(UpRequest(queues=["a"], gpus="0"), [other], "box", FakeNvml(4), machine="box")
+    assert [(w.id, w.host) for w in plan.new] == [("box:gpu0", "box")]
+    named = plan_up(UpRequest(queues=["b"], gpus="1"), [other], "trainer", FakeNvml(4), machine="box")
+    assert [(w.id, w.host) for w in named.new] == [("trainer:gpu1", "box")]
+    with pytest.raises(Conflict, match="worker h:gpu0 runs on host h; give this host another worker name"):
+        plan_up(UpRequest(queues=["a"], gpus="0"), [other], "h", FakeNvml(4), machine="box")
