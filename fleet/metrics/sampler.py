@@ -5,7 +5,9 @@ network rates) with psutil, every GPU through :mod:`fleet.core.nvml` (nothing
 without a driver), and the process group of every running task (CPU %, RSS,
 and GPU memory of its processes); it derives each worker's figures from its
 GPUs and tasks, writes one row per series, and once a minute rolls up and
-applies retention.  The last snapshot stays in memory for ``/metrics`` and
+applies retention.  On a store that many hosts share, a sampler reads its own
+host's workers and tasks only (``host`` = this manager's hostname): a pid is
+only meaningful on the host that started it, and each host writes its own rows.  The last snapshot stays in memory for ``/metrics`` and
 the page.  What a tick costs is measured and reported (:attr:`Sampler.cost`).
 """
 
@@ -152,9 +154,10 @@ class Sampler:
         if self.health is not None:
             self.health.check()
         gpus = tuple(self.nvml.sample())
-        running, _ = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=MAX_TASKS)
+        running, _ = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], host=self.hostname, limit=MAX_TASKS)
         tasks = self._tasks([t for t in running if t.pid], gpus, now)
-        workers = tuple(self._worker(w, gpus, tasks) for w in self.store.list_workers())
+        mine = [w for w in self.store.list_workers() if w.host == self.hostname]
+        workers = tuple(self._worker(w, gpus, tasks) for w in mine)
         return Snapshot(now, host, gpus, workers, tasks)
 
     def _host(self, now: float) -> HostSample:

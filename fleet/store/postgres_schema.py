@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from fleet.core.errors import StoreError
+from fleet.store.schema import SAMPLE_HOSTS
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,13 @@ def _metrics(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value {real})")
 
 
-MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics]
+def _sample_hosts(conn: psycopg.Connection[Any]) -> None:
+    """Every sample row carries its host (as SQLite's ``_sample_hosts``, the same statements)."""
+    for statement in SAMPLE_HOSTS:
+        conn.execute(statement.replace("host TEXT", 'host TEXT COLLATE "C"'))
+
+
+MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics, _sample_hosts]
 LATEST = len(MIGRATIONS)
 
 
