@@ -113,13 +113,25 @@ def _metrics(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value {real})")
 
 
+def _hosts(conn: psycopg.Connection[Any]) -> None:
+    """Hosts of a fleet and their leases (as SQLite's ``_hosts``); lease times
+    are the server's clock."""
+    conn.execute(
+        'CREATE TABLE hosts (name TEXT COLLATE "C" PRIMARY KEY, gpus TEXT, version TEXT, api_url TEXT, pid BIGINT,'
+        " started_at DOUBLE PRECISION NOT NULL, renewed_at DOUBLE PRECISION NOT NULL,"
+        " lease_seconds DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, epoch BIGINT NOT NULL DEFAULT 1,"
+        " lost_at DOUBLE PRECISION, lost_by TEXT)"
+    )
+    conn.execute("CREATE INDEX workers_host ON workers (host)")
+
+
 def _sample_hosts(conn: psycopg.Connection[Any]) -> None:
     """Every sample row carries its host (as SQLite's ``_sample_hosts``, the same statements)."""
     for statement in SAMPLE_HOSTS:
         conn.execute(statement.replace("host TEXT", 'host TEXT COLLATE "C"'))
 
 
-MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics, _sample_hosts]
+MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics, _hosts, _sample_hosts]
 LATEST = len(MIGRATIONS)
 
 

@@ -222,6 +222,19 @@ def _arrays(db: sqlite_utils.Database) -> None:
     )
 
 
+def _hosts(db: sqlite_utils.Database) -> None:
+    """Hosts of a fleet and their leases (issue 14): each manager registers its
+    host and renews its lease; a host whose lease expired is declared ``lost``
+    by another host's manager (:mod:`fleet.store.sqlite_hosts`).  ``epoch``
+    counts a host's registrations."""
+    db.execute(
+        "CREATE TABLE hosts (name TEXT PRIMARY KEY, gpus TEXT, version TEXT, api_url TEXT, pid INTEGER,"
+        " started_at REAL NOT NULL, renewed_at REAL NOT NULL, lease_seconds REAL NOT NULL, state TEXT NOT NULL,"
+        " epoch INTEGER NOT NULL DEFAULT 1, lost_at REAL, lost_by TEXT)"
+    )
+    db.execute("CREATE INDEX workers_host ON workers (host)")
+
+
 def _sample_hosts(db: sqlite_utils.Database) -> None:
     """Many hosts (issue 14): every sample row carries the host it was taken on
     (``metrics_host`` and ``metrics_gpu`` had it; ``metrics_worker`` and
@@ -285,6 +298,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _exit_usage,
     _owner,
     _arrays,
+    _hosts,
     _sample_hosts,
 ]
 LATEST = len(MIGRATIONS)
