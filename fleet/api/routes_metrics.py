@@ -32,7 +32,7 @@ from fleet.metrics.history import HistoryReader
 from fleet.metrics.prometheus import FleetCollector
 from fleet.metrics.samples import KINDS, Snapshot
 from fleet.metrics.timespec import iso, window
-from fleet.service.host_filter import check_host
+from fleet.service.host_views import check_host
 
 router = APIRouter(tags=["metrics"])
 

@@ -88,8 +88,9 @@ def status(ctx: Context, show_all: bool, host: str | None, wide: bool, as_json: 
     params: dict[str, Any] = {"all": show_all, **({"host": host} if host is not None else {})}
     workers = sorted(client.get("/workers", params=params)["workers"], key=lambda w: (w["host"], w["id"]))
     queues = client.get("/queues")["queues"]
+    hosts = [h for h in client.get("/hosts")["hosts"] if host is None or h["name"] == host]
     if as_json:
-        output.emit_json({"manager": health, "workers": workers, "queues": queues})
+        output.emit_json({"manager": health, "hosts": hosts, "workers": workers, "queues": queues})
         return
     output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
     output.info(f"config: {health.get('config') or 'built-in defaults (no config file found)'}")
@@ -97,7 +98,7 @@ def status(ctx: Context, show_all: bool, host: str | None, wide: bool, as_json: 
     if cuda:
         output.info(f"agent: {', '.join(cuda)}")
     output.info(f"page: {_login_url(client)}  (one-time login link)")
-    hosts_table(workers, wide)
+    hosts_table(workers, hosts, wide)
     workers_table(workers, wide)
     queues_table("Queues", queues, wide, with_ids=False)
 

@@ -1,9 +1,12 @@
 """The Hosts section of ``fleetctl status``: one row per host of the fleet.
 
-Built from the workers the manager lists (every host's on a shared store):
-per host its live workers, the GPUs they hold, how many are busy, and the
-tasks they run.  Dead workers do not count (``status --all`` lists them in
-the Workers table).
+From the host registry (``GET /hosts``: each host's state — ``up``, ``lost``
+when its lease expired and another manager took its work, ``left`` when its
+manager stopped — and its lease's age on the store's clock) and the workers
+the manager lists (every host's on a shared store): per host its live
+workers, the GPUs they hold, how many are busy, and the tasks they run.  Dead
+workers do not count (``status --all`` lists them in the Workers table).  A
+host whose manager has not registered it (an older manager) shows ``-``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from fleet.cli.output import Col
 @dataclass
 class HostLine:
     name: str
+    state: str = "-"
+    lease: str = "-"
     workers: int = 0
     busy: int = 0
     gpus: set[str] = field(default_factory=set)
@@ -32,24 +37,41 @@ class HostLine:
         self.tasks += len(worker["tasks"])
 
 
-def host_lines(workers: list[dict[str, Any]]) -> list[HostLine]:
-    """One line per host that has a worker in ``workers``, by name."""
+def lease_text(host: dict[str, Any]) -> str:
+    """``2.1s/30s``: the lease's age and its length (``left``: the manager stopped, no lease)."""
+    if host["state"] == "left":
+        return "-"
+    return f"{host['lease_age_s']:.1f}s/{host['lease_seconds']:g}s"
+
+
+def host_lines(workers: list[dict[str, Any]], hosts: list[dict[str, Any]]) -> list[HostLine]:
+    """One line per host, registered or with a worker in ``workers``, by name."""
     lines: dict[str, HostLine] = {}
+    for h in hosts:
+        lines[h["name"]] = HostLine(h["name"], h["state"], lease_text(h))
     for w in workers:
         lines.setdefault(w["host"], HostLine(w["host"])).add(w)
     return [lines[name] for name in sorted(lines)]
 
 
-def hosts_table(workers: list[dict[str, Any]], wide: bool = False) -> None:
+def hosts_table(workers: list[dict[str, Any]], hosts: list[dict[str, Any]], wide: bool = False) -> None:
     output.table(
         "Hosts",
         [
             Col("HOST"),
+            Col("STATE", fixed=True),
+            Col("LEASE", fixed=True, right=True),
             Col("WORKERS", fixed=True, right=True),
             Col("BUSY", fixed=True, right=True),
             Col("GPUS", fixed=True, right=True),
             Col("TASKS", fixed=True, right=True),
         ],
-        ([h.name, h.workers, h.busy, len(h.gpus), h.tasks] for h in host_lines(workers)),
+        ([h.name, h.state, h.lease, h.workers, h.busy, len(h.gpus), h.tasks] for h in host_lines(workers, hosts)),
         wide=wide,
     )
+    for line in host_lines(workers, hosts):
+        if line.state == "lost":
+            output.info(
+                f"host {line.name}: lost (its lease expired; its running tasks ended failed, "
+                "queued again where retries were left)"
+            )

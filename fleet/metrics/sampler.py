@@ -154,10 +154,10 @@ class Sampler:
         if self.health is not None:
             self.health.check()
         gpus = tuple(self.nvml.sample())
-        running, _ = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], host=self.hostname, limit=MAX_TASKS)
-        tasks = self._tasks([t for t in running if t.pid], gpus, now)
-        mine = [w for w in self.store.list_workers() if w.host == self.hostname]
-        workers = tuple(self._worker(w, gpus, tasks) for w in mine)
+        running, _ = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=MAX_TASKS)
+        # this host's: another host's pids mean nothing here (each host samples its own)
+        tasks = self._tasks([t for t in running if t.pid and t.host == self.hostname], gpus, now)
+        workers = tuple(self._worker(w, gpus, tasks) for w in self.store.list_workers(host=self.hostname))
         return Snapshot(now, host, gpus, workers, tasks)
 
     def _host(self, now: float) -> HostSample:

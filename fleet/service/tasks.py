@@ -21,7 +21,7 @@ from fleet.core.models import Event, ExitUsage, Runner, Task, TaskAttempt, TaskS
 from fleet.core.validate import queue_name, worker_id
 from fleet.policy.pool_rules import refuse_oversized
 from fleet.service.clone import clone_spec
-from fleet.service.host_filter import check_host
+from fleet.service.host_views import check_host
 from fleet.service.wake import Wake
 from fleet.service.who import Who
 from fleet.store import Store

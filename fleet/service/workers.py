@@ -24,7 +24,7 @@ from fleet.core.models import RuntimeProperty, Worker, WorkerState
 from fleet.core.nvml import Nvml
 from fleet.core.validate import worker_id as check_worker_id
 from fleet.policy.upplan import Plan, UpRequest, check_queues, plan_up
-from fleet.service.host_filter import check_host
+from fleet.service.host_views import check_host
 from fleet.service.wake import Wake
 from fleet.store import Store
 
@@ -86,8 +86,7 @@ class Workers:
     def all(self, include_dead: bool = False, host: str | None = None) -> list[WorkerView]:
         """Every host's workers, or one ``host``'s (an unknown host is a 404 naming the known ones)."""
         host = check_host(self.store, host)
-        found = self.store.list_workers(include_dead=include_dead)
-        return self.views([w for w in found if host is None or w.host == host])
+        return self.views(self.store.list_workers(include_dead=include_dead, host=host))
 
     def worker(self, worker_id: str) -> Worker:
         return self.store.get_worker(worker_id)

@@ -121,3 +121,89 @@ def test_status_tasks_and_report_cover_every_host_and_filter_one(hosts: list[Fle
     one_host = json.loads(hosts[1].ok("report", "--by", "queue", "--host", "host2", "--since", "1h", "--json"))
     assert [r["key"] for r in one_host["rows"]] == ["q2"] and one_host["host"] == "host2"
     assert one_host["totals"]["task_hours"] == rows["host2"]["task_hours"]
+
+
+def _register(url: str, name: str, *, lease: float, lost: bool) -> None:
+    """A host registered in the store as its manager would register it; ``lost``: its
+    lease is long past and another manager (here: host0's name) has declared it lost."""
+    from fleet.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    try:
+        with psycopg.connect(url) as pg:
+            (server_now,) = pg.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone() or (0.0,)
+        at = server_now - 100 if lost else None
+        store.register_host(name, gpus=[0, 1], version="test", api_url="", pid=1, lease_seconds=lease, now=at)
+        if lost:
+            assert [h.name for h in store.declare_lost_hosts("host0")] == [name]
+    finally:
+        store.close()
+
+
+def test_the_page_groups_workers_by_host_with_each_hosts_lease(hosts: list[Fleet], tmp_path: Path) -> None:
+    """The page, from host0's manager: one heading row per host, each followed by its own
+    workers (host1's a GPU worker on the stand-in NVML); a registered host shows its state
+    and lease age, a lost one says lost (``status`` too); the report by host, and for one host.
+    Screenshots at 1400 px and 400 px (nothing scrolls sideways)."""
+    page_tools = pytest.importorskip("tests.metrics.test_page")
+    from tests.nvml_standin import use_standin
+
+    use_standin(hosts[1], count=1)
+    gate = tmp_path / "go"
+    for i, host in enumerate(hosts):
+        (host.root / "fleet.conf").write_text(FAST_SAMPLES)
+        host.up("--queue", f"q{i}", *(("--gpus", "0") if i == 1 else ("--cpu-only",)), "--create-queue")
+    ids = [hosts[0].submit(f"q{i}", "sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done") for i in range(3)]
+    hosts[0].wait_for(lambda: all(hosts[0].task_row(t)["status"] == "in_progress" for t in ids), timeout=60)
+    _register(hosts[0].store_url, "host3", lease=300, lost=False)  # a host with no worker yet
+    _register(hosts[0].store_url, "host4", lease=1, lost=True)
+    status = hosts[2].ok("status", "--wide")
+    lines = {li.split()[0]: li.split() for li in status.split("Hosts", 1)[1].split("Workers", 1)[0].splitlines()[2:]}
+    assert lines["host3"][1] == "up" and float(lines["host3"][2].split("s/")[0]) < 300, status
+    assert lines["host4"][1] == "lost" and float(lines["host4"][2].split("s/")[0]) > 1, status
+    assert "host host4: lost" in status
+    expect = page_tools.sync_api.expect
+    workers = ["host0:cpu", "host1:gpu0", "host2:cpu"]
+
+    with page_tools._browser() as (_, page):
+        page.goto(hosts[0].ok("page").strip())
+        for name in ("host0", "host1", "host2", "host3", "host4"):
+            expect(page.locator(f'#workers tr.host[data-host="{name}"]')).to_be_visible()
+        for worker, task in zip(workers, ids, strict=True):
+            expect(page.locator(f'#workers tr[data-worker="{worker}"] .task')).to_contain_text(task[:12])
+        order = page.locator("#workers tbody tr").evaluate_all(
+            "(rows) => rows.map((r) => r.classList.contains('host') ? 'host ' + r.dataset.host : r.dataset.worker)"
+        )
+        assert order == [
+            "host host0",
+            "host0:cpu",
+            "host host1",
+            "host1:gpu0",
+            "host host2",
+            "host2:cpu",
+            "host host3",
+            "host host4",
+        ], order
+        expect(page.locator('tr.host[data-host="host1"]')).to_contain_text("1 GPU")
+        expect(page.locator('tr.host[data-host="host0"]')).to_contain_text("CPU only")
+        up = page.locator('tr.host[data-host="host3"]')
+        expect(up.locator(".badge")).to_have_text("up")
+        expect(up.locator(".lease")).to_contain_text("lease renewed")
+        assert float(up.locator(".lease").get_attribute("data-lease-age") or "nan") < 300
+        expect(page.locator('tr.host[data-host="host4"] .badge')).to_have_text("lost")
+        page_tools._shots(page, tmp_path, "hosts")
+
+        # the report by host, then for one host
+        gate.touch()
+        hosts[0].wait_for(lambda: all(hosts[0].task_row(t)["status"] == "completed" for t in ids), timeout=60)
+        page.locator('.tab[data-view="report"]').click()
+        page.locator("#report-by").select_option("host")
+        page.locator('#report-form button[type="submit"]').click()
+        for name in ("host0", "host1", "host2"):
+            expect(page.locator(f'#report-table tr[data-key="{name}"]')).to_be_visible()
+        page.locator("#report-host").select_option("host1")
+        page.locator('#report-form button[type="submit"]').click()
+        expect(page.locator('#report-table tr[data-key="host0"]')).to_have_count(0)
+        expect(page.locator('#report-table tr[data-key="host1"]')).to_be_visible()
+        expect(page.locator("#report-summary")).to_contain_text("host1")
+        page_tools._shots(page, tmp_path, "hosts-report")
