@@ -191,6 +191,8 @@ def test_the_page_groups_workers_by_host_with_each_hosts_lease(hosts: list[Fleet
         expect(up.locator(".lease")).to_contain_text("lease renewed")
         assert float(up.locator(".lease").get_attribute("data-lease-age") or "nan") < 300
         expect(page.locator('tr.host[data-host="host4"] .badge')).to_have_text("lost")
+        expect(page.locator('tr.host[data-host="host4"] .lease')).to_contain_text("lease expired")
+        expect(up).to_contain_text("2 GPUs")  # what the host registered, though no worker holds one
         page_tools._shots(page, tmp_path, "hosts")
 
         # the report by host, then for one host

@@ -304,16 +304,17 @@ function byHost(workers, hosts) {
 }
 
 // A host's heading: its state (up, lost, left) and lease age from the host registry, and
-// its workers' count, how many are busy, and its GPUs.
+// its workers' count, how many are busy, and its GPUs (the registry's: what the host has;
+// else those its workers hold).
 function hostRow(name, members, host) {
   const live = members.filter((w) => w.state !== "dead");
   const busy = live.filter((w) => w.state === "busy").length;
-  const gpus = new Set(live.flatMap((w) => w.gpus.map(String))).size;
+  const gpus = host ? host.gpus.length : new Set(live.flatMap((w) => w.gpus.map(String))).size;
   const parts = [`${live.length} worker${live.length === 1 ? "" : "s"}`, `${busy} busy`, gpus ? `${gpus} GPU${gpus === 1 ? "" : "s"}` : "CPU only"];
   let lease = null;
   if (host && host.state !== "left") {
     lease = h("span", { class: "lease", dataLeaseAge: host.lease_age_s, title: `the lease lasts ${host.lease_seconds} s; renewed ${when(host.renewed_at, true)}` },
-      `lease renewed ${duration(host.lease_age_s)} ago`);
+      `${host.state === "lost" ? "lease expired: " : ""}lease renewed ${duration(host.lease_age_s)} ago`);
   }
   return h("tr", { class: "host", dataHost: name, dataState: host ? host.state : null },
     h("td", { colSpan: 7 },
