@@ -124,6 +124,7 @@ class LostHost:
     workers: list[str]  # shown lost
     failed: list[str]  # tasks whose running attempt ended failed (``host <name> lost``)
     requeued: list[str]  # of those, the ones queued again (retries left)
+    queues: list[str]  # the queues they went back to
 
 
 def host_lost_reason(host: str) -> str:

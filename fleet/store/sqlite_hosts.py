@@ -117,7 +117,7 @@ class SQLiteHosts(SQLiteBase):
         late = at - host["renewed_at"] - host["lease_seconds"]
         why = f"lease of {host['lease_seconds']:g}s not renewed (expired {late:.1f}s ago)"
         self._event(conn, "host", name, HostState.UP.value, HostState.LOST.value, actor, why)
-        failed, requeued = [], []
+        failed, requeued, queues = [], [], set()
         lock = self._for_update(conn)
         running = conn.execute(
             "SELECT * FROM tasks WHERE status = ? AND host = ? ORDER BY started_at, id" + lock,
@@ -130,6 +130,7 @@ class SQLiteHosts(SQLiteBase):
             failed.append(row["id"])
             if row["status"] == TaskStatus.QUEUED.value:
                 requeued.append(row["id"])
+                queues.add(row["queue"])
         workers = [
             r[0]
             for r in conn.execute(
@@ -139,7 +140,7 @@ class SQLiteHosts(SQLiteBase):
         ]
         for wid in workers:  # pool=None: a pool's GPUs are held by no one now
             move_worker(conn, wid, WorkerState.LOST, reason, actor, {"pool": None}, lock)
-        return LostHost(name, workers, failed, requeued)
+        return LostHost(name, workers, failed, requeued, sorted(queues))
 
     def _host(self, conn: DbConn, name: str, at: float) -> HostRow:
         row = conn.execute("SELECT * FROM hosts WHERE name = ?", (name,)).fetchone()
