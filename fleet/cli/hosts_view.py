@@ -4,7 +4,8 @@ From the host registry (``GET /hosts``: each host's state — ``up``, ``lost``
 when its lease expired and another manager took its work, ``left`` when its
 manager stopped — and its lease's age on the store's clock) and the workers
 the manager lists (every host's on a shared store): per host its live
-workers, the GPUs they hold, how many are busy, and the tasks they run.  Dead
+workers, how many are busy, its GPUs (those it registered; else those its
+workers hold), and the tasks they run.  Dead
 workers do not count (``status --all`` lists them in the Workers table).  A
 host whose manager has not registered it (an older manager) shows ``-``.
 """
@@ -27,6 +28,12 @@ class HostLine:
     busy: int = 0
     gpus: set[str] = field(default_factory=set)
     tasks: int = 0
+    registered_gpus: int | None = None  # what the host has, from the registry (None: not registered)
+
+    @property
+    def gpu_count(self) -> int:
+        """The GPUs the host registered, else those its workers hold."""
+        return len(self.gpus) if self.registered_gpus is None else self.registered_gpus
 
     def add(self, worker: dict[str, Any]) -> None:
         if worker["state"] == "dead":
@@ -48,7 +55,7 @@ def host_lines(workers: list[dict[str, Any]], hosts: list[dict[str, Any]]) -> li
     """One line per host, registered or with a worker in ``workers``, by name."""
     lines: dict[str, HostLine] = {}
     for h in hosts:
-        lines[h["name"]] = HostLine(h["name"], h["state"], lease_text(h))
+        lines[h["name"]] = HostLine(h["name"], h["state"], lease_text(h), registered_gpus=len(h["gpus"]))
     for w in workers:
         lines.setdefault(w["host"], HostLine(w["host"])).add(w)
     return [lines[name] for name in sorted(lines)]
@@ -66,7 +73,7 @@ def hosts_table(workers: list[dict[str, Any]], hosts: list[dict[str, Any]], wide
             Col("GPUS", fixed=True, right=True),
             Col("TASKS", fixed=True, right=True),
         ],
-        ([h.name, h.state, h.lease, h.workers, h.busy, len(h.gpus), h.tasks] for h in host_lines(workers, hosts)),
+        ([h.name, h.state, h.lease, h.workers, h.busy, h.gpu_count, h.tasks] for h in host_lines(workers, hosts)),
         wide=wide,
     )
     for line in host_lines(workers, hosts):

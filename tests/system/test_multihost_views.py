@@ -55,8 +55,10 @@ def test_status_tasks_and_report_cover_every_host_and_filter_one(hosts: list[Fle
         hosts_part = status.split("Hosts", 1)[1].split("Workers", 1)[0]
         for name in HOSTS:
             assert f"{name}:cpu" in status, status
-            line = next(li for li in hosts_part.splitlines() if li.startswith(name))
-            assert line.split() == [name, "1", "1", "0", "1"], line  # 1 worker, busy, no GPU, 1 task
+            line = next(li.split() for li in hosts_part.splitlines() if li.startswith(name))
+            age, lease = line[2].split("s/")
+            assert line[1] == "up" and 0 <= float(age) < float(lease.rstrip("s")) == 30, line  # registered, renewed
+            assert line[3:] == ["1", "1", "0", "1"], line  # 1 worker, busy, no GPU, 1 task
         for task in ids:
             assert task in status, status
         listed = json.loads(viewer.ok("tasks", "--json"))
@@ -184,6 +186,10 @@ def test_the_page_groups_workers_by_host_with_each_hosts_lease(hosts: list[Fleet
             "host host3",
             "host host4",
         ], order
+        for name in ("host0", "host1", "host2"):  # their managers registered them and renew their leases
+            heading = page.locator(f'tr.host[data-host="{name}"]')
+            expect(heading.locator(".badge")).to_have_text("up")
+            assert 0 <= float(heading.locator(".lease").get_attribute("data-lease-age") or "nan") < 30
         expect(page.locator('tr.host[data-host="host1"]')).to_contain_text("1 GPU")
         expect(page.locator('tr.host[data-host="host0"]')).to_contain_text("CPU only")
         up = page.locator('tr.host[data-host="host3"]')
