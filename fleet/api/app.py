@@ -23,6 +23,7 @@ from fleet.api import (
     routes_arrays,
     routes_clearml,
     routes_gpus,
+    routes_hosts,
     routes_login,
     routes_metrics,
     routes_queues,
@@ -169,6 +170,7 @@ def create_app(backend: Backend) -> FastAPI:
         routes_remote,
         routes_metrics,
         routes_gpus,
+        routes_hosts,
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(routes_clearml.router)

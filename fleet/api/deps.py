@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Protocol
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import AfterValidator
 
 from fleet.api.auth import Access, Caller
@@ -109,3 +109,6 @@ TaskId = Annotated[
 ]
 WorkerId = Annotated[str, Path(description="a worker id"), AfterValidator(as_value_error(worker_id))]
 QueueRef = Annotated[str, Path(description="queue name or id"), AfterValidator(as_value_error(queue_name))]
+HostFilter = Annotated[
+    str | None, Query(min_length=1, max_length=255, description="only this host's (default: every host's)")
+]

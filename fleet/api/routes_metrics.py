@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 import fleet
 from fleet.api.bounds import GPUS_MAX, MetricsStep
-from fleet.api.deps import Backend, BackendDep, TaskId
+from fleet.api.deps import Backend, BackendDep, HostFilter, TaskId
 from fleet.core.errors import NotFound, UsageError
 from fleet.core.gpuspec import gpu_json
 from fleet.core.validate import task_id, worker_id
@@ -32,6 +32,7 @@ from fleet.metrics.history import HistoryReader
 from fleet.metrics.prometheus import FleetCollector
 from fleet.metrics.samples import KINDS, Snapshot
 from fleet.metrics.timespec import iso, window
+from fleet.service.host_views import check_host
 
 router = APIRouter(tags=["metrics"])
 
@@ -51,7 +52,7 @@ MAX_IDS = 100
 MAX_RANGE_S = 400 * 86400
 
 Kind = Literal["host", "gpu", "worker", "task"]
-By = Literal["gpu", "worker", "queue", "user"]
+By = Literal["gpu", "host", "worker", "queue", "user"]
 TimeText = Annotated[str, Query(max_length=64, description="a duration before now (24h, 7d), a date, or epoch seconds")]
 
 
@@ -82,8 +83,10 @@ def metrics(
     since: TimeText = "1h",
     until: TimeText | None = None,
     step: MetricsStep = None,
+    host: HostFilter = None,
 ) -> dict[str, Any]:
-    """Time series of one kind, averaged per ``step`` (default: about 300 points)."""
+    """Time series of one kind, averaged per ``step`` (default: about 300 points);
+    every host's (one store, many hosts), or one ``host``'s."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
     interval = backend.config.fleet.metrics.interval
     if step is None:
@@ -94,7 +97,8 @@ def metrics(
             field="step",
         )
     ids = _ids(backend, kind, id)
-    series = backend.sampler.storage.series(KINDS[kind], start, end, step, ids)
+    host = check_host(backend.service.store, host)
+    series = backend.sampler.storage.series(KINDS[kind], start, end, step, ids, host)
     return {"kind": kind, "since": iso(start), "until": iso(end), "step": step, "interval": interval, "series": series}
 
 
@@ -188,14 +192,19 @@ def report(
     since: TimeText = "24h",
     until: TimeText | None = None,
     by: By = "gpu",
+    host: HostFilter = None,
 ) -> dict[str, Any]:
-    """GPU-hours busy / idle / paused, tasks ended, success rate, queue waits, utilization of busy GPUs;
-    one row per ``by`` (a pool's per-task workers nest under it with ``by=worker``)."""
+    """GPU-hours busy / idle / paused, task-hours, tasks ended, success rate, queue waits, utilization
+    of busy GPUs; one row per ``by`` (a pool's per-task workers nest under it with ``by=worker``).
+    Every host of the fleet, or one ``host``'s workers and attempts."""
     start, end = window(since, until, time.time(), MAX_RANGE_S)
+    host = check_host(backend.service.store, host)
     history = HistoryReader(backend.service.store, backend.sampler.storage).load(start, end)
+    if host is not None:
+        history = reports.on_host(history, host)
     modes = {w.id: w.mode.value for w in backend.service.store.list_workers(include_dead=True)}
     answer = reports.compute(reports.with_modes(history, modes), by)
-    answer.update(since=iso(start), until=iso(end))
+    answer.update(since=iso(start), until=iso(end), host=host)
     return answer
 
 

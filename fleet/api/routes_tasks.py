@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from fleet.api.bounds import MAX_LIST_BYTES, ListLimit, Offset
-from fleet.api.deps import ServiceDep, TaskId, WhoDep
+from fleet.api.deps import HostFilter, ServiceDep, TaskId, WhoDep
 from fleet.api.schemas import AbortBody, CloneBody, EnqueueBody, TaskCreate
 from fleet.api.serialize import event_json, task_json, task_page_json
 from fleet.core.errors import UsageError
@@ -43,6 +43,7 @@ def list_tasks(
     status: Annotated[str | None, Query(max_length=1000, description="comma-separated statuses")] = None,
     worker: str | None = None,
     array: Annotated[str | None, Query(pattern=r"^a-[0-9a-f]{16}$", description="only this array's tasks")] = None,
+    host: HostFilter = None,
     limit: ListLimit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
@@ -51,7 +52,8 @@ def list_tasks(
 
     At most ``limit`` rows and about ``MAX_LIST_BYTES`` bytes: when rows were
     left out for size, ``truncated`` is true and ``next_offset`` continues.
-    A ``queue`` that does not exist and that no task names is a 404.
+    A ``queue`` that does not exist and that no task names is a 404, and so is a
+    ``host`` no worker was ever registered on (its message names the known hosts).
     With ``array`` the array's tasks in index order (the other filters but
     ``status`` do not apply)."""
     tasks = service.tasks
@@ -60,7 +62,7 @@ def list_tasks(
         page = service.arrays.page(array, statuses=statuses, limit=limit, offset=offset, max_bytes=MAX_LIST_BYTES)
         return task_page_json(page, hidden=tasks.hidden)
     page = tasks.page(
-        queue=queue, statuses=statuses, worker=worker, limit=limit, offset=offset, max_bytes=MAX_LIST_BYTES
+        queue=queue, statuses=statuses, worker=worker, host=host, limit=limit, offset=offset, max_bytes=MAX_LIST_BYTES
     )
     return task_page_json(page, hidden=tasks.hidden)
 

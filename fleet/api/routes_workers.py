@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from fleet.api.deps import ServiceDep, WorkerId
+from fleet.api.deps import HostFilter, ServiceDep, WorkerId
 from fleet.api.schemas import RuntimePropertyBody, StopBody, WorkersCreate
 from fleet.api.serialize import properties_json, worker_json
 from fleet.policy.upplan import UpRequest
@@ -22,8 +22,9 @@ def _json(service: Service, views: list[WorkerView]) -> list[dict[str, Any]]:
 
 
 @router.get("/workers")
-def list_workers(service: ServiceDep, all: bool = False) -> dict[str, Any]:
-    return {"workers": _json(service, service.workers.all(include_dead=all))}
+def list_workers(service: ServiceDep, all: bool = False, host: HostFilter = None) -> dict[str, Any]:
+    """Every host's workers (one store, many hosts), or one ``host``'s."""
+    return {"workers": _json(service, service.workers.all(include_dead=all, host=host))}
 
 
 @router.get("/workers/{worker_id}")

@@ -22,6 +22,7 @@ from fleet.core.models import (
     DockerMode,
     Event,
     GpuDrain,
+    HostRow,
     Queue,
     RuntimeProperty,
     Task,
@@ -245,4 +246,23 @@ def event_json(event: Event) -> dict[str, Any]:
         "to": event.new,
         "actor": event.actor,
         "reason": event.reason,
+    }
+
+
+def host_json(host: HostRow) -> dict[str, Any]:
+    """A host of the fleet with its lease: ``lease_age_s`` is the store's clock minus
+    its last renewal (``expired``: past ``lease_seconds`` and not declared lost yet)."""
+    return {
+        "name": host.name,
+        "state": host.state.value,
+        "gpus": [gpu_json(g) for g in host.gpus],
+        "version": host.version,
+        "api_url": host.api_url,
+        "started_at": iso(host.started_at),
+        "renewed_at": iso(host.renewed_at),
+        "lease_seconds": host.lease_seconds,
+        "lease_age_s": round(host.lease_age, 3),
+        "expired": host.expired,
+        "lost_at": iso(host.lost_at),
+        "lost_by": host.lost_by,
     }

@@ -22,6 +22,7 @@ COLUMNS = [
     ("busy_gpu_hours", "BUSY"),
     ("idle_gpu_hours", "IDLE"),
     ("paused_gpu_hours", "PAUSED"),
+    ("task_hours", "TASKH"),
     ("completed", "DONE"),
     ("failed", "FAIL"),
     ("stopped", "STOP"),
@@ -74,7 +75,9 @@ def _summary(answer: dict[str, Any]) -> None:
     hours = ", ".join(f"{w} {_cell('x_hours', t[f'{w}_gpu_hours'])}" for w in ("busy", "idle", "paused"))
     rows = [
         ("window", f"{when.full(answer['since'])} .. {when.full(answer['until'])}"),
+        ("hosts", answer.get("host") or "every host"),
         ("GPU-hours", hours),
+        ("task-hours", _cell("x_hours", t["task_hours"])),
         ("tasks", f"completed {t['completed']}, failed {t['failed']}, stopped {t['stopped']}"),
         ("success rate", _cell("success_rate", t["success_rate"])),
         ("queue wait", f"p50 {seconds(t['wait_p50_s'])}, p95 {seconds(t['wait_p95_s'])} ({t['waits']} starts)"),
@@ -93,24 +96,32 @@ def _summary(answer: dict[str, Any]) -> None:
     type=click.Choice(BY),
     default="gpu",
     show_default=True,
-    help="One row per GPU, worker (a pool's per-task workers under it), queue or user.",
+    help="One row per GPU, host, worker (a pool's per-task workers under it), queue or user.",
 )
+@click.option("--host", help="Only this host's workers and tasks (default: every host of the fleet).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows (and the total) as CSV.")
 @WIDE
 @pass_ctx
-def report(ctx: Context, since: str, until: str | None, by: str, as_json: bool, as_csv: bool, wide: bool) -> None:
+def report(
+    ctx: Context, since: str, until: str | None, by: str, host: str | None, as_json: bool, as_csv: bool, wide: bool
+) -> None:
     """Utilization and accounting: GPU-hours busy, idle and paused; tasks
     completed, failed and stopped; queue wait p50/p95; how busy the busy GPUs were.
 
+    Every host of the fleet (--host NAME: one).  TASKH is task-hours, the wall
+    time of tasks whatever GPUs they hold: CPU-only work counts there, and
+    never in GPU-hours.
+
     \b
+    fleetctl report --by host
     fleetctl report --since 7d --by user
     fleetctl report --since 2026-11-01 --until 2026-12-01 --by queue --csv
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
     window(since, until, time.time())  # a bad value fails here, with its name, before any request
-    params = {"since": since, "by": by, **({"until": until} if until else {})}
+    params = {"since": since, "by": by, **({"until": until} if until else {}), **({"host": host} if host else {})}
     answer = ctx.client().get("/report", params=params)
     if as_json:
         output.emit_json(answer)
@@ -123,7 +134,7 @@ def report(ctx: Context, since: str, until: str | None, by: str, as_json: bool, 
         writer.writerows([["" if r.get(k) is None else r[k] for k in keys] for r in rows])
         return
     _summary(answer)
-    title = f"By {by} (BUSY/IDLE/PAUSED in GPU-hours; UTIL: mean utilization of busy GPUs)"
+    title = f"By {by} (BUSY/IDLE/PAUSED in GPU-hours; TASKH: task-hours; UTIL: mean utilization of busy GPUs)"
     cols = [Col(name, fixed=key != "key", right=key != "key") for key, name in COLUMNS]
     output.table(
         title, cols, ([_cell(k, _key(r) if k == "key" else r[k]) for k, _ in COLUMNS] for r in rows), wide=wide

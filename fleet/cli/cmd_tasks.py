@@ -148,6 +148,7 @@ def _progress(array: dict[str, Any]) -> str:
 @click.option("--queue", help="Only this queue.")
 @click.option("--status", help="Only these statuses (comma-separated).")
 @click.option("--worker", help="Only tasks of this worker.")
+@click.option("--host", help="Only tasks that run or ran on this host (default: every host).")
 @click.option("--array", "array_id", type=TASK_OR_ARRAY, help="Only this array's tasks (a-...), in index order.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0)
@@ -159,17 +160,24 @@ def list_tasks(
     queue: str | None,
     status: str | None,
     worker: str | None,
+    host: str | None,
     array_id: str | None,
     limit: int,
     offset: int,
     wide: bool,
     as_json: bool,
 ) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first (every host; --host NAME: the tasks that ran there)."""
     if array_id is not None and not array_id.startswith(ARRAY_PREFIX):
         raise UsageError(f"--array {array_id}: expected an array id (a- and 16 hex characters)", field="array")
     params: dict[str, Any] = {"limit": limit, "offset": offset}
-    for key, value in (("queue", queue), ("status", status), ("worker", worker), ("array", array_id)):
+    for key, value in (
+        ("queue", queue),
+        ("status", status),
+        ("worker", worker),
+        ("host", host),
+        ("array", array_id),
+    ):
         if value is not None:
             params[key] = value
     answer = ctx.client().get("/tasks", params=params)

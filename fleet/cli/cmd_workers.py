@@ -12,6 +12,7 @@ from fleet.cli import output
 from fleet.cli.client import Client, pid_running
 from fleet.cli.cmd_queues import queues_table
 from fleet.cli.context import Context
+from fleet.cli.hosts_view import hosts_table
 from fleet.cli.output import WIDE, Col, short_id
 from fleet.core.errors import FleetError, UsageError
 
@@ -73,17 +74,23 @@ def wait_gone(pid: int, timeout: float | None) -> bool:
 
 @click.command()
 @click.option("--all", "show_all", is_flag=True, help="Include stopped (dead) workers.")
+@click.option("--host", help="Only this host's workers (default: every host of the fleet).")
 @WIDE
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def status(ctx: Context, show_all: bool, wide: bool, as_json: bool) -> None:
-    """Workers, queues and the manager's address."""
+def status(ctx: Context, show_all: bool, host: str | None, wide: bool, as_json: bool) -> None:
+    """Hosts, workers, queues and the manager's address (every host; --host NAME: one).
+
+    On a store shared by many hosts every host's workers are listed, grouped
+    by host; queues are the fleet's."""
     client = ctx.client()
     health = client.get("/health")
-    workers = client.get("/workers", params={"all": show_all})["workers"]
+    params: dict[str, Any] = {"all": show_all, **({"host": host} if host is not None else {})}
+    workers = sorted(client.get("/workers", params=params)["workers"], key=lambda w: (w["host"], w["id"]))
     queues = client.get("/queues")["queues"]
+    hosts = [h for h in client.get("/hosts")["hosts"] if host is None or h["name"] == host]
     if as_json:
-        output.emit_json({"manager": health, "workers": workers, "queues": queues})
+        output.emit_json({"manager": health, "hosts": hosts, "workers": workers, "queues": queues})
         return
     output.info(f"manager: {health['url']} (pid {health['pid']}, host {health['host']}, home {health['home']})")
     output.info(f"config: {health.get('config') or 'built-in defaults (no config file found)'}")
@@ -91,6 +98,7 @@ def status(ctx: Context, show_all: bool, wide: bool, as_json: bool) -> None:
     if cuda:
         output.info(f"agent: {', '.join(cuda)}")
     output.info(f"page: {_login_url(client)}  (one-time login link)")
+    hosts_table(workers, hosts, wide)
     workers_table(workers, wide)
     queues_table("Queues", queues, wide, with_ids=False)
 

@@ -40,14 +40,18 @@ COMMANDS: dict[str, Entry] = {
         "fleet.cli.cmd_daemon", "daemon", "ClearML Agent's `daemon`: the same as `up`, spelled as ClearML writes it."
     ),
     "stop": Entry(_WORKERS, "stop", "Stop workers; with none named, stop every worker and the manager."),
-    "status": Entry(_WORKERS, "status", "Workers, queues and the manager's address."),
+    "status": Entry(
+        _WORKERS, "status", "Hosts, workers, queues and the manager's address (every host; --host NAME: one)."
+    ),
     "page": Entry(_WORKERS, "page", "Print a one-time login link to the web page (good for 2 minutes, once)."),
     "force": Entry(
         _WORKERS, "force", "Force a worker on or off, over its schedule (a runtime property); `clear` removes it."
     ),
     "submit": Entry("fleet.cli.cmd_submit", "submit", "Create a task from the current folder and enqueue it."),
     "wait": Entry(_TASKS, "wait", "Block until the tasks end; exit 0 if all completed, 1 otherwise."),
-    "tasks": Entry(_TASKS, "list_tasks", "List tasks, newest first."),
+    "tasks": Entry(
+        _TASKS, "list_tasks", "List tasks, newest first (every host; --host NAME: the tasks that ran there)."
+    ),
     "show": Entry(
         _TASKS, "show", "A task's details, attempts and figures (runtime, peak RSS, mean CPU, peak GPU memory)."
     ),

@@ -28,6 +28,13 @@ worker of its own: every attempt is counted for the worker that **owns** it
 and idle only when none does.  ``by="worker"`` gives one row per owner; a
 pool's per-task worker ids are rows in its ``children`` (each with
 ``parent``), never rows of their own.
+
+``by="host"`` gives one row per host of the fleet (every host that shares
+the store): its GPUs' busy / idle / paused time, and its attempts.  A
+CPU-only worker holds no GPU, so its tasks count no GPU-hours at all (not
+busy, and the worker is never idle GPU time); every attempt's wall time in
+the window counts in ``task_hours`` (a 2-GPU task for an hour: 2 busy
+GPU-hours, 1 task-hour), which is where CPU-only work shows.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import Any
 
 from fleet.core.gpuspec import gpu_label
 
-BY = ("gpu", "worker", "queue", "user")
+BY = ("gpu", "host", "worker", "queue", "user")
 LOW_UTIL_PERCENT = 10.0
 LIVE = frozenset({"idle", "busy"})
 PAUSED = "paused"
@@ -108,6 +115,19 @@ def with_modes(history: History, modes: Mapping[str, str]) -> History:
     return replace(history, workers=workers)
 
 
+def on_host(history: History, host: str) -> History:
+    """``history`` narrowed to one host: its workers, their state changes, its attempts and GPUs."""
+    workers = [w for w in history.workers if w.host == host]
+    ids = {w.id for w in workers}
+    return replace(
+        history,
+        workers=workers,
+        changes=[c for c in history.changes if c.worker in ids],
+        attempts=[a for a in history.attempts if a.host == host],
+        util=[u for u in history.util if u.host == host],
+    )
+
+
 def _state_at(changes: Sequence[StateChange], at: float) -> str | None:
     """A worker's state at ``at`` (``changes`` sorted by time), None before its first change."""
     i = bisect.bisect_right([c.at for c in changes], at) - 1
@@ -165,6 +185,7 @@ class _Row:
     util_sum: float = 0.0
     util_n: int = 0
     low_util_s: float = 0.0
+    task_s: float = 0.0  # attempts' wall time in the window, whatever GPUs they hold (none: a CPU task)
 
     def add_time(self, busy: float, idle: float | None, paused: float | None) -> None:
         self.busy_s += busy
@@ -180,6 +201,7 @@ class _Row:
             "busy_gpu_hours": _hours(self.busy_s),
             "idle_gpu_hours": _hours(self.idle_s),
             "paused_gpu_hours": _hours(self.paused_s),
+            "task_hours": _hours(self.task_s),
             "completed": done,
             "failed": failed,
             "stopped": self.ended["stopped"],
@@ -261,6 +283,8 @@ def _keys(attempt: Attempt, by: str | None, owner: str) -> list[str]:
         return []
     if by == "gpu":
         return [f"{attempt.host}:gpu{gpu_label(g)}" for g in attempt.gpus]
+    if by == "host":
+        return [attempt.host]
     if by == "worker":
         return [owner]
     if by == "queue":
@@ -269,7 +293,7 @@ def _keys(attempt: Attempt, by: str | None, owner: str) -> list[str]:
 
 
 def compute(history: History, by: str | None = None) -> dict[str, Any]:
-    """The report over ``history``'s window, grouped ``by`` gpu, worker, queue or user."""
+    """The report over ``history``'s window, grouped ``by`` gpu, host, worker, queue or user."""
     if by is not None and by not in BY:
         raise ValueError(f"by {by!r}: expected one of {', '.join(BY)}")
     since, until = history.since, history.until
@@ -280,7 +304,7 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
 
     def group(key: str) -> _Row:
         if key not in groups:
-            groups[key] = _Row(idle_s=0.0, paused_s=0.0) if by in ("gpu", "worker") else _Row()
+            groups[key] = _Row(idle_s=0.0, paused_s=0.0) if by in ("gpu", "host", "worker") else _Row()
         return groups[key]
 
     def rows_of(a: Attempt) -> list[_Row]:
@@ -316,6 +340,12 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
             group(f"{host}:gpu{gpu_label(gpu)}").add_time(*figures)
         elif by == "worker":
             group(worker).add_time(*figures)
+        elif by == "host":
+            group(host).add_time(*figures)
+    if by == "host":  # a host whose workers hold no GPU (CPU only) has its row while one of them lived
+        for w in history.workers:
+            if any(state in LIVE or state == PAUSED for state in segments(changes.get(w.id, []), since, until)):
+                group(w.host)
     for (own, child), spans_of in child_busy.items():
         # a per-task id names one GPU set, held by one attempt at a time: its spans never overlap
         children[own][child].add_time(sum(end - start for start, end in spans_of if end > start), None, None)
@@ -325,9 +355,12 @@ def compute(history: History, by: str | None = None) -> dict[str, Any]:
             for key in _keys(a, by, owner[(a.task, a.attempt)]):
                 group(key).add_time(max(end - start, 0.0) * len(a.gpus), None, None)
 
-    # tasks that ended, and waits of attempts that started, in the window
+    # tasks that ended, and waits of attempts that started, in the window; every attempt's wall time
     for a in history.attempts:
         rows = rows_of(a)
+        start, end = _span(a, since, until)
+        for row in rows:
+            row.task_s += max(end - start, 0.0)
         if a.status in ENDED and a.finished_at is not None and since <= a.finished_at < until:
             for row in rows:
                 row.ended[a.status] += 1

@@ -5,7 +5,9 @@ network rates) with psutil, every GPU through :mod:`fleet.core.nvml` (nothing
 without a driver), and the process group of every running task (CPU %, RSS,
 and GPU memory of its processes); it derives each worker's figures from its
 GPUs and tasks, writes one row per series, and once a minute rolls up and
-applies retention.  The last snapshot stays in memory for ``/metrics`` and
+applies retention (a minute :data:`ROLLUP_SETTLE_S` after it ended).  On a store that many hosts share, a sampler reads its own
+host's workers and tasks only (``host`` = this manager's hostname): a pid is
+only meaningful on the host that started it, and each host writes its own rows.  The last snapshot stays in memory for ``/metrics`` and
 the page.  What a tick costs is measured and reported (:attr:`Sampler.cost`).
 """
 
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 GB = 1024 * MB
 MAX_TASKS = 100_000
+# A minute is rolled up once it ended this long ago: on a store that many hosts share, another
+# host's tick for the minute's last seconds (late, or from a clock a little behind) is in by then.
+ROLLUP_SETTLE_S = 15.0
 
 
 @dataclass
@@ -135,11 +140,13 @@ class Sampler:
         now = self.clock()
         snapshot = self.sample(now)
         self.storage.write(snapshot)
-        minute = math.floor(now / ROLLUP_S)
+        minute = math.floor((now - ROLLUP_SETTLE_S) / ROLLUP_S)
         if self._maintained != minute:
             self._maintained = minute
             self.storage.maintain(
-                now, self.config.raw_retention_hours * 3600, self.config.rollup_retention_days * 86400
+                now - ROLLUP_SETTLE_S,
+                self.config.raw_retention_hours * 3600,
+                self.config.rollup_retention_days * 86400,
             )
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         self.cost.add(wall, cpu)

@@ -2,7 +2,10 @@
 
 Four kinds of series: ``host`` (one per host), ``gpu`` (one per GPU),
 ``worker`` (one per live worker) and ``task`` (one per running task).  Each is
-a wide table in SQLite with the columns listed in :data:`KINDS`.
+a wide table with the columns listed in :data:`KINDS`.  Every row carries the
+host it was taken on (the first key of every kind): many hosts write into one
+shared store, each its own workers and tasks, and a view reads every host's
+series or one host's.
 """
 
 from __future__ import annotations
@@ -100,10 +103,12 @@ KINDS: dict[str, Kind] = {
     "worker": Kind(
         "worker",
         "metrics_worker",
-        ("worker",),
+        ("host", "worker"),
         ("busy", "paused", "gpu_util_percent", "gpu_mem_mb", "cpu_percent", "rss_mb"),
     ),
-    "task": Kind("task", "metrics_task", ("task",), ("cpu_percent", "rss_mb", "gpu_mem_mb", "processes"), ("attempt",)),
+    "task": Kind(
+        "task", "metrics_task", ("host", "task"), ("cpu_percent", "rss_mb", "gpu_mem_mb", "processes"), ("attempt",)
+    ),
 }
 
 
@@ -139,6 +144,7 @@ def rows(snapshot: Snapshot) -> dict[str, list[tuple[object, ...]]]:
         ],
         "worker": [
             (
+                h.host,
                 w.worker,
                 1.0 if w.state == "busy" else 0.0,
                 1.0 if w.state == "paused" else 0.0,
@@ -149,5 +155,7 @@ def rows(snapshot: Snapshot) -> dict[str, list[tuple[object, ...]]]:
             )
             for w in snapshot.workers
         ],
-        "task": [(t.task, t.cpu_percent, t.rss_mb, t.gpu_mem_mb, len(t.pids), t.attempt) for t in snapshot.tasks],
+        "task": [
+            (h.host, t.task, t.cpu_percent, t.rss_mb, t.gpu_mem_mb, len(t.pids), t.attempt) for t in snapshot.tasks
+        ],
     }

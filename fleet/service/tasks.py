@@ -21,6 +21,7 @@ from fleet.core.models import Event, ExitUsage, Runner, Task, TaskAttempt, TaskS
 from fleet.core.validate import queue_name, worker_id
 from fleet.policy.pool_rules import refuse_oversized
 from fleet.service.clone import clone_spec
+from fleet.service.host_views import check_host
 from fleet.service.wake import Wake
 from fleet.service.who import Who
 from fleet.store import Store
@@ -85,14 +86,25 @@ class Tasks:
         limit: int,
         offset: int,
         max_bytes: int,
+        host: str | None = None,
     ) -> TaskPage:
-        """Task summaries; a ``queue`` that does not exist and that no task names is a 404."""
+        """Task summaries; a ``queue`` that does not exist and that no task names is a 404.
+        ``host``: the tasks that run or ran there (a queued task ran nowhere yet); an
+        unknown host is a 404 naming the known ones."""
         if queue is not None:
             queue_name(queue)
         if worker is not None:
             worker_id(worker)
+        host = check_host(self.store, host)
         tasks, total = self.store.list_tasks(
-            queue=queue, status=statuses, worker=worker, limit=limit, offset=offset, summary=True, max_bytes=max_bytes
+            queue=queue,
+            status=statuses,
+            worker=worker,
+            host=host,
+            limit=limit,
+            offset=offset,
+            summary=True,
+            max_bytes=max_bytes,
         )
         if queue is not None and total == 0:  # a queue nobody knows (a typo) is an error, not an empty list
             self.store.get_queue(queue)

@@ -24,6 +24,7 @@ from fleet.core.models import RuntimeProperty, Worker, WorkerState
 from fleet.core.nvml import Nvml
 from fleet.core.validate import worker_id as check_worker_id
 from fleet.policy.upplan import Plan, UpRequest, check_queues, plan_up
+from fleet.service.host_views import check_host
 from fleet.service.wake import Wake
 from fleet.store import Store
 
@@ -82,8 +83,10 @@ class Workers:
             for w in workers
         ]
 
-    def all(self, include_dead: bool = False) -> list[WorkerView]:
-        return self.views(self.store.list_workers(include_dead=include_dead))
+    def all(self, include_dead: bool = False, host: str | None = None) -> list[WorkerView]:
+        """Every host's workers, or one ``host``'s (an unknown host is a 404 naming the known ones)."""
+        host = check_host(self.store, host)
+        return self.views(self.store.list_workers(include_dead=include_dead, host=host))
 
     def worker(self, worker_id: str) -> Worker:
         return self.store.get_worker(worker_id)

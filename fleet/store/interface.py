@@ -99,12 +99,14 @@ class Store(abc.ABC):
         queue: str | None = None,
         status: list[TaskStatus] | None = None,
         worker: str | None = None,
+        host: str | None = None,
         limit: int = 100,
         offset: int = 0,
         summary: bool = False,
         max_bytes: int | None = None,
     ) -> tuple[list[Task], int]:
-        """Tasks newest first, and how many match.  ``summary``: the large fields
+        """Tasks newest first, and how many match.  ``host``: the tasks whose
+        current (or last) attempt runs or ran there.  ``summary``: the large fields
         are not read (env values come back empty, the diff, the setup script and
         the requirements file as markers: see :data:`fleet.store.rows.SUMMARY_MARK`).
         ``max_bytes``: stop adding rows once their text passes that size (at
@@ -495,10 +497,17 @@ class SampleStore(abc.ABC):
 
     @abc.abstractmethod
     def series(
-        self, kind: Kind, since: float, until: float, step: int, ids: list[str] | None = None
+        self,
+        kind: Kind,
+        since: float,
+        until: float,
+        step: int,
+        ids: list[str] | None = None,
+        host: str | None = None,
     ) -> list[dict[str, Any]]:
         """Averages per ``step`` seconds in ``[since, until)``, one entry per series:
-        ``{"id", "labels": {key: value}, "t": [...], "values": {name: [...]}}`` (the API's shape)."""
+        ``{"id", "labels": {key: value}, "t": [...], "values": {name: [...]}}`` (the API's shape).
+        Every host's series, or (``host``) those taken on that host."""
 
     @abc.abstractmethod
     def task_usage(self, task_id: str) -> list[AttemptUsage]:

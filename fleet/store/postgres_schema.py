@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from fleet.core.errors import StoreError
+from fleet.store.schema import SAMPLE_HOSTS
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,12 @@ def _hosts(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE INDEX workers_host ON workers (host)")
 
 
+def _sample_hosts(conn: psycopg.Connection[Any]) -> None:
+    """Every sample row carries its host (as SQLite's ``_sample_hosts``, the same statements)."""
+    for statement in SAMPLE_HOSTS:
+        conn.execute(statement.replace("host TEXT", 'host TEXT COLLATE "C"'))
+
+
 MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [
     _base,
     _arrays,
@@ -150,6 +157,7 @@ MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [
     _gpu_reservations,
     _log_chunks,
     _hosts,
+    _sample_hosts,
 ]
 LATEST = len(MIGRATIONS)
 

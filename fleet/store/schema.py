@@ -260,6 +260,25 @@ def _hosts(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX workers_host ON workers (host)")
 
 
+def _sample_hosts(db: sqlite_utils.Database) -> None:
+    """Many hosts (issue 14): every sample row carries the host it was taken on
+    (``metrics_host`` and ``metrics_gpu`` had it; ``metrics_worker`` and
+    ``metrics_task`` get it), so one host's series can be read out of a store
+    that many hosts share.  Rows from before get their worker's host, and
+    their attempt's."""
+    for statement in SAMPLE_HOSTS:
+        db.execute(statement)
+
+
+SAMPLE_HOSTS = (  # portable SQL: PostgreSQL's migration runs the same statements
+    "ALTER TABLE metrics_worker ADD COLUMN host TEXT",
+    "ALTER TABLE metrics_task ADD COLUMN host TEXT",
+    "UPDATE metrics_worker SET host = (SELECT w.host FROM workers w WHERE w.id = metrics_worker.worker)",
+    "UPDATE metrics_task SET host = (SELECT a.host FROM task_attempts a"
+    " WHERE a.task_id = metrics_task.task AND a.attempt = metrics_task.attempt)",
+)
+
+
 def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
     """(owner, runner) of a row written before ``_owner``, by the old rule: a
     static worker runs a task under its own id; a pool's task runs as
@@ -307,5 +326,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _gpu_reservations,
     _log_chunks,
     _hosts,
+    _sample_hosts,
 ]
 LATEST = len(MIGRATIONS)

@@ -171,7 +171,13 @@ class SQLiteSamples(SampleStore):
 
     # -- reading ------------------------------------------------------------------
     def series(
-        self, kind: Kind, since: float, until: float, step: int, ids: list[str] | None = None
+        self,
+        kind: Kind,
+        since: float,
+        until: float,
+        step: int,
+        ids: list[str] | None = None,
+        host: str | None = None,
     ) -> list[dict[str, Any]]:
         """Averages per ``step`` seconds in ``[since, until)``, one entry per series.
 
@@ -191,6 +197,9 @@ class SQLiteSamples(SampleStore):
         if ids:
             where += f" AND {kind.keys[-1]} IN ({','.join('?' * len(ids))})"
             params.extend(ids)
+        if host is not None:
+            where += " AND host = ?"
+            params.append(host)
         query = (
             f"SELECT {self._BUCKET} AS bucket, {keys}, {aggregates} FROM {kind.table}"
             f" WHERE {where} GROUP BY bucket, {keys} ORDER BY {keys}, bucket"

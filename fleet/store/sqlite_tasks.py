@@ -49,6 +49,7 @@ class SQLiteTasks(SQLiteArrays):
         queue: str | None = None,
         status: list[TaskStatus] | None = None,
         worker: str | None = None,
+        host: str | None = None,
         limit: int = 100,
         offset: int = 0,
         summary: bool = False,
@@ -66,6 +67,9 @@ class SQLiteTasks(SQLiteArrays):
             clause, values = self._worker_clause(worker)
             where.append(clause)
             params.extend(values)
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", params).fetchone()[0]
         columns = self._summary_columns() if summary else "*"

@@ -213,8 +213,8 @@ def test_nvml_without_a_driver_degrades() -> None:
 
 
 # -- storage: roll-ups and retention, with the time given ------------------------------------
-def _snap(at: float, cpu: float, task_rss: float) -> Snapshot:
-    host = HostSample("h", cpu, 0.5, 100.0, 1000.0, 10.0, 50.0, 1.0, 2.0)
+def _snap(at: float, cpu: float, task_rss: float, host_name: str = "h") -> Snapshot:
+    host = HostSample(host_name, cpu, 0.5, 100.0, 1000.0, 10.0, 50.0, 1.0, 2.0)
     gpu = GpuSample(0, None, cpu, 1.0, 2.0, None, None)
     task = TaskSample("ab" * 16, 2, "w", (1,), cpu, task_rss, None)
     return Snapshot(at, host, (gpu,), (), (task,))
@@ -249,6 +249,31 @@ def test_rollup_and_retention(tmp_path: Path) -> None:
     gone = storage.maintain(t0 + month + 200, day, month)
     assert gone.deleted_rollups == 9 and storage.series(KINDS["host"], t0, t0 + 180, 60) == []
     storage.close()
+
+
+def test_a_minute_is_rolled_up_only_after_every_hosts_last_tick_is_in(tmp_path: Path) -> None:
+    """Two hosts write into one store; host ``h`` maintains 1 s after a minute ended, then
+    host ``late``'s tick for that minute's last seconds arrives (a slow tick, or a clock a
+    little behind).  The minute is rolled up later, with both hosts' samples in it."""
+    store = SQLiteStore(tmp_path / "fleet.db")
+    t0 = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    now = [t0 + 61]
+    sampler = Sampler(
+        store, MetricsStorage(store.path), Nvml(lib=NoDriver()), tmp_path, "h", MetricsConfig(), clock=lambda: now[0]
+    )
+    try:
+        sampler.storage.write(_snap(t0 + 30, 10.0, 1.0))
+        sampler.tick()  # at t0 + 61
+        sampler.storage.write(_snap(t0 + 58, 30.0, 1.0, host_name="late"))
+        now[0] = t0 + 90
+        sampler.tick()
+        rolled = {s["id"]: s for s in sampler.storage.series(KINDS["host"], t0, t0 + 60, 60)}
+        assert sampler.storage.watermark() == t0 + 60
+        assert rolled["late"]["values"]["cpu_percent"] == [30.0]  # in the roll-up, not lost under the watermark
+        assert sampler.storage.counts()["host.rollup"] == 2  # one row per host for the minute
+    finally:
+        sampler.stop()
+        store.close()
 
 
 # -- the API, the CLI and /metrics on a real manager ------------------------------------------

@@ -339,8 +339,10 @@ def test_a_pool_nests_its_task_workers_and_the_report_shows_gpu_utilization(flee
             child = page.locator(f'#workers tr.child[data-worker="{worker}"][data-parent="{pool}"]')
             expect(child).to_contain_text(task[:12])
             expect(child.locator(".state")).to_contain_text("busy")
-        children = page.locator("#workers tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.worker)")
-        assert children == [pool, f"{HOST}:gpu0", f"{HOST}:gpu1"], children  # right under the pool
+        children = page.locator("#workers tbody tr").evaluate_all(
+            "(rows) => rows.map((r) => r.dataset.worker || 'host ' + r.dataset.host)"
+        )
+        assert children == [f"host {HOST}", pool, f"{HOST}:gpu0", f"{HOST}:gpu1"], children  # under the pool
         _shots(page, tmp_path, "pool")
 
         page.locator('.tab[data-view="report"]').click()

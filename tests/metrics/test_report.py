@@ -319,6 +319,37 @@ def test_a_per_task_id_that_was_once_a_static_worker_goes_to_the_live_pool() -> 
 
 
 # -- the pure parts, on a history written out directly -------------------------------------
+def test_by_host_sums_each_hosts_gpus_and_counts_cpu_work_in_task_hours() -> None:
+    """Host ``a`` has a 2-GPU worker, idle 0..100 s but for one 2-GPU task (10..40 s) and
+    one 1-GPU task (50..60 s); host ``b`` has a CPU-only worker that ran one task (20..80 s)
+    and host ``c`` one that ran nothing.  GPU-hours are ``a``'s alone; ``b``'s work shows
+    in task-hours; ``c`` is listed (a live worker) with nothing."""
+    history = History(
+        since=0.0,
+        until=100.0,
+        workers=[WorkerInfo("a:gpu0,1", "a", (0, 1)), WorkerInfo("b:cpu", "b", ()), WorkerInfo("c:cpu", "c", ())],
+        changes=[StateChange(w, -5.0, "idle") for w in ("a:gpu0,1", "b:cpu", "c:cpu")],
+        attempts=[
+            Attempt("t1", 1, "a:gpu0,1", "a", (0, 1), "q", "u", "completed", 10.0, 40.0, 5.0),
+            Attempt("t2", 1, "a:gpu0,1", "a", (0,), "q", "u", "failed", 50.0, 60.0, 45.0),
+            Attempt("t3", 1, "b:cpu", "b", (), "q", "v", "completed", 20.0, 80.0, 0.0),
+        ],
+    )
+    answer = compute(history, "host")
+    rows = _rows(answer)
+    assert list(rows) == ["a", "b", "c"]
+    assert rows["a"]["busy_gpu_hours"] == pytest.approx((2 * 30 + 10) / H, abs=1e-4)
+    assert rows["a"]["idle_gpu_hours"] == pytest.approx((200 - 70) / H, abs=1e-4)
+    assert rows["a"]["task_hours"] == pytest.approx(40 / H, abs=1e-4)
+    assert (rows["a"]["completed"], rows["a"]["failed"]) == (1, 1)
+    assert rows["b"]["busy_gpu_hours"] == 0 and rows["b"]["idle_gpu_hours"] == 0
+    assert rows["b"]["task_hours"] == pytest.approx(60 / H, abs=1e-4) and rows["b"]["completed"] == 1
+    assert rows["b"]["wait_p50_s"] == pytest.approx(20.0)
+    assert rows["c"]["task_hours"] == 0 and rows["c"]["completed"] == 0
+    assert answer["totals"]["task_hours"] == pytest.approx(100 / H, abs=1e-4)
+    assert answer["totals"]["busy_gpu_hours"] == rows["a"]["busy_gpu_hours"]
+
+
 def test_states_split_time_and_busy_wins() -> None:
     """Busy (an attempt) counts even while the worker says paused or stopping."""
     history = History(

@@ -292,52 +292,86 @@ function hoursChart(rows, width = 720) {
 }
 
 // -- the overview ---------------------------------------------------------------
-function renderWorkers(workers, sparks) {
+// Workers are grouped by host (many hosts share one store): a heading row per host (every
+// registered host, and any other host a worker names), then its workers, in name order.
+function byHost(workers, hosts) {
+  const groups = new Map();
+  const order = (a, b) => a.localeCompare(b, undefined, { numeric: true });
+  const names = [...new Set([...hosts.map((x) => x.name), ...workers.map((w) => w.host)])].sort(order);
+  for (const name of names) groups.set(name, []);
+  for (const w of [...workers].sort((a, b) => order(a.id, b.id))) groups.get(w.host).push(w);
+  return groups;
+}
+
+// A host's heading: its state (up, lost, left) and lease age from the host registry, and
+// its workers' count, how many are busy, and its GPUs (the registry's: what the host has;
+// else those its workers hold).
+function hostRow(name, members, host) {
+  const live = members.filter((w) => w.state !== "dead");
+  const busy = live.filter((w) => w.state === "busy").length;
+  const gpus = host ? host.gpus.length : new Set(live.flatMap((w) => w.gpus.map(String))).size;
+  const parts = [`${live.length} worker${live.length === 1 ? "" : "s"}`, `${busy} busy`, gpus ? `${gpus} GPU${gpus === 1 ? "" : "s"}` : "CPU only"];
+  let lease = null;
+  if (host && host.state !== "left") {
+    lease = h("span", { class: "lease", dataLeaseAge: host.lease_age_s, title: `the lease lasts ${host.lease_seconds} s; renewed ${when(host.renewed_at, true)}` },
+      `${host.state === "lost" ? "lease expired: " : ""}lease renewed ${duration(host.lease_age_s)} ago`);
+  }
+  return h("tr", { class: "host", dataHost: name, dataState: host ? host.state : null },
+    h("td", { colSpan: 7 },
+      h("span", { class: "hostname" }, name), " ",
+      host ? badge(host.state) : null, " ",
+      h("span", { class: "muted hostinfo" }, parts.join(" · "), lease ? " · " : "", lease)));
+}
+
+function renderWorkers(workers, sparks, hosts) {
   const body = document.querySelector("#workers tbody");
-  const rows = workers.flatMap((w) => {
-    const series = sparks[w.id];
-    let spark = null;
-    let title = "no samples yet";
-    if (series) {
-      const gpu = series.values.gpu_util_percent;
-      const useGpu = gpu.some((v) => v !== null);
-      const values = useGpu ? gpu : series.values.cpu_percent;
-      spark = sparkline(values, 100);
-      const last = values.filter((v) => v !== null).pop();
-      title = (useGpu ? "GPU utilization " : "task CPU (no GPU metrics) ") + num(last, 0, "%");
-    }
-    const force = (w.runtime_properties.force || {}).value || "";
-    const forceButton = (value, label) => h("button", {
-      type: "button", dataAction: "force-" + value, class: force === value ? "on" : "",
-      onclick: () => act(`force ${w.id} ${value}`, () => api(`/workers/${encodeURIComponent(w.id)}/runtime-properties/force`, { method: "PUT", body: { value, expiry: null } })),
-    }, label);
-    const clear = h("button", {
-      type: "button", dataAction: "force-clear", disabled: !force,
-      onclick: () => act(`force ${w.id} clear`, () => api(`/workers/${encodeURIComponent(w.id)}/runtime-properties/force`, { method: "DELETE" })),
-    }, "clear");
-    const row = h("tr", { dataWorker: w.id },
-      h("td", {}, w.id),
-      h("td", {}, w.cpu_only ? "cpu" : w.gpus.join(",")),
-      h("td", {}, w.queues.join(", ")),
-      h("td", { class: "state" }, badge(w.state), " ", h("span", { class: "muted reason" }, w.state_reason)),
-      h("td", { class: "task" }, taskLinks(w.tasks)),
-      h("td", { title }, spark || h("span", { class: "muted" }, "–")),
-      h("td", { class: "force" }, forceButton("on", "on"), forceButton("off", "off"), clear),
-    );
-    // a pool (or services worker) runs each task in its own per-task worker: one row each, under it
-    const children = [...((w.pool && w.pool.children) || [])].sort((a, b) => a.worker.localeCompare(b.worker, undefined, { numeric: true }));
-    return [row, ...children.map((c) => h("tr", { dataWorker: c.worker, dataParent: w.id, class: "child" },
-      h("td", {}, h("span", { class: "nest", "aria-hidden": "true" }, "└ "), c.worker),
-      h("td", {}, c.gpus.length ? c.gpus.join(",") : "cpu"),
-      h("td", {}, c.queue || ""),
-      h("td", { class: "state" }, badge("busy"), " ", h("span", { class: "muted reason" }, "task worker of " + w.id)),
-      h("td", { class: "task" }, taskLinks([c.task])),
-      h("td", {}, h("span", { class: "muted" }, "–")),
-      h("td", {}),
-    ))];
-  });
+  const registry = Object.fromEntries(hosts.map((x) => [x.name, x]));
+  const rows = [...byHost(workers, hosts)].flatMap(([name, members]) => [hostRow(name, members, registry[name]), ...members.flatMap((w) => workerRows(w, sparks))]);
   body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colSpan: 7, class: "muted" }, "no workers: start one with fleetctl up"))]));
   labelCells(body.closest("table"));
+}
+
+function workerRows(w, sparks) {
+  const series = sparks[w.id];
+  let spark = null;
+  let title = "no samples yet";
+  if (series) {
+    const gpu = series.values.gpu_util_percent;
+    const useGpu = gpu.some((v) => v !== null);
+    const values = useGpu ? gpu : series.values.cpu_percent;
+    spark = sparkline(values, 100);
+    const last = values.filter((v) => v !== null).pop();
+    title = (useGpu ? "GPU utilization " : "task CPU (no GPU metrics) ") + num(last, 0, "%");
+  }
+  const force = (w.runtime_properties.force || {}).value || "";
+  const forceButton = (value, label) => h("button", {
+    type: "button", dataAction: "force-" + value, class: force === value ? "on" : "",
+    onclick: () => act(`force ${w.id} ${value}`, () => api(`/workers/${encodeURIComponent(w.id)}/runtime-properties/force`, { method: "PUT", body: { value, expiry: null } })),
+  }, label);
+  const clear = h("button", {
+    type: "button", dataAction: "force-clear", disabled: !force,
+    onclick: () => act(`force ${w.id} clear`, () => api(`/workers/${encodeURIComponent(w.id)}/runtime-properties/force`, { method: "DELETE" })),
+  }, "clear");
+  const row = h("tr", { dataWorker: w.id, dataHost: w.host },
+    h("td", {}, w.id),
+    h("td", {}, w.cpu_only ? "cpu" : w.gpus.join(",")),
+    h("td", {}, w.queues.join(", ")),
+    h("td", { class: "state" }, badge(w.state), " ", h("span", { class: "muted reason" }, w.state_reason)),
+    h("td", { class: "task" }, taskLinks(w.tasks)),
+    h("td", { title }, spark || h("span", { class: "muted" }, "–")),
+    h("td", { class: "force" }, forceButton("on", "on"), forceButton("off", "off"), clear),
+  );
+  // a pool (or services worker) runs each task in its own per-task worker: one row each, under it
+  const children = [...((w.pool && w.pool.children) || [])].sort((a, b) => a.worker.localeCompare(b.worker, undefined, { numeric: true }));
+  return [row, ...children.map((c) => h("tr", { dataWorker: c.worker, dataParent: w.id, class: "child" },
+    h("td", {}, h("span", { class: "nest", "aria-hidden": "true" }, "└ "), c.worker),
+    h("td", {}, c.gpus.length ? c.gpus.join(",") : "cpu"),
+    h("td", {}, c.queue || ""),
+    h("td", { class: "state" }, badge("busy"), " ", h("span", { class: "muted reason" }, "task worker of " + w.id)),
+    h("td", { class: "task" }, taskLinks([c.task])),
+    h("td", {}, h("span", { class: "muted" }, "–")),
+    h("td", {}),
+  ))];
 }
 
 // GPUs: in service or drained (by a person, or for its health) and why; drain with a reason, undrain
@@ -488,18 +522,19 @@ async function abortTask(id, name) {
 async function refresh() {
   if (state.view !== "overview") return;
   try {
-    const [workers, queues, tasks, current, sparks, gpus] = await Promise.all([
+    const [workers, queues, tasks, current, sparks, gpus, hosts] = await Promise.all([
       getJSON("/workers"),
       getJSON("/queues"),
       getJSON("/tasks?limit=20"),
       getJSON("/metrics/current"),
       getJSON("/metrics?kind=worker&since=10m"),
       getJSON("/gpus"),
+      getJSON("/hosts"),
     ]);
     document.getElementById("login-bar").hidden = true;
     state.queues = queues.queues;
     const bySeries = Object.fromEntries(sparks.series.map((s) => [s.id, s]));
-    renderWorkers(workers.workers, bySeries);
+    renderWorkers(workers.workers, bySeries, hosts.hosts);
     renderGpus(gpus.gpus);
     renderQueues(queues.queues, current.queues_waiting_since || {});
     const arrayIds = [...new Set(tasks.tasks.map((t) => t.array_id).filter(Boolean))];
@@ -647,18 +682,32 @@ function reportRows(rows) {
   return rows.flatMap((r) => [r, ...(r.children || [])]);
 }
 
+// The report's host choice: every host of the fleet, or one (the hosts that have had a worker).
+function renderHostChoices(workers) {
+  const select = document.getElementById("report-host");
+  const hosts = [...new Set(workers.map((w) => w.host))].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+  const chosen = select.value;
+  select.replaceChildren(h("option", { value: "" }, "every host"), ...hosts.map((name) => h("option", { value: name }, name)));
+  select.value = hosts.includes(chosen) ? chosen : "";
+}
+
 async function refreshReport() {
   const since = document.getElementById("report-since").value;
   const by = document.getElementById("report-by").value;
   const step = chartStep(since);
   try {
-    const [report, current] = await Promise.all([getJSON(`/report?since=${since}&by=${by}`), getJSON("/metrics/current")]);
+    renderHostChoices((await getJSON("/workers?all=true")).workers);
+    const chosen = document.getElementById("report-host").value;
+    const host = chosen ? "&host=" + encodeURIComponent(chosen) : "";
+    const [report, current] = await Promise.all([getJSON(`/report?since=${since}&by=${by}${host}`), getJSON("/metrics/current")]);
     const gpu = Boolean(current.nvml);
-    const util = await getJSON(`/metrics?kind=${gpu ? "gpu" : "host"}&since=${since}&step=${step}`);
+    const util = await getJSON(`/metrics?kind=${gpu ? "gpu" : "host"}&since=${since}&step=${step}${host}`);
     const t = report.totals;
     const summary = [
       ["window", when(report.since, true) + " – " + when(report.until, true)],
+      ["hosts", report.host || "every host"],
       ["GPU-hours busy / idle / paused", `${num(t.busy_gpu_hours, 2)} / ${num(t.idle_gpu_hours, 2)} / ${num(t.paused_gpu_hours, 2)}`],
+      ["task-hours (CPU-only tasks too)", num(t.task_hours, 2)],
       ["tasks completed / failed / stopped", `${t.completed} / ${t.failed} / ${t.stopped}`],
       ["success rate", t.success_rate === null ? "–" : (t.success_rate * 100).toFixed(1) + "%"],
       ["queue wait p50 / p95", duration(t.wait_p50_s) + " / " + duration(t.wait_p95_s)],
@@ -672,7 +721,7 @@ async function refreshReport() {
       : util.series.map((s) => ({ name: `host CPU (${s.id})`, t: s.t, v: s.values.cpu_percent }));
     document.getElementById("util-title").textContent = utilTitle(gpu, util.step);
     document.getElementById("chart-util").replaceChildren(lineChart(lines, { width, step: util.step, kind: gpu ? "gpu-util" : "host-cpu" }));
-    const cells = (r) => [r.key, num(r.busy_gpu_hours, 2), num(r.idle_gpu_hours, 2), num(r.paused_gpu_hours, 2), r.completed, r.failed, r.stopped,
+    const cells = (r) => [r.key, num(r.busy_gpu_hours, 2), num(r.idle_gpu_hours, 2), num(r.paused_gpu_hours, 2), num(r.task_hours, 2), r.completed, r.failed, r.stopped,
       r.success_rate === null ? "–" : (r.success_rate * 100).toFixed(1) + "%", duration(r.wait_p50_s), duration(r.wait_p95_s), num(r.busy_gpu_util_percent, 0, "%")];
     const table = document.getElementById("report-table");
     table.tHead.rows[0].cells[0].textContent = by;
