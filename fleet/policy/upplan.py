@@ -196,6 +196,8 @@ def plan_up(
                 field="services_max",
             )
     for other in live:
+        if other.host != host:  # many hosts on one store: their GPUs are theirs
+            continue
         clash = overlap(gpus, other.gpus)  # a GPU and its own MIG slices clash too
         if clash is not None:
             raise Conflict(f"GPU {gpu_label(clash)} is already claimed by worker {other.id}", field="gpus")
