@@ -12,11 +12,20 @@ the seconds its command sleeps (``["sleep", "12.5"]``); then the host records
 it completed (``Store.finish_task``) and frees its GPUs.  So every row is
 written by the store's own code, through the same calls a real pool makes.
 
-How a host hears of new work: a watcher thread per process peeks at the
-queues every ``poll_ms`` and wakes its hosts when a queue's head changed (the
-stand-in for the store's cross-host wake-up, one notification per change),
-and each host also looks on its own every ``FALLBACK_S`` (the pool's
-fallback poll) and whenever one of its tasks ends.
+How a host hears of new work, as a real host would (one thread per process
+for all its hosts, :func:`wakers`):
+
+- ``datagram`` (one host, SQLite): each host binds its worker's wake-up
+  socket in the home of the manager that takes the submissions
+  (:class:`fleet.core.wakeups.Listener`), so the service's datagram wakes it;
+- ``notices`` (PostgreSQL, where the store has them): the process listens
+  to the store's notices (``Store.subscribe``) and wakes the hosts a
+  ``wake`` notice names, as a manager's listener does;
+- ``poll`` (PostgreSQL without notices): a stand-in, a thread that peeks at
+  the queues every ``poll_ms`` and wakes its hosts when a queue's head changed.
+
+Each host also looks on its own every ``FALLBACK_S`` (the pool's fallback
+poll) and whenever one of its tasks ends.
 
 A few hosts share a process (one thread each, one connection pool per
 process); :func:`run_hosts` is a process's body, started by the bench with
@@ -25,6 +34,7 @@ process); :func:`run_hosts` is a process's body, started by the bench with
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +44,7 @@ from pathlib import Path
 
 from fleet.core.errors import StoreUnavailable
 from fleet.core.models import Task, TaskStatus, Worker, WorkerMode, WorkerOptions, WorkerState
+from fleet.core.wakeups import Listener
 from fleet.policy.allocate import Head, allocate
 from fleet.policy.pool_rules import task_worker_id
 from fleet.policy.queuespec import QueueSpec, parse_queue_specs
@@ -145,7 +156,7 @@ class SimHost:
         self.running.clear()
 
 
-def watch(store: Store, queues: list[str], hosts: list[SimHost], poll_s: float, stop: Event) -> None:
+def poll_heads(store: Store, queues: list[str], hosts: list[SimHost], poll_s: float, stop: Event) -> None:
     """Wake every host of this process when a queue's head changed."""
     seen: dict[str, str] = {}
     limits: dict[str, int | None] = dict.fromkeys(queues)
@@ -160,11 +171,59 @@ def watch(store: Store, queues: list[str], hosts: list[SimHost], poll_s: float, 
         seen = heads
 
 
+def datagrams(home: Path, hosts: list[SimHost], stop: Event) -> None:
+    """Wake a host when its worker's wake-up socket in ``home`` gets a datagram."""
+    listeners = {Listener(home, h.worker.id): h for h in hosts}
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select(list(listeners), [], [], 0.5)
+            for listener in ready:
+                listener.drain()
+                listeners[listener].wake.set()
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def notices(store: Store, hosts: list[SimHost], stop: Event) -> None:
+    """Wake the hosts that the store's ``wake`` notices name (subscribed again after a failure)."""
+    by_name = {h.name: h for h in hosts}
+    while not stop.is_set():
+        try:
+            feed = store.subscribe()  # type: ignore[attr-defined]
+        except StoreUnavailable:
+            time.sleep(0.5)
+            continue
+        try:
+            while not stop.is_set():
+                for notice in feed.wait(0.5):
+                    host = by_name.get(getattr(notice, "host", ""))
+                    if host is not None:
+                        host.wake.set()
+        except StoreUnavailable:
+            continue
+        finally:
+            feed.close()
+
+
+def wake_mode(store: Store) -> str:
+    """``notices`` where the store has a feed of them, else ``poll`` (see the module's docstring)."""
+    subscribe = getattr(store, "subscribe", None)
+    if subscribe is None:
+        return "poll"
+    feed = subscribe()
+    if feed is None:
+        return "poll"
+    feed.close()
+    return "notices"
+
+
 def run_hosts(
     url: str,
     names: list[str],
     gpus: int,
     specs: list[str],
+    wake: str,
     poll_ms: float,
     ready: Queue[str],
     stop: Event,
@@ -172,17 +231,24 @@ def run_hosts(
 ) -> None:
     """A process's body: register ``names`` on the store at ``url`` (a
     PostgreSQL URL, or a SQLite file's path), say ready, serve until ``stop``,
-    send the figures back."""
+    send the figures back.  ``wake``: ``notices``, ``poll`` or
+    ``datagram:<FLEET_HOME>`` (how the hosts hear of new work)."""
     store = open_bench_store(url)
     figures = HostFigures()
     parsed = parse_queue_specs(specs)
     hosts = [SimHost(name, store, gpus, parsed, figures) for name in names]
+    if wake.startswith("datagram:"):
+        waker = threading.Thread(target=datagrams, args=(Path(wake.split(":", 1)[1]), hosts, stop))
+    elif wake == "notices":
+        waker = threading.Thread(target=notices, args=(store, hosts, stop))
+    else:
+        queues = [s.name for s in parsed]
+        waker = threading.Thread(target=poll_heads, args=(store, queues, hosts, poll_ms / 1000, stop))
     threads = [threading.Thread(target=h.serve, args=(stop,), name=h.name, daemon=True) for h in hosts]
-    watcher = threading.Thread(target=watch, args=(store, [s.name for s in parsed], hosts, poll_ms / 1000, stop))
-    for thread in [*threads, watcher]:
+    for thread in [*threads, waker]:
         thread.start()
     ready.put(",".join(names))
-    for thread in [*threads, watcher]:
+    for thread in [*threads, waker]:
         thread.join()
     store.close()
     results.put(figures)

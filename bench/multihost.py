@@ -61,7 +61,7 @@ from multiprocessing.context import SpawnProcess
 import psutil
 
 from bench._common import PYTHON, TempFleet, percentile, temp_fleet
-from bench._simhost import HostFigures, open_bench_store, run_hosts
+from bench._simhost import HostFigures, open_bench_store, run_hosts, wake_mode
 from fleet.core.config import FleetSection
 from fleet.core.errors import Conflict
 from fleet.core.models import TaskStatus
@@ -97,6 +97,7 @@ class Figures:
     attempts: int = 0
     ended: int = 0
     wall_s: float = 0.0
+    wake: str = ""  # how the simulated hosts heard of new work (bench._simhost.run_hosts)
 
 
 # -- the fleet ------------------------------------------------------------------------
@@ -111,7 +112,9 @@ def up(fleet: TempFleet, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def simulated_hosts(url: str, names: list[str], per_process: int, gpus: int, poll_ms: float) -> Iterator[HostFigures]:
+def simulated_hosts(
+    url: str, names: list[str], per_process: int, gpus: int, wake: str, poll_ms: float
+) -> Iterator[HostFigures]:
     """The simulated hosts, registered and serving; their figures, filled in once they have stopped."""
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
@@ -119,7 +122,7 @@ def simulated_hosts(url: str, names: list[str], per_process: int, gpus: int, pol
     groups = [names[i : i + per_process] for i in range(0, len(names), per_process)]
     procs: list[SpawnProcess] = []
     for group in groups:
-        proc = ctx.Process(target=run_hosts, args=(url, group, gpus, SPECS, poll_ms, ready, stop, results))
+        proc = ctx.Process(target=run_hosts, args=(url, group, gpus, SPECS, wake, poll_ms, ready, stop, results))
         proc.start()
         procs.append(proc)
     figures = HostFigures()
@@ -228,7 +231,9 @@ def run_postgres(url: str, args: argparse.Namespace, load: Load) -> tuple[Figure
             manager = stack.enter_context(temp_fleet(manager_config(HAS_LEASES), env))
             up(manager, "--gpus", f"0-{args.gpus - 1}", "--queue", *SPECS)  # the first one migrates the schema
             managers.append(manager)
-        with simulated_hosts(url, names, args.per_process, args.gpus, args.poll_ms) as figures.claims:
+        figures.wake = wake_mode(store)
+        sims = simulated_hosts(url, names, args.per_process, args.gpus, figures.wake, args.poll_ms)
+        with sims as figures.claims:
             t0 = time.monotonic()
             ids = stream(load, managers)
             figures.ended = wait_ended(store, ids, timeout=load.mean_s * 3 + 120)
@@ -249,7 +254,8 @@ def run_sqlite(args: argparse.Namespace, load: Load, capacity: int) -> Figures:
             with contextlib.suppress(Conflict):
                 store.create_queue(spec.split("=")[0], [], "bench")
         scale = args.gpus / capacity
-        with simulated_hosts(str(front.home / "fleet.db"), ["sim000"], 1, args.gpus, args.poll_ms) as figures.claims:
+        figures.wake = f"datagram:{front.home}"
+        with simulated_hosts(str(front.home / "fleet.db"), ["sim000"], 1, args.gpus, figures.wake, 0) as figures.claims:
             t0 = time.monotonic()
             ids = stream(load, [front], scale)
             figures.ended = wait_ended(store, ids, timeout=load.mean_s * scale * 3 + 120)
@@ -307,22 +313,30 @@ def ms(values: Sequence[float], q: float) -> str:
     return f"{percentile(values, q) * 1000:.1f}" if values else "-"
 
 
+WAKES = {
+    "notices": "the store's notices (LISTEN/NOTIFY)",
+    "poll": "no notices in this fleet: a watcher peeking every --poll-ms",
+    "datagram": "the manager's wake-up datagram",
+}
+
+
 def report(runs: list[Figures]) -> list[str]:
+    """One row per run and kind of host: claims (simulated hosts), enqueue -> start, checks."""
     lines = [
-        f"{'':<26}{'claim p50':>10}{'claim p99':>10}{'lost':>7}{'e->s p50':>10}{'e->s p99':>10}"
-        f"{'e->s max':>10}{'ended':>8}{'double':>8}  (ms)"
+        f"{'':<34}{'claim p50':>10}{'p99':>8}{'lost':>7}{'tasks':>7}{'e->s p50':>10}{'p99':>8}{'max':>8}"
+        f"{'double':>8}  (ms)"
     ]
     for run in runs:
         claims, lost = run.claims.claim_s, len(run.claims.lost_s)
         for kind, values in sorted(run.enqueue_start.items(), key=lambda kv: kv[0] != "simulated"):
-            label = f"{run.label}: {kind}"
             first = kind == "simulated"
-            c50, c99 = (ms(claims, 50), ms(claims, 99)) if first else ("", "")
-            tail = f"{run.ended:>8}{len(run.problems):>8}" if first else ""
+            c50, c99, n_lost = (ms(claims, 50), ms(claims, 99), str(lost)) if first else ("", "", "")
             lines.append(
-                f"{label:<26}{c50:>10}{c99:>10}{(str(lost) if first else ''):>7}"
-                f"{ms(values, 50):>10}{ms(values, 99):>10}{ms(values, 100):>10}{tail}"
+                f"{run.label + ': ' + kind:<34}{c50:>10}{c99:>8}{n_lost:>7}{len(values):>7}"
+                f"{ms(values, 50):>10}{ms(values, 99):>8}{ms(values, 100):>8}"
+                f"{(str(len(run.problems)) if first else ''):>8}"
             )
+        lines.append(f"{'':<4}wake-ups: {WAKES[run.wake.split(':')[0]]}; {run.ended} tasks ended in {run.wall_s:.0f} s")
     return lines
 
 
@@ -363,7 +377,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke test of about a minute")
     args = parser.parse_args()
     if args.quick:
-        args.hosts, args.managers, args.tasks, args.rate = min(args.hosts, 10), min(args.managers, 2), 60, 4.0
+        args.hosts, args.managers, args.tasks, args.rate = min(args.hosts, 10), min(args.managers, 2), 40, 4.0
 
     capacity = (args.hosts + args.managers) * args.gpus
     load = Load(args.tasks, args.rate, args.load * capacity / (args.rate * MEAN_GPUS))
