@@ -337,6 +337,12 @@ def report(runs: list[Figures]) -> list[str]:
                 f"{(str(len(run.problems)) if first else ''):>8}"
             )
         lines.append(f"{'':<4}wake-ups: {WAKES[run.wake.split(':')[0]]}; {run.ended} tasks ended in {run.wall_s:.0f} s")
+        if lost:
+            lines.append(
+                f"{'':<4}{lost} claims found their task taken by another host"
+                f" ({lost / max(1, len(claims)):.1f} per task claimed; p50 {ms(run.claims.lost_s, 50)} ms,"
+                f" p99 {ms(run.claims.lost_s, 99)} ms each)"
+            )
     return lines
 
 
