@@ -73,6 +73,7 @@ class FleetSection:
     stop_grace_seconds: float = 10.0  # SIGTERM -> SIGKILL grace for tasks
     handover_seconds: float = 30.0  # workers without a manager this long stop themselves
     remote_lease_seconds: float = 60.0  # a remote executor's task fails after this long without word
+    host_lease_seconds: float = 30.0  # a host whose manager has not renewed its lease this long is lost
     log_max_mb: float = 1024.0
     timezone: str = ""
     poll_interval: float = 2.0  # fallback poll of idle workers
@@ -253,6 +254,7 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "fleet.stop_grace_seconds": cv.number_at_least(0),
     "fleet.handover_seconds": cv.number_at_least(0),
     "fleet.remote_lease_seconds": cv.number_at_least(1),
+    "fleet.host_lease_seconds": cv.number_at_least(1),
     "fleet.log_max_mb": cv.number_above(0),
     "fleet.poll_interval": cv.number_above(0),
     "fleet.metrics.interval": cv.number_above(0),

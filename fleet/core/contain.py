@@ -238,6 +238,37 @@ class Attempt:
             pause = min(pause * 2, 0.05)
 
 
+def home_attempts(home: Path) -> set[Attempt]:
+    """Every attempt of this home with a process or a cgroup on this machine,
+    whatever the store says (a host declared lost kills them all: the store no
+    longer names them as this host's)."""
+    key = home_key(home)
+    found: set[Attempt] = set()
+    mount = cgroup2_mount()
+    folder = mount / "fleet" / key if mount is not None else None
+    if folder is not None and folder.is_dir():
+        for group in folder.iterdir():
+            task_id, _, attempt = group.name.rpartition("-")
+            if task_id and attempt.isdigit():
+                found.add(Attempt(home, task_id, int(attempt)))
+    prefix = f"{MARKER}={key}:".encode()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                entries = fh.read().split(b"\0")
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith(prefix):
+                task_id, _, attempt = entry[len(prefix) :].decode(errors="replace").rpartition(":")
+                if task_id and attempt.isdigit():
+                    found.add(Attempt(home, task_id, int(attempt)))
+    return found
+
+
 def _kill_marked(pid: int, entry: bytes) -> None:
     """SIGKILL ``pid`` through a pidfd, after checking again that it carries the
     marker: the pid may have been reused since the scan, and the pidfd pins

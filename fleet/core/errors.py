@@ -56,6 +56,19 @@ class InvalidTransition(Conflict):
     """A state change that the state machine does not allow."""
 
 
+class HostLost(Conflict):
+    """This host was declared lost by another host's manager (its lease expired:
+    frozen, partitioned); its attempts were ended and may run elsewhere now.
+    Raised by the store when the host renews its lease: how a host that comes
+    back learns it was fenced."""
+
+
+class Fenced(Conflict):
+    """A runner's write for an attempt that no longer owns its task (its host
+    was declared lost, and the task failed or went on elsewhere): nothing was
+    changed, and the runner must kill the attempt and record nothing."""
+
+
 class PayloadTooLarge(UsageError):
     """A request body above ``fleet.api.max_body_mb``."""
 

@@ -58,16 +58,78 @@ class WorkerState(str, enum.Enum):
     PAUSED = "paused"
     STOPPING = "stopping"
     DEAD = "dead"
+    LOST = "lost"  # its host's lease expired and another host's manager declared it lost
 
 
 WORKER_MOVES: dict[WorkerState, frozenset[WorkerState]] = {
-    WorkerState.IDLE: frozenset({WorkerState.BUSY, WorkerState.PAUSED, WorkerState.STOPPING, WorkerState.DEAD}),
-    WorkerState.BUSY: frozenset({WorkerState.IDLE, WorkerState.PAUSED, WorkerState.STOPPING, WorkerState.DEAD}),
-    WorkerState.PAUSED: frozenset({WorkerState.IDLE, WorkerState.BUSY, WorkerState.STOPPING, WorkerState.DEAD}),
-    WorkerState.STOPPING: frozenset({WorkerState.DEAD}),
+    WorkerState.IDLE: frozenset(
+        {WorkerState.BUSY, WorkerState.PAUSED, WorkerState.STOPPING, WorkerState.DEAD, WorkerState.LOST}
+    ),
+    WorkerState.BUSY: frozenset(
+        {WorkerState.IDLE, WorkerState.PAUSED, WorkerState.STOPPING, WorkerState.DEAD, WorkerState.LOST}
+    ),
+    WorkerState.PAUSED: frozenset(
+        {WorkerState.IDLE, WorkerState.BUSY, WorkerState.STOPPING, WorkerState.DEAD, WorkerState.LOST}
+    ),
+    WorkerState.STOPPING: frozenset({WorkerState.DEAD, WorkerState.LOST}),
     # dead -> idle: restarted by the manager or by `up`
     WorkerState.DEAD: frozenset({WorkerState.IDLE}),
+    # lost -> idle: only by its own host's manager, once that host is registered again
+    # (Store.register_worker); the worker process itself cannot leave lost (it may be the
+    # stale copy of a frozen host), so a lost worker claims nothing
+    WorkerState.LOST: frozenset({WorkerState.DEAD}),
 }
+RESTARTABLE = frozenset({WorkerState.DEAD, WorkerState.LOST})  # what register_worker brings back to idle
+
+
+class HostState(str, enum.Enum):
+    """A host of the fleet, as its lease says (the ``hosts`` table)."""
+
+    UP = "up"  # its manager renews its lease
+    LOST = "lost"  # its lease expired: another manager ended its attempts (see Store.declare_lost_hosts)
+    LEFT = "left"  # its manager stopped cleanly (``fleetctl stop``)
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """A host as the store keeps it.  ``lease_age`` is the store's clock (on
+    PostgreSQL the server's: hosts' clocks may differ) minus ``renewed_at``, at
+    the time of the read; ``epoch`` counts its registrations (a host declared
+    lost comes back with a new one)."""
+
+    name: str
+    gpus: list[int]
+    version: str
+    api_url: str
+    pid: int | None
+    started_at: float
+    renewed_at: float
+    lease_seconds: float
+    state: HostState
+    epoch: int
+    lost_at: float | None
+    lost_by: str | None
+    lease_age: float
+
+    @property
+    def expired(self) -> bool:
+        return self.state == HostState.UP and self.lease_age > self.lease_seconds
+
+
+@dataclass(frozen=True)
+class LostHost:
+    """What declaring one host lost did (:meth:`fleet.store.interface.Store.declare_lost_hosts`)."""
+
+    name: str
+    workers: list[str]  # shown lost
+    failed: list[str]  # tasks whose running attempt ended failed (``host <name> lost``)
+    requeued: list[str]  # of those, the ones queued again (retries left)
+    queues: list[str]  # the queues they went back to
+
+
+def host_lost_reason(host: str) -> str:
+    """The reason a lost host's attempts end with, and its workers show."""
+    return f"host {host} lost"
 
 
 class WorkerMode(str, enum.Enum):

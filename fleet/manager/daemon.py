@@ -51,6 +51,7 @@ from fleet.core.errors import ConfigError, FleetError, StoreUnavailable, UsageEr
 from fleet.core.home import Home
 from fleet.core.nvml import Nvml
 from fleet.core.procs import remove_pidfile, write_pidfile
+from fleet.manager.host_lease import HostInfo, HostLease
 from fleet.manager.hours_driver import ScheduleDriver, zone
 from fleet.manager.leases import Leases
 from fleet.manager.supervise import WorkerSupervisor
@@ -108,7 +109,7 @@ class Manager:
         self.hostname = config.agent.worker_name or socket.gethostname()
         self.nvml = Nvml()
         self.store: Store = open_store(self.home, config.fleet.store.url)
-        self.supervisor = WorkerSupervisor(self.home, self.store, config.path)
+        self.supervisor = WorkerSupervisor(self.home, self.store, config.path, self.hostname)
         self.leases = Leases(config.fleet.remote_lease_seconds)  # tasks run by remote executors
         self.lock = threading.RLock()  # adding and stopping workers against supervision
         self.service: Service = build_service(
@@ -121,7 +122,18 @@ class Manager:
             hostname=self.hostname,
             lock=self.lock,
         )
-        self.schedule = ScheduleDriver(self.store, zone(config.fleet.timezone), self.service.wake.workers)
+        self.schedule = ScheduleDriver(
+            self.store, zone(config.fleet.timezone), self.service.wake.workers, host=self.hostname
+        )
+        self.host_lease = HostLease(
+            self.store,
+            self.hostname,
+            config.fleet.host_lease_seconds,
+            self._host_info,
+            self._host_lost,
+            self.service.wake.queues,
+            shared=bool(config.fleet.store.url),
+        )
         self.health = GpuHealth(self.store, self.nvml, self.hostname, self.service.wake.workers)
         self.sampler = Sampler(
             self.store,
@@ -225,6 +237,7 @@ class Manager:
         while not self._server.started and server_thread.is_alive():
             time.sleep(0.01)
         with self.lock:
+            self.host_lease.start()  # first: a host declared lost while away kills its tasks here
             self.supervisor.adopt_or_recover()
             self.leases.seed(self.store)
         self.schedule.start()
@@ -238,6 +251,7 @@ class Manager:
         try:
             self._loop()
         finally:
+            self.host_lease.stop(leave=self.last_signal != signal.SIGTERM)
             self.schedule.stop()
             self.health.stop()
             self.sampler.stop()
@@ -303,9 +317,18 @@ class Manager:
             self.service.workers.closed = "the manager is shutting down"
             log.info("manager: shutting down (%s, drain=%s, requeue=%s)", by, drain, requeue)
             self.supervisor.cancel_restarts()
-            ids = [w.id for w in self.store.list_workers()]
+            ids = [w.id for w in self.store.list_workers(host=self.hostname)]
         self.service.workers.stop(ids, drain, requeue, by)
         self.wakeup.set()
+
+    def _host_info(self) -> HostInfo:
+        return HostInfo(sorted({u.unit for u in self.nvml.units()}), __version__, self.url, os.getpid())
+
+    def _host_lost(self, why: str) -> None:
+        """This host was declared lost (see :mod:`fleet.manager.host_lease`)."""
+        with self.lock:
+            started = self.supervisor.fenced(why)
+        log.warning("manager: workers started again: %s", ", ".join(started) or "none")
 
     def hand_over(self) -> None:
         """SIGTERM: leave now, workers and tasks running, for the next manager

@@ -75,8 +75,11 @@ class ScheduleDriver:
         tz: dt.tzinfo,
         wake: Callable[[list[str]], None],
         clock: Callable[[dt.tzinfo], dt.datetime] = dt.datetime.now,
+        *,
+        host: str | None = None,
     ) -> None:
         self.store = store
+        self.host = host  # the workers it computes: this host's (None: all, one host)
         self.tz = tz
         self.wake = wake
         self.clock = clock  # injectable for tests; the manager uses the real clock
@@ -115,7 +118,7 @@ class ScheduleDriver:
         tags = {q.name: q.tags for q in self.store.list_queues()}
         changed: list[str] = []
         upcoming: list[dt.datetime] = []
-        for worker in self.store.list_workers():
+        for worker in self.store.list_workers(host=self.host):
             mine = props.get(worker.id, {})
             eff = effective_state(now, worker.queues, worker.schedule, _force(mine, self.tz), tags)
             if _stored(eff) != worker.effective:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.core.contain import END_WAIT_S, home_attempts
 from fleet.core.errors import FleetError, StoreUnavailable
 from fleet.core.home import Home
 from fleet.core.models import StopRequest, Worker, WorkerState
@@ -65,10 +66,16 @@ class Handle:
 
 
 class WorkerSupervisor:
-    def __init__(self, home: Home, store: Store, config_path: Path | None) -> None:
+    """This host's workers (``host``: the manager's host name); another host's
+    rows in a shared store are never spawned, signalled, adopted or recovered
+    here, even when, as in tests, the hosts share one machine and their pids
+    would pass for ours."""
+
+    def __init__(self, home: Home, store: Store, config_path: Path | None, host: str) -> None:
         self.home = home
         self.store = store
         self.config_path = config_path
+        self.host = host
         self.handles: dict[str, Handle] = {}
         self._retry_at: dict[str, float] = {}
         self._crashes: dict[str, list[float]] = {}
@@ -103,7 +110,9 @@ class WorkerSupervisor:
     def adopt_or_recover(self) -> None:
         """At manager start: keep live workers, recover the ones that died unseen
         (while the store is unavailable, that is left to :meth:`tick`)."""
-        for worker in self.store.list_workers():
+        for worker in self.store.list_workers(host=self.host):
+            if worker.id in self.handles:  # started by this manager already (an `up` at start)
+                continue
             if is_same_process(worker.pid, worker.pid_start, worker.pid_boot):
                 assert worker.pid is not None
                 self.handles[worker.id] = Handle(worker.id, worker.pid, worker.pid_start, worker.pid_boot)
@@ -116,6 +125,43 @@ class WorkerSupervisor:
                     self._ending[worker.id] = "died while the manager was away"
             except StoreUnavailable:
                 self._unrecorded[worker.id] = (worker.state == WorkerState.STOPPING, "while the manager was away")
+
+    def fenced(self, why: str) -> list[str]:
+        """This host was declared lost (frozen, cut off) and its attempts ended
+        elsewhere: kill its workers and every task of this home now (what the
+        store no longer calls ours still runs here), then start its lost
+        workers again; those being stopped are marked dead.  The workers started."""
+        doomed = {h.pid: h for h in self.handles.values() if h.exit_status() is None}
+        for worker in self.store.list_workers(host=self.host):
+            if (
+                worker.pid
+                and worker.pid not in doomed
+                and is_same_process(worker.pid, worker.pid_start, worker.pid_boot)
+            ):
+                doomed[worker.pid] = Handle(worker.id, worker.pid, worker.pid_start, worker.pid_boot)
+        for handle in doomed.values():
+            signal_group(handle.pid, signal.SIGKILL)
+        deadline = time.monotonic() + END_WAIT_S
+        while any(h.exit_status() is None for h in doomed.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for attempt in home_attempts(self.home.root):
+            if not attempt.end():
+                log.error("manager: task %s: processes left after SIGKILL", attempt.task_id)
+        self.handles.clear()
+        self._retry_at.clear()
+        self._ending.clear()
+        self._unrecorded.clear()
+        started: list[str] = []
+        for worker in self.store.list_workers(host=self.host):
+            if worker.state != WorkerState.LOST:
+                continue
+            if worker.stop_request is not None:
+                self._mark_dead(worker.id, f"stopped ({why})")
+                continue
+            back = self.store.register_worker(worker, ACTOR)
+            self.spawn(back)
+            started.append(worker.id)
+        return started
 
     def request_stop(self, worker_id: str, drain: bool, requeue: bool, by: str) -> None:
         """Through the worker's row; while the store is unavailable a plain

@@ -153,8 +153,9 @@ class Sampler:
             self.health.check()
         gpus = tuple(self.nvml.sample())
         running, _ = self.store.list_tasks(status=[TaskStatus.IN_PROGRESS], limit=MAX_TASKS)
-        tasks = self._tasks([t for t in running if t.pid], gpus, now)
-        workers = tuple(self._worker(w, gpus, tasks) for w in self.store.list_workers())
+        # this host's: another host's pids mean nothing here (each host samples its own)
+        tasks = self._tasks([t for t in running if t.pid and t.host == self.hostname], gpus, now)
+        workers = tuple(self._worker(w, gpus, tasks) for w in self.store.list_workers(host=self.hostname))
         return Snapshot(now, host, gpus, workers, tasks)
 
     def _host(self, now: float) -> HostSample:

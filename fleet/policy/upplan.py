@@ -111,8 +111,16 @@ def plan_up(
     host: str,
     nvml: Nvml,
     worker_id_override: str = "",
+    machine: str | None = None,
 ) -> Plan:
-    """Decide which worker(s) ``request`` means; raise on any clash, change nothing."""
+    """Decide which worker(s) ``request`` means; raise on any clash, change nothing.
+
+    ``host`` names the workers (the id's host part: the ``up``'s worker name);
+    ``machine`` is the host they run on (the manager's: the row's ``host``, by
+    which GPUs clash and a manager finds its own workers; default ``host``).
+    ``live`` may hold other machines' workers (a shared store): their GPUs are
+    theirs, and an id of theirs is not taken over."""
+    machine = machine or host
     specs = check_request(request)
     queues = [spec.name for spec in specs]
     dynamic = is_dynamic(specs)
@@ -164,7 +172,7 @@ def plan_up(
         wid = f"{host}:gpu{format_gpus(gpus)}"
     worker = Worker(
         id=wid,
-        host=host,
+        host=machine,
         mode=mode,
         gpus=gpus,
         queues=queues,
@@ -178,6 +186,11 @@ def plan_up(
     if fixed:
         worker.id = wid = _fixed_worker_id(fixed, worker, live)
     same = next((w for w in live if w.id == wid), None)
+    if same is not None and same.host != machine:
+        raise Conflict(
+            f"worker {wid} runs on host {same.host}; give this host another worker name (agent.worker_name)",
+            field="worker_name",
+        )
     if same is not None:
         if _same_spec(same, worker):
             plan.existing.append(same)
@@ -188,7 +201,7 @@ def plan_up(
             field="gpus",
         )
     if mode == WorkerMode.SERVICES:
-        other = next((w for w in live if w.mode == WorkerMode.SERVICES and w.host == host), None)
+        other = next((w for w in live if w.mode == WorkerMode.SERVICES and w.host == machine), None)
         if other is not None:
             raise Conflict(
                 f"services worker {other.id} already runs on this host (queues {', '.join(other.queues)}); "
@@ -196,8 +209,8 @@ def plan_up(
                 field="services_max",
             )
     for other in live:
-        if other.host != host:  # many hosts on one store: their GPUs are theirs
-            continue
+        if other.host != machine:
+            continue  # another machine's GPUs
         clash = overlap(gpus, other.gpus)  # a GPU and its own MIG slices clash too
         if clash is not None:
             raise Conflict(f"GPU {gpu_label(clash)} is already claimed by worker {other.id}", field="gpus")
@@ -225,7 +238,7 @@ def _cpu_worker_id(host: str, queues: list[str], fairness: bool, live: list[Work
     a request matching a live CPU worker's spec names that worker (idempotent up)."""
     taken = {w.id for w in live}
     for w in live:
-        if w.gpus is None and w.host == host and w.queues == queues and w.order_fairness == fairness:
+        if w.gpus is None and _named(w, host) and w.queues == queues and w.order_fairness == fairness:
             return w.id
     candidate, n = f"{host}:cpu", 0
     while candidate in taken:
@@ -238,16 +251,21 @@ def _pool_worker_id(host: str, gpus: list[int], live: list[Worker]) -> str:
     """``host:dgpu`` for the first dynamic pool, ``host:dgpu:1`` ... for more
     (on other GPUs); a request for a live pool's GPUs names that pool."""
     for w in live:
-        if w.mode == WorkerMode.DYNAMIC and w.host == host and w.gpus == gpus:
+        if w.mode == WorkerMode.DYNAMIC and _named(w, host) and w.gpus == gpus:
             return w.id
     return _first_free(f"{host}:dgpu", {w.id for w in live})
 
 
 def _services_worker_id(host: str, live: list[Worker]) -> str:
     for w in live:
-        if w.mode == WorkerMode.SERVICES and w.host == host:
+        if w.mode == WorkerMode.SERVICES and _named(w, host):
             return w.id
     return _first_free(f"{host}:services", {w.id for w in live})
+
+
+def _named(worker: Worker, host: str) -> bool:
+    """Whether the worker's id has ``host`` as its host part."""
+    return worker.id.startswith(f"{host}:")
 
 
 def _fixed_worker_id(base: str, worker: Worker, live: list[Worker]) -> str:

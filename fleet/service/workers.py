@@ -123,7 +123,7 @@ class Workers:
         else:
             host = check_worker_id(request.worker_name, "worker_name") if request.worker_name else socket.gethostname()
         fixed = self.config.agent.worker_id if request.worker_id is None else request.worker_id
-        return plan_up(request, live, host, self.nvml, fixed)
+        return plan_up(request, live, host, self.nvml, fixed, machine=self.hostname)
 
     def find(self, request: UpRequest) -> list[Worker]:
         """The live worker an ``up``/``daemon`` line started (what ``daemon ... --stop`` stops), if any."""
@@ -143,7 +143,8 @@ class Workers:
                 if worker.state == WorkerState.DEAD:
                     continue
                 self.processes.request_stop(worker.id, drain, requeue, by)
-                if not self.processes.has(worker.id):
+                # another host's worker reads the stop in its row; only ours can be known to have no process
+                if worker.host == self.hostname and not self.processes.has(worker.id):
                     try:
                         self.store.set_worker_state(worker.id, WorkerState.DEAD, "stopped", "manager")
                     except StoreUnavailable:

@@ -24,6 +24,8 @@ from fleet.core.models import (
     Event,
     ExitUsage,
     GpuDrain,
+    HostRow,
+    LostHost,
     Queue,
     Runner,
     RuntimeProperty,
@@ -122,7 +124,10 @@ class Store(abc.ABC):
         where it may (a worker with no row, or one stopping, is left as it is)."""
 
     @abc.abstractmethod
-    def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None: ...
+    def set_task_process(self, task_id: str, pid: int, started: Identity | None, attempt: int | None = None) -> None:
+        """Record the attempt's process.  With ``attempt`` (a runner's write) the
+        write is fenced: :class:`~fleet.errors.Fenced`, nothing changed, once that
+        attempt no longer owns the task (see :meth:`finish_task`)."""
 
     @abc.abstractmethod
     def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
@@ -141,20 +146,36 @@ class Store(abc.ABC):
         usage: ExitUsage | None = None,
         pid: int | None = None,
         started: Identity | None = None,
+        attempt: int | None = None,
     ) -> Task:
         """End the current attempt with ``status`` (and, with ``pid``, record the
         attempt's process in the same transaction, for a task that ended before
         its worker wrote it); ``requeue`` ("head"/"tail")
         then puts the task back in its queue (retries, ``stop --requeue``);
-        ``usage`` is the attempt's figures from the kernel, when reaped."""
+        ``usage`` is the attempt's figures from the kernel, when reaped.
+
+        Fencing: with ``attempt`` (every runner's write gives it) the write is
+        made only while that attempt still owns the task (in progress, same
+        attempt), checked in the same transaction; otherwise it raises
+        :class:`~fleet.errors.Fenced` and changes nothing (the attempt was taken
+        from a host declared lost, and the task failed or runs elsewhere)."""
 
     @abc.abstractmethod
     def attempts(self, task_id: str) -> list[TaskAttempt]: ...
 
     @abc.abstractmethod
-    def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
+    def record_environment(
+        self,
+        task_id: str,
+        env_cached: bool,
+        frozen: list[str],
+        manager: str,
+        python: str,
+        attempt: int | None = None,
+    ) -> None:
         """Note the environment a task runs in: ``env_cached`` and, in its
-        ``requirements``, the keys ``frozen``, ``manager`` and ``python``."""
+        ``requirements``, the keys ``frozen``, ``manager`` and ``python``
+        (fenced by ``attempt`` as :meth:`finish_task` is)."""
 
     @abc.abstractmethod
     def peek_tasks(self, queues: Mapping[str, int | None]) -> dict[str, Task]:
@@ -199,13 +220,15 @@ class Store(abc.ABC):
     # -- workers ----------------------------------------------------------------
     @abc.abstractmethod
     def register_worker(self, worker: Worker, actor: str) -> Worker:
-        """Insert a worker, or bring a dead one with the same id back to idle."""
+        """Insert a worker, or bring a dead or lost one with the same id back to idle."""
 
     @abc.abstractmethod
     def get_worker(self, worker_id: str) -> Worker: ...
 
     @abc.abstractmethod
-    def list_workers(self, include_dead: bool = False) -> list[Worker]: ...
+    def list_workers(self, include_dead: bool = False, host: str | None = None) -> list[Worker]:
+        """Workers by id; ``host``: only that host's (what a manager spawns,
+        signals, adopts and recovers are its own host's workers only)."""
 
     @abc.abstractmethod
     def set_worker_state(
@@ -216,6 +239,50 @@ class Store(abc.ABC):
     def update_worker(self, worker_id: str, **fields: Any) -> None:
         """Change non-state fields (:data:`fleet.store.rows.WORKER_FIELDS`: pid,
         last_seen, restarts, and the typed ``stop_request``, ``effective``, ``pool``)."""
+
+    # -- hosts and their leases ----------------------------------------------------
+    @abc.abstractmethod
+    def register_host(
+        self,
+        name: str,
+        *,
+        gpus: list[int],
+        version: str,
+        api_url: str,
+        pid: int,
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> HostRow:
+        """Register a host (a manager's start, or its return after it was declared
+        lost): state ``up``, lease renewed now, ``epoch`` one more than before.
+        ``now``: the lease clock (None: the store's; PostgreSQL's is the server's,
+        so the hosts' clocks need not agree)."""
+
+    @abc.abstractmethod
+    def renew_host(self, name: str, now: float | None = None) -> HostRow:
+        """Renew the host's lease.  Raises :class:`~fleet.errors.HostLost` when
+        the host was declared lost meanwhile (how a frozen host learns it was
+        fenced: its manager kills its tasks and registers again), NotFound when
+        it is not registered (or left)."""
+
+    @abc.abstractmethod
+    def leave_host(self, name: str, actor: str, now: float | None = None) -> None:
+        """The host's manager stops cleanly: state ``left``, no one declares it lost."""
+
+    @abc.abstractmethod
+    def list_hosts(self, now: float | None = None) -> list[HostRow]:
+        """Every host ever registered, by name, with its lease's age on the store's clock."""
+
+    @abc.abstractmethod
+    def declare_lost_hosts(self, by: str, now: float | None = None) -> list[LostHost]:
+        """Declare lost every ``up`` host (``by`` excepted) whose lease expired,
+        each in one transaction with what follows: its workers ``lost``, its
+        running attempts ended ``failed`` with ``host <name> lost`` (queued
+        again, on any host, when retries are left: the same transition and
+        events as any failure), its pools' GPUs freed.  Exactly one manager
+        acts on a host: on PostgreSQL the leader holds
+        ``pg_try_advisory_xact_lock`` for the transaction (the others return
+        at once) and the host's row is re-read under its lock."""
 
     # -- runtime properties (ClearML's "force" and friends) ---------------------
     @abc.abstractmethod

@@ -21,10 +21,11 @@ from fleet.store.postgres_history import PostgresHistory
 from fleet.store.postgres_tasks import PostgresTasks
 from fleet.store.sqlite import SQLiteQueues
 from fleet.store.sqlite_gpus import SQLiteGpus
+from fleet.store.sqlite_hosts import SQLiteHosts
 from fleet.store.sqlite_workers import SQLiteWorkers
 
 
-class PostgresStore(PostgresTasks, PostgresHistory, SQLiteQueues, SQLiteWorkers, SQLiteGpus, Store):
+class PostgresStore(PostgresTasks, PostgresHistory, SQLiteQueues, SQLiteWorkers, SQLiteGpus, SQLiteHosts, Store):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = StoreUrl.parse(url)
         self._ignored: set[tuple[str, str, str]] = set()

@@ -18,6 +18,8 @@ from fleet.store.sqlite_base import SQLiteBase
 
 # pg_advisory_xact_lock key that orders queue positions (``seq``) across hosts
 QUEUE_ORDER_LOCK = 0x666C656574_02  # "fleet" 2
+# pg_try_advisory_xact_lock key of the manager that declares hosts lost (one at a time)
+LOST_HOSTS_LOCK = 0x666C656574_03  # "fleet" 3
 
 
 class PostgresBase(SQLiteBase):
@@ -40,6 +42,18 @@ class PostgresBase(SQLiteBase):
         never interleaved with another host's, and a queue is not deleted while
         a task is being put in it."""
         return " FOR UPDATE" if isinstance(conn, PgConn) else ""
+
+    def _clock(self, conn: DbConn, now: float | None) -> float:
+        """The server's clock (``now`` when given): leases are compared on one
+        clock, whatever the hosts' clocks say."""
+        if now is not None:
+            return now
+        return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
+
+    def _leader(self, conn: DbConn) -> bool:
+        """One manager at a time declares hosts lost: the others, finding the
+        lock held, pass for this round (the leader's transaction holds it)."""
+        return bool(conn.execute("SELECT pg_try_advisory_xact_lock(?)", (LOST_HOSTS_LOCK,)).fetchone()[0])
 
     def _lock_queue_order(self, conn: DbConn) -> None:
         """Submits and requeues on many hosts take queue positions one at a time

@@ -112,7 +112,19 @@ def _metrics(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value {real})")
 
 
-MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics]
+def _hosts(conn: psycopg.Connection[Any]) -> None:
+    """Hosts of a fleet and their leases (as SQLite's ``_hosts``); lease times
+    are the server's clock."""
+    conn.execute(
+        'CREATE TABLE hosts (name TEXT COLLATE "C" PRIMARY KEY, gpus TEXT, version TEXT, api_url TEXT, pid BIGINT,'
+        " started_at DOUBLE PRECISION NOT NULL, renewed_at DOUBLE PRECISION NOT NULL,"
+        " lease_seconds DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, epoch BIGINT NOT NULL DEFAULT 1,"
+        " lost_at DOUBLE PRECISION, lost_by TEXT)"
+    )
+    conn.execute("CREATE INDEX workers_host ON workers (host)")
+
+
+MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_base, _arrays, _metrics, _hosts]
 LATEST = len(MIGRATIONS)
 
 

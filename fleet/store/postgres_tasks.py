@@ -65,6 +65,8 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
             return None
         capacity = len(gpus) if worker.gpus is not None else 0
         with self._tx() as conn:
+            if self._worker_lost(conn, worker.id):
+                return None
             for queue in queues:
                 passed: list[str] = []
                 while True:
@@ -88,6 +90,8 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
 
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
         with self._tx() as conn:
+            if self._worker_lost(conn, worker.id):
+                return None
             found = conn.execute(
                 f"SELECT * FROM tasks WHERE id = ? AND status = 'queued' AND {UNDER_CAP} FOR UPDATE OF tasks",
                 (task_id,),

@@ -222,6 +222,19 @@ def _arrays(db: sqlite_utils.Database) -> None:
     )
 
 
+def _hosts(db: sqlite_utils.Database) -> None:
+    """Hosts of a fleet and their leases (issue 14): each manager registers its
+    host and renews its lease; a host whose lease expired is declared ``lost``
+    by another host's manager (:mod:`fleet.store.sqlite_hosts`).  ``epoch``
+    counts a host's registrations."""
+    db.execute(
+        "CREATE TABLE hosts (name TEXT PRIMARY KEY, gpus TEXT, version TEXT, api_url TEXT, pid INTEGER,"
+        " started_at REAL NOT NULL, renewed_at REAL NOT NULL, lease_seconds REAL NOT NULL, state TEXT NOT NULL,"
+        " epoch INTEGER NOT NULL DEFAULT 1, lost_at REAL, lost_by TEXT)"
+    )
+    db.execute("CREATE INDEX workers_host ON workers (host)")
+
+
 def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
     """(owner, runner) of a row written before ``_owner``, by the old rule: a
     static worker runs a task under its own id; a pool's task runs as
@@ -266,5 +279,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _exit_usage,
     _owner,
     _arrays,
+    _hosts,
 ]
 LATEST = len(MIGRATIONS)

@@ -26,6 +26,7 @@ from fleet.store.rows import dumps, loads
 from fleet.store.sqlite_base import SQLiteBase
 from fleet.store.sqlite_gpus import SQLiteGpus
 from fleet.store.sqlite_history import SQLiteHistory
+from fleet.store.sqlite_hosts import SQLiteHosts
 from fleet.store.sqlite_tasks import SQLiteTasks
 from fleet.store.sqlite_workers import SQLiteWorkers
 
@@ -112,7 +113,7 @@ class SQLiteQueues(SQLiteBase):
             self._event(conn, "queue", row["name"], "created", "deleted", actor, f"{queued} task(s) dequeued")
 
 
-class SQLiteStore(SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, Store):
+class SQLiteStore(SQLiteQueues, SQLiteTasks, SQLiteWorkers, SQLiteHistory, SQLiteGpus, SQLiteHosts, Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Connections(path)

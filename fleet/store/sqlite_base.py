@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet.core.errors import Conflict, NotFound, UsageError
-from fleet.core.models import TaskStatus, check_task_move
+from fleet.core.errors import Conflict, Fenced, NotFound, UsageError
+from fleet.core.models import ExitUsage, TaskStatus, WorkerState, check_task_move
 from fleet.store.connections import Connections
 from fleet.store.dbapi import DbConn
 
@@ -50,6 +50,15 @@ class SQLiteBase:
         """The clause that locks a row read in order to change it: none in SQLite,
         whose one writer (``BEGIN IMMEDIATE``) holds the whole database."""
         return ""
+
+    def _clock(self, conn: DbConn, now: float | None) -> float:
+        """The lease clock of hosts (:mod:`fleet.store.sqlite_hosts`): ``now`` when
+        given (tests drive it), else this host's clock (SQLite: one host, one clock)."""
+        return time.time() if now is None else now
+
+    def _leader(self, conn: DbConn) -> bool:
+        """Whether this transaction may declare hosts lost: SQLite's one writer (``BEGIN IMMEDIATE``) is alone."""
+        return True
 
     def _queue_row(self, conn: DbConn, name_or_id: str) -> dict[str, Any]:
         row = conn.execute(
@@ -86,6 +95,77 @@ class SQLiteBase:
             raise Conflict(f"task {row['id']} changed while being updated")
         row.update(fields)
         self._event(conn, "task", row["id"], old.value, new.value, actor, reason)
+
+    def _end_attempt(
+        self,
+        conn: DbConn,
+        row: dict[str, Any],
+        status: TaskStatus,
+        exit_code: int | None,
+        reason: str,
+        actor: str,
+        requeue: str | None = None,
+        usage: ExitUsage | None = None,
+    ) -> None:
+        """End the task's current attempt with ``status`` inside the caller's
+        transaction (its row read with :meth:`_task_row`), and with ``requeue``
+        ("head"/"tail") put it back in its queue: :meth:`finish_task`'s, and a
+        lost host's attempts' (:mod:`fleet.store.sqlite_hosts`)."""
+        now = time.time()
+        self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
+        conn.execute(
+            "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"
+            " peak_rss_mb = ?, cpu_s = ? WHERE task_id = ? AND attempt = ?",
+            (
+                now,
+                status.value,
+                exit_code,
+                reason,
+                usage.peak_rss_mb if usage else None,
+                usage.cpu_s if usage else None,
+                row["id"],
+                row["attempt"],
+            ),
+        )
+        if requeue is None or row["queue"] is None:
+            return
+        if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():
+            why = f"requeued after attempt {row['attempt']}: {reason}"
+            self._move_task(
+                conn,
+                row,
+                TaskStatus.QUEUED,
+                actor,
+                why,
+                queued_at=now,
+                seq=self._next_seq(conn, row["queue"], requeue == "head"),
+                abort_requested=None,
+            )
+
+    @staticmethod
+    def _check_owner(row: dict[str, Any], attempt: int | None) -> None:
+        """Fencing: a runner's write names its attempt, the epoch of its hold on
+        the task (attempts only count up: one number, one runner).  Once the
+        attempt no longer owns the task (its host was declared lost: the
+        attempt ended, and the task may run elsewhere) the write is refused
+        with :class:`~fleet.errors.Fenced`, in the transaction that would have
+        made it.  None: no check (the manager's and people's own writes)."""
+        if attempt is None:
+            return
+        if row["status"] == TaskStatus.IN_PROGRESS.value and row["attempt"] == attempt:
+            return
+        raise Fenced(
+            f"task {row['id']}: attempt {attempt} no longer owns it (it is {row['status']}, attempt "
+            f"{row['attempt']}: {row['status_reason'] or 'no reason given'}); nothing recorded",
+            field="task",
+        )
+
+    def _worker_lost(self, conn: DbConn, worker_id: str) -> bool:
+        """Whether the worker's row is ``lost`` (its host was declared lost): a
+        claim for it gets nothing, so the stale copy of a frozen host takes no
+        new work before its manager has restarted it."""
+        row = conn.execute("SELECT state FROM workers WHERE id = ?", (worker_id,)).fetchone()
+        return row is not None and row[0] == WorkerState.LOST.value
 
     def _lock_queue_order(self, conn: DbConn) -> None:
         """Called in a write transaction before a queue position is read from

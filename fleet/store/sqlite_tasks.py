@@ -194,6 +194,8 @@ class SQLiteTasks(SQLiteArrays):
         if not self._any_waiting(queues):  # the common case for a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
+            if self._worker_lost(conn, worker.id):
+                return None
             for queue in queues:
                 found = conn.execute(
                     "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
@@ -226,14 +228,23 @@ class SQLiteTasks(SQLiteArrays):
         sql = f"SELECT 1 FROM tasks WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1"
         return self.conn.execute(sql, queues).fetchone() is not None
 
-    def set_task_process(self, task_id: str, pid: int, started: Identity | None) -> None:
+    def set_task_process(self, task_id: str, pid: int, started: Identity | None, attempt: int | None = None) -> None:
         with self._tx() as conn:
-            self._set_process(conn, task_id, pid, started)
+            if not self._set_process(conn, task_id, pid, started, attempt):
+                self._check_owner(self._task_row(conn, task_id), attempt)
 
     @staticmethod
-    def _set_process(conn: DbConn, task_id: str, pid: int, started: Identity | None) -> None:
+    def _set_process(
+        conn: DbConn, task_id: str, pid: int, started: Identity | None, attempt: int | None = None
+    ) -> bool:
+        """Write the attempt's process (with ``attempt``: only while that attempt owns the task); whether it did."""
         start, boot = (started.ticks, started.boot) if started is not None else (None, None)
-        conn.execute("UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?", (pid, start, boot, task_id))
+        owned = "" if attempt is None else " AND attempt = ? AND status = 'in_progress'"
+        cur = conn.execute(
+            f"UPDATE tasks SET pid = ?, pid_start = ?, pid_boot = ? WHERE id = ?{owned}",
+            (pid, start, boot, task_id) + (() if attempt is None else (attempt,)),
+        )
+        return cur.rowcount == 1
 
     def request_abort(self, task_id: str, actor: str, reason: str) -> Task:
         with self._tx() as conn:
@@ -263,43 +274,17 @@ class SQLiteTasks(SQLiteArrays):
         usage: ExitUsage | None = None,
         pid: int | None = None,
         started: Identity | None = None,
+        attempt: int | None = None,
     ) -> Task:
-        now = time.time()
         with self._tx() as conn:
             row = self._task_row(conn, task_id)
+            self._check_owner(row, attempt)
             if pid is not None:
                 self._set_process(conn, task_id, pid, started)
                 row.update(
                     pid=pid, pid_start=started.ticks if started else None, pid_boot=started.boot if started else None
                 )
-            self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
-            conn.execute(
-                "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"
-                " peak_rss_mb = ?, cpu_s = ? WHERE task_id = ? AND attempt = ?",
-                (
-                    now,
-                    status.value,
-                    exit_code,
-                    reason,
-                    usage.peak_rss_mb if usage else None,
-                    usage.cpu_s if usage else None,
-                    task_id,
-                    row["attempt"],
-                ),
-            )
-            if requeue is not None and row["queue"] is not None:
-                if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():
-                    why = f"requeued after attempt {row['attempt']}: {reason}"
-                    self._move_task(
-                        conn,
-                        row,
-                        TaskStatus.QUEUED,
-                        actor,
-                        why,
-                        queued_at=now,
-                        seq=self._next_seq(conn, row["queue"], requeue == "head"),
-                        abort_requested=None,
-                    )
+            self._end_attempt(conn, row, status, exit_code, reason, actor, requeue, usage)
         return to_task(row)
 
     def attempts(self, task_id: str) -> list[TaskAttempt]:
@@ -308,9 +293,18 @@ class SQLiteTasks(SQLiteArrays):
         ).fetchall()
         return [to_attempt(dict(r)) for r in rows]
 
-    def record_environment(self, task_id: str, env_cached: bool, frozen: list[str], manager: str, python: str) -> None:
+    def record_environment(
+        self,
+        task_id: str,
+        env_cached: bool,
+        frozen: list[str],
+        manager: str,
+        python: str,
+        attempt: int | None = None,
+    ) -> None:
         with self._tx() as conn:
             row = self._task_row(conn, task_id)
+            self._check_owner(row, attempt)
             requirements = loads(row["requirements"], {})
             requirements.update(frozen=list(frozen), manager=manager, python=python)
             conn.execute(
@@ -333,6 +327,8 @@ class SQLiteTasks(SQLiteArrays):
 
     def claim_task(self, task_id: str, worker: Worker, gpus: list[int], run_as: str) -> Task | None:
         with self._tx() as conn:
+            if self._worker_lost(conn, worker.id):
+                return None
             found = conn.execute(
                 f"SELECT * FROM tasks WHERE id = ? AND status = 'queued' AND {UNDER_CAP}", (task_id,)
             ).fetchone()

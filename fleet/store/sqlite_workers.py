@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from fleet.core.errors import NotFound
-from fleet.core.models import RuntimeProperty, Worker, WorkerState, check_worker_move
+from fleet.core.models import RESTARTABLE, RuntimeProperty, Worker, WorkerState, check_worker_move
 from fleet.store.dbapi import DbConn
 from fleet.store.rows import to_worker, usable_timestamp, worker_columns, worker_updates
 from fleet.store.sqlite_base import SQLiteBase
@@ -44,7 +44,8 @@ class SQLiteWorkers(SQLiteBase):
                 self._event(conn, "worker", worker.id, None, WorkerState.IDLE.value, actor, "created")
             else:
                 old = WorkerState(row["state"])
-                check_worker_move(worker.id, old, WorkerState.IDLE)
+                if old not in RESTARTABLE:
+                    check_worker_move(worker.id, old, WorkerState.IDLE)
                 columns = ", ".join(f"{k} = ?" for k in values)
                 conn.execute(
                     f"UPDATE workers SET state = ?, state_reason = ?, {columns} WHERE id = ?",
@@ -59,9 +60,13 @@ class SQLiteWorkers(SQLiteBase):
             raise NotFound(f"worker {worker_id} does not exist", field="worker")
         return to_worker(dict(row))
 
-    def list_workers(self, include_dead: bool = False) -> list[Worker]:
-        sql = "SELECT * FROM workers" + ("" if include_dead else " WHERE state != 'dead'") + " ORDER BY id"
-        return [to_worker(dict(r)) for r in self.conn.execute(sql)]
+    def list_workers(self, include_dead: bool = False, host: str | None = None) -> list[Worker]:
+        where, params = ([] if include_dead else ["state != 'dead'"]), []
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return [to_worker(dict(r)) for r in self.conn.execute(f"SELECT * FROM workers{clause} ORDER BY id", params)]
 
     def set_worker_state(self, worker_id: str, state: WorkerState, reason: str, actor: str, **fields: Any) -> Worker:
         """The one transition function for workers: check, update, record."""

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from fleet.core.config import Config
 from fleet.core.contain import Attempt
-from fleet.core.errors import FleetError, StoreUnavailable
+from fleet.core.errors import Fenced, FleetError, StoreUnavailable
 from fleet.core.gpuspec import format_gpus
 from fleet.core.home import Home
 from fleet.core.models import ExitUsage, Runner, Task, TaskStatus, Worker
@@ -66,6 +66,7 @@ CHECK_S = 0.5  # re-read abort requests (and the caller its stop requests) at le
 NO_SPACE_BACKOFF_S = 30.0  # how long a worker pulls nothing after a task found no disk space
 LOG_RETRY_S = CHECK_S  # how long a worker pulls nothing after a task's first log line failed
 PID_WRITE_S = 0.05  # the longest a started task's pid waits to be written (or to join its end)
+FENCED_REAP_S = 5.0  # how long a fenced attempt's processes are waited for after SIGKILL
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class TaskRunner:
         self.stop_requeue = False  # the caller's stop asked for the task back in its queue
         self.ending: Ending | None = None  # the last task's end, until the store has it
         self.last: Ending | None = None  # the last task's end, once recorded
+        self._current: Task | None = None  # the running task's row as last read (abort, ownership)
 
     @property
     def free(self) -> bool:
@@ -311,6 +313,8 @@ class TaskRunner:
         if proc is None or task is None:
             return
         proc.pump()
+        if look and self._taken(task):
+            return
         if proc.cause is None:
             if proc.log.error is not None:
                 log.warning("worker %s: task %s: %s; stopping it", task.worker, task.id, proc.log.error)
@@ -323,11 +327,52 @@ class TaskRunner:
         if proc.done:
             self._finish(proc, task)
 
-    def _look(self, proc: TaskProcess, task: Task) -> None:
+    def _taken(self, task: Task) -> bool:
+        """Whether the running attempt was taken from this host (declared lost
+        while it was frozen or cut off): then it is killed now, and nothing of
+        it is recorded.  A read, on the turns that look at the store."""
         try:
-            abort = self.store.get_task(task.id).abort_requested
-        except StoreUnavailable:
-            abort = None
+            now = self.store.get_task(task.id)
+        except FleetError:  # unavailable, or gone: the writes are fenced anyway
+            self._current = None
+            return False
+        self._current = now
+        if now.status == TaskStatus.IN_PROGRESS and now.attempt == task.attempt:
+            return False
+        self.fenced(
+            Fenced(
+                f"task {task.id}: attempt {task.attempt} no longer owns it ({now.status.value}: {now.status_reason})"
+            )
+        )
+        return True
+
+    def fenced(self, exc: Fenced) -> None:
+        """The store refused a write of this attempt, or the attempt is no longer
+        the task's (see :meth:`_taken`): kill every process of it at once and
+        drop what it would have recorded."""
+        proc, task = self.proc, self.task
+        log.error("worker %s: %s; killing it, recording nothing", self.profile.worker_id, exc.message)
+        if proc is not None:
+            proc.kill_now()
+            if proc.attempt is not None:
+                proc.attempt.end()
+            deadline = time.monotonic() + FENCED_REAP_S
+            while not proc.done and time.monotonic() < deadline:
+                proc.tick()
+                time.sleep(0.01)
+            proc.finish()
+            attempt = task.attempt if task is not None else "?"
+            proc.log.note(f"attempt {attempt} fenced: {exc.message}")
+            proc.log.close()
+        self.proc = None
+        self.task = None
+        self.deadline = None
+        self.pid_pending = False
+        self.ending = None
+
+    def _look(self, proc: TaskProcess, task: Task) -> None:
+        current = self._current
+        abort = current.abort_requested if current is not None else None
         fault = self.admission.faults(task.gpus) if self.admission is not None else ""
         if fault:
             proc.log.note(fault)
@@ -342,8 +387,11 @@ class TaskRunner:
         launched = read_outcome(record) if self.kind != LaunchKind.PLAIN else None
         if launched is not None and launched.environment is not None:  # the preparing step's (prepfast)
             env = launched.environment
-            with contextlib.suppress(StoreUnavailable):  # the facts are lost, the verdict is not
-                self.store.record_environment(task.id, env.cached, env.frozen, env.manager, env.python)
+            # the facts are lost, the verdict is not (a fenced attempt's end is refused too)
+            with contextlib.suppress(StoreUnavailable, Fenced):
+                self.store.record_environment(
+                    task.id, env.cached, env.frozen, env.manager, env.python, attempt=task.attempt
+                )
         judged = verdict(
             task, ended, proc.log.tail, launched, requeue=self.profile.requeue, stop_requeue=self.stop_requeue
         )
@@ -381,8 +429,13 @@ class TaskRunner:
         the running task's pid, then the last task's end."""
         proc, task = self.proc, self.task
         if self.pid_pending and proc is not None and task is not None:
-            if write_through(self.retry, lambda: self.store.set_task_process(task.id, proc.pid, proc.started)):
-                self.pid_pending = False
+            task_id, attempt, pid, started = task.id, task.attempt, proc.pid, proc.started
+            try:
+                if write_through(self.retry, lambda: self.store.set_task_process(task_id, pid, started, attempt)):
+                    self.pid_pending = False
+            except Fenced as exc:
+                self.fenced(exc)
+                return
         if self.ending is not None:
             self._land(self.ending)
 
@@ -403,10 +456,16 @@ class TaskRunner:
                 usage=ending.usage,
                 pid=proc.pid if proc is not None else None,
                 started=proc.started if proc is not None else None,
+                attempt=task.attempt,
             )
         except StoreUnavailable:
             self.retry.failed()
             return False
+        except Fenced as exc:  # taken from this host while it was away: its end is not ours to record
+            log.error("worker %s: %s", task.worker, exc.message)
+            self.ending = None
+            self.task = None
+            return True
         except FleetError as exc:  # the task was changed behind our back; keep the worker alive
             log.error("worker %s: could not record task %s: %s", task.worker, task.id, exc)
         else:
