@@ -112,7 +112,12 @@ class SimHost:
 
     def _finish(self, run: Running, reason: str = "") -> None:
         self.store.finish_task(
-            run.task.id, TaskStatus.COMPLETED, exit_code=0, reason=reason, actor=f"worker:{run.run_as}"
+            run.task.id,
+            TaskStatus.COMPLETED,
+            exit_code=0,
+            reason=reason,
+            actor=f"worker:{run.run_as}",
+            attempt=run.task.attempt,  # fenced as the runner's writes are
         )
 
     def _fill(self) -> None:

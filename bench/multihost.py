@@ -297,14 +297,16 @@ def lost_host(store: Store, managers: list[TempFleet]) -> str:
         for proc in frozen:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGCONT)
+    row = next(h for h in store.list_hosts() if h.name == task.host)
+    declared = f"declared lost by {row.lost_by} after {row.lost_at - t0:.2f} s, " if row.lost_at is not None else ""
     assert moved.started_at is not None
     seconds = moved.started_at - t0
-    verdict = "within" if seconds <= LEASE_S + 5 else "OVER"
+    verdict = "met" if seconds <= LEASE_S + 5 else "NOT met"
     with managers[0].api() as api:
         api.post(f"/tasks/{task_id}/abort", json={"reason": "the bench is over"})
     return (
-        f"{task.host} stopped -> its task started on {moved.host} in {seconds:.2f} s"
-        f" (lease {LEASE_S} s; goal lease + 5 s: {verdict})"
+        f"{task.host} stopped (SIGSTOP, all its processes): {declared}its task started on {moved.host}"
+        f" after {seconds:.2f} s (lease {LEASE_S} s; goal <= lease + 5 s: {verdict})"
     )
 
 
