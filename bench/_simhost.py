@@ -34,6 +34,7 @@ process); :func:`run_hosts` is a process's body, started by the bench with
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -62,6 +63,7 @@ class HostFigures:
     lost_s: list[float] = field(default_factory=list)  # claim_task calls that found the task gone
     claimed: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)  # (task, host, GPUs)
     errors: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0  # the processes' CPU time, all told
 
 
 @dataclass
@@ -256,6 +258,8 @@ def run_hosts(
     for thread in [*threads, waker]:
         thread.join()
     store.close()
+    used = os.times()
+    figures.cpu_s = used.user + used.system
     results.put(figures)
 
 

@@ -98,6 +98,7 @@ class Figures:
     ended: int = 0
     wall_s: float = 0.0
     wake: str = ""  # how the simulated hosts heard of new work (bench._simhost.run_hosts)
+    server_cpu_s: float | None = None  # the PostgreSQL server's CPU time over the run (our own server only)
 
 
 # -- the fleet ------------------------------------------------------------------------
@@ -138,6 +139,7 @@ def simulated_hosts(
             figures.lost_s += part.lost_s
             figures.claimed += part.claimed
             figures.errors += part.errors
+            figures.cpu_s += part.cpu_s
         for proc in procs:
             proc.join(timeout=60)
 
@@ -219,7 +221,7 @@ def read_figures(figures: Figures, store: Store, ids: list[str]) -> None:
 
 
 # -- the runs ------------------------------------------------------------------------------
-def run_postgres(url: str, args: argparse.Namespace, load: Load) -> tuple[Figures, str]:
+def run_postgres(url: str, server: int | None, args: argparse.Namespace, load: Load) -> tuple[Figures, str]:
     """The fleet on PostgreSQL; its figures and the lost-host phase's line."""
     names = [f"sim{i:03d}" for i in range(args.hosts)]
     figures = Figures(f"postgres, {args.hosts}+{args.managers} hosts", args.hosts + args.managers)
@@ -234,10 +236,12 @@ def run_postgres(url: str, args: argparse.Namespace, load: Load) -> tuple[Figure
         figures.wake = wake_mode(store)
         sims = simulated_hosts(url, names, args.per_process, args.gpus, figures.wake, args.poll_ms)
         with sims as figures.claims:
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), server_cpu(server)
             ids = stream(load, managers)
             figures.ended = wait_ended(store, ids, timeout=load.mean_s * 3 + 120)
             figures.wall_s = time.monotonic() - t0
+            if server is not None:
+                figures.server_cpu_s = server_cpu(server) - cpu0
         read_figures(figures, store, ids)
         lost = lost_host(store, managers) if HAS_LEASES else "not measured (needs host leases)"
     store.close()
@@ -348,6 +352,21 @@ def report(runs: list[Figures]) -> list[str]:
     return lines
 
 
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds the PostgreSQL server (postmaster ``pid``) has used: its own, its
+    live processes' and those of the processes that ended (0 without a server of ours)."""
+    if pid is None:
+        return 0.0
+    master = psutil.Process(pid)
+    used = master.cpu_times()
+    total = used.user + used.system + used.children_user + used.children_system
+    for child in master.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def server_version(url: str) -> str:
     import psycopg
 
@@ -357,10 +376,11 @@ def server_version(url: str) -> str:
 
 
 @contextlib.contextmanager
-def database(url: str) -> Iterator[str]:
-    """``url``, or a database on a PostgreSQL server of our own (stopped at the end)."""
+def database(url: str) -> Iterator[tuple[str, int | None]]:
+    """``url``, or a database on a PostgreSQL server of our own (stopped at the end),
+    with the server's postmaster pid (None: not ours)."""
     if url:
-        yield url
+        yield url, None
         return
     from tests.pgserver import find_bin, running_server
 
@@ -368,7 +388,8 @@ def database(url: str) -> Iterator[str]:
     if folder is None:
         raise SystemExit(f"no --url and {why}")
     with running_server(folder) as server:
-        yield server.url(server.create_database())
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        yield server.url(server.create_database()), pid
 
 
 def main() -> None:
@@ -391,9 +412,9 @@ def main() -> None:
     load = Load(args.tasks, args.rate, args.load * capacity / (args.rate * MEAN_GPUS))
     print(f"python {PYTHON} | cores {psutil.cpu_count()} | mean task {load.mean_s:.1f} s on PostgreSQL")
     sqlite = run_sqlite(args, load, capacity)
-    with database(args.url) as url:
+    with database(args.url) as (url, server):
         version = server_version(url)
-        postgres, lost = run_postgres(url, args, load)
+        postgres, lost = run_postgres(url, server, args, load)
     print(
         f"{args.tasks} tasks at {args.rate:g}/s (1/2/4 GPUs: 50/30/20 %), about {args.load:.0%} of the GPUs busy;"
         f" PostgreSQL {version}: {args.hosts} simulated hosts + {args.managers} managers x {args.gpus} GPUs;"
@@ -404,6 +425,10 @@ def main() -> None:
     for run in (sqlite, postgres):
         verdict = "none" if not run.problems else "; ".join(run.problems[:5])
         print(f"{run.label}: {run.attempts} attempts checked, GPU double-booked or task run twice: {verdict}")
+        cpu = f"simulated hosts {run.claims.cpu_s * 1000 / max(1, run.ended):.0f} ms"
+        if run.server_cpu_s is not None:
+            cpu = f"PostgreSQL server {run.server_cpu_s * 1000 / max(1, run.ended):.0f} ms, {cpu}"
+        print(f"{run.label}: CPU per task: {cpu}")
         if run.claims.errors:
             print(f"{run.label}: store unavailable {len(run.claims.errors)} times: {run.claims.errors[0]}")
     p99 = percentile(postgres.enqueue_start.get("simulated", [0.0]), 99) * 1000
