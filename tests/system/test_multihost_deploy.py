@@ -4,13 +4,20 @@ with fleet."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+import pytest
+
 from fleet.core.config import parse_config_string
 from fleet.store.postgres_faults import StoreUrl
-from tests.conftest import Fleet
+from tests.conftest import Fleet, fleet_at
+from tests.pgserver import PgServer, server_or_skip
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -58,3 +65,56 @@ def test_a_task_gets_neither_the_store_url_nor_the_database_password(hosts: list
     log = host.ok("logs", task_id)
     assert "url=None pw=None" in log, log
     assert password not in log
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of this test's own, to stop and start."""
+    with server_or_skip() as server:
+        yield server
+
+
+@pytest.mark.timeout(240)
+def test_a_database_outage_longer_than_the_lease_declares_no_host_lost(tmp_path: Path, own_pg: PgServer) -> None:
+    """Every host loses the database at once (a restart, a failover): none of them
+    renews, and that says nothing about the hosts.  The first manager back must not
+    declare the others lost (killing and moving their tasks) before they had a
+    lease's time to renew."""
+    url = own_pg.url(own_pg.create_database())
+    with contextlib.ExitStack() as stack:
+        hosts = []
+        for i in range(2):
+            root = tmp_path / f"host{i}"
+            root.mkdir()
+            host = stack.enter_context(fleet_at(root))
+            (root / "fleet.conf").write_text((root / "fleet.conf").read_text() + "\nfleet.host_lease_seconds: 6\n")
+            host.join(url, f"host{i}")
+            host.up("--cpu-only", "--queue", f"q{i}", "--create-queue")
+            hosts.append(host)
+        task_id = hosts[0].submit("q1", "sleep", "300", opts=("--no-code",))
+        hosts[0].wait_for(lambda: hosts[0].task(task_id)["status"] == "in_progress", timeout=60, what="task started")
+        own_pg.stop("fast")
+        time.sleep(14)  # the database is away for two leases and more
+        own_pg.start()
+        # both managers are back once each has renewed its lease (a new renewal: renewed_at moves on)
+        first = _renewed(url)
+        hosts[0].wait_for(lambda: _both_renewed_since(url, first), timeout=60, what="both hosts renewed")
+        time.sleep(7)  # and a lease more for a declaration, were there one
+        with psycopg.connect(url) as conn:
+            states: dict[str, str] = dict(conn.execute("SELECT name, state FROM hosts").fetchall())
+            lost = conn.execute("SELECT subject, reason FROM events WHERE kind = 'host' AND new = 'lost'").fetchall()
+        assert states == {"host0": "up", "host1": "up"} and lost == [], lost
+        task = hosts[0].task(task_id)
+        assert (task["status"], task["attempt"]) == ("in_progress", 1)
+        hosts[0].ok("abort", task_id)
+
+
+def _renewed(url: str) -> dict[str, float]:
+    with contextlib.suppress(psycopg.OperationalError), psycopg.connect(url, connect_timeout=2) as conn:
+        return dict(conn.execute("SELECT name, renewed_at FROM hosts").fetchall())
+    return {}
+
+
+def _both_renewed_since(url: str, before: dict[str, float]) -> bool:
+    now = _renewed(url)
+    return len(now) == 2 and all(now[name] > before.get(name, 0.0) for name in now)
