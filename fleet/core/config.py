@@ -254,7 +254,7 @@ _BY_PATH: Mapping[str, cv.Converter[Any]] = {
     "fleet.stop_grace_seconds": cv.number_at_least(0),
     "fleet.handover_seconds": cv.number_at_least(0),
     "fleet.remote_lease_seconds": cv.number_at_least(1),
-    "fleet.host_lease_seconds": cv.number_at_least(1),
+    "fleet.host_lease_seconds": cv.number_in(1, 86400),
     "fleet.log_max_mb": cv.number_above(0),
     "fleet.poll_interval": cv.number_above(0),
     "fleet.metrics.interval": cv.number_above(0),

@@ -143,8 +143,10 @@ class Workers:
                 if worker.state == WorkerState.DEAD:
                     continue
                 self.processes.request_stop(worker.id, drain, requeue, by)
-                # another host's worker reads the stop in its row; only ours can be known to have no process
-                if worker.host == self.hostname and not self.processes.has(worker.id):
+                # another host's worker reads the stop in its row; only ours can be known to have no
+                # process, and a lost one's host is gone (if it comes back, its manager sees the stop)
+                gone = worker.state == WorkerState.LOST
+                if gone or (worker.host == self.hostname and not self.processes.has(worker.id)):
                     try:
                         self.store.set_worker_state(worker.id, WorkerState.DEAD, "stopped", "manager")
                     except StoreUnavailable:

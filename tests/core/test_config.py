@@ -227,6 +227,8 @@ def test_wrong_type_message_names_file_path_and_value(tmp_path: Path) -> None:
         ("fleet.api.max_body_mb: 1e300", "fleet.api.max_body_mb", "> 0 and <= 1024"),
         ("fleet.poll_interval: -2", "fleet.poll_interval", "> 0"),
         ("fleet.stop_grace_seconds: -1", "fleet.stop_grace_seconds", ">= 0"),
+        ("fleet.host_lease_seconds: 1", "fleet.host_lease_seconds", "> 1 and <= 86400"),
+        ("fleet.host_lease_seconds: 1e300", "fleet.host_lease_seconds", "> 1 and <= 86400"),
         ("fleet.stop_grace_seconds: soon", "fleet.stop_grace_seconds", "number"),
         (
             "agent.package_manager.type: yarn",

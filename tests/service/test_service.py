@@ -56,7 +56,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         store,
         home,
         config,
-        processes=WorkerSupervisor(home, store, None),
+        processes=WorkerSupervisor(home, store, None, "h"),
         leases=Leases(config.fleet.remote_lease_seconds),
         nvml=Nvml(),
         hostname="h",
