@@ -92,12 +92,16 @@ class TempFleet:
 
 
 @contextmanager
-def temp_fleet() -> Iterator[TempFleet]:
-    """A fleet home under a temporary folder; stopped (and checked) on the way out."""
+def temp_fleet(config: str = CONFIG, env: dict[str, str] | None = None) -> Iterator[TempFleet]:
+    """A fleet home under a temporary folder, with ``config`` as its config file
+    and ``env`` added to its environment (``FLEET_STORE_URL``,
+    ``FLEET_WORKER_NAME``: one host of a fleet on PostgreSQL); stopped (and
+    checked) on the way out."""
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         root = Path(tmp)
-        (root / "fleet.conf").write_text(CONFIG)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "CLEARML_"))}
+        (root / "fleet.conf").write_text(config)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "CLEARML_"))}
+        env = {**base, **(env or {})}
         env.update(FLEET_HOME=str(root / "home"), FLEET_CONFIG_FILE=str(root / "fleet.conf"), HOME=str(root))
         fleet = TempFleet(root, env)
         try:

@@ -64,7 +64,9 @@ class HostLease:
         self.registered = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._retry = Backoff()
+        # a failed renewal is tried again within a third of the lease at the latest, as renewals go
+        self._retry = Backoff(first=min(0.5, self.every_s), cap=self.every_s)
+        self._steady_since: float | None = None  # since when this host's renewals have been landing
 
     @property
     def every_s(self) -> float:
@@ -98,9 +100,13 @@ class HostLease:
             return
         try:
             self._renew()
-            if self.shared:
+            now = time.monotonic()
+            if self._steady_since is None:
+                self._steady_since = now
+            if self.shared and now - self._steady_since >= self.lease_s:
                 self._look()
         except StoreUnavailable:  # the store logs the outage once; the lease is tried again soon
+            self._steady_since = None
             self._retry.failed()
         except FleetError as exc:
             log.error("host %s: lease: %s", self.name, exc)
@@ -144,6 +150,12 @@ class HostLease:
         self._register()
 
     def _look(self) -> None:
+        """Declare lost the hosts whose lease expired.  Only once this host's own
+        renewals have landed for a whole lease (since its start, or since the store
+        last failed it): when the database itself was away (a restart, a failover),
+        no host could renew, and every live one gets a lease's time to do so
+        (its renewal is retried at least every third of the lease) before any is
+        judged.  A database outage longer than the lease so declares no host lost."""
         started = time.monotonic()
         for lost in self.store.declare_lost_hosts(self.name):
             log.warning(

@@ -1,6 +1,6 @@
 """The environment a task process gets.
 
-The worker's own environment, minus fleet's secrets, plus the task's
+The worker's own environment, minus fleet's secrets (:data:`WITHHELD`), plus the task's
 variables, plus what fleet promises every task: its devices
 (:func:`device_environment`), ``FLEET_TASK_ID``, ``FLEET_WORKER_ID`` and
 ``PYTHONUNBUFFERED=1`` so Python output reaches the log line by line.
@@ -11,8 +11,10 @@ from __future__ import annotations
 from fleet.core.gpuspec import format_gpus, is_mig
 from fleet.core.models import Task, Worker
 
-# Never handed down to a task: the API token lets its holder run anything here.
-WITHHELD = ("FLEET_API_TOKEN",)
+# Never handed down to a task: the API token lets its holder run anything here, and the
+# store's URL (which may hold its password) or libpq's PGPASSWORD would let the task's code
+# write any row of a fleet on PostgreSQL.
+WITHHELD = ("FLEET_API_TOKEN", "FLEET_STORE_URL", "PGPASSWORD")
 
 
 def device_environment(task: Task) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fleet.core.errors import Conflict, UsageError
@@ -22,10 +24,12 @@ def test_plan_up_conflict_names_owner() -> None:
 
 
 def test_plan_up_gpus_of_another_host_do_not_clash() -> None:
-    """Many hosts on one store: each host's GPU 0 is its own."""
-    live = [live_worker("h:gpu0,1", [0, 1], ["a"])]
-    plan = plan_up(UpRequest(queues=["a"], gpus="0-1"), live, "h2", FakeNvml(4))
-    assert [(w.id, w.host, w.gpus) for w in plan.new] == [("h2:gpu0,1", "h2", [0, 1])]
+    """Many hosts on one store: GPU 0 of host ``other`` is not GPU 0 of host ``h``."""
+    other = dataclasses.replace(live_worker("other:dgpu", [0, 1, 2, 3], ["quad"]), host="other")
+    plan = plan_up(UpRequest(queues=["quad=4"], gpus="0-3"), [other], "h", FakeNvml(None))
+    assert [(w.id, w.gpus) for w in plan.new] == [("h:dgpu", [0, 1, 2, 3])]
+    plan = plan_up(UpRequest(queues=["a"], gpus="0"), [other], "h", FakeNvml(None))
+    assert [(w.id, w.gpus) for w in plan.new] == [("h:gpu0", [0])]
 
 
 def test_plan_up_same_spec_is_idempotent() -> None:
