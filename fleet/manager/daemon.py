@@ -242,7 +242,7 @@ class Manager:
         with self.lock:
             self.host_lease.start()  # first: a host declared lost while away kills its tasks here
             self.supervisor.adopt_or_recover()
-            self.leases.seed(self.store)
+            self.leases.seed(self.store, host=self.hostname if self.store.shared else None)
         self.schedule.start()
         self.notices.start()
         self.sampler.start()

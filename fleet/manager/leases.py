@@ -10,7 +10,11 @@ attempt ends ``failed`` (``remote executor <worker> lost: no word for Ns``),
 queued again when it has retries left.
 
 Leases live in memory: a new manager seeds a full one for every in-progress
-task whose runner is a remote executor (see :meth:`seed`).
+task whose runner is a remote executor (see :meth:`seed`).  On a store shared
+by many hosts, only for the ones it started itself: an executor posts to the
+manager it started from, so another host's manager would hear nothing from
+it and fail a task that runs well.  The task's start event names the manager
+that started it (:func:`starter`, in the reason of its move to in_progress).
 
 Every change of a leased task's state (log, finish, sweep) happens under the
 task's own lock (:meth:`hold`), so a late ``finish`` and the sweep never both
@@ -37,6 +41,13 @@ from fleet.worker.orphans import record_orphaned
 log = logging.getLogger(__name__)
 
 ACTOR = "manager"
+
+
+def starter(host: str) -> str:
+    """The actor of a remote task's start event: the API of the manager on ``host``."""
+    return f"api@{host}"
+
+
 TASK_LOCKS = 64
 
 
@@ -104,11 +115,14 @@ class Leases:
         or its attempt's runner is one."""
         return self.get(task.id) is not None or task.runner == Runner.REMOTE
 
-    def seed(self, store: Store, now: float | None = None) -> list[str]:
+    def seed(self, store: Store, now: float | None = None, *, host: str | None = None) -> list[str]:
         """At manager start: a full lease for every in-progress task run by a
-        remote executor (started before a restart).  Returns their ids."""
+        remote executor (started before a restart); with ``host`` (a store many
+        hosts share) only for those this host's manager started.  Returns their ids."""
         seeded = []
         for task in store.running_tasks(runner=Runner.REMOTE):
+            if host is not None and _started_by(store, task) != starter(host):
+                continue
             self.grant(task.id, task.attempt, task.worker or "?", now)
             seeded.append(task.id)
         if seeded:
@@ -147,3 +161,9 @@ class Leases:
         log.warning("manager: task %s: %s", task_id, reason)
         record_orphaned(store, task, reason, ACTOR)  # its runner is remote: nothing runs here
         return True
+
+
+def _started_by(store: Store, task: Task) -> str | None:
+    """Who started the task's running attempt (its latest move to in_progress says: ``Store.start_task``)."""
+    moves = [e for e in store.events(kind="task", subject=task.id, limit=50) if e.new == TaskStatus.IN_PROGRESS.value]
+    return moves[-1].reason.removeprefix("started by ") if moves else None

@@ -56,5 +56,5 @@ def build_service(
         queues=Queues(store, wake),
         workers=Workers(store, wake, processes, config, hostname, nvml, lock),
         gpus=Gpus(store, wake, nvml, hostname),
-        remote=Remote(tasks, store, leases, home, config),
+        remote=Remote(tasks, store, leases, home, config, hostname),
     )

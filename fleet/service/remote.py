@@ -23,12 +23,11 @@ from fleet.core.home import Home
 from fleet.core.models import Runner, Task, TaskStatus, Worker, WorkerMode, WorkerState
 from fleet.core.outcome import Outcome, StopCause
 from fleet.core.tasklog import TaskLog, strip_stamp
-from fleet.manager.leases import Leases
+from fleet.manager.leases import Leases, starter
 from fleet.policy.pool_rules import id_taken
 from fleet.service.tasks import AttemptEnd, Tasks
 from fleet.store import Store
 
-ACTOR = "api"
 TAIL_BYTES = 8192
 
 
@@ -79,8 +78,9 @@ def verdict(task: Task, end: RemoteEnd, tail: list[str]) -> tuple[AttemptEnd, st
 
 
 class Remote:
-    def __init__(self, tasks: Tasks, store: Store, leases: Leases, home: Home, config: Config) -> None:
+    def __init__(self, tasks: Tasks, store: Store, leases: Leases, home: Home, config: Config, hostname: str) -> None:
         self.tasks = tasks
+        self.actor = starter(hostname)  # the start event names this manager: its lease is this manager's
         self.store = store
         self.leases = leases
         self.home = home
@@ -106,7 +106,9 @@ class Remote:
                     f"worker id {worker.id!r} belongs to worker {taken.id} of this manager; pick another",
                     field="worker",
                 )
-            started = self.tasks.start_here(task.id, worker, list(gpus), clone=clone, actor=ACTOR, runner=Runner.REMOTE)
+            started = self.tasks.start_here(
+                task.id, worker, list(gpus), clone=clone, actor=self.actor, runner=Runner.REMOTE
+            )
             self.leases.grant(started.id, started.attempt, worker.id)
         with self.leases.hold(started.id):
             shown = ",".join(map(str, started.gpus)) or "none"

@@ -148,9 +148,10 @@ class SQLiteTasks(SQLiteArrays):
         run_as: str,
         gpus: list[int],
         runner: Runner,
+        reason: str = "",
     ) -> Task:
         """queued -> in_progress for ``run_as`` (the claiming worker, or a pool's per-task id): a new
-        attempt, owned by ``worker`` and run by ``runner``."""
+        attempt, owned by ``worker`` and run by ``runner``; ``reason`` goes on its event."""
         now = time.time()
         attempt = row["attempt"] + 1
         self._move_task(
@@ -158,7 +159,7 @@ class SQLiteTasks(SQLiteArrays):
             row,
             TaskStatus.IN_PROGRESS,
             f"worker:{worker.id}",
-            "",
+            reason,
             worker=run_as,
             host=worker.host,
             gpus=dumps(gpus),
@@ -355,7 +356,8 @@ class SQLiteTasks(SQLiteArrays):
                 raise Conflict(f"task {row['id']} needs {need} GPU(s); {len(gpus)} given", field="gpus")
             if row["status"] != TaskStatus.QUEUED.value:
                 self._move_task(conn, row, TaskStatus.QUEUED, actor, f"started directly on {worker.id}")
-            return self._start_attempt(conn, row, worker, worker.id, gpus, runner)
+            # the event names who started it (a remote task's lease is its starting manager's: fleet.manager.leases)
+            return self._start_attempt(conn, row, worker, worker.id, gpus, runner, f"started by {actor}")
 
     def mark_unfit_tasks(self, queues: list[str], max_gpus: int, reason: str) -> int:
         if not queues:

@@ -17,7 +17,7 @@ import psutil
 
 from fleet.core.home import Home
 from fleet.core.models import Runner, Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
-from fleet.manager.leases import Leases
+from fleet.manager.leases import Leases, starter
 from fleet.store import open_store
 from tests.conftest import CONFIG, Fleet
 
@@ -282,6 +282,27 @@ def test_leases_seed_and_sweep_after_a_restart(tmp_path: Path) -> None:
             and ended.status_reason == "remote executor box:image lost: no word for 5s"
         )
         assert store.get_task(local.id).status == TaskStatus.IN_PROGRESS and leases.get(remote.id) is None
+    finally:
+        store.close()
+
+
+def test_on_a_shared_store_a_manager_seeds_leases_only_for_the_remote_tasks_it_started(tmp_path: Path) -> None:
+    """Many hosts: an executor posts to the manager it started from; another
+    host's manager, restarted, must not lease (and then fail) that task."""
+    store = open_store(Home(tmp_path / "home").ensure())
+    try:
+        executor = Worker("box:image", "box", WorkerMode.STATIC, [], [], False, WorkerState.BUSY, "", time.time())
+        ids = {}
+        for host in ("host0", "host1"):
+            spec = TaskSpec(Script(["true"], "/"))
+            ids[host] = store.start_task(
+                store.create_task(spec, None, "t").id, executor, [], starter(host), Runner.REMOTE
+            ).id
+        assert sorted(Leases(5).seed(store, now=100.0)) == sorted(ids.values())  # one host: every one
+        leases = Leases(5)
+        assert leases.seed(store, now=100.0, host="host1") == [ids["host1"]]
+        assert leases.sweep(store, now=200.0) == [ids["host1"]]
+        assert store.get_task(ids["host0"]).status == TaskStatus.IN_PROGRESS  # host0's manager keeps it
     finally:
         store.close()
 
