@@ -46,7 +46,7 @@ from pathlib import Path
 from fleet.core.errors import StoreUnavailable
 from fleet.core.models import Task, TaskStatus, Worker, WorkerMode, WorkerOptions, WorkerState
 from fleet.core.wakeups import Listener
-from fleet.policy.allocate import Head, allocate
+from fleet.policy.allocate import Head, PoolState, allocate
 from fleet.policy.pool_rules import task_worker_id
 from fleet.policy.queuespec import QueueSpec, parse_queue_specs
 from fleet.store import Store
@@ -102,6 +102,16 @@ class SimHost:
             options=WorkerOptions(specs=tuple(specs)),
         )
         self.worker = store.register_worker(worker, "bench")
+        self.published: tuple[int, ...] | None = None
+
+    def _publish(self) -> None:
+        """Publish the free GPUs in the worker's row when they changed, as a real
+        pool does (other hosts' managers wake a pool only while it has one free)."""
+        in_use = {g for r in self.running.values() for g in r.gpus}
+        free = tuple(g for g in self.pool if g not in in_use)
+        if free != self.published:
+            self.store.update_worker(self.worker.id, pool=PoolState(gpus=tuple(self.pool), free=free))
+            self.published = free
 
     def turn(self) -> None:
         """End the tasks whose time has come, then claim what fits."""
@@ -111,6 +121,7 @@ class SimHost:
                 self._finish(run)
                 del self.running[task_id]
         self._fill()
+        self._publish()
 
     def _finish(self, run: Running, reason: str = "") -> None:
         self.store.finish_task(

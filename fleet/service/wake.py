@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fleet.core import wakeups
 from fleet.core.errors import StoreUnavailable
-from fleet.core.models import Task
+from fleet.core.models import Task, Worker, WorkerMode, WorkerState
 from fleet.core.notices import Notice, schedule_notice, wake_notices
 from fleet.store import Store
 
@@ -40,6 +40,20 @@ log = logging.getLogger(__name__)
 
 def _nothing() -> None:
     return None
+
+
+def may_start(worker: Worker) -> bool:
+    """Whether a worker of another host may start a newly queued task now, so is
+    worth a notice: an idle worker, a pool that published a free GPU (or nothing
+    yet), a services worker.  A busy worker or a full pool pulls again by itself
+    when a task of its own ends (and polls); waking it anyway cost, with a
+    hundred hosts on one queue, a notice, a turn and a claim racing for the same
+    row on every host for every submit (``bench/multihost.py``)."""
+    if worker.mode == WorkerMode.SERVICES:
+        return True
+    if worker.mode == WorkerMode.DYNAMIC:
+        return worker.pool is None or bool(worker.pool.free)
+    return worker.state == WorkerState.IDLE
 
 
 class Wake:
@@ -93,12 +107,14 @@ class Wake:
             self._send(by_host)
 
     def queues(self, names: Iterable[str]) -> None:
-        """The live workers that pull from any of ``names``."""
+        """The live workers that pull from any of ``names``: on this host all of
+        them (a datagram is cheap), on the other hosts those that may start a
+        task now (:func:`may_start`)."""
         wanted = set(names)
         if wanted:
             by_host: dict[str, set[str]] = {}
             for worker in self.store.list_workers():
-                if wanted.intersection(worker.queues):
+                if wanted.intersection(worker.queues) and (worker.host == self.hostname or may_start(worker)):
                     by_host.setdefault(worker.host, set()).add(worker.id)
             self._send(by_host)
 

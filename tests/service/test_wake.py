@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from fleet.core.home import Home
-from fleet.core.models import TaskStatus
+from fleet.core.models import TaskStatus, WorkerMode, WorkerState
 from fleet.core.notices import Notice, NoticeKind
 from fleet.core.wakeups import Listener
+from fleet.policy.allocate import PoolState
 from fleet.service.wake import Wake
 from fleet.store import open_store
 from fleet.store.interface import Store, Subscription
@@ -82,3 +83,23 @@ def test_an_abort_wakes_the_worker_of_the_task_on_its_host_and_a_force_every_man
     wake.tasks([store.create_task(spec(), "q", "test")])  # runs nowhere: no one to wake
     wake.workers(["h:gpu0"])  # this host's only: nothing announced
     assert _heard(subscription) == []
+
+
+def test_a_queue_announces_only_the_other_hosts_workers_that_may_start_a_task_now(
+    two_hosts: tuple[Home, Store, Subscription],
+) -> None:
+    """A busy worker or a full pool of another host is not woken for a new task
+    (it pulls again when its own task ends); a pool with a free GPU is."""
+    home, store, subscription = two_hosts
+    full = dataclasses.replace(live_worker("h2:dgpu", [2, 3], ["q"]), host="h2", mode=WorkerMode.DYNAMIC)
+    store.register_worker(full, "test")
+    store.update_worker("h2:dgpu", pool=PoolState(gpus=(2, 3), free=()))
+    store.create_task(spec(), "q", "t")
+    assert store.claim_next_task(store.get_worker("h2:gpu0"), ["q"], [0], busy="running {task}") is not None
+    assert store.get_worker("h2:gpu0").state == WorkerState.BUSY
+    wake = Wake(home.root, store, "h")
+    wake.queue("q")
+    assert _heard(subscription) == []  # h2:gpu0 busy, h2:dgpu full (h's own worker got its datagram)
+    store.update_worker("h2:dgpu", pool=PoolState(gpus=(2, 3), free=(3,)))
+    wake.queue("q")
+    assert _heard(subscription) == [Notice(NoticeKind.WAKE, "h", "h2", ("h2:dgpu",))]
