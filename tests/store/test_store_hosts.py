@@ -16,10 +16,10 @@ from fleet.core.models import (
     TaskSpec,
     TaskStatus,
     Worker,
-    WorkerMode,
     WorkerState,
 )
 from fleet.store.interface import Store
+from tests.factories import live_worker
 from tests.store.backends import open_target
 
 T0 = 1_000_000.0
@@ -33,18 +33,7 @@ def _register(store: Store, name: str, now: float = T0) -> None:
 
 
 def _worker(store: Store, host: str, gpus: list[int] | None = None) -> Worker:
-    worker = Worker(
-        id=f"{host}:cpu",
-        host=host,
-        mode=WorkerMode.STATIC,
-        gpus=gpus,
-        queues=["q"],
-        order_fairness=False,
-        state=WorkerState.IDLE,
-        state_reason="",
-        created_at=0.0,
-    )
-    return store.register_worker(worker, "test")
+    return store.register_worker(live_worker(f"{host}:cpu", gpus, ["q"], host=host), "test")
 
 
 def _submit(store: Store, retries: int = 0) -> str:
