@@ -23,45 +23,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from bench._common import TempFleet, machine, parse_iso, row, summary
+from bench._common import TempFleet, machine, parse_iso, row, summary, temp_fleet
 from tests.pgserver import find_bin, running_server
 
 CONFIG = "fleet {\n  poll_interval: 300\n}\n"
 
 
-@contextlib.contextmanager
-def host(tmp: Path, name: str, store_url: str) -> Iterator[TempFleet]:
+def host(name: str, store_url: str) -> contextlib.AbstractContextManager[TempFleet]:
     """A manager of host ``name`` on the store at ``store_url``; stopped (and checked) on the way out."""
-    root = tmp / name
-    root.mkdir()
-    (root / "fleet.conf").write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "CLEARML_"))}
-    env.update(
-        FLEET_HOME=str(root / "home"),
-        FLEET_CONFIG_FILE=str(root / "fleet.conf"),
-        HOME=str(root),
-        FLEET_STORE_URL=store_url,
-        FLEET_WORKER_NAME=name,
-    )
-    fleet = TempFleet(root, env)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
-        for proc in fleet.leftovers():
-            print(f"warning: killing leftover process {proc.pid}: {proc.info['cmdline']}", file=sys.stderr)
-            proc.send_signal(signal.SIGKILL)
+    return temp_fleet(CONFIG, env={"FLEET_STORE_URL": store_url, "FLEET_WORKER_NAME": name})
 
 
 def until_started(api: httpx.Client, queue: str, cwd: Path) -> float:
@@ -91,25 +67,21 @@ def main() -> None:
     if folder is None:
         sys.exit(why)
 
-    tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-wake-"))
-    try:
-        with running_server(folder) as server:
-            url = server.url(server.create_database())
-            with host(tmp, "hostA", url) as a, host(tmp, "hostB", url) as b:
-                b.fleetctl("up", "--port", "0", "--cpu-only", "--queue", "remote", "--create-queue")
-                a.fleetctl("up", "--port", "0", "--cpu-only", "--queue", "local", "--create-queue")
-                with a.api() as api_a, b.api() as api_b:
-                    b.wait_idle(api_b, 1)
-                    a.wait_idle(api_a, 2)  # both hosts' workers, seen from hostA
-                    print(machine(api_a))
-                    times: dict[str, list[float]] = {"local": [], "remote": []}
-                    for i in range(args.warmup + args.tasks):
-                        for queue in ("local", "remote"):  # taking turns, so both meet the same load
-                            took = until_started(api_a, queue, a.root)
-                            if i >= args.warmup:
-                                times[queue].append(took)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with running_server(folder) as server:
+        url = server.url(server.create_database())
+        with host("hostA", url) as a, host("hostB", url) as b:
+            b.fleetctl("up", "--port", "0", "--cpu-only", "--queue", "remote", "--create-queue")
+            a.fleetctl("up", "--port", "0", "--cpu-only", "--queue", "local", "--create-queue")
+            with a.api() as api_a, b.api() as api_b:
+                b.wait_idle(api_b, 1)
+                a.wait_idle(api_a, 2)  # both hosts' workers, seen from hostA
+                print(machine(api_a))
+                times: dict[str, list[float]] = {"local": [], "remote": []}
+                for i in range(args.warmup + args.tasks):
+                    for queue in ("local", "remote"):  # taking turns, so both meet the same load
+                        took = until_started(api_a, queue, a.root)
+                        if i >= args.warmup:
+                            times[queue].append(took)
 
     print(f"enqueue on hostA -> claimed, {args.tasks} sequential tasks per path, idle workers polling every 300 s")
     print(row("same host", summary(times["local"])))

@@ -228,14 +228,25 @@ def hosts(tmp_path: Path, pg_url: str) -> Iterator[list[Fleet]]:
     manager, worker names ``host0``..``host2``, one PostgreSQL store.  Start a
     host with ``hosts[i].up(...)``; each is stopped and checked for leftovers."""
     with contextlib.ExitStack() as stack:
-        fleets = []
-        for i in range(3):
-            root = tmp_path / f"host{i}"
-            root.mkdir()
-            host = stack.enter_context(fleet_at(root))
-            host.join(pg_url, f"host{i}")
-            fleets.append(host)
-        yield fleets
+        yield fleet_hosts(stack, tmp_path, pg_url, 3)
+
+
+def fleet_hosts(
+    stack: contextlib.ExitStack, tmp_path: Path, store_url: str, count: int, config: str = ""
+) -> list[Fleet]:
+    """``count`` hosts of one fleet on the PostgreSQL store at ``store_url``: homes
+    under ``tmp_path/host0``.., worker names ``host0``..; ``config`` is added to
+    each host's config file.  Each is stopped and checked when ``stack`` closes."""
+    fleets = []
+    for i in range(count):
+        root = tmp_path / f"host{i}"
+        root.mkdir()
+        host = stack.enter_context(fleet_at(root))
+        if config:
+            (root / "fleet.conf").write_text((root / "fleet.conf").read_text() + "\n" + config + "\n")
+        host.join(store_url, f"host{i}")
+        fleets.append(host)
+    return fleets
 
 
 @pytest.fixture

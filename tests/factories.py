@@ -26,11 +26,11 @@ def running_task(script: Script, **fields: Any) -> Task:
     return Task(script=script, **values)
 
 
-def live_worker(wid: str, gpus: list[int] | None, queues: list[str], fairness: bool = False) -> Worker:
-    """An idle static worker on host ``h``."""
+def live_worker(wid: str, gpus: list[int] | None, queues: list[str], fairness: bool = False, host: str = "h") -> Worker:
+    """An idle static worker on ``host``."""
     return Worker(
         id=wid,
-        host="h",
+        host=host,
         mode=WorkerMode.STATIC,
         gpus=gpus,
         queues=queues,

@@ -91,6 +91,16 @@ class HostState(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class HostInfo:
+    """What a host registers: its GPUs, fleet's version, its manager's API URL and pid."""
+
+    gpus: list[int]
+    version: str
+    api_url: str
+    pid: int
+
+
+@dataclass(frozen=True)
 class HostRow:
     """A host as the store keeps it.  ``lease_age`` is the store's clock (on
     PostgreSQL the server's: hosts' clocks may differ) minus ``renewed_at``, at

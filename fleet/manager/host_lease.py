@@ -23,23 +23,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fleet.core.errors import FleetError, HostLost, NotFound, StoreUnavailable
+from fleet.core.models import HostInfo
 from fleet.store import Store
 from fleet.store.faults import Backoff
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """What a host registers: its GPUs, fleet's version, its manager's API URL and pid."""
-
-    gpus: list[int]
-    version: str
-    api_url: str
-    pid: int
 
 
 class HostLease:
@@ -130,15 +120,7 @@ class HostLease:
         self._register()
 
     def _register(self) -> None:
-        info = self.describe()
-        row = self.store.register_host(
-            self.name,
-            gpus=info.gpus,
-            version=info.version,
-            api_url=info.api_url,
-            pid=info.pid,
-            lease_seconds=self.lease_s,
-        )
+        row = self.store.register_host(self.name, self.describe(), lease_seconds=self.lease_s)
         self.registered = True
         log.info("host %s: registered (epoch %d, lease %gs)", self.name, row.epoch, self.lease_s)
 

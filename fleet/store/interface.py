@@ -25,6 +25,7 @@ from fleet.core.models import (
     ExitUsage,
     GpuDrain,
     GpuReservation,
+    HostInfo,
     HostRow,
     LostHost,
     Queue,
@@ -248,19 +249,10 @@ class Store(abc.ABC):
 
     # -- hosts and their leases ----------------------------------------------------
     @abc.abstractmethod
-    def register_host(
-        self,
-        name: str,
-        *,
-        gpus: list[int],
-        version: str,
-        api_url: str,
-        pid: int,
-        lease_seconds: float,
-        now: float | None = None,
-    ) -> HostRow:
-        """Register a host (a manager's start, or its return after it was declared
-        lost): state ``up``, lease renewed now, ``epoch`` one more than before.
+    def register_host(self, name: str, info: HostInfo, *, lease_seconds: float, now: float | None = None) -> HostRow:
+        """Register host ``name`` as ``info`` says (a manager's start, or its return
+        after it was declared lost): state ``up``, lease renewed now, ``epoch`` one
+        more than before.
         ``now``: the lease clock (None: the store's; PostgreSQL's is the server's,
         so the hosts' clocks need not agree)."""
 

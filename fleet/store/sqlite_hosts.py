@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from fleet.core.errors import HostLost, NotFound
-from fleet.core.models import HostRow, HostState, LostHost, TaskStatus, WorkerState, host_lost_reason
+from fleet.core.models import HostInfo, HostRow, HostState, LostHost, TaskStatus, WorkerState, host_lost_reason
 from fleet.store.dbapi import DbConn
 from fleet.store.rows import dumps, loads
 from fleet.store.sqlite_base import SQLiteBase
@@ -31,21 +31,11 @@ from fleet.store.sqlite_workers import move_worker
 class SQLiteHosts(SQLiteBase):
     """Mixed into :class:`fleet.store.sqlite.SQLiteStore` and :class:`fleet.store.postgres.PostgresStore`."""
 
-    def register_host(
-        self,
-        name: str,
-        *,
-        gpus: list[int],
-        version: str,
-        api_url: str,
-        pid: int,
-        lease_seconds: float,
-        now: float | None = None,
-    ) -> HostRow:
+    def register_host(self, name: str, info: HostInfo, *, lease_seconds: float, now: float | None = None) -> HostRow:
         with self._tx() as conn:
             at = self._clock(conn, now)
             row = conn.execute("SELECT * FROM hosts WHERE name = ?" + self._for_update(conn), (name,)).fetchone()
-            values = (dumps(gpus), version, api_url, pid, at, at, lease_seconds)
+            values = (dumps(info.gpus), info.version, info.api_url, info.pid, at, at, lease_seconds)
             if row is None:
                 conn.execute(
                     "INSERT INTO hosts (gpus, version, api_url, pid, started_at, renewed_at, lease_seconds,"

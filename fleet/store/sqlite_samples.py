@@ -96,7 +96,6 @@ class SQLiteSamples(SampleStore):
 
     # -- writing ----------------------------------------------------------------
     def write(self, snapshot: Snapshot) -> None:
-        """Store one tick: a raw row per series, and each running task's figures."""
         with self.db.tx() as conn:
             for name, values in rows(snapshot).items():
                 if not values:
@@ -125,7 +124,6 @@ class SQLiteSamples(SampleStore):
         return None if row is None else float(row[0])
 
     def maintain(self, now: float, raw_retention_s: float, rollup_retention_s: float) -> Maintenance:
-        """Roll up every complete minute not rolled up yet, then drop what is past retention."""
         end = math.floor(now / ROLLUP_S) * ROLLUP_S
         rolled = 0
         with self.db.tx() as conn:
@@ -179,9 +177,7 @@ class SQLiteSamples(SampleStore):
         ids: list[str] | None = None,
         host: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Averages per ``step`` seconds in ``[since, until)``, one entry per series.
-
-        Roll-ups answer where they exist and are fine enough (``step`` of a
+        """Roll-ups answer where they exist and are fine enough (``step`` of a
         minute or more), raw samples everywhere else."""
         conn = self.db.conn
         rolled = self.watermark() or 0.0
@@ -222,7 +218,6 @@ class SQLiteSamples(SampleStore):
         return list(out.values())
 
     def task_usage(self, task_id: str) -> list[AttemptUsage]:
-        """Per attempt: samples, mean and max CPU %, peak RSS and peak GPU memory (MB)."""
         found = self.db.conn.execute(
             "SELECT * FROM metrics_task_usage WHERE task = ? ORDER BY attempt", (task_id,)
         ).fetchall()
@@ -241,7 +236,6 @@ class SQLiteSamples(SampleStore):
         ]
 
     def counts(self) -> dict[str, int]:
-        """Rows per table and resolution (for tests and the bench)."""
         out = {}
         for kind in KINDS.values():
             for res in (RAW, ROLLUP):

@@ -11,15 +11,16 @@ import pytest
 
 from fleet.core.errors import Fenced, HostLost, NotFound
 from fleet.core.models import (
+    HostInfo,
     HostState,
     Script,
     TaskSpec,
     TaskStatus,
     Worker,
-    WorkerMode,
     WorkerState,
 )
 from fleet.store.interface import Store
+from tests.factories import live_worker
 from tests.store.backends import open_target
 
 T0 = 1_000_000.0
@@ -27,24 +28,11 @@ LEASE = 30.0
 
 
 def _register(store: Store, name: str, now: float = T0) -> None:
-    store.register_host(
-        name, gpus=[0, 1], version="1.0", api_url=f"http://{name}:1", pid=42, lease_seconds=LEASE, now=now
-    )
+    store.register_host(name, HostInfo([0, 1], "1.0", f"http://{name}:1", 42), lease_seconds=LEASE, now=now)
 
 
 def _worker(store: Store, host: str, gpus: list[int] | None = None) -> Worker:
-    worker = Worker(
-        id=f"{host}:cpu",
-        host=host,
-        mode=WorkerMode.STATIC,
-        gpus=gpus,
-        queues=["q"],
-        order_fairness=False,
-        state=WorkerState.IDLE,
-        state_reason="",
-        created_at=0.0,
-    )
-    return store.register_worker(worker, "test")
+    return store.register_worker(live_worker(f"{host}:cpu", gpus, ["q"], host=host), "test")
 
 
 def _submit(store: Store, retries: int = 0) -> str:
@@ -73,7 +61,7 @@ def test_a_host_registers_renews_and_leaves(store: Store) -> None:
 
 
 def test_the_lease_clock_is_the_stores_own_when_not_given(store: Store) -> None:
-    store.register_host("a", gpus=[], version="1", api_url="", pid=1, lease_seconds=LEASE)
+    store.register_host("a", HostInfo([], "1", "", 1), lease_seconds=LEASE)
     (row,) = store.list_hosts()
     assert 0 <= row.lease_age < LEASE and not row.expired
     assert store.declare_lost_hosts("b") == []

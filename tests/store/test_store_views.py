@@ -4,32 +4,22 @@ host, and each sample row carrying the host it was taken on."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import sqlite_utils
 
-from fleet.core.models import Script, TaskSpec, TaskStatus, Worker, WorkerMode, WorkerState
+from fleet.core.models import Script, TaskSpec, TaskStatus, Worker
 from fleet.core.nvml import GpuSample
 from fleet.metrics.samples import KINDS, HostSample, Snapshot, TaskSample, WorkerSample
 from fleet.store import schema
 from fleet.store.interface import Store
 from fleet.store.sqlite import SQLiteStore
+from tests.factories import live_worker
 from tests.store.test_store_samples import T0, open_samples
 
 
 def _worker(host: str) -> Worker:
-    return Worker(
-        id=f"{host}:cpu",
-        host=host,
-        mode=WorkerMode.STATIC,
-        gpus=None,
-        queues=["q"],
-        order_fairness=False,
-        state=WorkerState.IDLE,
-        state_reason="",
-        created_at=time.time(),
-    )
+    return live_worker(f"{host}:cpu", None, ["q"], host=host)
 
 
 def _spec(name: str) -> TaskSpec:

@@ -16,7 +16,7 @@ import pytest
 
 from fleet.core.config import parse_config_string
 from fleet.store.postgres_faults import StoreUrl
-from tests.conftest import Fleet, fleet_at
+from tests.conftest import Fleet, fleet_hosts
 from tests.pgserver import PgServer, server_or_skip
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -82,15 +82,9 @@ def test_a_database_outage_longer_than_the_lease_declares_no_host_lost(tmp_path:
     lease's time to renew."""
     url = own_pg.url(own_pg.create_database())
     with contextlib.ExitStack() as stack:
-        hosts = []
-        for i in range(2):
-            root = tmp_path / f"host{i}"
-            root.mkdir()
-            host = stack.enter_context(fleet_at(root))
-            (root / "fleet.conf").write_text((root / "fleet.conf").read_text() + "\nfleet.host_lease_seconds: 6\n")
-            host.join(url, f"host{i}")
+        hosts = fleet_hosts(stack, tmp_path, url, 2, config="fleet.host_lease_seconds: 6")
+        for i, host in enumerate(hosts):
             host.up("--cpu-only", "--queue", f"q{i}", "--create-queue")
-            hosts.append(host)
         task_id = hosts[0].submit("q1", "sleep", "300", opts=("--no-code",))
         hosts[0].wait_for(lambda: hosts[0].task(task_id)["status"] == "in_progress", timeout=60, what="task started")
         own_pg.stop("fast")

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from fleet.core.models import HostInfo
 from tests.conftest import CONFIG, Fleet
 
 HOSTS = ("host0", "host1", "host2")
@@ -135,7 +136,7 @@ def _register(url: str, name: str, *, lease: float, lost: bool) -> None:
         with psycopg.connect(url) as pg:
             (server_now,) = pg.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone() or (0.0,)
         at = server_now - 100 if lost else None
-        store.register_host(name, gpus=[0, 1], version="test", api_url="", pid=1, lease_seconds=lease, now=at)
+        store.register_host(name, HostInfo([0, 1], "test", "", 1), lease_seconds=lease, now=at)
         if lost:
             assert [h.name for h in store.declare_lost_hosts("host0")] == [name]
     finally:
