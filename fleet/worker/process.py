@@ -20,8 +20,9 @@ group's grace) and the task is over only when none is left.  ``fleetctl
 exec`` runs a task inside the CLI and leaves ``contain`` off.
 
 With an ``attempt`` (:mod:`fleet.core.contain`), as the worker gives, the task is
-also born in its own cgroup (where ``cgroup`` is on and fleet may create one)
-and tied to the worker with ``PR_SET_PDEATHSIG``; what is left of the attempt
+also born in its own cgroup (where ``cgroup`` is on and fleet may create one;
+the worker steps into it for the ``vfork``), and carries the attempt's
+marker; what is left of the attempt
 (cgroup members, processes carrying its marker) counts as strays too, and
 the cgroup is removed when the task is over.  That is what lets whoever finds
 the worker dead kill the task without knowing its pid.
@@ -114,7 +115,7 @@ class TaskProcess:
                 start_new_session=True,
                 close_fds=True,
                 umask=TASK_UMASK,
-                preexec_fn=die_with_parent() if attempt is not None else None,
+                preexec_fn=die_with_parent() if attempt is not None and self.run_as is not None else None,
                 **_identity(self.run_as),  # preexec_fn runs after the switch
             )
         self.pid = self.popen.pid
@@ -229,12 +230,11 @@ class TaskProcess:
         return live
 
     def _left(self) -> set[int]:
-        """What is left of the attempt outside the worker's descendants (see the module docstring)."""
-        if self.attempt is None:
+        """What is left of the attempt outside the worker's descendants (see
+        the module docstring): nothing when the worker has no child at all."""
+        if self.attempt is None or not _has_children():
             return set()
-        if self.in_cgroup:
-            return self.attempt.cgroup_members()
-        return self.attempt.members() if _has_children() else set()
+        return self.attempt.cgroup_members() if self.in_cgroup else self.attempt.members()
 
     def _kill_strays(self) -> None:
         strays = self._strays()
