@@ -20,6 +20,7 @@ from fleet.core.models import (
     Runner,
     Task,
     TaskAttempt,
+    TaskEnd,
     TaskSpec,
     TaskStatus,
     Worker,
@@ -188,12 +189,19 @@ class SQLiteTasks(SQLiteArrays):
         return to_task(row)
 
     def claim_next_task(
-        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+        self,
+        worker: Worker,
+        queues: list[str],
+        gpus: list[int],
+        busy: str | None = None,
+        ended: TaskEnd | None = None,
     ) -> Task | None:
         capacity = len(gpus)
-        if not self._any_waiting(queues):  # the common case for a woken worker that lost the race: no write lock taken
+        if ended is None and not self._any_waiting(queues):  # a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
+            if ended is not None:
+                self._finish(conn, ended)
             for queue in queues:
                 found = conn.execute(
                     "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
@@ -264,43 +272,48 @@ class SQLiteTasks(SQLiteArrays):
         pid: int | None = None,
         started: Identity | None = None,
     ) -> Task:
-        now = time.time()
+        end = TaskEnd(task_id, status, exit_code, reason, actor, requeue, usage, pid, started)
         with self._tx() as conn:
-            row = self._task_row(conn, task_id)
-            if pid is not None:
-                self._set_process(conn, task_id, pid, started)
-                row.update(
-                    pid=pid, pid_start=started.ticks if started else None, pid_boot=started.boot if started else None
+            return to_task(self._finish(conn, end))
+
+    def _finish(self, conn: DbConn, end: TaskEnd) -> dict[str, Any]:
+        """:meth:`finish_task` inside the caller's transaction (its own, or a
+        claim's); the task's row as it is now."""
+        now = time.time()
+        task_id, status, started, usage, reason = end.task_id, end.status, end.started, end.usage, end.reason
+        row = self._task_row(conn, task_id)
+        process: dict[str, Any] = {}  # the attempt's process, in the same update
+        if end.pid is not None:
+            process.update(pid=end.pid, pid_start=started and started.ticks, pid_boot=started and started.boot)
+        self._move_task(conn, row, status, end.actor, reason, exit_code=end.exit_code, finished_at=now, **process)
+        conn.execute(
+            "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"
+            " peak_rss_mb = ?, cpu_s = ? WHERE task_id = ? AND attempt = ?",
+            (
+                now,
+                status.value,
+                end.exit_code,
+                reason,
+                usage.peak_rss_mb if usage else None,
+                usage.cpu_s if usage else None,
+                task_id,
+                row["attempt"],
+            ),
+        )
+        if end.requeue is not None and row["queue"] is not None:
+            if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():
+                why = f"requeued after attempt {row['attempt']}: {reason}"
+                self._move_task(
+                    conn,
+                    row,
+                    TaskStatus.QUEUED,
+                    end.actor,
+                    why,
+                    queued_at=now,
+                    seq=self._next_seq(conn, row["queue"], end.requeue == "head"),
+                    abort_requested=None,
                 )
-            self._move_task(conn, row, status, actor, reason, exit_code=exit_code, finished_at=now)
-            conn.execute(
-                "UPDATE task_attempts SET finished_at = ?, status = ?, exit_code = ?, reason = ?,"
-                " peak_rss_mb = ?, cpu_s = ? WHERE task_id = ? AND attempt = ?",
-                (
-                    now,
-                    status.value,
-                    exit_code,
-                    reason,
-                    usage.peak_rss_mb if usage else None,
-                    usage.cpu_s if usage else None,
-                    task_id,
-                    row["attempt"],
-                ),
-            )
-            if requeue is not None and row["queue"] is not None:
-                if conn.execute("SELECT 1 FROM queues WHERE name = ?", (row["queue"],)).fetchone():
-                    why = f"requeued after attempt {row['attempt']}: {reason}"
-                    self._move_task(
-                        conn,
-                        row,
-                        TaskStatus.QUEUED,
-                        actor,
-                        why,
-                        queued_at=now,
-                        seq=self._next_seq(conn, row["queue"], requeue == "head"),
-                        abort_requested=None,
-                    )
-        return to_task(row)
+        return row
 
     def attempts(self, task_id: str) -> list[TaskAttempt]:
         rows = self.conn.execute(

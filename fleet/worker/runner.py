@@ -50,7 +50,7 @@ from fleet.core.contain import Attempt
 from fleet.core.errors import FleetError, StoreUnavailable
 from fleet.core.gpuspec import format_gpus
 from fleet.core.home import Home
-from fleet.core.models import ExitUsage, Runner, Task, TaskStatus, Worker
+from fleet.core.models import ExitUsage, Runner, Task, TaskEnd, TaskStatus, Worker
 from fleet.core.outcome import Outcome, StopCause
 from fleet.core.tasklog import LOG_FAILED, TaskLog
 from fleet.store import Store
@@ -77,6 +77,7 @@ class RunnerProfile:
     contain: bool = True  # the attempt's cgroup, marker and strays are the task's (off: a terminal's job)
     requeue: bool = True  # retries, ``stop --requeue`` and no disk space put the task back in its queue
     log: type[TaskLog] = TaskLog  # ``fleetctl execute``: one that also copies the output to its terminal
+    end_with_claim: bool = False  # a task's end waits for the caller's next claim, and lands in its transaction
 
     @property
     def actor(self) -> str:
@@ -185,14 +186,25 @@ class TaskRunner:
     # -- claim ---------------------------------------------------------------------
     def claim_next(self, worker: Worker, queues: list[str], busy: str | None = None) -> Task | None:
         """The next task of ``queues`` for ``worker`` (a static worker), which
-        becomes busy with the reason ``busy`` in the same transaction; None
-        when there is none or the store is unavailable (backing off)."""
+        becomes busy with the reason ``busy`` in the same transaction, as the
+        last task's end (``end_with_claim``) is recorded; None when there is
+        none or the store is unavailable (backing off: the end is kept)."""
+        ending = self.ending
+        if not self.retry.ready():
+            return None
         try:
-            task = self.store.claim_next_task(worker, queues, worker.gpus or [], busy)
+            end = self._end_record(ending) if ending is not None else None
+            task = self.store.claim_next_task(worker, queues, worker.gpus or [], busy, end)
         except StoreUnavailable:
             self.retry.failed()
             return None
+        except FleetError as exc:  # the end was refused (the task changed behind our back): nothing was written
+            assert ending is not None
+            self._landed(ending, exc)
+            return None
         self.retry.ok()
+        if ending is not None:
+            self._landed(ending)
         return task
 
     def take_claimed(self, task_id: str, run_as: str) -> Task | None:
@@ -368,6 +380,8 @@ class TaskRunner:
         if judged.hold_off_s:
             self.hold_off(judged.hold_off_s, judged.reason)
         self.ending = Ending(task, judged, returncode, usage, process)
+        if self.profile.end_with_claim:  # recorded by the caller's next claim, or its flush
+            return
         if not self._land(self.ending):
             log.warning(
                 "worker %s: task %s ended %s; keeping its end until the store takes it",
@@ -389,30 +403,52 @@ class TaskRunner:
     def _land(self, ending: Ending) -> bool:
         """Record a task's end; while the store is unavailable it is kept (and
         the caller claims nothing) and False is returned."""
-        task, judged, proc = ending.task, ending.verdict, ending.process
         if not self.retry.ready():
             return False
         try:
+            end = self._end_record(ending)
             self.store.finish_task(
-                task.id,
-                judged.status,
-                exit_code=ending.returncode,
-                reason=judged.reason,
-                actor=self.profile.actor,
-                requeue=judged.requeue,
-                usage=ending.usage,
-                pid=proc.pid if proc is not None else None,
-                started=proc.started if proc is not None else None,
+                end.task_id,
+                end.status,
+                exit_code=end.exit_code,
+                reason=end.reason,
+                actor=end.actor,
+                requeue=end.requeue,
+                usage=end.usage,
+                pid=end.pid,
+                started=end.started,
             )
         except StoreUnavailable:
             self.retry.failed()
             return False
         except FleetError as exc:  # the task was changed behind our back; keep the worker alive
-            log.error("worker %s: could not record task %s: %s", task.worker, task.id, exc)
+            self._landed(ending, exc)
         else:
             self.retry.ok()
+            self._landed(ending)
+        return True
+
+    def _end_record(self, ending: Ending) -> TaskEnd:
+        """The store's record of ``ending`` (with the pid, when it was not written yet)."""
+        judged, proc = ending.verdict, ending.process
+        return TaskEnd(
+            ending.task.id,
+            judged.status,
+            ending.returncode,
+            judged.reason,
+            self.profile.actor,
+            judged.requeue,
+            ending.usage,
+            proc.pid if proc is not None else None,
+            proc.started if proc is not None else None,
+        )
+
+    def _landed(self, ending: Ending, refused: FleetError | None = None) -> None:
+        """The store has ``ending`` (or refused it, said in the log): the runner is free of it."""
+        task, judged = ending.task, ending.verdict
+        if refused is not None:
+            log.error("worker %s: could not record task %s: %s", task.worker, task.id, refused)
         log.info("worker %s: task %s %s %s", task.worker, task.id, judged.status.value, judged.reason[:200])
         self.last = ending
         self.ending = None
         self.task = None
-        return True
