@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -347,23 +348,34 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"usage: python -m fleet.worker.prepare {USAGE}\n{exc}", file=sys.stderr)
         return 2
-    out = Log(lambda text: print(text, flush=True))
     home = Home(Path(args["home"]))
-    report: Path | None = None  # the launch record's file, once the attempt is known
-    preparer: Preparer | None = None
+    try:
+        task, config = load(home, args.get("spec"), args.get("config"), args["task"])
+    except FleetError as exc:
+        print(exc.message, flush=True)
+        return EXIT_PREPARE_FAILED
+    except OSError as exc:
+        print(f"preparation failed: {exc}", flush=True)
+        return EXIT_PREPARE_FAILED
+    return become(home, task, config)
+
+
+def become(home: Home, task: Task, config: Config) -> int:
+    """Prepare ``task``, then ``exec`` its command in this process.  Returns
+    (an exit code) only when that failed, after the launch record and a line
+    saying why.  Run by ``python -m fleet.worker.prepare``, or in a fork of
+    the worker (:mod:`fleet.worker.launch`), which has every module imported."""
+    out = Log(lambda text: print(text, flush=True))
+    report = outcome_path(home.root, task.id, task.attempt)
+    preparer = Preparer(home, config, out)
+    preparer.linked = True  # the folder is used here only (docker mounts its own clone)
 
     def failed(message: str, exc: BaseException | None = None, failure: Failure | None = None) -> int:
         print(message, flush=True)
-        if report is not None:
-            phase = preparer.phase if preparer is not None else Phase.START
-            write_outcome(report, LaunchOutcome.failed(phase, message, exc, failure))
+        write_outcome(report, LaunchOutcome.failed(preparer.phase, message, exc, failure))
         return EXIT_PREPARE_FAILED
 
     try:
-        task, config = load(home, args.get("spec"), args.get("config"), args["task"])
-        report = outcome_path(home.root, task.id, task.attempt)
-        preparer = Preparer(home, config, out)
-        preparer.linked = True  # the folder is used here only (docker mounts its own clone)
         prepared = preparer.prepare(task)
         environment = prepared.environment
         if environment is not None and environment.lease is None:  # a one-off build: clear older ones
@@ -381,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.chdir(prepared.cwd)
         os.umask(TASK_UMASK)  # the task's, not fleet's owner-only one
+        for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores them; the task gets the defaults, as from a shell
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
         os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
     except OSError as exc:
         message = f"could not start {prepared.argv[0]}: {exc.strerror or exc}"

@@ -279,6 +279,7 @@ class TaskRunner:
             attempt=Attempt(self.home.root, task.id, task.attempt) if contain else None,
             cgroup=contain and self.config.fleet.cgroups,
             run_as=launch.run_as,
+            become=launch.become,
         )
         proc.start()
         self.kind = launch.kind
