@@ -33,6 +33,14 @@ from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt
 from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
 from fleet.store.sqlite_workers import move_worker
 
+# the next task of a queue a worker of a given capacity can run: read from the
+# index in this order (tasks_queue_head), never by sorting the queue
+QUEUE_HEAD = (
+    "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
+    f" AND (gpus_needed IS NULL OR gpus_needed <= ?) AND {UNDER_CAP}"
+    " ORDER BY priority DESC, seq ASC LIMIT 1"
+)
+
 
 class SQLiteTasks(SQLiteArrays):
     """Mixed into :class:`fleet.store.sqlite.SQLiteStore`."""
@@ -203,12 +211,7 @@ class SQLiteTasks(SQLiteArrays):
             if ended is not None:
                 self._finish(conn, ended)
             for queue in queues:
-                found = conn.execute(
-                    "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
-                    f" AND (gpus_needed IS NULL OR gpus_needed <= ?) AND {UNDER_CAP}"
-                    " ORDER BY priority DESC, seq ASC LIMIT 1",
-                    (queue, capacity if worker.gpus is not None else 0),
-                ).fetchone()
+                found = conn.execute(QUEUE_HEAD, (queue, capacity if worker.gpus is not None else 0)).fetchone()
                 if found is None:
                     continue
                 task = self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
