@@ -1,17 +1,20 @@
-"""Prepare a task, then become it: ``python -m fleet.worker.prepare --home H --task ID``.
+"""Prepare a task, then become it (:func:`become`).
 
-The worker launches this instead of the task's command when the task needs
+The worker runs this instead of the task's command when the task needs
 preparation (a repository, requirements or a setup script; see
-:mod:`fleet.worker.launch`).  It is the leader of the task's process group,
-so abort, timeout and log capture cover preparation exactly as they cover
-the task.  Its stdout *is* the task log; fleet's own lines start with
-``[prepare]``.
+:mod:`fleet.worker.launch`): in a fork of itself, which has every module
+imported already, or, from a process with other threads, as ``python -m
+fleet.worker.prepare --home H --task ID``.  It is the leader of the task's
+process group, so abort, timeout and log capture cover preparation exactly
+as they cover the task.  Its stdout *is* the task log; fleet's own lines
+start with ``[prepare]``.
 
-Steps: read the task and config the worker handed over
-(:mod:`fleet.worker.prepare_spec`; the store and the config file only when
-there is no such file), get the code (a linked worktree of the vcs cache's
-mirror in ``$FLEET_HOME/work/<task-id>/``: one git process, the mirror's
-objects, the task's own folder; see :mod:`fleet.worker.code`), run the setup
+Steps: take the task and config from the worker (in a fork, its own; else
+the file it handed over, :mod:`fleet.worker.prepare_spec`; the store and the
+config file only when there is no such file), get the code (a linked
+worktree of the vcs cache's mirror in ``$FLEET_HOME/work/<task-id>/``: two
+git processes when the mirror holds the commit, the mirror's objects, the
+task's own folder; see :mod:`fleet.worker.code`), run the setup
 script (``bash <file>`` in the task's folder, before the environment is built,
 as the issue orders it: after the checkout, so the script can see the code),
 build or reuse the environment, then ``exec`` the command with the

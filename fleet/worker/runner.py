@@ -22,8 +22,11 @@ and ``fleetctl execute`` (:mod:`fleet.cli.cmd_exec`).  The steps, in order:
    store is unavailable both are kept and tried again with back-off.  The pid
    is written on the loop's next turn after the launch (within
    ``PID_WRITE_S``), or, for a task that has already ended by then, in the
-   same transaction as its end: a short task costs three transactions (claim,
-   state, end), not four.  Nothing depends on the pid for safety: whoever
+   same transaction as its end.  A static worker's end waits for its next
+   claim and lands in the claim's transaction (``end_with_claim``; alone
+   when the worker claims nothing next): a short task costs one
+   transaction, its claim, which is also the last task's end and the
+   worker's busy state.  Nothing depends on the pid for safety: whoever
    finds a worker dead ends the attempt from its cgroup and marker
    (:mod:`fleet.core.contain`) before it hands the task's GPUs on.
 
