@@ -24,8 +24,7 @@ It starts the task as soon as it can: it imports no store (sqlite-utils), no
 HOCON parser (pyhocon), no psutil, pydantic or docker on the way to a task
 whose environment is cached; ``env_cached`` and the frozen packages travel in
 the launch record and the runner writes them on the task when the attempt
-ends.  The store is opened only to prune older one-off environments, after
-this task built one of its own.  A failure exits 1 with a one-line
+ends.  It opens no store at all.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
 
@@ -52,7 +51,7 @@ from typing import Any
 from fleet.core.config import Config, load_config
 from fleet.core.errors import FleetError
 from fleet.core.home import TASK_UMASK, Home
-from fleet.core.models import Task, TaskStatus
+from fleet.core.models import Task
 from fleet.worker.code import VcsCache, checkout
 from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
 from fleet.worker.envs.builder import Interpreter, Requirements
@@ -277,28 +276,15 @@ class Preparer:
         return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
 
 
-def prune_one_off_builds(folder: Path, home: Home, current: str, store_url: str = "") -> None:
-    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running.
-
-    Called after this task built one of its own (only then can there be more
-    of them), so the store is opened on that path alone."""
-    from fleet.store import open_store  # sqlite-utils: not on the cached path
-
+def one_off_builds(folder: Path, current: str) -> list[Path]:
+    """The one-off environments (``<venvs_dir>/<task-id>``) under ``folder``,
+    but ``current``'s.  The worker removes those of tasks no longer running
+    before it launches a prepared task (:meth:`fleet.worker.runner.TaskRunner`):
+    it has the store open, and this step opens none (in a fork of the worker,
+    SQLite's per-process state would not hold)."""
     if not folder.is_dir():
-        return
-    store = open_store(home, store_url)
-    try:
-        for entry in folder.iterdir():
-            if entry.name == current or not TASK_DIR.fullmatch(entry.name):
-                continue
-            try:
-                running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
-            except FleetError:
-                running = False
-            if not running:
-                shutil.rmtree(entry, ignore_errors=True)
-    finally:
-        store.close()
+        return []
+    return [entry for entry in folder.iterdir() if entry.name != current and TASK_DIR.fullmatch(entry.name)]
 
 
 def launched(environment: Environment | None) -> LaunchedEnvironment | None:
@@ -381,8 +367,6 @@ def become(home: Home, task: Task, config: Config) -> int:
     try:
         prepared = preparer.prepare(task)
         environment = prepared.environment
-        if environment is not None and environment.lease is None:  # a one-off build: clear older ones
-            prune_one_off_builds(builds_dir(home, config.agent), home, task.id, config.fleet.store.url)
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
         return failed(exc.message, failure=Failure.NO_SPACE)

@@ -44,6 +44,7 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,8 +60,10 @@ from fleet.core.tasklog import LOG_FAILED, TaskLog
 from fleet.store import Store
 from fleet.store.faults import Backoff
 from fleet.worker.admission import GpuAdmission
+from fleet.worker.envs.settings import builds_dir
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind, LaunchOutcome, outcome_path, read_outcome, remove_outcome
+from fleet.worker.prepare import one_off_builds
 from fleet.worker.process import TaskProcess
 
 log = logging.getLogger(__name__)
@@ -272,6 +275,8 @@ class TaskRunner:
         """The task's process, as :func:`~fleet.worker.launch.plan_launch` says; ``OSError`` when it cannot start."""
         contain = self.profile.contain
         launch = plan_launch(task, worker, dict(os.environ), home=self.home, config=self.config)
+        if launch.kind == LaunchKind.PREPARED:
+            self._prune_builds(task)
         proc = TaskProcess(
             launch.argv,
             launch.cwd,
@@ -287,6 +292,21 @@ class TaskRunner:
         proc.start()
         self.kind = launch.kind
         return proc
+
+    def _prune_builds(self, task: Task) -> None:
+        """Remove the one-off environments of tasks no longer running (a task
+        whose requirements cannot be cached builds its own), before ``task``
+        is prepared; one of a running task, or of one the store cannot name
+        now, is kept."""
+        for entry in one_off_builds(builds_dir(self.home, self.config.agent), task.id):
+            try:
+                running = self.store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
+            except StoreUnavailable:
+                return
+            except FleetError:  # no such task (any more)
+                running = False
+            if not running:
+                shutil.rmtree(entry, ignore_errors=True)
 
     # -- supervise -----------------------------------------------------------------
     def wait(self, fds: Sequence[int], limit: float) -> None:
