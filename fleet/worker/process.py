@@ -172,7 +172,7 @@ class TaskProcess:
                 os.setsid()
                 for fd, target in ((null, 0), (write, 1), (write, 2)):
                     os.dup2(fd, target)
-                os.closerange(3, MAX_FD)
+                _void_inherited(null)
                 os.umask(TASK_UMASK)
                 os.chdir(self.cwd)
                 os.environ.clear()
@@ -374,6 +374,23 @@ class Forked:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
             time.sleep(0.005)
         return code
+
+
+def _void_inherited(null: int) -> None:
+    """In a forked child: point every descriptor above stderr at ``null``
+    (close-on-exec), so none of the worker's files (its store, its wake-up
+    socket, its last task's pipe) is used here or reaches the task, and no
+    number the worker's objects still name is handed to another file."""
+    try:
+        found = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - Linux has /proc
+        os.closerange(3, MAX_FD)
+        return
+    for fd in found:
+        if fd > 2 and fd != null:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+                os.dup2(null, fd, inheritable=False)
+    os.set_inheritable(null, False)
 
 
 def _as_a_new_process() -> None:

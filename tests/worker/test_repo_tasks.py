@@ -112,7 +112,8 @@ def test_a_git_task_starts_as_clean_as_a_shell_would_start_it(fleet: Fleet, tmp_
     assert task["status"] == "completed", (task["status_reason"], log)
     lines = log.splitlines()
     assert "SigIgn:\t0000000000000000" in lines, log
-    files = [line.split(" -> ", 1)[1] for line in lines if " -> " in line]
+    files = {int(line.split(" -> ")[0].split()[-1]): line.split(" -> ", 1)[1] for line in lines if " -> " in line}
     assert files[0] == "/dev/null" and files[1].startswith("pipe:") and files[2] == files[1], log
-    assert all(f.endswith(".use") for f in files[3:]), log  # the environment's use lock: held across the exec
+    others = [target for fd, target in files.items() if fd > 2]
+    assert all(f.endswith(".use") for f in others), log  # the environment's use lock: held across the exec
     assert "session leader" in lines and "umask 0022" in lines, log
