@@ -30,13 +30,16 @@ born in the cgroup, and carries the marker from its ``exec`` on.
 
 A plain task is started with ``vfork`` (no Python code runs in the child,
 so none may: no ``preexec_fn``), which costs a fraction of a full ``fork``
-of the worker (measured: 1.4–1.9 against 5.1–5.9 ms of CPU, 4–6.5 against
-16–20 ms from the fork to a ``/bin/true``'s end; see README, Performance).  So its main process
-is not tied to the worker with ``PR_SET_PDEATHSIG`` (:func:`die_with_parent`)
-any more: that tied only the main process, never its children, and the
-cgroup and the marker already find every process of the attempt.  A task run
+of the worker (measured: 1.4-1.9 against 5.1-5.9 ms of CPU, 4-6.5 against
+16-20 ms from the fork to a ``/bin/true``'s end; see README, Performance).
+So its main process is not tied to the worker with ``PR_SET_PDEATHSIG``
+(:func:`die_with_parent`) any more: that tied only the main process, never
+its children, and the cgroup and the marker already find every process of the attempt.  A task run
 as its submitter (``fleet.run_as_submitter``) is forked anyway (``setuid``
-rules out ``vfork``) and keeps the tie.
+rules out ``vfork``) and keeps the tie, and so does a prepared task, whose
+preparing step runs in a fork of the worker: until its ``exec`` the kernel
+shows that step with the worker's environment, so the marker cannot find it
+(the cgroup can, where there is one); the processes it starts carry the marker.
 """
 
 from __future__ import annotations

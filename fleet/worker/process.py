@@ -156,6 +156,9 @@ class TaskProcess:
         interpreter that imports them again (the start of a task whose code and
         environment are cached: see README, Performance).  Only a process with
         no other thread forks so (:func:`fleet.worker.launch.plan_launch`)."""
+        # until its exec the kernel shows the child with this process's own environment,
+        # so the attempt's marker cannot find it: it dies with this process instead
+        tie = die_with_parent() if self.attempt is not None else None
         read, write = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY)
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here may reach the task's log twice
@@ -169,6 +172,8 @@ class TaskProcess:
         if pid == 0:  # pragma: no cover - the child; it never returns into the caller's code
             code = EXIT_CHILD_FAILED
             try:
+                if tie is not None:
+                    tie()
                 os.setsid()
                 for fd, target in ((null, 0), (write, 1), (write, 2)):
                     os.dup2(fd, target)

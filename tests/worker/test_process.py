@@ -250,3 +250,40 @@ def test_a_contained_task_runs_no_python_between_fork_and_exec(tmp_path: Path, m
     if proc.in_cgroup:  # root with cgroup v2 here; elsewhere the marker alone finds it
         assert cgroup is not None and f"0::/{cgroup.relative_to(cgroup2_mount() or Path('/'))}" in text
         assert not cgroup.exists()  # removed once the task was over
+
+
+# a "worker" that forks a preparing step which runs long (as an environment build does), as the
+# worker's runner does, with the attempt's marker in the task's environment and no cgroup
+FORKING_WORKER = """
+import os, sys, time
+from pathlib import Path
+from fleet.core.contain import Attempt
+from fleet.core.tasklog import TaskLog
+from fleet.worker.process import TaskProcess
+home = Path(sys.argv[1])
+attempt = Attempt(home, "t1", 1)
+env = dict(os.environ, **dict([attempt.marker]))
+log = TaskLog(home / "t.log", 1 << 20)
+proc = TaskProcess(["x"], str(home), env, log, 5.0, contain=True, attempt=attempt, become=lambda: time.sleep(300) or 0)
+proc.start()
+print(proc.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_forked_preparing_step_dies_with_its_killed_worker(tmp_path: Path) -> None:
+    """Until its ``exec``, the kernel shows a forked preparing step with the
+    worker's own environment (the attempt's marker arrives with the exec), so
+    without a cgroup nothing but its tie to the worker (``PR_SET_PDEATHSIG``)
+    ends it when the worker is killed."""
+    worker = subprocess.Popen([sys.executable, "-c", FORKING_WORKER, str(tmp_path)], stdout=subprocess.PIPE)
+    assert worker.stdout is not None
+    child = int(worker.stdout.readline())
+    worker.stdout.close()
+    assert not gone(child)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gone(child)
