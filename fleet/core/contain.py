@@ -34,12 +34,13 @@ of the worker (measured: 1.4-1.9 against 5.1-5.9 ms of CPU, 4-6.5 against
 16-20 ms from the fork to a ``/bin/true``'s end; see README, Performance).
 So its main process is not tied to the worker with ``PR_SET_PDEATHSIG``
 (:func:`die_with_parent`) any more: that tied only the main process, never
-its children, and the cgroup and the marker already find every process of the attempt.  A task run
-as its submitter (``fleet.run_as_submitter``) is forked anyway (``setuid``
-rules out ``vfork``) and keeps the tie, and so does a prepared task, whose
-preparing step runs in a fork of the worker: until its ``exec`` the kernel
-shows that step with the worker's environment, so the marker cannot find it
-(the cgroup can, where there is one); the processes it starts carry the marker.
+its children, and the cgroup and the marker already find every process of
+the attempt.  A task run as its submitter (``fleet.run_as_submitter``) is
+forked anyway (``setuid`` rules out ``vfork``) and keeps the tie, and so
+does a prepared task, whose preparing step runs in a fork of the worker:
+until its ``exec`` the kernel shows that step with the worker's
+environment, so the marker cannot find it (the cgroup can, where there is
+one); the processes it starts carry the marker.
 """
 
 from __future__ import annotations
