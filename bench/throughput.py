@@ -10,6 +10,13 @@ check that every task ran exactly once (``completed``, ``attempt == 1``, one
 start note in its log).  ``--each`` submits one ``POST /tasks`` per task
 instead (the rate is then end to end, first submit -> last end).
 
+Also reported: the CPU time spent per task during the drain, by the
+workers themselves, by the processes they started (the tasks, reaped by
+their workers), and by the manager, and the same for the bare pool (the
+script's own threads, and its children).  On a shared machine the rate
+moves with other people's load; the CPU per task does much less, and is
+what a change to the launch path changes.
+
 Yardsticks, in the same run: the same M commands run by 8 threads, each doing
 ``subprocess.run`` (what a bare launcher does on this machine), and
 task-spooler with 8 slots (``tsp -S 8``, M ``tsp -n`` calls then wait for the
@@ -21,7 +28,9 @@ Run:  .venv/bin/python -m bench.throughput [--tasks 1000] [--command true|python
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psutil
 
 from bench._common import PYTHON, TempFleet, machine, parse_iso, temp_fleet
 
@@ -38,16 +48,37 @@ GPUS = 8
 PAGE = 10_000
 
 
+def _own_cpu() -> tuple[float, float]:
+    """This process's CPU seconds, and its reaped children's."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _cpu(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds of ``pids`` themselves, and of their reaped children."""
+    own = children = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        own += times.user + times.system
+        children += times.children_user + times.children_system
+    return own, children
+
+
 def bare_pool(command: list[str], count: int) -> float:
-    """Seconds for ``count`` runs of ``command`` on 8 threads."""
+    """Seconds for ``count`` runs of ``command`` on 8 threads (and the CPU per run)."""
 
     def one(_: int) -> None:
         subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True)
 
+    before = _own_cpu()
     start = time.time()
     with ThreadPoolExecutor(GPUS) as pool:
         list(pool.map(one, range(count)))
-    return time.time() - start
+    elapsed = time.time() - start
+    after = _own_cpu()
+    own, kids = ((a - b) * 1000 / count for a, b in zip(after, before, strict=True))
+    print(f"bare pool   CPU per task: launcher {own:.2f} ms, tasks {kids:.2f} ms")
+    return elapsed
 
 
 def task_spooler(command: list[str], count: int) -> float | None:
@@ -99,6 +130,9 @@ def through_fleet(fleet: TempFleet, command: list[str], count: int, each: bool) 
         fleet.wait_idle(api, GPUS)
         print(machine(api))
         body = {"command": command, "working_dir": str(fleet.root), "queue": "t"}
+        workers = [int(w["pid"]) for w in api.get("/workers").raise_for_status().json()["workers"]]
+        manager = int(json.loads((fleet.home / "manager.json").read_text())["pid"])
+        cpu_before = _cpu(workers), _cpu([manager])
         first = time.time()
         if each:
             ids = [api.post("/tasks", json=body).raise_for_status().json()["id"] for _ in range(count)]
@@ -111,6 +145,7 @@ def through_fleet(fleet: TempFleet, command: list[str], count: int, each: bool) 
         pending: dict[str, str | int] = {"queue": "t", "status": "queued,in_progress", "limit": 1}
         while api.get("/tasks", params=pending).raise_for_status().json()["total"]:
             time.sleep(0.2)
+        cpu_after = _cpu(workers), _cpu([manager])
         tasks = all_tasks(api)
     last = max(parse_iso(t["finished_at"]) for t in tasks)
     per_worker = Counter(t["worker"] for t in tasks)
@@ -118,6 +153,11 @@ def through_fleet(fleet: TempFleet, command: list[str], count: int, each: bool) 
     print(f"fleet       {count / (last - first):8.1f} tasks/s {what} ({last - first:.2f} s)")
     print(f"            {count / submitted:8.1f} tasks/s submitted ({submitted:.2f} s for {count} tasks)")
     print(f"            tasks per worker: {' '.join(f'{n}' for _, n in sorted(per_worker.items()))}")
+    (w1, t1), (m1, _) = cpu_after
+    (w0, t0), (m0, _) = cpu_before
+    per = 1000 / count
+    print(f"            CPU per task: workers {(w1 - w0) * per:.2f} ms, tasks {(t1 - t0) * per:.2f} ms,", end=" ")
+    print(f"manager {(m1 - m0) * per:.2f} ms (the manager's includes the polling of this script)")
     problems = check_once(fleet, ids, tasks)
     print("exactly once: " + ("ok" if not problems else f"{len(problems)} problems"))
     for problem in problems[:10]:

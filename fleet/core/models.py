@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fleet.core.errors import InvalidTransition
 
 if TYPE_CHECKING:  # typed twins in the pure policy modules (which import this one)
+    from fleet.core.procs import Identity
     from fleet.policy.allocate import PoolState
     from fleet.policy.effective import Effective
     from fleet.policy.hours import Schedule
@@ -458,6 +459,24 @@ class ExitUsage:
 
     peak_rss_mb: float
     cpu_s: float
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """The end of a task's current attempt, as its runner records it
+    (:meth:`Store.finish_task`'s arguments).  A static worker hands it to its
+    next claim, which records it in the claim's own transaction."""
+
+    task_id: str
+    status: TaskStatus
+    exit_code: int | None
+    reason: str
+    actor: str
+    requeue: str | None = None  # "head" or "tail": back into its queue (retries, stop --requeue)
+    usage: ExitUsage | None = None
+    pid: int | None = None  # the attempt's process, for a task that ended before its pid was written
+    started: Identity | None = None
+    attempt: int | None = None  # fencing: the runner's attempt (Store.finish_task); None for the manager's own
 
 
 @dataclass

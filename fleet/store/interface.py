@@ -34,6 +34,7 @@ from fleet.core.models import (
     Task,
     TaskArray,
     TaskAttempt,
+    TaskEnd,
     TaskSpec,
     TaskStatus,
     Worker,
@@ -121,13 +122,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def claim_next_task(
-        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+        self,
+        worker: Worker,
+        queues: list[str],
+        gpus: list[int],
+        busy: str | None = None,
+        ended: TaskEnd | None = None,
     ) -> Task | None:
         """Atomically hand the first fitting queued task of ``queues`` (in that
         order) to ``worker``: under any number of concurrent callers a task is
         handed to exactly one.  With ``busy`` (a reason, ``{task}`` replaced by
         the task's id), the worker's row becomes busy in the same transaction
-        where it may (a worker with no row, or one stopping, is left as it is)."""
+        where it may (a worker with no row, or one stopping, is left as it is).
+        With ``ended``, the worker's last task's end is recorded first, in the
+        same transaction (as :meth:`finish_task` does; a task put back in its
+        queue by it may be the one claimed); when that end cannot be recorded
+        (:class:`~fleet.core.errors.FleetError`) nothing is, and nothing is claimed."""
 
     @abc.abstractmethod
     def set_task_process(self, task_id: str, pid: int, started: Identity | None, attempt: int | None = None) -> None:

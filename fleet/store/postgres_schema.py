@@ -88,6 +88,13 @@ def _arrays(conn: psycopg.Connection[Any]) -> None:
         conn.execute(statement)
 
 
+def _queue_head(conn: psycopg.Connection[Any]) -> None:
+    """The index a claim reads the head of a queue from, in the claim's order
+    (as SQLite's ``_queue_head``)."""
+    conn.execute("DROP INDEX IF EXISTS tasks_queue_status")
+    conn.execute("CREATE INDEX tasks_queue_head ON tasks (queue, status, priority DESC, seq)")
+
+
 def _metrics(conn: psycopg.Connection[Any]) -> None:
     """Metrics samples, per host (as SQLite's ``_v3``: :mod:`fleet.store.sqlite_samples`)."""
     real = "DOUBLE PRECISION"
@@ -158,6 +165,7 @@ MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [
     _log_chunks,
     _hosts,
     _sample_hosts,
+    _queue_head,
 ]
 LATEST = len(MIGRATIONS)
 

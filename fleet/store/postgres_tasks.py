@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.core.models import Runner, Task, Worker, WorkerMode
+from fleet.core.models import Runner, Task, TaskEnd, Worker, WorkerMode
 from fleet.store.dbapi import DbConn
 from fleet.store.postgres_base import PostgresBase
 from fleet.store.rows import SUMMARY_MARK
@@ -59,12 +59,19 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
         )
 
     def claim_next_task(
-        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+        self,
+        worker: Worker,
+        queues: list[str],
+        gpus: list[int],
+        busy: str | None = None,
+        ended: TaskEnd | None = None,
     ) -> Task | None:
-        if not self._any_waiting(queues):  # the common case for a woken worker that lost the race
+        if ended is None and not self._any_waiting(queues):  # the common case for a woken worker that lost the race
             return None
         capacity = len(gpus) if worker.gpus is not None else 0
         with self._tx() as conn:
+            if ended is not None:  # fenced like finish_task: a taken attempt's end refuses the claim too
+                self._finish(conn, ended)
             if self._worker_lost(conn, worker.id):
                 return None
             for queue in queues:

@@ -279,6 +279,16 @@ SAMPLE_HOSTS = (  # portable SQL: PostgreSQL's migration runs the same statement
 )
 
 
+def _queue_head(db: sqlite_utils.Database) -> None:
+    """The index a claim reads the head of a queue from, in the claim's own
+    order (``priority DESC, seq ASC``): the old one (ascending in both) made
+    every claim sort all the queued tasks of its queue, so a claim cost
+    grew with the queue (1,000 waiting tasks: three times the cost of the
+    rest of a claim and an end together)."""
+    db.execute("DROP INDEX IF EXISTS idx_tasks_queue_status_priority_seq")
+    db.execute("CREATE INDEX tasks_queue_head ON tasks (queue, status, priority DESC, seq)")
+
+
 def _old_owner(workers: list[dict[str, object]], task: dict[str, object]) -> tuple[str, str]:
     """(owner, runner) of a row written before ``_owner``, by the old rule: a
     static worker runs a task under its own id; a pool's task runs as
@@ -327,5 +337,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _log_chunks,
     _hosts,
     _sample_hosts,
+    _queue_head,
 ]
 LATEST = len(MIGRATIONS)

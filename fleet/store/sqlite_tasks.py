@@ -20,6 +20,7 @@ from fleet.core.models import (
     Runner,
     Task,
     TaskAttempt,
+    TaskEnd,
     TaskSpec,
     TaskStatus,
     Worker,
@@ -31,6 +32,14 @@ from fleet.store.dbapi import DbConn
 from fleet.store.rows import dumps, loads, row_size, summary_columns, to_attempt, to_task
 from fleet.store.sqlite_arrays import UNDER_CAP, SQLiteArrays
 from fleet.store.sqlite_workers import move_worker
+
+# the next task of a queue a worker of a given capacity can run: read from the
+# index in this order (tasks_queue_head), never by sorting the queue
+QUEUE_HEAD = (
+    "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
+    f" AND (gpus_needed IS NULL OR gpus_needed <= ?) AND {UNDER_CAP}"
+    " ORDER BY priority DESC, seq ASC LIMIT 1"
+)
 
 
 class SQLiteTasks(SQLiteArrays):
@@ -193,21 +202,23 @@ class SQLiteTasks(SQLiteArrays):
         return to_task(row)
 
     def claim_next_task(
-        self, worker: Worker, queues: list[str], gpus: list[int], busy: str | None = None
+        self,
+        worker: Worker,
+        queues: list[str],
+        gpus: list[int],
+        busy: str | None = None,
+        ended: TaskEnd | None = None,
     ) -> Task | None:
         capacity = len(gpus)
-        if not self._any_waiting(queues):  # the common case for a woken worker that lost the race: no write lock taken
+        if ended is None and not self._any_waiting(queues):  # a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
+            if ended is not None:  # fenced like finish_task: a taken attempt's end refuses the claim too
+                self._finish(conn, ended)
             if self._worker_lost(conn, worker.id):
                 return None
             for queue in queues:
-                found = conn.execute(
-                    "SELECT * FROM tasks WHERE queue = ? AND status = 'queued'"
-                    f" AND (gpus_needed IS NULL OR gpus_needed <= ?) AND {UNDER_CAP}"
-                    " ORDER BY priority DESC, seq ASC LIMIT 1",
-                    (queue, capacity if worker.gpus is not None else 0),
-                ).fetchone()
+                found = conn.execute(QUEUE_HEAD, (queue, capacity if worker.gpus is not None else 0)).fetchone()
                 if found is None:
                     continue
                 task = self._start_attempt(conn, dict(found), worker, worker.id, gpus, Runner.STATIC)
@@ -281,16 +292,24 @@ class SQLiteTasks(SQLiteArrays):
         started: Identity | None = None,
         attempt: int | None = None,
     ) -> Task:
+        end = TaskEnd(task_id, status, exit_code, reason, actor, requeue, usage, pid, started, attempt)
         with self._tx() as conn:
-            row = self._task_row(conn, task_id)
-            self._check_owner(row, attempt)
-            if pid is not None:
-                self._set_process(conn, task_id, pid, started)
-                row.update(
-                    pid=pid, pid_start=started.ticks if started else None, pid_boot=started.boot if started else None
-                )
-            self._end_attempt(conn, row, status, exit_code, reason, actor, requeue, usage)
-        return to_task(row)
+            return to_task(self._finish(conn, end))
+
+    def _finish(self, conn: DbConn, end: TaskEnd) -> dict[str, Any]:
+        """:meth:`finish_task` inside the caller's transaction (its own, or a
+        claim's: a static worker's last end lands with its next claim); the
+        task's row as it is now."""
+        row = self._task_row(conn, end.task_id)
+        self._check_owner(row, end.attempt)
+        if end.pid is not None:
+            started = end.started
+            self._set_process(conn, end.task_id, end.pid, started)
+            row.update(
+                pid=end.pid, pid_start=started.ticks if started else None, pid_boot=started.boot if started else None
+            )
+        self._end_attempt(conn, row, end.status, end.exit_code, end.reason, end.actor, end.requeue, end.usage)
+        return row
 
     def attempts(self, task_id: str) -> list[TaskAttempt]:
         rows = self.conn.execute(

@@ -13,7 +13,10 @@ Decisions:
   linked worktree of the mirror: ``git worktree add -f --detach
   --no-checkout <folder> <commit>`` under the mirror's lock (git's own
   ``worktree add`` is not safe to run at once in one repository), ``reset
-  --hard`` outside it, then ``git apply`` of the diff.  Two git processes
+  --hard`` outside it, then ``git apply`` of the diff.  The registration
+  is tried first, before any check that the mirror holds the commit: it
+  fails cleanly on a missing commit, and only then is the mirror fetched
+  (and the registration tried again).  Two git processes
   instead of a clone, a ``remote set-url`` and a checkout, no copy of the objects:
   every task on a repository shares the mirror's object store, and each
   gets its own folder and index, so what a task writes, changes or deletes
@@ -301,13 +304,21 @@ def checkout(
     with git_for(creds, env) as git:
         if cache is None and config.vcs_cache.enabled:
             cache = VcsCache.from_config(config, Home(resolve_home()))
+        if cache is not None and linked:
+            mirror = cache.mirror_path(url)
+            # the common case, a commit the mirror holds, costs no git process of its
+            # own: the registration names the commit, and fails when it is missing
+            if not ((mirror / "HEAD").exists() and register_worktree(git, cache, mirror, dest, commit, check=False)):
+                mirror = cache.update(url, commit, git, log)
+                register_worktree(git, cache, mirror, dest, commit)
+            else:
+                log(f"vcs cache: {commit[:12]} already cached")
+            git.run(["reset", "--hard", "--quiet"], cwd=dest, what=f"git checkout {commit[:12]}")
+            if script.diff:
+                apply_diff(git, dest, script.diff, log)
+            return workdir
         if cache is not None:
             mirror = cache.update(url, commit, git, log)
-            if linked:
-                add_worktree(git, cache, mirror, dest, commit)
-                if script.diff:
-                    apply_diff(git, dest, script.diff, log)
-                return workdir
             git.run(["clone", "--no-checkout", "--quiet", "--", str(mirror), str(dest)], what="git clone")
             git.run(["remote", "set-url", "origin", clean], cwd=dest)
         else:
@@ -325,21 +336,23 @@ def checkout(
     return workdir
 
 
-def add_worktree(git: Git, cache: VcsCache, mirror: Path, dest: Path, commit: str) -> None:
-    """``dest`` as a worktree of ``mirror`` at ``commit`` (detached).
+def register_worktree(git: Git, cache: VcsCache, mirror: Path, dest: Path, commit: str, *, check: bool = True) -> bool:
+    """Register ``dest`` as a worktree of ``mirror`` at ``commit`` (detached),
+    not filled yet (``reset --hard`` fills it).  With ``check=False``, False
+    (nothing registered) where git refuses, e.g. a commit the mirror lacks;
+    else git's refusal raises :class:`CodeError`.
 
     git's ``worktree add`` reads the other worktrees' records while it writes
     its own, and fails when one is half-written ("failed to read
     worktrees/<name>/commondir"): the registration (``--no-checkout``) takes
-    the mirror's lock; filling the folder (``reset --hard``) runs outside it,
-    so tasks of one repository still check out side by side."""
+    the mirror's lock; filling the folder runs outside it, so tasks of one
+    repository still check out side by side."""
+    argv = ["worktree", "add", "-f", "--detach", "--no-checkout", "--quiet", str(dest.absolute()), commit]
     with cache.locked(mirror, lambda _: None):
-        git.run(
-            ["worktree", "add", "-f", "--detach", "--no-checkout", "--quiet", str(dest.absolute()), commit],
-            cwd=mirror,
-            what=f"git worktree add {commit[:12]}",
-        )
-    git.run(["reset", "--hard", "--quiet"], cwd=dest, what=f"git checkout {commit[:12]}")
+        if not check:
+            return git.ok(argv, cwd=mirror)
+        git.run(argv, cwd=mirror, what=f"git worktree add {commit[:12]}")
+    return True
 
 
 def apply_diff(git: Git, tree: Path, diff: str, log: Callable[[str], None]) -> None:

@@ -50,7 +50,7 @@ from fleet.core.config import Config
 from fleet.core.errors import StoreUnavailable
 from fleet.core.gpuspec import gpu_label
 from fleet.core.home import Home
-from fleet.core.models import Runner, WorkerMode, WorkerState
+from fleet.core.models import Runner, Task, WorkerMode, WorkerState
 from fleet.core.outcome import StopCause
 from fleet.core.procs import become_subreaper
 from fleet.core.wakeups import Listener
@@ -72,13 +72,17 @@ class RunnerLoop(LoopBase):
     def __init__(self, home: Home, store: Store, config: Config, worker_id: str) -> None:
         super().__init__(home, store, config, worker_id)
         self.admission = self._admission()
-        profile = RunnerProfile(worker_id, self._runner_kind())
+        profile = RunnerProfile(worker_id, self._runner_kind(), end_with_claim=self._claims())
         self.runner = TaskRunner(
             home, store, config, profile, retry=self.retry, admission=self.admission, hold_off=self.hold_off
         )
 
     def _runner_kind(self) -> Runner:
         return Runner.STATIC
+
+    def _claims(self) -> bool:
+        """Whether this loop claims its tasks (then a task's end lands with the next claim)."""
+        return False
 
     def _check_stop(self) -> None:
         """Begin a stop asked for in the store or by a signal; a signal that
@@ -115,6 +119,12 @@ class WorkerLoop(RunnerLoop):
         super().__init__(home, store, config, worker_id)
         self.engine = EngineProbe(self.worker.id) if self.worker.options.docker is not None else None
 
+    def _claims(self) -> bool:
+        # On a store many hosts share, a task's end waits for its log to be shipped
+        # (fleet.worker.logship) and is recorded by itself as soon as it is, not
+        # with a next claim that may be a poll away.
+        return not self.store.shared
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -132,11 +142,12 @@ class WorkerLoop(RunnerLoop):
             look = True
             while True:
                 self._look(look)
-                self.runner.flush()
-                if self.runner.free:
-                    if self.stopping is not None:
+                if self.runner.proc is None and self.stopping is None:
+                    self._pull()  # the last task's end lands here: in the claim's transaction, or alone
+                else:
+                    self.runner.flush()  # the running task's pid; the last end, while stopping
+                    if self.runner.free and self.stopping is not None:
                         break
-                    self._pull()
                 look = self._turn(listener)
                 self._heartbeat()
         finally:
@@ -146,27 +157,40 @@ class WorkerLoop(RunnerLoop):
         return 0
 
     def _pull(self) -> None:
-        """Claim the next task and start it, unless something says not to (said in the state)."""
-        if not self.retry.ready():
-            return
-        queues = self._pullable()
-        why = self._not_pulling(queues)
-        if why is not None:
-            if why:
-                self._set_state(WorkerState.IDLE, f"not pulling: {why}")
-            return
-        # idle or paused is recorded only when nothing was claimed, and busy in
-        # the claim's own transaction: a task costs two state writes less
-        task = self.runner.claim_next(self.worker, queues, BUSY_REASON) if queues else None
+        """Claim the next task and start it, unless something says not to (said
+        in the state).  The last task's end is recorded in the claim's
+        transaction, or alone when no claim is made or none succeeds."""
+        task = self._claim()
         if task is None:
-            self._set_state(*self._waiting_state())
             return
         if task.queue is not None:
             self.order.served(task.queue)
         task = self._with_uuids(task)
-        self._refresh()  # a read: the state the claim recorded (the write below is then skipped)
-        self._set_state(WorkerState.BUSY, BUSY_REASON.replace("{task}", task.id))
+        # the claim recorded this state: kept here without reading the row back
+        # (a state the claim could not take, such as stopping, is read on the next look)
+        self.worker = dataclasses.replace(
+            self.worker, state=WorkerState.BUSY, state_reason=BUSY_REASON.replace("{task}", task.id)
+        )
         self.runner.start(task, self.worker)
+
+    def _claim(self) -> Task | None:
+        """The next task, claimed (None: not now, or none waiting)."""
+        if not self.retry.ready():
+            return None
+        queues = self._pullable()
+        why = self._not_pulling(queues)
+        if why is not None:
+            self.runner.flush()  # the last task's end, alone
+            if why:
+                self._set_state(WorkerState.IDLE, f"not pulling: {why}")
+            return None
+        # idle or paused is recorded only when nothing was claimed, and busy in
+        # the claim's own transaction: a task costs two state writes less
+        task = self.runner.claim_next(self.worker, queues, BUSY_REASON) if queues else None
+        if task is None:
+            self.runner.flush()  # the last task's end, alone, when no claim carried it
+            self._set_state(*self._waiting_state())
+        return task
 
     def _not_pulling(self, queues: list[str]) -> str | None:
         """Why nothing may be claimed now (disk, engine, GPUs); "" when the

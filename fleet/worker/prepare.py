@@ -1,17 +1,20 @@
-"""Prepare a task, then become it: ``python -m fleet.worker.prepare --home H --task ID``.
+"""Prepare a task, then become it (:func:`become`).
 
-The worker launches this instead of the task's command when the task needs
+The worker runs this instead of the task's command when the task needs
 preparation (a repository, requirements or a setup script; see
-:mod:`fleet.worker.launch`).  It is the leader of the task's process group,
-so abort, timeout and log capture cover preparation exactly as they cover
-the task.  Its stdout *is* the task log; fleet's own lines start with
-``[prepare]``.
+:mod:`fleet.worker.launch`): in a fork of itself, which has every module
+imported already, or, from a process with other threads, as ``python -m
+fleet.worker.prepare --home H --task ID``.  It is the leader of the task's
+process group, so abort, timeout and log capture cover preparation exactly
+as they cover the task.  Its stdout *is* the task log; fleet's own lines
+start with ``[prepare]``.
 
-Steps: read the task and config the worker handed over
-(:mod:`fleet.worker.prepare_spec`; the store and the config file only when
-there is no such file), get the code (a linked worktree of the vcs cache's
-mirror in ``$FLEET_HOME/work/<task-id>/``: one git process, the mirror's
-objects, the task's own folder; see :mod:`fleet.worker.code`), run the setup
+Steps: take the task and config from the worker (in a fork, its own; else
+the file it handed over, :mod:`fleet.worker.prepare_spec`; the store and the
+config file only when there is no such file), get the code (a linked
+worktree of the vcs cache's mirror in ``$FLEET_HOME/work/<task-id>/``: two
+git processes when the mirror holds the commit, the mirror's objects, the
+task's own folder; see :mod:`fleet.worker.code`), run the setup
 script (``bash <file>`` in the task's folder, before the environment is built,
 as the issue orders it: after the checkout, so the script can see the code),
 build or reuse the environment, then ``exec`` the command with the
@@ -21,8 +24,7 @@ It starts the task as soon as it can: it imports no store (sqlite-utils), no
 HOCON parser (pyhocon), no psutil, pydantic or docker on the way to a task
 whose environment is cached; ``env_cached`` and the frozen packages travel in
 the launch record and the runner writes them on the task when the attempt
-ends.  The store is opened only to prune older one-off environments, after
-this task built one of its own.  A failure exits 1 with a one-line
+ends.  It opens no store at all.  A failure exits 1 with a one-line
 reason as the last line of output (the worker puts the log's last lines
 into ``status_reason``).
 
@@ -45,6 +47,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -55,7 +58,7 @@ from typing import Any
 from fleet.core.config import Config, load_config
 from fleet.core.errors import FleetError
 from fleet.core.home import TASK_UMASK, Home
-from fleet.core.models import Task, TaskStatus
+from fleet.core.models import Task
 from fleet.worker.code import VcsCache, checkout
 from fleet.worker.envs import EnvBuilder, EnvBuildError, Log, choose_builder
 from fleet.worker.envs.builder import Interpreter, Requirements
@@ -293,28 +296,15 @@ class Preparer:
         return Prepared(list(task.script.command), folder, env, environment, time.monotonic() - started)
 
 
-def prune_one_off_builds(folder: Path, home: Home, current: str, store_url: str = "") -> None:
-    """Remove the one-off environments (``<venvs_dir>/<task-id>``) of tasks no longer running.
-
-    Called after this task built one of its own (only then can there be more
-    of them), so the store is opened on that path alone."""
-    from fleet.store import open_store  # sqlite-utils: not on the cached path
-
+def one_off_builds(folder: Path, current: str) -> list[Path]:
+    """The one-off environments (``<venvs_dir>/<task-id>``) under ``folder``,
+    but ``current``'s.  The worker removes those of tasks no longer running
+    before it launches a prepared task (:meth:`fleet.worker.runner.TaskRunner`):
+    it has the store open, and this step opens none (in a fork of the worker,
+    SQLite's per-process state would not hold)."""
     if not folder.is_dir():
-        return
-    store = open_store(home, store_url)
-    try:
-        for entry in folder.iterdir():
-            if entry.name == current or not TASK_DIR.fullmatch(entry.name):
-                continue
-            try:
-                running = store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
-            except FleetError:
-                running = False
-            if not running:
-                shutil.rmtree(entry, ignore_errors=True)
-    finally:
-        store.close()
+        return []
+    return [entry for entry in folder.iterdir() if entry.name != current and TASK_DIR.fullmatch(entry.name)]
 
 
 def hold_build(folder: Path, task_id: str) -> int:
@@ -425,21 +415,35 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"usage: python -m fleet.worker.prepare {USAGE}\n{exc}", file=sys.stderr)
         return 2
-    out = Log(lambda text: print(text, flush=True))
     home = Home(Path(args["home"]))
-    report: Report | None = None  # the launch record, once the attempt is known
+    try:
+        task, config = load(home, args.get("spec"), args.get("config"), args["task"])
+    except FleetError as exc:
+        print(exc.message, flush=True)
+        return EXIT_PREPARE_FAILED
+    except OSError as exc:
+        print(f"preparation failed: {exc}", flush=True)
+        return EXIT_PREPARE_FAILED
+    return become(home, task, config)
+
+
+def become(home: Home, task: Task, config: Config) -> int:
+    """Prepare ``task``, then ``exec`` its command in this process.  Returns
+    (an exit code) only when that failed, after the launch record and a line
+    saying why.  Run by ``python -m fleet.worker.prepare``, or in a fork of
+    the worker (:mod:`fleet.worker.launch`), which has every module imported
+    (never for a task run as its submitter: this step gives up root first)."""
+    out = Log(lambda text: print(text, flush=True))
+    report = Report(outcome_path(home.root, task.id, task.attempt))
     preparer: Preparer | None = None
 
     def failed(message: str, exc: BaseException | None = None, failure: Failure | None = None) -> int:
         print(message, flush=True)
-        if report is not None:
-            phase = preparer.phase if preparer is not None else Phase.START
-            report.write(LaunchOutcome.failed(phase, message, exc, failure))
+        phase = preparer.phase if preparer is not None else Phase.START
+        report.write(LaunchOutcome.failed(phase, message, exc, failure))
         return EXIT_PREPARE_FAILED
 
     try:
-        task, config = load(home, args.get("spec"), args.get("config"), args["task"])
-        report = Report(outcome_path(home.root, task.id, task.attempt))
         who = run_as(config, task.user)
         if who is not None:  # a task of another user: nothing of it runs as root
             report.hold()
@@ -449,11 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         preparer.hold_builds = who is not None
         prepared = preparer.prepare(task)
         environment = prepared.environment
-        if environment is not None and environment.lease is None:  # a one-off build: clear older ones
-            if who is None:
-                prune_one_off_builds(builds_dir(home, config.agent), home, task.id, config.fleet.store.url)
-            else:
-                prune_unheld_builds(builds_dir(home, config.agent), task.id)
+        if who is not None and environment is not None and environment.lease is None:
+            # a one-off build in the user's area: clear older ones (the worker clears its own user's)
+            prune_unheld_builds(builds_dir(home, config.agent), task.id)
         out.note(f"ready in {prepared.seconds:.1f}s; starting the task")
     except NoSpaceForEnvironment as exc:
         return failed(exc.message, failure=Failure.NO_SPACE)
@@ -469,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.chdir(prepared.cwd)
         os.umask(TASK_UMASK)  # the task's, not fleet's owner-only one
+        for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores them; the task gets the defaults, as from a shell
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
         os.execvpe(prepared.argv[0], prepared.argv, prepared.env)
     except OSError as exc:
         message = f"could not start {prepared.argv[0]}: {exc.strerror or exc}"

@@ -20,8 +20,9 @@ group's grace) and the task is over only when none is left.  ``fleetctl
 exec`` runs a task inside the CLI and leaves ``contain`` off.
 
 With an ``attempt`` (:mod:`fleet.core.contain`), as the worker gives, the task is
-also born in its own cgroup (where ``cgroup`` is on and fleet may create one)
-and tied to the worker with ``PR_SET_PDEATHSIG``; what is left of the attempt
+also born in its own cgroup (where ``cgroup`` is on and fleet may create one;
+the worker steps into it for the ``vfork``), and carries the attempt's
+marker; what is left of the attempt
 (cgroup members, processes carrying its marker) counts as strays too, and
 the cgroup is removed when the task is over.  That is what lets whoever finds
 the worker dead kill the task without knowing its pid.
@@ -47,8 +48,11 @@ import logging
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any, Protocol
 
 import psutil
 
@@ -61,6 +65,9 @@ from fleet.core.tasklog import TaskLog
 from fleet.worker.runas import RunAs
 
 log = logging.getLogger(__name__)
+
+EXIT_CHILD_FAILED = 127  # a forked child that could not become its task
+MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
 class TaskProcess:
@@ -76,8 +83,10 @@ class TaskProcess:
         attempt: Attempt | None = None,
         cgroup: bool = False,
         run_as: RunAs | None = None,
+        become: Callable[[], int] | None = None,
     ) -> None:
         self.contain = contain
+        self.become = become  # run in a fork of this process instead of exec'ing argv (see _fork)
         self.attempt = attempt
         self.cgroup = cgroup
         self.run_as = run_as
@@ -86,7 +95,7 @@ class TaskProcess:
         self.env = env
         self.log = task_log
         self.grace = grace
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.popen: Child | None = None
         self.pid = 0
         self.started: Identity | None = None
         self.returncode: int | None = None
@@ -104,19 +113,10 @@ class TaskProcess:
         cgroup = attempt is not None and self.cgroup and attempt.create_cgroup()
         with attempt.inside() if attempt is not None and cgroup else contextlib.nullcontext(False) as entered:
             self.in_cgroup = entered
-            self.popen = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                umask=TASK_UMASK,
-                preexec_fn=die_with_parent() if attempt is not None else None,
-                **_identity(self.run_as),  # preexec_fn runs after the switch
-            )
+            if self.become is not None:
+                self.popen = self._fork(self.become)
+            else:
+                self.popen = self._exec()
         self.pid = self.popen.pid
         self.started = identity(self.pid)
         assert self.popen.stdout is not None
@@ -126,6 +126,72 @@ class TaskProcess:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
             self._pidfd = None
+
+    def _exec(self) -> subprocess.Popen[bytes]:
+        """The command, started the usual way (``vfork`` and ``exec`` where
+        nothing runs in the child, as for a worker's plain task)."""
+        attempt = self.attempt
+        return subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            umask=TASK_UMASK,
+            preexec_fn=die_with_parent() if attempt is not None and self.run_as is not None else None,
+            **_identity(self.run_as),  # preexec_fn runs after the switch
+        )
+
+    def _fork(self, become: Callable[[], int]) -> Forked:
+        """Run ``become`` in a fork of this process, set up as ``_exec`` sets up
+        a command (its own session, the log pipe as stdout and stderr, no
+        stdin, the task's folder, environment and umask, no other open file);
+        it ``exec``s the task, or exits with the code it returns.
+
+        What it saves: a prepared task's step (:func:`fleet.worker.prepare.become`)
+        runs with every module it needs already imported, not in a new
+        interpreter that imports them again (the start of a task whose code and
+        environment are cached: see README, Performance).  Only a process with
+        no other thread forks so (:func:`fleet.worker.launch.plan_launch`)."""
+        # until its exec the kernel shows the child with this process's own environment,
+        # so the attempt's marker cannot find it: it dies with this process instead
+        tie = die_with_parent() if self.attempt is not None else None
+        read, write = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY)
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here may reach the task's log twice
+            stream.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (read, write, null):
+                os.close(fd)
+            raise
+        if pid == 0:  # pragma: no cover - the child; it never returns into the caller's code
+            code = EXIT_CHILD_FAILED
+            try:
+                if tie is not None:
+                    tie()
+                os.setsid()
+                for fd, target in ((null, 0), (write, 1), (write, 2)):
+                    os.dup2(fd, target)
+                _void_inherited(null)
+                os.umask(TASK_UMASK)
+                os.chdir(self.cwd)
+                os.environ.clear()
+                os.environ.update(self.env)
+                _as_a_new_process()
+                code = become()
+            except BaseException as exc:
+                with contextlib.suppress(BaseException):
+                    os.write(2, f"could not start the task: {exc}\n".encode(errors="replace"))
+            finally:
+                os._exit(code)
+        os.close(write)
+        os.close(null)
+        return Forked(pid, os.fdopen(read, "rb", buffering=0))
 
     def waitables(self) -> list[int]:
         """File descriptors that become readable when something happens to the task."""
@@ -229,12 +295,11 @@ class TaskProcess:
         return live
 
     def _left(self) -> set[int]:
-        """What is left of the attempt outside the worker's descendants (see the module docstring)."""
-        if self.attempt is None:
+        """What is left of the attempt outside the worker's descendants (see
+        the module docstring): nothing when the worker has no child at all."""
+        if self.attempt is None or not _has_children():
             return set()
-        if self.in_cgroup:
-            return self.attempt.cgroup_members()
-        return self.attempt.members() if _has_children() else set()
+        return self.attempt.cgroup_members() if self.in_cgroup else self.attempt.members()
 
     def _kill_strays(self) -> None:
         strays = self._strays()
@@ -274,6 +339,74 @@ class TaskProcess:
         if self.attempt is not None:
             self.attempt.remove()
         return Outcome(self.returncode, self.cause, self.detail, self.usage)
+
+
+class Child(Protocol):
+    """What a task's runner reads of its main process: a ``Popen``, or :class:`Forked`."""
+
+    pid: int
+    returncode: int | None
+    stdout: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class Forked:
+    """A child forked by :meth:`TaskProcess._fork`, read as a ``Popen`` is."""
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its code is lost (Popen says 0 too)
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.005)
+        return code
+
+
+def _void_inherited(null: int) -> None:
+    """In a forked child: point every descriptor above stderr at ``null``
+    (close-on-exec), so none of the worker's files (its store, its wake-up
+    socket, its last task's pipe) is used here or reaches the task, and no
+    number the worker's objects still name is handed to another file."""
+    try:
+        found = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - Linux has /proc
+        os.closerange(3, MAX_FD)
+        return
+    for fd in found:
+        if fd > 2 and fd != null:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+                os.dup2(null, fd, inheritable=False)
+    os.set_inheritable(null, False)
+
+
+def _as_a_new_process() -> None:
+    """In a forked child that is to behave as a new interpreter would: default
+    signal handlers (the worker only counts SIGTERM and SIGINT), no logging
+    handlers of the worker's, and the temporary folder of the task's environment."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
+    tempfile.tempdir = None
 
 
 def _has_children() -> bool:

@@ -23,8 +23,11 @@ and ``fleetctl execute`` (:mod:`fleet.cli.cmd_exec`).  The steps, in order:
    store is unavailable both are kept and tried again with back-off.  The pid
    is written on the loop's next turn after the launch (within
    ``PID_WRITE_S``), or, for a task that has already ended by then, in the
-   same transaction as its end: a short task costs three transactions (claim,
-   state, end), not four.  Nothing depends on the pid for safety: whoever
+   same transaction as its end.  A static worker's end waits for its next
+   claim and lands in the claim's transaction (``end_with_claim``; alone
+   when the worker claims nothing next): a short task costs one
+   transaction, its claim, which is also the last task's end and the
+   worker's busy state.  Nothing depends on the pid for safety: whoever
    finds a worker dead ends the attempt from its cgroup and marker
    (:mod:`fleet.core.contain`) before it hands the task's GPUs on.
 
@@ -44,6 +47,7 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,15 +57,17 @@ from fleet.core.contain import Attempt
 from fleet.core.errors import Fenced, FleetError, StoreUnavailable
 from fleet.core.gpuspec import format_gpus
 from fleet.core.home import Home
-from fleet.core.models import ExitUsage, Runner, Task, TaskStatus, Worker
+from fleet.core.models import ExitUsage, Runner, Task, TaskEnd, TaskStatus, Worker
 from fleet.core.outcome import Outcome, StopCause
 from fleet.core.tasklog import LOG_FAILED, TaskLog
 from fleet.store import Store
 from fleet.store.faults import Backoff
 from fleet.worker.admission import GpuAdmission
+from fleet.worker.envs.settings import builds_dir
 from fleet.worker.launch import plan_launch
 from fleet.worker.launch_outcome import LaunchKind, LaunchOutcome, outcome_path, read_outcome, remove_outcome
 from fleet.worker.logship import LogShipper
+from fleet.worker.prepare import one_off_builds
 from fleet.worker.process import TaskProcess
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,7 @@ class RunnerProfile:
     contain: bool = True  # the attempt's cgroup, marker and strays are the task's (off: a terminal's job)
     requeue: bool = True  # retries, ``stop --requeue`` and no disk space put the task back in its queue
     log: type[TaskLog] = TaskLog  # ``fleetctl execute``: one that also copies the output to its terminal
+    end_with_claim: bool = False  # a task's end waits for the caller's next claim, and lands in its transaction
 
     @property
     def actor(self) -> str:
@@ -192,14 +199,25 @@ class TaskRunner:
     # -- claim ---------------------------------------------------------------------
     def claim_next(self, worker: Worker, queues: list[str], busy: str | None = None) -> Task | None:
         """The next task of ``queues`` for ``worker`` (a static worker), which
-        becomes busy with the reason ``busy`` in the same transaction; None
-        when there is none or the store is unavailable (backing off)."""
+        becomes busy with the reason ``busy`` in the same transaction, as the
+        last task's end (``end_with_claim``) is recorded; None when there is
+        none or the store is unavailable (backing off: the end is kept)."""
+        ending = self.ending
+        if not self.retry.ready() or (ending is not None and not self._log_shipped()):
+            return None
         try:
-            task = self.store.claim_next_task(worker, queues, worker.gpus or [], busy)
+            end = self._end_record(ending) if ending is not None else None
+            task = self.store.claim_next_task(worker, queues, worker.gpus or [], busy, end)
         except StoreUnavailable:
             self.retry.failed()
             return None
+        except FleetError as exc:  # the end was refused (the task changed behind our back): nothing was written
+            assert ending is not None
+            self._landed(ending, exc)
+            return None
         self.retry.ok()
+        if ending is not None:
+            self._landed(ending)
         return task
 
     def take_claimed(self, task_id: str, run_as: str) -> Task | None:
@@ -269,6 +287,8 @@ class TaskRunner:
         """The task's process, as :func:`~fleet.worker.launch.plan_launch` says; ``OSError`` when it cannot start."""
         contain = self.profile.contain
         launch = plan_launch(task, worker, dict(os.environ), home=self.home, config=self.config)
+        if launch.kind == LaunchKind.PREPARED:
+            self._prune_builds(task)
         proc = TaskProcess(
             launch.argv,
             launch.cwd,
@@ -279,10 +299,26 @@ class TaskRunner:
             attempt=Attempt(self.home.root, task.id, task.attempt) if contain else None,
             cgroup=contain and self.config.fleet.cgroups,
             run_as=launch.run_as,
+            become=launch.become,
         )
         proc.start()
         self.kind = launch.kind
         return proc
+
+    def _prune_builds(self, task: Task) -> None:
+        """Remove the one-off environments of tasks no longer running (a task
+        whose requirements cannot be cached builds its own), before ``task``
+        is prepared; one of a running task, or of one the store cannot name
+        now, is kept."""
+        for entry in one_off_builds(builds_dir(self.home, self.config.agent), task.id):
+            try:
+                running = self.store.get_task(entry.name).status == TaskStatus.IN_PROGRESS
+            except StoreUnavailable:
+                return
+            except FleetError:  # no such task (any more)
+                running = False
+            if not running:
+                shutil.rmtree(entry, ignore_errors=True)
 
     # -- supervise -----------------------------------------------------------------
     def wait(self, fds: Sequence[int], limit: float) -> None:
@@ -431,6 +467,8 @@ class TaskRunner:
         if judged.hold_off_s:
             self.hold_off(judged.hold_off_s, judged.reason)
         self.ending = Ending(task, judged, returncode, usage, process)
+        if self.profile.end_with_claim:  # recorded by the caller's next claim, or its flush
+            return
         if not self._land(self.ending) and self.ship is None:  # (not: its log is still being shipped)
             log.warning(
                 "worker %s: task %s ended %s; keeping its end until the store takes it",
@@ -457,39 +495,69 @@ class TaskRunner:
     def _land(self, ending: Ending) -> bool:
         """Record a task's end; while the store is unavailable it is kept (and
         the caller claims nothing) and False is returned."""
-        task, judged, proc = ending.task, ending.verdict, ending.process
-        if self.ship is not None and not self.ship.finish():  # its log first: whoever sees the end has it all
+        if not self._log_shipped():
             return False
-        self.ship = None
         if not self.retry.ready():
             return False
         try:
+            end = self._end_record(ending)
             self.store.finish_task(
-                task.id,
-                judged.status,
-                exit_code=ending.returncode,
-                reason=judged.reason,
-                actor=self.profile.actor,
-                requeue=judged.requeue,
-                usage=ending.usage,
-                pid=proc.pid if proc is not None else None,
-                started=proc.started if proc is not None else None,
-                attempt=task.attempt,
+                end.task_id,
+                end.status,
+                exit_code=end.exit_code,
+                reason=end.reason,
+                actor=end.actor,
+                requeue=end.requeue,
+                usage=end.usage,
+                pid=end.pid,
+                started=end.started,
+                attempt=end.attempt,
             )
         except StoreUnavailable:
             self.retry.failed()
             return False
         except Fenced as exc:  # taken from this host while it was away: its end is not ours to record
-            log.error("worker %s: %s", task.worker, exc.message)
+            log.error("worker %s: %s", ending.task.worker, exc.message)
             self.ending = None
             self.task = None
             return True
         except FleetError as exc:  # the task was changed behind our back; keep the worker alive
-            log.error("worker %s: could not record task %s: %s", task.worker, task.id, exc)
+            self._landed(ending, exc)
         else:
             self.retry.ok()
+            self._landed(ending)
+        return True
+
+    def _end_record(self, ending: Ending) -> TaskEnd:
+        """The store's record of ``ending`` (with the pid, when it was not written yet)."""
+        judged, proc = ending.verdict, ending.process
+        return TaskEnd(
+            ending.task.id,
+            judged.status,
+            ending.returncode,
+            judged.reason,
+            self.profile.actor,
+            judged.requeue,
+            ending.usage,
+            proc.pid if proc is not None else None,
+            proc.started if proc is not None else None,
+            ending.task.attempt,  # fenced: refused once the attempt is no longer the task's
+        )
+
+    def _log_shipped(self) -> bool:
+        """Whether the ended task's log is all in the store (or is not shipped):
+        its end is recorded only then, so whoever sees it ended has the whole log."""
+        if self.ship is not None and not self.ship.finish():
+            return False
+        self.ship = None
+        return True
+
+    def _landed(self, ending: Ending, refused: FleetError | None = None) -> None:
+        """The store has ``ending`` (or refused it, said in the log): the runner is free of it."""
+        task, judged = ending.task, ending.verdict
+        if refused is not None:
+            log.error("worker %s: could not record task %s: %s", task.worker, task.id, refused)
         log.info("worker %s: task %s %s %s", task.worker, task.id, judged.status.value, judged.reason[:200])
         self.last = ending
         self.ending = None
         self.task = None
-        return True

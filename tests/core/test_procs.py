@@ -115,16 +115,18 @@ def test_pidfile_holds_the_identity_and_old_ones_still_read(tmp_path: Path) -> N
 # -- containment -------------------------------------------------------------------
 
 # A task whose child leaves the process group and the session (setsid) and
-# whose grandchild is re-parented away: the shape that escaped before.
+# whose grandchild is re-parented away: the shape that escaped before.  Each
+# pid is one write (print writes the number and the newline apart, and two
+# processes' lines then interleave: "1237512377\n", "\n").
 ESCAPER = """
 import os, sys, time
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        print(os.getpid(), flush=True)
+        os.write(1, b"%d\\n" % os.getpid())
         time.sleep(300)
     os._exit(0)
-print(os.getpid(), flush=True)
+os.write(1, b"%d\\n" % os.getpid())
 time.sleep(300)
 """
 

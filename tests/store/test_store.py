@@ -23,8 +23,10 @@ from fleet.core.errors import Conflict, InvalidTransition, NotFound, StoreError,
 from fleet.core.models import (
     TASK_MOVES,
     WORKER_MOVES,
+    ExitUsage,
     Runner,
     Script,
+    TaskEnd,
     TaskSpec,
     TaskStatus,
     Worker,
@@ -35,6 +37,7 @@ from fleet.core.models import (
 from fleet.store import schema
 from fleet.store.interface import Store
 from fleet.store.sqlite import SQLiteStore
+from fleet.store.sqlite_tasks import QUEUE_HEAD
 from tests.store.backends import open_target
 from tests.threads import at_once
 
@@ -90,6 +93,19 @@ def _claim_order(store: Store, worker: Worker, queues: list[str], gpus: list[int
 
 
 # -- schema -----------------------------------------------------------------------------
+
+
+def test_a_claim_reads_the_head_of_its_queue_without_sorting_it(db: Path) -> None:
+    """The claim's order has its own index: a claim costs the same with
+    10 or 100,000 tasks waiting (it used to sort the whole queue)."""
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + QUEUE_HEAD, ("q", 1))]
+    finally:
+        conn.close()
+    assert any("USING INDEX tasks_queue_head" in step for step in plan), plan
+    assert not any("ORDER BY" in step for step in plan), plan
 
 
 def test_new_database_is_latest_and_wal(db: Path) -> None:
@@ -322,6 +338,54 @@ def test_finish_requeue_head_goes_first(store: Store) -> None:
     store.finish_task(t1, TaskStatus.STOPPED, exit_code=None, reason="worker stop", actor="w", requeue="head")
     assert _claim_order(store, worker, ["q"], []) == [t1, t2, t3]
     assert [r.status.value for r in store.attempts(t1)] == ["stopped", "in_progress"]
+
+
+def test_a_claim_records_the_last_tasks_end_in_its_own_transaction(store: Store) -> None:
+    """A static worker's next claim carries its last task's end: one
+    transaction records the end (with the pid it never wrote) and claims."""
+    worker = store.register_worker(make_worker(), "test")
+    first, second = (store.create_task(spec(), "q", "t").id for _ in range(2))
+    assert store.claim_next_task(worker, ["q"], [], busy="running {task}") is not None
+    end = TaskEnd(first, TaskStatus.COMPLETED, 0, "", "worker:w1", usage=ExitUsage(5.0, 0.25), pid=4321)
+    claimed = store.claim_next_task(worker, ["q"], [], busy="running {task}", ended=end)
+    assert claimed is not None and claimed.id == second
+    done = store.get_task(first)
+    assert (done.status, done.exit_code, done.pid) == (TaskStatus.COMPLETED, 0, 4321)
+    assert [(a.status, a.peak_rss_mb, a.cpu_s) for a in store.attempts(first)] == [(TaskStatus.COMPLETED, 5.0, 0.25)]
+    assert store.get_task(second).status == TaskStatus.IN_PROGRESS
+    assert store.get_worker("w1").state_reason == f"running {second}"
+    last = TaskEnd(second, TaskStatus.COMPLETED, 0, "", "worker:w1")
+    assert store.claim_next_task(worker, ["q"], [], ended=last) is None  # nothing waits: the end lands all the same
+    assert store.get_task(second).status == TaskStatus.COMPLETED
+
+
+def test_a_claim_whose_end_is_refused_writes_nothing(store: Store) -> None:
+    """An end the store refuses (the task was changed behind the worker's
+    back) leaves the claim undone too: the worker claims again alone."""
+    worker = store.register_worker(make_worker(), "test")
+    first, second = (store.create_task(spec(), "q", "t").id for _ in range(2))
+    store.request_abort(first, "bob", "not needed")  # stopped while queued: never ran
+    end = TaskEnd(first, TaskStatus.COMPLETED, 0, "", "worker:w1")
+    with pytest.raises(InvalidTransition):
+        store.claim_next_task(worker, ["q"], [], ended=end)
+    assert store.get_task(first).status == TaskStatus.STOPPED
+    assert store.get_task(second).status == TaskStatus.QUEUED  # not claimed
+    claimed = store.claim_next_task(worker, ["q"], [])
+    assert claimed is not None and claimed.id == second
+
+
+def test_a_claim_may_take_the_task_its_end_put_back(store: Store) -> None:
+    """An end that puts its task back at the head of its queue (a worker
+    stop with requeue, a retry) is in the claim's transaction: the same
+    claim may take it again, as a new attempt."""
+    worker = store.register_worker(make_worker(), "test")
+    t1, t2 = (store.create_task(spec(), "q", "t").id for _ in range(2))
+    assert store.claim_next_task(worker, ["q"], []) is not None
+    end = TaskEnd(t1, TaskStatus.FAILED, 1, "boom", "worker:w1", requeue="head")
+    again = store.claim_next_task(worker, ["q"], [], ended=end)
+    assert again is not None and (again.id, again.attempt) == (t1, 2)
+    assert [a.status for a in store.attempts(t1)] == [TaskStatus.FAILED, TaskStatus.IN_PROGRESS]
+    assert store.get_task(t2).status == TaskStatus.QUEUED
 
 
 def test_request_abort_queued_stops_at_once(store: Store) -> None:

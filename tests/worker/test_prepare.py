@@ -178,3 +178,24 @@ def test_repo_task_uses_the_repos_requirements(fleet: Fleet, downloads: Path, tm
     assert "environment (Python" in log and "from requirements.txt" in log
     assert "repo six 1." in log and str(fleet.home / "venvs-cache") in log
     assert (fleet.home / "work" / task_id / "use_six.py").is_file()
+
+
+def test_one_off_environments_of_ended_tasks_go_before_a_prepared_task_starts(fleet: Fleet) -> None:
+    """A task whose requirements cannot be cached builds an environment of its
+    own under ``venvs-builds/<task id>``; the worker removes those of tasks no
+    longer running when it launches a prepared task (the preparing step
+    itself opens no store), and keeps a running task's."""
+    fleet.up("--gpus", "0", "--queue", "q", "--create-queue")
+    fleet.up("--gpus", "1", "--queue", "q")
+    ended = create(fleet, ["true"])
+    assert finish(fleet, ended)[0]["status"] == "completed"
+    running = create(fleet, ["sleep", "60"])
+    fleet.wait_for(lambda: fleet.task(running)["status"] == "in_progress", 30, "the long task runs")
+    builds = fleet.home / "venvs-builds"
+    unknown = "0123456789abcdef" * 2
+    for name in (ended, running, unknown, "not-a-task-folder"):
+        (builds / name / "bin").mkdir(parents=True)
+    prepared, _ = finish(fleet, create(fleet, ["true"], setup_script="echo set up"))
+    assert prepared["status"] == "completed", prepared["status_reason"]
+    assert sorted(p.name for p in builds.iterdir()) == sorted([running, "not-a-task-folder"])
+    fleet.ok("abort", running)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -71,17 +72,41 @@ def test_a_missing_or_foreign_file_is_an_error_the_step_falls_back_on(tmp_path: 
 
 
 def test_the_launch_passes_the_file_not_the_secrets(tmp_path: Path) -> None:
+    """A process with another thread (the PostgreSQL store's pool) starts the
+    preparing step as a new interpreter: the task and config go in the file."""
     config = parse_config_string(CONFIG, tmp_path / "fleet.conf")
     script, env = git_task()
     task = running_task(script, env=env, attempt=1)
     worker = Worker("h:cpu", "h", WorkerMode.STATIC, None, [], False, WorkerState.BUSY, "", 0.0)
     home = Home(tmp_path / "home")
-    launch = plan_launch(task, worker, {"PATH": "/usr/bin"}, home=home, config=config)
-    assert launch.kind == LaunchKind.PREPARED
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        launch = plan_launch(task, worker, {"PATH": "/usr/bin"}, home=home, config=config)
+    finally:
+        done.set()
+        other.join()
+    assert launch.kind == LaunchKind.PREPARED and launch.become is None
     spec = spec_path(home.root, task.id, task.attempt)
     assert launch.argv[launch.argv.index("--spec") + 1] == str(spec) and spec.is_file()
     assert SECRET not in " ".join(launch.argv) and SECRET not in "".join(launch.env.values())
     assert SECRET in spec.read_text()  # it travels in the owner-only file alone
+
+
+def test_a_single_threaded_worker_prepares_in_a_fork_and_writes_no_file(tmp_path: Path) -> None:
+    """The worker has the task and config in memory, and every module the
+    preparing step needs imported: it forks, and nothing travels at all."""
+    config = parse_config_string(CONFIG, tmp_path / "fleet.conf")
+    script, env = git_task()
+    task = running_task(script, env=env, attempt=1)
+    worker = Worker("h:cpu", "h", WorkerMode.STATIC, None, [], False, WorkerState.BUSY, "", 0.0)
+    home = Home(tmp_path / "home")
+    assert threading.active_count() == 1
+    launch = plan_launch(task, worker, {"PATH": "/usr/bin"}, home=home, config=config)
+    assert launch.kind == LaunchKind.PREPARED and launch.become is not None
+    assert not spec_path(home.root, task.id, task.attempt).exists()
+    assert SECRET not in " ".join(launch.argv) and SECRET not in "".join(launch.env.values())
 
 
 def test_the_step_imports_no_heavy_library() -> None:

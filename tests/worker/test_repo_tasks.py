@@ -85,3 +85,35 @@ def test_password_in_the_remote_never_reaches_log_or_api(fleet: Fleet, tmp_path:
     assert "********" in task["script"]["repo"] or "bob" not in task["script"]["repo"]
     for path in (fleet.home / "logs").rglob("*.log"):
         assert SECRET not in path.read_text(errors="replace"), path
+
+
+# what the task's shell sees of its own: the signals it ignores, its open files, whether it leads
+# its session, its umask (the command is a shell, which keeps what it was given; Python would not)
+SELF_VIEW = r"""
+grep SigIgn /proc/self/status
+ls -l /proc/$$/fd
+read -r pid comm state ppid pgrp sid rest < /proc/$$/stat
+[ "$sid" = "$$" ] && echo "session leader"
+echo "umask $(umask)"
+"""
+
+
+def test_a_git_task_starts_as_clean_as_a_shell_would_start_it(fleet: Fleet, tmp_path: Path) -> None:
+    """The preparing step runs in a fork of the worker (its modules already
+    imported) and then becomes the task: the task still leads its own
+    session, ignores none of the signals the worker's Python ignores
+    (SIGPIPE, SIGXFSZ), holds none of the worker's files (its store, its
+    wake-up socket) and has the task's umask, as if started from a shell."""
+    fleet.env.update(GIT_ENV)
+    repo = make_repo(tmp_path / "src")
+    fleet.up("--cpu-only", "--queue", "q", "--create-queue")
+    task_id = fleet.submit("q", "sh", "-c", SELF_VIEW, cwd=repo.work)
+    task, log = _finish(fleet, task_id)
+    assert task["status"] == "completed", (task["status_reason"], log)
+    lines = log.splitlines()
+    assert "SigIgn:\t0000000000000000" in lines, log
+    files = {int(line.split(" -> ")[0].split()[-1]): line.split(" -> ", 1)[1] for line in lines if " -> " in line}
+    assert files[0] == "/dev/null" and files[1].startswith("pipe:") and files[2] == files[1], log
+    others = [target for fd, target in files.items() if fd > 2]
+    assert all(f.endswith(".use") for f in others), log  # the environment's use lock: held across the exec
+    assert "session leader" in lines and "umask 0022" in lines, log
