@@ -236,6 +236,8 @@ def test_a_docker_task_runs_as_its_submitter(shared: Fleet, client: Any) -> None
     assert task["status"] == "completed" and lines[-1] == "ran", (task["status_reason"], lines)
     project = fleet.root / "nobodys" / "project"
     project.mkdir(parents=True)
+    for folder in (project, project.parent):  # readable by nobody whatever umask this test process has
+        folder.chmod(0o755)
     os.chown(project.parent, NOBODY, -1)
     body = {"working_dir": str(project)}
     task, lines = finish(fleet, submit_as(fleet, "nobody", ["python3", "-c", "print('ran')"], **body))
