@@ -39,7 +39,8 @@ def _setup(tmp_path: Path, users_dir: str = "") -> tuple[Home, Config]:
     tmp_path.mkdir(exist_ok=True)
     tmp_path.chmod(0o711)
     home = Home(tmp_path / "home")
-    home.root.mkdir(mode=0o711)
+    home.root.mkdir()
+    home.root.chmod(0o711)  # whatever umask an earlier test left this process (Home.ensure sets 0077)
     setting = f', users_dir: "{users_dir}"' if users_dir else ""
     config = parse_config_string(f"fleet {{ run_as_submitter: true{setting} }}", tmp_path / "fleet.conf")
     return home, config
