@@ -70,9 +70,7 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
             return None
         capacity = len(gpus) if worker.gpus is not None else 0
         with self._tx() as conn:
-            if ended is not None:  # fenced like finish_task: a taken attempt's end refuses the claim too
-                self._finish(conn, ended)
-            if self._worker_lost(conn, worker.id):
+            if not self._may_claim(conn, worker, ended):
                 return None
             for queue in queues:
                 passed: list[str] = []

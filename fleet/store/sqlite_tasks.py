@@ -201,6 +201,14 @@ class SQLiteTasks(SQLiteArrays):
         )
         return to_task(row)
 
+    def _may_claim(self, conn: DbConn, worker: Worker, ended: TaskEnd | None) -> bool:
+        """A claim's first step, in its transaction: record the end it carries
+        (fenced like :meth:`finish_task`: a taken attempt's end refuses the
+        claim too), then whether ``worker`` may claim (a lost one may not)."""
+        if ended is not None:
+            self._finish(conn, ended)
+        return not self._worker_lost(conn, worker.id)
+
     def claim_next_task(
         self,
         worker: Worker,
@@ -213,9 +221,7 @@ class SQLiteTasks(SQLiteArrays):
         if ended is None and not self._any_waiting(queues):  # a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
-            if ended is not None:  # fenced like finish_task: a taken attempt's end refuses the claim too
-                self._finish(conn, ended)
-            if self._worker_lost(conn, worker.id):
+            if not self._may_claim(conn, worker, ended):
                 return None
             for queue in queues:
                 found = conn.execute(QUEUE_HEAD, (queue, capacity if worker.gpus is not None else 0)).fetchone()
