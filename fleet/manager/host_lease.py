@@ -31,6 +31,8 @@ from fleet.store.faults import Backoff
 
 log = logging.getLogger(__name__)
 
+AFTER_OUTAGE_LEASES = 3  # leases of landing renewals before a host that lost the store judges others again
+
 
 class HostLease:
     def __init__(
@@ -57,6 +59,7 @@ class HostLease:
         # a failed renewal is tried again within a third of the lease at the latest, as renewals go
         self._retry = Backoff(first=min(0.5, self.every_s), cap=self.every_s)
         self._steady_since: float | None = None  # since when this host's renewals have been landing
+        self._grace_s = self.lease_s  # how long they must land before this host judges others
 
     @property
     def every_s(self) -> float:
@@ -93,10 +96,11 @@ class HostLease:
             now = time.monotonic()
             if self._steady_since is None:
                 self._steady_since = now
-            if self.shared and now - self._steady_since >= self.lease_s:
+            if self.shared and now - self._steady_since >= self._grace_s:
                 self._look()
         except StoreUnavailable:  # the store logs the outage once; the lease is tried again soon
             self._steady_since = None
+            self._grace_s = AFTER_OUTAGE_LEASES * self.lease_s
             self._retry.failed()
         except FleetError as exc:
             log.error("host %s: lease: %s", self.name, exc)
@@ -137,7 +141,12 @@ class HostLease:
         last failed it): when the database itself was away (a restart, a failover),
         no host could renew, and every live one gets a lease's time to do so
         (its renewal is retried at least every third of the lease) before any is
-        judged.  A database outage longer than the lease so declares no host lost."""
+        judged.  After an outage of its own that time is
+        :data:`AFTER_OUTAGE_LEASES` leases: the other hosts' connection pools
+        reconnect with a back-off that grows with the outage (psycopg_pool: 1,
+        2, 4, 8... s), so after a database restart one host may renew seconds
+        after another (a CI run saw 7 s with a 6 s lease).  A database outage
+        longer than the lease so declares no host lost."""
         started = time.monotonic()
         for lost in self.store.declare_lost_hosts(self.name):
             log.warning(

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from fleet.core.config import parse_config_string
+from fleet.manager.host_lease import AFTER_OUTAGE_LEASES
 from fleet.store.postgres_faults import StoreUrl
 from tests.conftest import Fleet, fleet_hosts
 from tests.pgserver import PgServer, server_or_skip
@@ -93,7 +94,8 @@ def test_a_database_outage_longer_than_the_lease_declares_no_host_lost(tmp_path:
         # both managers are back once each has renewed its lease (a new renewal: renewed_at moves on)
         first = _renewed(url)
         hosts[0].wait_for(lambda: _both_renewed_since(url, first), timeout=60, what="both hosts renewed")
-        time.sleep(7)  # and a lease more for a declaration, were there one
+        # and as long as a manager back from an outage waits before it judges others, and a second more
+        time.sleep(AFTER_OUTAGE_LEASES * 6 + 1)
         with psycopg.connect(url) as conn:
             states: dict[str, str] = dict(conn.execute("SELECT name, state FROM hosts").fetchall())
             lost = conn.execute("SELECT subject, reason FROM events WHERE kind = 'host' AND new = 'lost'").fetchall()
