@@ -228,10 +228,7 @@ def notices(store: Store, hosts: list[SimHost], stop: Event) -> None:
 
 def wake_mode(store: Store) -> str:
     """``notices`` where the store has a feed of them, else ``poll`` (see the module's docstring)."""
-    subscribe = getattr(store, "subscribe", None)
-    if subscribe is None:
-        return "poll"
-    feed = subscribe()
+    feed = store.subscribe()
     if feed is None:
         return "poll"
     feed.close()

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import itertools
 import multiprocessing
 import random
@@ -62,7 +61,6 @@ import psutil
 
 from bench._common import PYTHON, TempFleet, percentile, temp_fleet
 from bench._simhost import HostFigures, open_bench_store, run_hosts, wake_mode
-from fleet.core.config import FleetSection
 from fleet.core.errors import Conflict
 from fleet.core.models import TaskStatus
 from fleet.metrics.report import Attempt
@@ -74,7 +72,6 @@ MIX = ((1, 0.5), (2, 0.3), (4, 0.2))  # GPUs asked, share of the tasks
 MEAN_GPUS = sum(n * share for n, share in MIX)
 GOAL_MS = 500.0  # enqueue -> start, p99
 LEASE_S = 5  # the managers' fleet.host_lease_seconds in the lost-host phase
-HAS_LEASES = "host_lease_seconds" in {f.name for f in dataclasses.fields(FleetSection)}
 
 
 @dataclass
@@ -102,9 +99,7 @@ class Figures:
 
 
 # -- the fleet ------------------------------------------------------------------------
-def manager_config(lease: bool) -> str:
-    lease_line = f"  host_lease_seconds: {LEASE_S}\n" if lease else ""
-    return f"fleet {{\n  poll_interval: 2\n{lease_line}}}\n"
+MANAGER_CONFIG = f"fleet {{\n  poll_interval: 2\n  host_lease_seconds: {LEASE_S}\n}}\n"
 
 
 def up(fleet: TempFleet, *args: str) -> None:
@@ -230,7 +225,7 @@ def run_postgres(url: str, server: int | None, args: argparse.Namespace, load: L
         managers = []
         for i in range(args.managers):
             env = {"FLEET_STORE_URL": url, "FLEET_WORKER_NAME": f"host{i}"}
-            manager = stack.enter_context(temp_fleet(manager_config(HAS_LEASES), env))
+            manager = stack.enter_context(temp_fleet(MANAGER_CONFIG, env))
             up(manager, "--gpus", f"0-{args.gpus - 1}", "--queue", *SPECS)  # the first one migrates the schema
             managers.append(manager)
         figures.wake = wake_mode(store)
@@ -243,7 +238,7 @@ def run_postgres(url: str, server: int | None, args: argparse.Namespace, load: L
             if server is not None:
                 figures.server_cpu_s = server_cpu(server) - cpu0
         read_figures(figures, store, ids)
-        lost = lost_host(store, managers) if HAS_LEASES else "not measured (needs host leases)"
+        lost = lost_host(store, managers)
     store.close()
     return figures, lost
 
