@@ -131,7 +131,9 @@ class Store(abc.ABC):
     ) -> Task | None:
         """Atomically hand the first fitting queued task of ``queues`` (in that
         order) to ``worker``: under any number of concurrent callers a task is
-        handed to exactly one.  With ``busy`` (a reason, ``{task}`` replaced by
+        handed to exactly one.  Nothing is claimed while one of ``gpus`` (or
+        the GPU a MIG unit of them is on) is drained on the worker's host, nor
+        for a lost worker.  With ``busy`` (a reason, ``{task}`` replaced by
         the task's id), the worker's row becomes busy in the same transaction
         where it may (a worker with no row, or one stopping, is left as it is).
         With ``ended``, the worker's last task's end is recorded first, in the

@@ -70,7 +70,7 @@ class PostgresTasks(SQLiteTasks, PostgresBase):
             return None
         capacity = len(gpus) if worker.gpus is not None else 0
         with self._tx() as conn:
-            if not self._may_claim(conn, worker, ended):
+            if not self._may_claim(conn, worker, gpus, ended):
                 return None
             for queue in queues:
                 passed: list[str] = []

@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from fleet.core.errors import Conflict, InvalidTransition, NotFound
+from fleet.core.gpuspec import parent_gpu
 from fleet.core.models import (
     ExitUsage,
     Runner,
@@ -201,13 +202,25 @@ class SQLiteTasks(SQLiteArrays):
         )
         return to_task(row)
 
-    def _may_claim(self, conn: DbConn, worker: Worker, ended: TaskEnd | None) -> bool:
+    def _may_claim(self, conn: DbConn, worker: Worker, gpus: list[int], ended: TaskEnd | None) -> bool:
         """A claim's first step, in its transaction: record the end it carries
         (fenced like :meth:`finish_task`: a taken attempt's end refuses the
-        claim too), then whether ``worker`` may claim (a lost one may not)."""
+        claim too), then whether ``worker`` may claim with ``gpus``: a lost
+        worker may not, nor one with a GPU drained (read here rather than
+        before the claim: one read of the database per task less)."""
         if ended is not None:
             self._finish(conn, ended)
-        return not self._worker_lost(conn, worker.id)
+        return not self._worker_lost(conn, worker.id) and not self._any_drained(conn, worker.host, gpus)
+
+    @staticmethod
+    def _any_drained(conn: DbConn, host: str, gpus: list[int]) -> bool:
+        """Whether one of ``gpus`` on ``host`` is drained (a MIG unit: or its GPU)."""
+        units = sorted(set(gpus) | {parent_gpu(g) for g in gpus})
+        if not units:
+            return False
+        marks = ",".join("?" * len(units))
+        sql = f"SELECT 1 FROM gpu_drains WHERE host = ? AND gpu IN ({marks}) LIMIT 1"
+        return conn.execute(sql, [host, *units]).fetchone() is not None
 
     def claim_next_task(
         self,
@@ -221,7 +234,7 @@ class SQLiteTasks(SQLiteArrays):
         if ended is None and not self._any_waiting(queues):  # a woken worker that lost the race: no write lock taken
             return None
         with self._tx() as conn:
-            if not self._may_claim(conn, worker, ended):
+            if not self._may_claim(conn, worker, gpus, ended):
                 return None
             for queue in queues:
                 found = conn.execute(QUEUE_HEAD, (queue, capacity if worker.gpus is not None else 0)).fetchone()

@@ -45,6 +45,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 from fleet.core.config import Config
 from fleet.core.errors import StoreUnavailable
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 BUSY_REASON = "running task {task}"  # a static worker's state while it runs a task
+NOT_PULLING = "not pulling: "  # then why: disk, engine, GPUs
+DRAINED_REASON = NOT_PULLING + "GPU drained"
 
 
 class RunnerLoop(LoopBase):
@@ -182,26 +185,39 @@ class WorkerLoop(RunnerLoop):
         if why is not None:
             self.runner.flush()  # the last task's end, alone
             if why:
-                self._set_state(WorkerState.IDLE, f"not pulling: {why}")
+                self._set_state(WorkerState.IDLE, f"{NOT_PULLING}{why}")
             return None
         # idle or paused is recorded only when nothing was claimed, and busy in
         # the claim's own transaction: a task costs two state writes less
         task = self.runner.claim_next(self.worker, queues, BUSY_REASON) if queues else None
         if task is None:
             self.runner.flush()  # the last task's end, alone, when no claim carried it
-            self._set_state(*self._waiting_state())
+            why = self._gpus_unavailable(self.admission.unavailable, queues)
+            if why:  # the claim found a GPU drained (it checks that itself)
+                self._set_state(WorkerState.IDLE, f"{NOT_PULLING}{why}")
+            elif why is None:
+                self._set_state(*self._waiting_state())
         return task
 
     def _not_pulling(self, queues: list[str]) -> str | None:
-        """Why nothing may be claimed now (disk, engine, GPUs); "" when the
-        store is unavailable (nothing to say); None when a claim may go ahead."""
+        """Why nothing may be claimed now (disk, engine, GPUs used by others);
+        "" when the store is unavailable (nothing to say); None when a claim
+        may go ahead.  A drained GPU is the claim's to check, in its own
+        transaction: :meth:`_claim` says so when it got nothing."""
         if time.monotonic() < self.no_space_until or not self._room_for_logs():
             return self.no_space_reason
         problem = self.engine.problem() if self.engine is not None else None
         if problem is not None:
             return problem
+        drained = self.worker.state_reason.startswith(DRAINED_REASON)  # still? read before taking the write lock
+        return self._gpus_unavailable(self.admission.unavailable if drained else self.admission.busy, queues)
+
+    def _gpus_unavailable(self, check: Callable[[list[int]], dict[int, str]], queues: list[str]) -> str | None:
+        """Why this worker's GPUs may not be handed out, by ``check`` (drained,
+        used by others), in words; None when they may; "" when the store is
+        unavailable."""
         try:
-            busy = self.admission.unavailable(self.worker.gpus or []) if queues else {}
+            busy = check(self.worker.gpus or []) if queues else {}
         except StoreUnavailable:
             self.retry.failed()
             return ""

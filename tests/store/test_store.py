@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from fleet.core.errors import Conflict, InvalidTransition, NotFound, StoreError, UsageError
+from fleet.core.gpuspec import mig_unit
 from fleet.core.models import (
     TASK_MOVES,
     WORKER_MOVES,
@@ -305,6 +306,26 @@ def test_claim_follows_queue_order(store: Store) -> None:
     assert [store.get_task(t).started_at is not None for t in (a1, b1)] == [True, True]
     assert store.get_task(a1).started_at <= store.get_task(b1).started_at  # type: ignore[operator]
     assert store.claim_next_task(worker, [], []) is None
+
+
+def test_no_claim_with_a_drained_gpu_and_the_end_it_carries_still_lands(store: Store) -> None:
+    """The claim checks the drains itself (the worker reads none before it)."""
+    whole = store.register_worker(make_worker("w1", gpus=[1]), "test")
+    mig = store.register_worker(make_worker("w2", gpus=[mig_unit(2, 3)]), "test")
+    first, second = (store.create_task(spec(), "q", "t").id for _ in range(2))
+    claimed = store.claim_next_task(whole, ["q"], [1])
+    assert claimed is not None and claimed.id == first
+    store.drain_gpu("host", 1, "fan", "manual", "t")
+    store.drain_gpu("elsewhere", 2, "other host", "manual", "t")  # another host's GPU 2: not w2's
+    end = TaskEnd(first, TaskStatus.COMPLETED, exit_code=0, reason="exit 0", actor="worker:w1", attempt=1)
+    assert store.claim_next_task(whole, ["q"], [1], ended=end) is None
+    assert store.get_task(first).status == TaskStatus.COMPLETED  # recorded, though nothing was claimed
+    store.drain_gpu("host", 2, "ECC", "manual", "t")  # the GPU w2's MIG slice is on
+    assert store.claim_next_task(mig, ["q"], [mig_unit(2, 3)]) is None
+    assert store.get_task(second).status == TaskStatus.QUEUED
+    store.undrain_gpu("host", 1, "t")
+    again = store.claim_next_task(whole, ["q"], [1])
+    assert again is not None and again.id == second
 
 
 # -- finish, abort, dequeue, delete -------------------------------------------------------
