@@ -151,9 +151,34 @@ def parse_iso(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def machine(api: httpx.Client) -> str:
+def machine(api: httpx.Client, home: Path | None = None) -> str:
     health: dict[str, Any] = api.get("/health").raise_for_status().json()
-    return f"python {PYTHON} | cores {os.cpu_count()} | NVML {'yes' if health['nvml'] else 'no'}"
+    where = f" | home on {file_system(home)}" if home is not None else ""
+    return f"python {PYTHON} | cores {os.cpu_count()} | NVML {'yes' if health['nvml'] else 'no'}{where}"
+
+
+def file_system(path: Path) -> str:
+    """The file system ``path`` is on, in words: its type, mount point and,
+    for ext4, whether it has a journal.  A journal-less ext4 skips inodes
+    deleted in the last minutes when it makes a file (``recently_deleted``
+    in the kernel), which a task log per task pays for after other files
+    were removed (README, Performance); put the home elsewhere with ``TMPDIR``."""
+    dev = os.stat(path).st_dev
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or fields[2] != wanted or not tail:
+            continue
+        kind, source = tail[0], tail[1] if len(tail) > 1 else "?"
+        if kind == "ext4":
+            try:
+                task = Path("/sys/fs/ext4", os.path.basename(source), "journal_task").read_text().strip()
+                kind += ", no journal" if task == "<none>" else ", journal"
+            except OSError:
+                pass
+        return f"{kind} ({fields[4]})"
+    return "?"
 
 
 # A task's first line prints this and the time; the benchmarks put the marker

@@ -22,7 +22,14 @@ Yardsticks, in the same run: the same M commands run by 8 threads, each doing
 task-spooler with 8 slots (``tsp -S 8``, M ``tsp -n`` calls then wait for the
 last; skipped when ``tsp`` is not installed).
 
+The fleet's home is a temporary folder under ``$TMPDIR`` (else /tmp); the
+file system it is on is printed with the machine, since a task log per task
+makes a file per task: on an ext4 without a journal that costs the workers
+about a third of their CPU after other files were removed (README,
+Performance).
+
 Run:  .venv/bin/python -m bench.throughput [--tasks 1000] [--command true|python]
+      TMPDIR=/mnt/journaled .venv/bin/python -m bench.throughput
 """
 
 from __future__ import annotations
@@ -128,7 +135,7 @@ def through_fleet(fleet: TempFleet, command: list[str], count: int, each: bool) 
         fleet.up(str(gpu), "t")
     with fleet.api() as api:
         fleet.wait_idle(api, GPUS)
-        print(machine(api))
+        print(machine(api, fleet.home))
         body = {"command": command, "working_dir": str(fleet.root), "queue": "t"}
         workers = [int(w["pid"]) for w in api.get("/workers").raise_for_status().json()["workers"]]
         manager = int(json.loads((fleet.home / "manager.json").read_text())["pid"])
