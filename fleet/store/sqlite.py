@@ -117,6 +117,32 @@ class SQLiteQueues(SQLiteBase):
             self._event(conn, "queue", row["name"], "created", "deleted", actor, f"{queued} task(s) dequeued")
 
 
+HEADER_SIZE = 100
+MAGIC = b"SQLite format 3\x00"
+
+
+def header_problem(head: bytes) -> str | None:
+    """What makes ``head``, a file's first :data:`HEADER_SIZE` bytes, no SQLite 3
+    database header (https://sqlite.org/fileformat.html#the_database_header);
+    None when it is one.
+
+    Checked before SQLite opens the file, even read-only: SQLite itself opens
+    (and so creates) a file's ``-wal`` and ``-shm`` as soon as its header says
+    WAL (byte 19), before it finds the rest of the header unusable, which would
+    leave two new files beside someone else's file."""
+    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
+        return "no SQLite 3 header"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    if not 512 <= page <= 65536 or page & (page - 1):
+        return f"page size {page}"
+    if head[18] not in (1, 2) or head[19] not in (1, 2):
+        return f"file format versions {head[18]}/{head[19]}"
+    if head[21:24] != b"\x40\x20\x20":
+        return "payload fractions are not 64/32/32"
+    return None
+
+
 class SQLiteStore(
     SQLiteQueues,
     SQLiteTasks,
@@ -137,8 +163,9 @@ class SQLiteStore(
     def _migrate(self) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path} is not an SQLite database; refusing to open or overwrite it")
+                problem = header_problem(fh.read(HEADER_SIZE))
+            if problem is not None:
+                raise StoreError(f"{self.path} is not an SQLite database ({problem}); refusing to open or overwrite it")
             if self._refuse_newer() == schema.LATEST:
                 self.conn  # noqa: B018 - open it now: a file that cannot be opened fails here, at start
                 return  # nothing to write, so a full disk or a read-only file does not stop a start
