@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fleet.core.gpuspec import gpu_json, gpu_label
+from fleet.core.hosts import HostRow
 from fleet.core.models import (
     DockerMode,
     Event,
     GpuDrain,
-    HostRow,
     Queue,
     RuntimeProperty,
     Task,

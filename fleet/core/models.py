@@ -1,4 +1,6 @@
-"""Task, worker and queue records and their state machines.
+"""Task, worker and queue records and their state machines, with the records
+that hang off them (attempts, events, GPU drains and reservations); a
+host's records are in :mod:`fleet.core.hosts`.
 
 States are ``str`` enums (the store keeps ``.value``).  The legal moves are
 listed here once; every change goes through the store's transition function,
@@ -81,66 +83,6 @@ WORKER_MOVES: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.LOST: frozenset({WorkerState.DEAD}),
 }
 RESTARTABLE = frozenset({WorkerState.DEAD, WorkerState.LOST})  # what register_worker brings back to idle
-
-
-class HostState(str, enum.Enum):
-    """A host of the fleet, as its lease says (the ``hosts`` table)."""
-
-    UP = "up"  # its manager renews its lease
-    LOST = "lost"  # its lease expired: another manager ended its attempts (see Store.declare_lost_hosts)
-    LEFT = "left"  # its manager stopped cleanly (``fleetctl stop``)
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """What a host registers: its GPUs, fleet's version, its manager's API URL and pid."""
-
-    gpus: list[int]
-    version: str
-    api_url: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class HostRow:
-    """A host as the store keeps it.  ``lease_age`` is the store's clock (on
-    PostgreSQL the server's: hosts' clocks may differ) minus ``renewed_at``, at
-    the time of the read; ``epoch`` counts its registrations (a host declared
-    lost comes back with a new one)."""
-
-    name: str
-    gpus: list[int]
-    version: str
-    api_url: str
-    pid: int | None
-    started_at: float
-    renewed_at: float
-    lease_seconds: float
-    state: HostState
-    epoch: int
-    lost_at: float | None
-    lost_by: str | None
-    lease_age: float
-
-    @property
-    def expired(self) -> bool:
-        return self.state == HostState.UP and self.lease_age > self.lease_seconds
-
-
-@dataclass(frozen=True)
-class LostHost:
-    """What declaring one host lost did (:meth:`fleet.store.interface.Store.declare_lost_hosts`)."""
-
-    name: str
-    workers: list[str]  # shown lost
-    failed: list[str]  # tasks whose running attempt ended failed (``host <name> lost``)
-    requeued: list[str]  # of those, the ones queued again (retries left)
-    queues: list[str]  # the queues they went back to
-
-
-def host_lost_reason(host: str) -> str:
-    """The reason a lost host's attempts end with, and its workers show."""
-    return f"host {host} lost"
 
 
 class WorkerMode(str, enum.Enum):

@@ -49,7 +49,7 @@ from fleet.api.auth import Access, ensure_token, group_id, share_home
 from fleet.core.config import Config
 from fleet.core.errors import ConfigError, FleetError, StoreUnavailable, UsageError
 from fleet.core.home import Home
-from fleet.core.models import HostInfo
+from fleet.core.hosts import HostInfo
 from fleet.core.nvml import Nvml
 from fleet.core.procs import remove_pidfile, write_pidfile
 from fleet.manager.host_lease import HostLease

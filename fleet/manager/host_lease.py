@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from fleet.core.errors import FleetError, HostLost, NotFound, StoreUnavailable
-from fleet.core.models import HostInfo
+from fleet.core.hosts import HostInfo
 from fleet.store import Store
 from fleet.store.faults import Backoff
 

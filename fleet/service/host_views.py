@@ -12,7 +12,7 @@ empty list, so a typo is told apart from an idle host.
 from __future__ import annotations
 
 from fleet.core.errors import NotFound
-from fleet.core.models import HostRow
+from fleet.core.hosts import HostRow
 from fleet.store import Store
 
 MAX_SHOWN = 20  # known hosts named in the error; a larger fleet gets "... and N more"

@@ -19,15 +19,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fleet.core.hosts import HostInfo, HostRow, LostHost
 from fleet.core.models import (
     ArraySpec,
     Event,
     ExitUsage,
     GpuDrain,
     GpuReservation,
-    HostInfo,
-    HostRow,
-    LostHost,
     Queue,
     Runner,
     RuntimeProperty,

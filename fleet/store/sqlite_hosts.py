@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from fleet.core.errors import HostLost, NotFound
-from fleet.core.models import HostInfo, HostRow, HostState, LostHost, TaskStatus, WorkerState, host_lost_reason
+from fleet.core.hosts import HostInfo, HostRow, HostState, LostHost, host_lost_reason
+from fleet.core.models import TaskStatus, WorkerState
 from fleet.store.dbapi import DbConn
 from fleet.store.rows import dumps, loads
 from fleet.store.sqlite_base import SQLiteBase

@@ -10,15 +10,8 @@ import threading
 import pytest
 
 from fleet.core.errors import Fenced, HostLost, NotFound
-from fleet.core.models import (
-    HostInfo,
-    HostState,
-    Script,
-    TaskSpec,
-    TaskStatus,
-    Worker,
-    WorkerState,
-)
+from fleet.core.hosts import HostInfo, HostState
+from fleet.core.models import Script, TaskSpec, TaskStatus, Worker, WorkerState
 from fleet.store.interface import Store
 from tests.factories import live_worker
 from tests.store.backends import open_target

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from fleet.core.models import HostInfo
+from fleet.core.hosts import HostInfo
 from tests.conftest import CONFIG, Fleet
 
 HOSTS = ("host0", "host1", "host2")
